@@ -1,0 +1,92 @@
+"""What connectors are given and what they implement.
+
+A source is built as ``Source(config, ctx)`` and started with the channel's ``receive`` coroutine; it hands
+each input to ``receive`` and answers its peer from the returned :class:`Receipt` (DESIGN.md §2 outcomes).
+A destination is built as ``Destination(config, ctx)``; its ``send`` returns the peer's answer (stored with the
+delivery) or raises :class:`~hub.errors.RetryableDelivery` / :class:`~hub.errors.PermanentDelivery`.
+Neither imports the engine: everything they may use arrives in the :class:`Context` (DESIGN.md §6.6).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
+
+from hub.message import Message, Outcome
+
+if TYPE_CHECKING:
+    from hub.spec import Config
+    from hub.store import Store
+
+__all__ = ["Context", "Result", "Receipt", "Receiver", "Source", "Destination"]
+
+
+@dataclass
+class Context:
+    """Services injected into components. Tests build one with only what they need."""
+
+    home: Path = field(default_factory=Path.cwd)
+    mappings_dir: Path = field(default_factory=lambda: Path("mappings"))
+    config: Config | None = None
+    store: Store | None = None
+    engine: Any = None  # hub.engine.Engine when running; used by the `channel` destination
+    node: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    channel: str = ""
+    testing: bool = False  # built for `hub test`: no sockets, no folders created
+
+    def resolve(self, path: str | os.PathLike[str]) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.home / p
+
+
+@dataclass
+class Result:
+    """What became of one message of an input."""
+
+    outcome: Outcome
+    message_id: int | None = None
+    reason: str | None = None
+    code: str | None = None  # the protocol's error code (HL7 table 0357, X12, FHIR issue type)
+    location: str | None = None
+    message: Message | None = None  # with its parsed document, for building an acknowledgement
+    duplicate: bool = False
+    delivery_ids: list[int] = field(default_factory=list)
+
+
+_SEVERITY = {Outcome.ERROR: 3, Outcome.REJECTED: 2, Outcome.ACCEPTED: 1, Outcome.FILTERED: 0}
+
+
+@dataclass
+class Receipt:
+    """The results of one input (a file may hold a batch of messages)."""
+
+    results: list[Result]
+
+    @property
+    def outcome(self) -> Outcome:
+        """The worst outcome of the input: error > rejected > accepted > filtered."""
+        if not self.results:
+            return Outcome.FILTERED
+        return max((r.outcome for r in self.results), key=_SEVERITY.__getitem__)
+
+    @property
+    def reasons(self) -> list[str]:
+        return [r.reason for r in self.results if r.reason]
+
+
+Receiver = Callable[..., Awaitable[Receipt]]
+
+
+class Source(Protocol):
+    async def start(self, receive: Receiver) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class Destination(Protocol):
+    async def send(self, message: Message) -> str | None: ...
+
+    async def close(self) -> None: ...

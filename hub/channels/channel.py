@@ -1,0 +1,268 @@
+"""A channel at run time: split → parse → filters → routes and transforms → store.accept() → outcome.
+
+:meth:`Channel.process` is the pure part (no I/O): it turns one message into what would be stored — status,
+reason, and one :class:`~hub.store.NewDelivery` per routed destination. ``hub test`` runs exactly this.
+:meth:`Channel.receive` adds the store: everything one input produced is accepted in one transaction and only
+then does the source get its :class:`~hub.channels.base.Receipt` to answer the peer with.
+
+Also here: the ``channel`` destination, which feeds another channel (its own transport, DESIGN.md §5).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+from pydantic import Field
+
+from hub.channels.base import Context, Receipt, Result
+from hub.errors import (
+    Hl7ParseError,
+    InputError,
+    PermanentDelivery,
+    RetryableDelivery,
+    StoreError,
+)
+from hub.message import Message, Outcome, sniff_content_type, utcnow
+from hub.spec import ChannelSpec, DestinationConfig, SourceConfig
+from hub.store import NewDelivery, NewMessage
+from hub.transforms.document import document_of, extract_meta
+
+__all__ = ["Channel", "Route", "Processed", "ChannelDestination", "split_input"]
+
+log = logging.getLogger("hub.channel")
+
+
+@dataclass
+class Route:
+    name: str
+    when: Callable[[Message], bool] | None
+    transforms: list[Callable[[Message], Message]]
+    to: list[str]
+
+
+@dataclass
+class Processed:
+    """The pure result of running one message through filters, routes and transforms."""
+
+    message: Message
+    status: str  # accepted | filtered | rejected | error
+    reason: str | None = None
+    code: str | None = None
+    location: str | None = None
+    deliveries: list[NewDelivery] = field(default_factory=list)
+    outputs: dict[str, list[Message]] = field(default_factory=dict)  # destination → transformed messages
+
+
+def split_input(raw: bytes, content_type: str, split: str) -> list[bytes]:
+    """One input → the messages it holds (DESIGN.md §5 ``split:``). Raises ParseError for a broken batch."""
+    if split == "none" or content_type not in ("hl7v2", "x12", "csv"):
+        return [raw]
+    if content_type == "hl7v2" and split in ("auto", "hl7_batch"):
+        from hub.transforms.hl7v2 import split_batch
+
+        return split_batch(raw)
+    if content_type == "x12" and split == "x12_transaction":
+        from hub.transforms.x12 import split_transactions  # type: ignore[attr-defined]
+
+        return split_transactions(raw)
+    if content_type == "csv" and split == "csv_row":
+        from hub.transforms.csv import split_rows  # type: ignore[attr-defined]
+
+        return split_rows(raw)
+    return [raw]
+
+
+class Channel:
+    def __init__(
+        self,
+        spec: ChannelSpec,
+        ctx: Context,
+        *,
+        source_config: SourceConfig,
+        filters: Callable[[Message], bool] | None,
+        routes: list[Route],
+        destinations: dict[str, Any],
+        order_by: dict[str, str | None],
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.ctx = ctx
+        self.source_config = source_config
+        self.filters = filters
+        self.routes = routes
+        self.destinations = destinations  # name → DestinationConfig
+        self.order_by = order_by
+        self.drop_content = spec.storage.content == "raw"
+        self.on_accepted: Callable[[str, list[NewDelivery]], None] | None = None  # engine wakes workers
+
+    # ------------------------------------------------------------------ pure pipeline
+    def content_type_of(self, raw: bytes) -> str:
+        return self.source_config.format or sniff_content_type(raw)
+
+    def split(self, raw: bytes) -> list[bytes]:
+        return split_input(raw, self.content_type_of(raw), self.source_config.split)
+
+    def make_message(self, raw: bytes, *, meta: dict[str, Any] | None = None) -> Message:
+        return Message(raw=raw, content_type=self.content_type_of(raw), meta=dict(meta or {}), channel=self.name)
+
+    def process(self, message: Message) -> Processed:
+        """Parse, filter, route and transform one message. Never raises for bad input: that is ``rejected``."""
+        try:
+            if message.content_type != "raw":
+                doc = document_of(message)
+                message.meta.update(extract_meta(message.content_type, doc))
+        except InputError as exc:
+            return self._rejected(message, exc)
+        try:
+            if self.filters is not None and not self.filters(message):
+                return Processed(message, "filtered", reason="no filter matched")
+            out = Processed(message, "accepted")
+            for route in self.routes:
+                if route.when is not None and not route.when(message):
+                    continue
+                result = message
+                if route.transforms:
+                    result = message.replace(message.raw)  # the route's own copy: transforms change it freely
+                    for t in route.transforms:
+                        result = t(result)
+                content = None if result.raw == message.raw and result.content_type == message.content_type else result.raw
+                for dest in route.to:
+                    out.deliveries.append(
+                        NewDelivery(
+                            destination=dest,
+                            route=route.name,
+                            content=content,
+                            content_type=result.content_type,
+                            order_key=self._order_key(dest, message),
+                        )
+                    )
+                    out.outputs.setdefault(dest, []).append(result)
+            if not out.deliveries:
+                out.status, out.reason = "filtered", "no route matched"
+            return out
+        except InputError as exc:
+            return self._rejected(message, exc)
+        except Exception as exc:  # noqa: BLE001 - a bug in a transform: keep the message, answer error
+            log.exception("channel %s: transform failed unexpectedly", self.name)
+            return Processed(message, "error", reason=f"{type(exc).__name__}: {exc}", code="207")
+
+    def _rejected(self, message: Message, exc: InputError) -> Processed:
+        if isinstance(exc, Hl7ParseError) and exc.control_id and "control_id" not in message.meta:
+            message.meta["control_id"] = exc.control_id
+        return Processed(message, "rejected", reason=str(exc), code=exc.code or None, location=exc.location or None)
+
+    def _order_key(self, dest: str, message: Message) -> str | None:
+        path = self.order_by.get(dest)
+        if not path:
+            return None
+        try:
+            return (document_of(message).get(path) or "")[:200]
+        except InputError:
+            return ""
+
+    # ------------------------------------------------------------------ with the store
+    async def receive(
+        self,
+        raw: bytes,
+        *,
+        source_ref: str | None = None,
+        dedup_key: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Receipt:
+        """Process one input and accept everything it produced in one transaction; then return the receipt.
+
+        ``dedup_key`` marks the input as taken (a file name+size+mtime, an SFTP object, MSH-10 …): an input whose
+        key was already accepted is answered as before without being stored twice.
+        """
+        store = self.ctx.store
+        assert store is not None, "receive() needs a store; use process() for dry runs"
+        received_at = time.time()
+        try:
+            parts = self.split(raw)
+        except InputError as exc:
+            parts = None
+            failed = self._rejected(self.make_message(raw, meta=meta), exc)
+        if parts is None:
+            processed = [failed]
+        else:
+            processed = [self.process(self.make_message(p, meta=meta)) for p in parts]
+        items = []
+        for i, p in enumerate(processed):
+            key = None
+            if dedup_key:
+                key = dedup_key if len(processed) == 1 else f"{dedup_key}#{i + 1}"
+            items.append(
+                NewMessage(
+                    channel=self.name,
+                    raw=p.message.raw,
+                    content_type=p.message.content_type,
+                    status=p.status,
+                    received_at=received_at,
+                    meta=p.message.meta,
+                    source_ref=source_ref,
+                    dedup_key=key,
+                    error=p.reason if p.status in ("rejected", "error") else None,
+                    error_code=p.code,
+                    deliveries=p.deliveries if p.status == "accepted" else [],
+                )
+            )
+        try:
+            accepted = await store.accept_async(items)
+        except StoreError as exc:
+            log.error("channel %s: store unavailable, input not accepted: %s", self.name, exc)
+            return Receipt([Result(Outcome.ERROR, reason=str(exc), code="207", message=p.message) for p in processed])
+        results = []
+        for p, a, item in zip(processed, accepted, items):
+            outcome = Outcome(p.status)
+            results.append(
+                Result(
+                    outcome,
+                    message_id=a.message_id,
+                    reason=p.reason,
+                    code=p.code,
+                    location=p.location,
+                    message=p.message,
+                    duplicate=a.duplicate,
+                    delivery_ids=a.delivery_ids,
+                )
+            )
+            if a.delivery_ids and self.on_accepted is not None:
+                self.on_accepted(self.name, item.deliveries)
+        return Receipt(results)
+
+
+# ---------------------------------------------------------------------------------------------- `channel` destination
+class ChannelDestination:
+    class Config(DestinationConfig):
+        """Feed another channel of this hub: ``{type: channel, channel: lab_results}``."""
+
+        type: Literal["channel"] = "channel"
+        channel: str = Field(description="Name of the channel that receives the messages.")
+
+    def __init__(self, config: Config, ctx: Context) -> None:
+        self.config = config
+        self.ctx = ctx
+
+    async def send(self, message: Message) -> str | None:
+        engine = self.ctx.engine
+        target = engine.channels.get(self.config.channel) if engine is not None else None
+        if target is None:
+            raise RetryableDelivery(f"channel {self.config.channel!r} is not running")
+        # The delivery id makes the hand-over idempotent: a retry after a crash finds the message already taken.
+        origin = f"channel:{message.channel}/{message.id}"
+        receipt = await target.receive(
+            message.raw, source_ref=origin, dedup_key=f"{origin}/{message.meta.get('delivery_id')}"
+        )
+        outcome = receipt.outcome
+        ids = ",".join(str(r.message_id) for r in receipt.results if r.message_id is not None)
+        if outcome is Outcome.ERROR:
+            raise RetryableDelivery(f"{self.config.channel}: {'; '.join(receipt.reasons)}")
+        if outcome is Outcome.REJECTED:
+            raise PermanentDelivery(f"{self.config.channel} rejected it: {'; '.join(receipt.reasons)}", response=f"rejected {ids}")
+        return f"{outcome.value} by {self.config.channel} as message {ids}"
+
+    async def close(self) -> None:
+        return None

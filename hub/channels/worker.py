@@ -1,0 +1,177 @@
+"""The delivery loop of one destination: claim → send → mark sent | retry (backoff) | dead.
+
+Without ``order_by`` a queue is strict FIFO: the worker claims the ready prefix of the queue, sends it in
+order and stops at the first failure, handing the rest back untouched, so nothing overtakes a message that
+is waiting for its retry. With ``order_by`` the store hands out the oldest ready delivery of each key and the
+worker sends up to ``parallel`` of them at once; a retrying key waits alone while other keys flow.
+After ``max_attempts`` a delivery goes ``dead``: it stays visible and replayable and no longer blocks its key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from hub.errors import DeliveryError, PermanentDelivery, classify
+from hub.message import Message
+from hub.spec import QueueSpec, parse_duration
+from hub.store import Claimed, Mark, Store
+
+__all__ = ["DeliveryWorker", "backoff_delay"]
+
+log = logging.getLogger("hub.worker")
+
+
+def backoff_delay(queue: QueueSpec, attempts: int) -> float:
+    """Seconds to wait after the ``attempts``-th failure: initial × multiplier^(attempts−1), at most max."""
+    initial = parse_duration(queue.backoff.initial)
+    longest = parse_duration(queue.backoff.max)
+    return min(longest, initial * queue.backoff.multiplier ** max(0, attempts - 1))
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        store: Store,
+        channel: str,
+        name: str,
+        destination: Any,
+        queue: QueueSpec,
+        *,
+        drop_content: bool = False,
+        idle_poll: float = 1.0,
+        on_final: Callable[[Claimed, str], None] | None = None,
+        observe: Callable[[str, str, str, float], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.channel = channel
+        self.name = name
+        self.destination = destination
+        self.queue = queue
+        self.ordered = queue.order_by is not None
+        self.drop_content = drop_content
+        self.idle_poll = idle_poll
+        self.on_final = on_final
+        self.observe = observe  # (channel, destination, outcome, seconds since received) → metrics
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self.last_error: str | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"worker:{self.channel}/{self.name}")
+
+    async def stop(self) -> None:
+        """Finish the batch in hand, then stop. Idempotent."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, timeout=30)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                claimed = await self.store.claim(self.channel, self.name, limit=self.queue.batch, ordered=self.ordered)
+            except Exception as exc:  # noqa: BLE001 - the store is down: wait and try again
+                log.warning("worker %s/%s: cannot claim: %s", self.channel, self.name, exc)
+                claimed = []
+                await self._sleep(min(5.0, self.idle_poll * 5))
+                continue
+            if not claimed:
+                await self._sleep(self.idle_poll)
+                continue
+            if self.ordered:
+                marks = await self._send_parallel(claimed)
+            else:
+                marks = await self._send_in_order(claimed)
+            await self._mark(marks)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            pass
+        self._wake.clear()
+
+    async def _mark(self, marks: list[tuple[Claimed, Mark]]) -> None:
+        while True:
+            try:
+                await self.store.mark([m for _, m in marks])
+                break
+            except Exception as exc:  # noqa: BLE001 - keep the results until the store takes them
+                if self._stopping:
+                    log.error("worker %s/%s: could not record %d results: %s", self.channel, self.name, len(marks), exc)
+                    return  # the leases expire and the deliveries are sent again (at-least-once)
+                log.warning("worker %s/%s: cannot record results, retrying: %s", self.channel, self.name, exc)
+                await asyncio.sleep(1.0)
+        for c, m in marks:
+            if m.outcome in ("sent", "dead"):
+                if self.on_final is not None:
+                    self.on_final(c, m.outcome)
+            if self.observe is not None and m.outcome != "queued":
+                self.observe(self.channel, self.name, m.outcome, time.time() - c.received_at)
+
+    async def _send_in_order(self, claimed: list[Claimed]) -> list[tuple[Claimed, Mark]]:
+        marks: list[tuple[Claimed, Mark]] = []
+        for i, c in enumerate(claimed):
+            mark = await self._attempt(c)
+            marks.append((c, mark))
+            if mark.outcome == "retry" or self._stopping:
+                # FIFO: hand back the rest without counting an attempt; they wait behind this one.
+                for rest in claimed[i + 1 :]:
+                    marks.append((rest, Mark(rest.id, "queued", rest.attempts, record=False)))
+                break
+        return marks
+
+    async def _send_parallel(self, claimed: list[Claimed]) -> list[tuple[Claimed, Mark]]:
+        sem = asyncio.Semaphore(self.queue.parallel)
+
+        async def one(c: Claimed) -> tuple[Claimed, Mark]:
+            async with sem:
+                return c, await self._attempt(c)
+
+        return list(await asyncio.gather(*(one(c) for c in claimed)))
+
+    async def _attempt(self, c: Claimed) -> Mark:
+        attempt = c.attempts + 1
+        meta = dict(c.meta)
+        meta["delivery_id"] = c.id
+        meta["destination"] = self.name
+        message = Message(
+            raw=c.content,
+            content_type=c.content_type,
+            meta=meta,
+            id=c.message_id,
+            channel=self.channel,
+            received_at=datetime.fromtimestamp(c.received_at, timezone.utc),
+        )
+        try:
+            response = await self.destination.send(message)
+        except Exception as exc:  # noqa: BLE001 - classify() decides retry vs dead, in one place
+            err: DeliveryError = classify(exc)
+            self.last_error = str(err)
+            if isinstance(err, PermanentDelivery) or attempt >= self.queue.max_attempts:
+                why = "permanent failure" if isinstance(err, PermanentDelivery) else f"gave up after {attempt} attempts"
+                log.warning(
+                    "delivery %s of message %s to %s/%s is dead (%s): %s", c.id, c.message_id, self.channel, self.name, why, err
+                )
+                return Mark(c.id, "dead", attempt, error=str(err), response=err.response)
+            delay = backoff_delay(self.queue, attempt)
+            if err.retry_after is not None:
+                delay = max(delay, err.retry_after)
+            log.info(
+                "delivery %s to %s/%s failed (attempt %d), retry in %.1fs: %s", c.id, self.channel, self.name, attempt, delay, err
+            )
+            return Mark(c.id, "retry", attempt, error=str(err), response=err.response, next_at=time.time() + delay)
+        self.last_error = None
+        return Mark(c.id, "sent", attempt, response=response, drop_content=self.drop_content)

@@ -1,0 +1,279 @@
+"""Composition root: builds channels from their specs, owns the store, the workers and the schedules.
+
+:func:`build` turns a :class:`~hub.spec.Config` into runnable parts and collects every problem it meets with
+its file and line, so ``hub check`` and ``hub run`` can never disagree about what is valid. Building never
+opens sockets or creates folders; :meth:`Engine.start` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from hub import registry
+from hub.channels.base import Context
+from hub.channels.channel import Channel, Route
+from hub.channels.schedule import Poller, check_schedule
+from hub.channels.worker import DeliveryWorker
+from hub.errors import ConfigError
+from hub.routes import compile_all, compile_condition
+from hub.spec import Config, Problem, parse_duration, parse_listen, pydantic_problems
+from hub.store import Claimed, Store
+
+__all__ = ["Engine", "Built", "build", "check", "open_store"]
+
+log = logging.getLogger("hub.engine")
+
+
+@dataclass
+class Built:
+    channels: dict[str, Channel] = field(default_factory=dict)
+    sources: dict[str, Any] = field(default_factory=dict)
+    destinations: dict[tuple[str, str], Any] = field(default_factory=dict)
+    queues: dict[tuple[str, str], Any] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def _normalise_transform(t: Any) -> Any:
+    """``{python: mod:func}`` is short for ``{type: python, function: mod:func}``."""
+    if isinstance(t, dict) and "type" not in t and len(t) == 1 and "python" in t:
+        return {"type": "python", "function": t["python"]}
+    return t
+
+
+def _component(kind: str, data: Any, ctx: Context, cfg: Config, channel: str, loc: tuple[Any, ...], problems: list[Problem]) -> tuple[Any, Any]:
+    """Validate ``data`` with the component's own model and construct it; (config, instance) or (None, None)."""
+    file = str(cfg.channel_files[channel])
+    cdata = cfg.channel_data[channel]
+    if not isinstance(data, dict) or "type" not in data:
+        problems.append(Problem(file, cfg.line(channel, *loc)[1], f"{'.'.join(map(str, loc))}: a {kind} needs a type"))
+        return None, None
+    try:
+        cls = registry.lookup(kind, str(data["type"]))
+    except KeyError as exc:
+        problems.append(Problem(file, cfg.line(channel, *loc, "type")[1], f"{'.'.join(map(str, loc))}.type: {exc.args[0]}"))
+        return None, None
+    try:
+        conf = cls.Config.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(pydantic_problems(exc, cdata, file, loc))
+        return None, None
+    try:
+        return conf, cls(conf, ctx)
+    except ConfigError as exc:
+        problems.append(Problem(file, cfg.line(channel, *loc)[1], f"{'.'.join(map(str, loc))}: {exc}"))
+        return conf, None
+
+
+def build(cfg: Config, *, store: Store | None = None, engine: Any = None, testing: bool = False) -> Built:
+    """Build every enabled channel. With ``testing`` destinations are in-memory and sources are not built."""
+    out = Built(problems=list(cfg.problems))
+    problems = out.problems
+    for folder in cfg.hub.python_path:
+        path = str(cfg.resolve(folder))
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    try:
+        check_schedule(cfg.hub.retention.schedule)
+    except ValueError as exc:
+        problems.append(Problem(str(cfg.folder / "hub.yaml"), 0, f"retention.schedule: {exc}"))
+    listens: dict[tuple[str, int], str] = {}
+    if cfg.hub.web.enabled:
+        listens[parse_listen(cfg.hub.web.listen)] = "web.listen in hub.yaml"
+
+    for spec in cfg.channels:
+        if not spec.enabled:
+            continue
+        name = spec.name
+        file = str(cfg.channel_files[name])
+        ctx = Context(home=cfg.home, mappings_dir=cfg.mappings_dir, config=cfg, store=store, engine=engine, channel=name, testing=testing)
+
+        # source: constructors do no I/O, so `hub check` and `hub test` build it too (and then leave it unused)
+        src_conf, src = _component("source", spec.source, ctx, cfg, name, ("source",), problems)
+        if src is not None and not testing:
+            out.sources[name] = src
+        listen = getattr(src_conf, "listen", None)
+        if listen:
+            try:
+                addr = parse_listen(listen)
+            except ValueError as exc:
+                problems.append(Problem(file, cfg.line(name, "source", "listen")[1], f"source.listen: {exc}"))
+            else:
+                if addr in listens:
+                    problems.append(
+                        Problem(file, cfg.line(name, "source", "listen")[1], f"source.listen {listen} is already used by {listens[addr]}")
+                    )
+                listens[addr] = f"channel {name}"
+
+        # destinations
+        dest_confs: dict[str, Any] = {}
+        for dname, ddata in spec.destinations.items():
+            dconf, dest = _component("destination", ddata, ctx, cfg, name, ("destinations", dname), problems)
+            if testing and dconf is not None:  # `hub test`: record what would be sent instead of sending it
+                from hub.channels.memory import MemoryDestination
+
+                dest = MemoryDestination(MemoryDestination.Config(type="memory", queue=dconf.queue), ctx)
+            if dconf is not None:
+                dest_confs[dname] = dconf
+                out.queues[(name, dname)] = dconf.queue
+            if dest is not None:
+                out.destinations[(name, dname)] = dest
+
+        # filters and routes
+        filters = compile_all(spec.filters) if spec.filters else None
+        routes: list[Route] = []
+        for ri, rspec in enumerate(spec.routes):
+            for ti, dname in enumerate(rspec.to):
+                if dname not in spec.destinations:
+                    problems.append(
+                        Problem(file, cfg.line(name, "routes", ri, "to", ti)[1], f"routes[{rspec.name}].to: no destination named {dname!r}")
+                    )
+            transforms = []
+            for ti, tdata in enumerate(rspec.transforms):
+                tdata = _normalise_transform(tdata)
+                _, t = _component("transform", tdata, ctx, cfg, name, ("routes", ri, "transforms", ti), problems)
+                if t is not None:
+                    transforms.append(t)
+            routes.append(
+                Route(rspec.name, compile_condition(rspec.when) if rspec.when else None, transforms, [d for d in rspec.to if d in spec.destinations])
+            )
+        for dname, dconf in dest_confs.items():
+            target = getattr(dconf, "channel", None)
+            if dconf.type == "channel" and target not in {c.name for c in cfg.channels}:
+                problems.append(Problem(file, cfg.line(name, "destinations", dname, "channel")[1], f"destinations.{dname}.channel: no channel named {target!r}"))
+        if src_conf is None:
+            continue
+        out.channels[name] = Channel(
+            spec,
+            ctx,
+            source_config=src_conf,
+            filters=filters,
+            routes=routes,
+            destinations=dest_confs,
+            order_by={d: c.queue.order_by for d, c in dest_confs.items()},
+        )
+    return out
+
+
+def check(cfg: Config) -> list[Problem]:
+    return build(cfg).problems
+
+
+def open_store(cfg: Config, *, migrate: bool = True) -> Store:
+    s = cfg.hub.store
+    return Store(cfg.store_url(), batch_max=s.batch_max, synchronous=s.synchronous, pool_size=s.pool_size, node=cfg.hub.node).open(migrate=migrate)
+
+
+class Engine:
+    """The running hub: ``await Engine(cfg).start()`` … ``await engine.stop()``."""
+
+    def __init__(self, cfg: Config, *, store: Store | None = None, idle_poll: float = 1.0) -> None:
+        self.cfg = cfg
+        self.store = store
+        self._own_store = store is None
+        self.idle_poll = idle_poll
+        self.channels: dict[str, Channel] = {}
+        self.sources: dict[str, Any] = {}
+        self.destinations: dict[tuple[str, str], Any] = {}
+        self.workers: dict[tuple[str, str], DeliveryWorker] = {}
+        self.pollers: list[Poller] = []
+        self.started_at: float | None = None
+        self._waiters: dict[int, asyncio.Future[str]] = {}
+
+    async def start(self) -> None:
+        if self.store is None:
+            self.store = await asyncio.to_thread(open_store, self.cfg)
+        store = self.store
+        # SQLite has one node: everything left "sending" by a previous process is ours to resume.
+        recovered = await asyncio.to_thread(store.recover, all_of_mine=store.dialect == "sqlite")
+        if recovered:
+            log.info("resuming %d deliveries that were in flight when the hub last stopped", recovered)
+        built = build(self.cfg, store=store, engine=self)
+        if built.problems:
+            raise ConfigError("configuration has problems", [(p.file, p.line, p.message) for p in built.problems])
+        self.channels, self.sources, self.destinations = built.channels, built.sources, built.destinations
+        for (ch, dname), dest in self.destinations.items():
+            channel = self.channels[ch]
+            worker = DeliveryWorker(
+                store,
+                ch,
+                dname,
+                dest,
+                built.queues[(ch, dname)],
+                drop_content=channel.drop_content,
+                idle_poll=self.idle_poll,
+                on_final=self._final,
+            )
+            self.workers[(ch, dname)] = worker
+            worker.start()
+        for channel in self.channels.values():
+            channel.on_accepted = self._wake
+        for name, src in self.sources.items():
+            await src.start(self.channels[name].receive)
+            log.info("channel %s started", name)
+        retention = self.cfg.hub.retention
+        poller = Poller(retention.schedule, self.prune, "retention", run_first=False)
+        poller.start()
+        self.pollers.append(poller)
+        self.started_at = time.time()
+
+    async def prune(self) -> int:
+        assert self.store is not None
+        r = self.cfg.hub.retention
+        n = await asyncio.to_thread(self.store.prune, parse_duration(r.messages), keep_unsent=r.keep_unsent)
+        log.info("retention: pruned %d messages older than %s", n, r.messages)
+        return n
+
+    def _wake(self, channel: str, deliveries: list[Any]) -> None:
+        for d in deliveries:
+            w = self.workers.get((channel, d.destination))
+            if w is not None:
+                w.wake()
+
+    def _final(self, claimed: Claimed, outcome: str) -> None:
+        fut = self._waiters.get(claimed.message_id)
+        if fut is not None and not fut.done():
+            fut.set_result(outcome)
+
+    async def stop(self) -> None:
+        """Stop taking input, let workers finish what they hold, close everything. Idempotent."""
+        for src in self.sources.values():
+            try:
+                await src.stop()
+            except Exception:  # noqa: BLE001
+                log.exception("stopping a source failed")
+        for p in self.pollers:
+            await p.stop()
+        self.pollers = []
+        await asyncio.gather(*(w.stop() for w in self.workers.values()))
+        self.workers = {}
+        for dest in self.destinations.values():
+            try:
+                await dest.close()
+            except Exception:  # noqa: BLE001
+                log.exception("closing a destination failed")
+        self.sources, self.destinations = {}, {}
+        if self.store is not None and self._own_store:
+            await asyncio.to_thread(self.store.close)
+            self.store = None
+
+    async def run_forever(self) -> None:
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):
+                pass
+        log.info("hub running: %d channels, store %s", len(self.channels), self.store.dialect if self.store else "?")
+        await stop.wait()
+        log.info("stopping")
+        await self.stop()

@@ -1,0 +1,57 @@
+"""Component name → implementation. Built-ins are imported lazily; third parties register via entry points.
+
+A component is a class with a ``Config`` attribute (a pydantic model: the user documentation of its keys,
+DESIGN.md §6.1) and a constructor ``(config, ctx)``. Kinds: ``source``, ``destination``, ``transform``.
+Third-party packages add components with an entry point in the group ``hub.components`` whose name is
+``kind:type`` (e.g. ``destination:kafka``) and whose value is ``package.module:Class``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import Any
+
+__all__ = ["lookup", "names", "BUILTINS"]
+
+BUILTINS: dict[tuple[str, str], str] = {
+    ("source", "file"): "hub.channels.file:FileSource",
+    ("destination", "file"): "hub.channels.file:FileDestination",
+    ("destination", "channel"): "hub.channels.channel:ChannelDestination",
+    ("destination", "memory"): "hub.channels.memory:MemoryDestination",
+    ("source", "memory"): "hub.channels.memory:MemorySource",
+    ("source", "channel"): "hub.channels.memory:ChannelSource",
+    ("transform", "set"): "hub.transforms.mapping:SetTransform",
+    ("transform", "copy"): "hub.transforms.mapping:CopyTransform",
+    ("transform", "delete"): "hub.transforms.mapping:DeleteTransform",
+    ("transform", "map"): "hub.transforms.mapping:MapTransform",
+    ("transform", "python"): "hub.transforms.mapping:PythonTransform",
+}
+
+_cache: dict[tuple[str, str], Any] = {}
+
+
+def _third_party() -> dict[tuple[str, str], str]:
+    found = {}
+    for ep in entry_points(group="hub.components"):
+        kind, _, name = ep.name.partition(":")
+        found[(kind, name)] = ep.value
+    return found
+
+
+def names(kind: str) -> list[str]:
+    return sorted({n for k, n in {**BUILTINS, **_third_party()} if k == kind})
+
+
+def lookup(kind: str, name: str) -> Any:
+    """The component class for ``kind``/``name``; KeyError with the known names when there is none."""
+    key = (kind, name)
+    if key in _cache:
+        return _cache[key]
+    target = BUILTINS.get(key) or _third_party().get(key)
+    if target is None:
+        raise KeyError(f"unknown {kind} type {name!r} (known: {', '.join(names(kind))})")
+    module, _, attr = target.partition(":")
+    cls = getattr(importlib.import_module(module), attr)
+    _cache[key] = cls
+    return cls

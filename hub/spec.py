@@ -1,0 +1,458 @@
+"""The models of ``hub.yaml`` and of channel files, and the loader that reports problems as ``file:line: message``.
+
+The shape is the contract of DESIGN.md §5: keys may be added, never renamed. Every model forbids unknown keys,
+so a typo is a ``hub check`` error instead of a silently ignored setting. Connector and transform settings are
+validated by the models their own modules declare (looked up in :mod:`hub.registry`), so the documentation of a
+connector lives beside its code.
+
+YAML is read with PyYAML; the loader keeps the line of every key and list item so that a pydantic error path
+(``destinations.ehr.queue.max_attempts``) can be reported at the line where the analyst wrote it. ``${VAR}`` and
+``${VAR:-default}`` are replaced from the environment (then from ``env:`` in hub.yaml) while loading; an undefined
+variable without a default is a problem at its line.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "Strict",
+    "HubSpec",
+    "ChannelSpec",
+    "RouteSpec",
+    "Condition",
+    "QueueSpec",
+    "BackoffSpec",
+    "SourceConfig",
+    "DestinationConfig",
+    "TransformConfig",
+    "Config",
+    "Problem",
+    "load_config",
+    "load_yaml",
+    "parse_duration",
+    "parse_listen",
+]
+
+CONTENT_FORMATS = ("hl7v2", "fhir", "x12", "csv", "raw")
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+def parse_duration(value: str | int | float) -> float:
+    """``"30s"``, ``"5m"``, ``"2h"``, ``"30d"``, ``"250ms"`` or a number of seconds → seconds."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ValueError(f"{value!r} is not a duration (use e.g. 500ms, 30s, 5m, 2h, 30d)")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:2575"`` → (host, port). A bare port listens on 127.0.0.1."""
+    host, sep, port = str(value).rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", str(value)
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not host:port")
+    return host, int(port)
+
+
+class Strict(BaseModel):
+    """Base of every config model: unknown keys are errors, field names are the YAML keys."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+Duration = str | int | float
+
+
+def _check_duration(v: Any) -> Any:
+    if v is not None:
+        parse_duration(v)
+    return v
+
+
+# --------------------------------------------------------------------------------------------------- hub.yaml
+class StoreSpec(Strict):
+    url: str = Field("sqlite:///var/hub.db", description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db")
+    batch_max: int = Field(500, ge=1, description="Most operations the writer commits in one transaction (group commit).")
+    synchronous: Literal["full", "normal"] = Field(
+        "full", description="SQLite only: 'full' fsyncs every commit (survives power loss); 'normal' survives a crash of the hub process only."
+    )
+    pool_size: int = Field(5, ge=1, description="PostgreSQL connections kept for readers and claims.")
+
+
+class WebSpec(Strict):
+    listen: str = Field("127.0.0.1:8080", description="host:port of the API, dashboard and /metrics")
+    enabled: bool = True
+
+    _v_listen = field_validator("listen")(lambda cls, v: (parse_listen(v), v)[1])
+
+
+class RetentionSpec(Strict):
+    messages: Duration = Field("30d", description="Messages older than this are pruned (with their deliveries).")
+    schedule: str = Field("0 3 * * *", description="When pruning runs: cron (5 fields) or an interval like 1h.")
+    keep_unsent: bool = Field(True, description="Never prune a message with a delivery still queued, retrying or dead.")
+
+    _v_messages = field_validator("messages")(lambda cls, v: _check_duration(v))
+
+
+class HubSpec(Strict):
+    home: str = Field(".", description="Folder that relative paths (store, files, mappings, samples) resolve against; relative to the config folder.")
+    node: str | None = Field(None, description="This node's name in a shared store (default: hostname:pid).")
+    store: StoreSpec = Field(default_factory=StoreSpec)
+    web: WebSpec = Field(default_factory=WebSpec)
+    channels: str | list[str] = Field("channels/*.yaml", description="Glob(s) of channel files, relative to the config folder.")
+    mappings: str = Field("mappings", description="Folder of mapping tables, relative to home.")
+    python_path: list[str] = Field(default_factory=list, description="Folders (relative to home) added to sys.path for python transforms.")
+    retention: RetentionSpec = Field(default_factory=RetentionSpec)
+    env: dict[str, str] = Field(default_factory=dict, description="Defaults for ${VAR} when the environment lacks them.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+# --------------------------------------------------------------------------------------------------- channels
+class Condition(Strict):
+    """A predicate on a message: one path test, or ``all``/``any``/``not`` of conditions.
+
+    ``{path: MSH-9.1, in: [ADT]}``, ``{path: PID-8, equals: F}``, ``{path: OBX-3.1, matches: '^94'}``,
+    ``{path: PID-19, exists: false}``, ``{all: [...]}``, ``{any: [...]}``, ``{not: {...}}``.
+    """
+
+    path: str | None = None
+    equals: str | None = None
+    in_: list[str] | None = Field(None, alias="in")
+    matches: str | None = None
+    exists: bool | None = None
+    all: list[Condition] | None = None
+    any: list[Condition] | None = None
+    not_: Condition | None = Field(None, alias="not")
+
+    @model_validator(mode="after")
+    def _one_test(self) -> Condition:
+        ops = [k for k in ("equals", "in_", "matches", "exists") if getattr(self, k) is not None]
+        groups = [k for k in ("all", "any", "not_") if getattr(self, k) is not None]
+        if self.path is not None:
+            if groups or len(ops) != 1:
+                raise ValueError("a path condition needs exactly one of equals, in, matches, exists")
+        elif len(groups) != 1 or ops:
+            raise ValueError("a condition is {path: …, equals|in|matches|exists: …} or one of all/any/not")
+        if self.matches is not None:
+            try:
+                re.compile(self.matches)
+            except re.error as exc:
+                raise ValueError(f"matches: bad regular expression: {exc}") from None
+        return self
+
+
+class TransformConfig(Strict):
+    """Base of every transform's settings (each transform module declares its own model)."""
+
+    type: str
+
+
+class BackoffSpec(Strict):
+    initial: Duration = Field("1s", description="Wait before the first retry.")
+    max: Duration = Field("5m", description="Longest wait between retries.")
+    multiplier: float = Field(2.0, ge=1.0)
+
+    _v = field_validator("initial", "max")(lambda cls, v: _check_duration(v))
+
+
+class QueueSpec(Strict):
+    max_attempts: int = Field(10, ge=1, description="Attempts before a delivery goes dead (kept, visible, replayable).")
+    backoff: BackoffSpec = Field(default_factory=BackoffSpec)
+    order_by: str | None = Field(
+        None, description="A path (e.g. PID-3.1) whose value orders delivery per key; different keys flow in parallel."
+    )
+    parallel: int = Field(4, ge=1, description="With order_by: how many keys are sent at once.")
+    batch: int = Field(50, ge=1, description="How many queued deliveries a worker claims at a time.")
+
+
+class SourceConfig(Strict):
+    """Base of every source's settings (each source module declares its own model)."""
+
+    type: str
+    format: Literal["hl7v2", "fhir", "x12", "csv", "raw"] | None = Field(
+        None, description="Content type; without it the format is sniffed (MSH|/FHS|/BHS| → hl7v2, ISA → x12, { → fhir)."
+    )
+    split: Literal["none", "hl7_batch", "x12_transaction", "csv_row", "auto"] = Field(
+        "auto", description="Where one input holds many messages: auto splits HL7 batches, none keeps it whole."
+    )
+    encoding: str | None = Field(None, description="Character set when the content does not name one (MSH-18).")
+
+
+class DestinationConfig(Strict):
+    """Base of every destination's settings (each destination module declares its own model)."""
+
+    type: str
+    queue: QueueSpec = Field(default_factory=QueueSpec)
+
+
+class RouteSpec(Strict):
+    name: str
+    when: Condition | None = None
+    transforms: list[dict[str, Any]] = Field(default_factory=list)
+    to: list[str] = Field(min_length=1)
+
+
+class StorageSpec(Strict):
+    content: Literal["full", "raw"] = Field(
+        "full", description="full: keep each destination's transformed content; raw: drop it once sent (the raw is always kept)."
+    )
+
+
+class ChannelSpec(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    description: str = ""
+    enabled: bool = True
+    source: dict[str, Any]
+    filters: list[Condition] = Field(default_factory=list)
+    routes: list[RouteSpec] = Field(default_factory=list)
+    destinations: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+
+
+# --------------------------------------------------------------------------------------------------- YAML loading
+class _Lines:
+    """Line numbers of the keys of a mapping / items of a list (1-based)."""
+
+    __slots__ = ("line", "items")
+
+    def __init__(self, line: int) -> None:
+        self.line = line
+        self.items: dict[Any, int] = {}
+
+
+class LineDict(dict):
+    __slots__ = ("lines",)
+
+
+class LineList(list):
+    __slots__ = ("lines",)
+
+
+_ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass
+class Problem:
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+def _make_loader(env: dict[str, str], problems: list[Problem], filename: str) -> type[yaml.SafeLoader]:
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def interpolate(text: str, line: int) -> str:
+        def sub(m: re.Match[str]) -> str:
+            if m.group(0) == "$$":
+                return "$"
+            name, default = m.group(1), m.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            problems.append(Problem(filename, line, f"${{{name}}} is not defined (set it in the environment or under env: in hub.yaml)"))
+            return ""
+
+        return _ENV.sub(sub, text) if "$" in text else text
+
+    def construct_scalar_str(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+        return interpolate(loader.construct_scalar(node), node.start_mark.line + 1)
+
+    def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> LineDict:
+        loader.flatten_mapping(node)
+        d = LineDict()
+        d.lines = _Lines(node.start_mark.line + 1)
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if key in d:
+                problems.append(Problem(filename, key_node.start_mark.line + 1, f"duplicate key {key!r}"))
+            d[key] = loader.construct_object(value_node, deep=True)
+            d.lines.items[key] = key_node.start_mark.line + 1
+        return d
+
+    def construct_sequence(loader: yaml.SafeLoader, node: yaml.SequenceNode) -> LineList:
+        lst = LineList(loader.construct_object(child, deep=True) for child in node.value)
+        lst.lines = _Lines(node.start_mark.line + 1)
+        for i, child in enumerate(node.value):
+            lst.lines.items[i] = child.start_mark.line + 1
+        return lst
+
+    Loader.add_constructor("tag:yaml.org,2002:str", construct_scalar_str)
+    Loader.add_constructor("tag:yaml.org,2002:map", construct_mapping)
+    Loader.add_constructor("tag:yaml.org,2002:seq", construct_sequence)
+    return Loader
+
+
+def load_yaml(path: Path, env: dict[str, str] | None = None, problems: list[Problem] | None = None) -> Any:
+    """Read one YAML file with line numbers and ``${VAR}`` interpolation. Syntax errors become problems."""
+    problems = problems if problems is not None else []
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        problems.append(Problem(name, 0, f"cannot read: {exc.strerror or exc}"))
+        return None
+    try:
+        return yaml.load(text, Loader=_make_loader(env or {}, problems, name))  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else 0
+        reason = getattr(exc, "problem", None) or str(exc)
+        problems.append(Problem(name, line, f"invalid YAML: {reason}"))
+        return None
+
+
+def line_of(data: Any, loc: tuple[Any, ...]) -> int:
+    """The line of the deepest element of ``loc`` found in ``data`` (pydantic error locations)."""
+    line = getattr(getattr(data, "lines", None), "line", 1)
+    node = data
+    for part in loc:
+        lines = getattr(node, "lines", None)
+        if lines is None:
+            break
+        key = part
+        if isinstance(node, LineDict) and key not in node and isinstance(key, str) and key.endswith("_"):
+            key = key[:-1]  # in_ / not_ are written in / not
+        if isinstance(node, LineList) and isinstance(key, int) and 0 <= key < len(node) or isinstance(node, LineDict) and key in node:
+            line = lines.items.get(key, line)
+            node = node[key]
+        else:
+            continue  # union/tag names in the loc (e.g. 'function-after[...]') are not keys
+    return line
+
+
+def pydantic_problems(exc: ValidationError, data: Any, filename: str, prefix: tuple[Any, ...] = ()) -> list[Problem]:
+    out = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        where = ".".join(str(p) for p in prefix + loc if not (isinstance(p, str) and "[" in p)) or "(top)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        out.append(Problem(filename, line_of(data, prefix + loc), f"{where}: {msg}"))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- the config
+@dataclass
+class Config:
+    """Everything read from a config folder: the hub settings and the channel specs (raw dicts kept for lines)."""
+
+    folder: Path
+    hub: HubSpec
+    channels: list[ChannelSpec] = field(default_factory=list)
+    channel_files: dict[str, Path] = field(default_factory=dict)
+    channel_data: dict[str, Any] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def home(self) -> Path:
+        return (self.folder / self.hub.home).resolve()
+
+    @property
+    def mappings_dir(self) -> Path:
+        return self.resolve(self.hub.mappings)
+
+    def resolve(self, path: str | os.PathLike[str]) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.home / p
+
+    def channel(self, name: str) -> ChannelSpec:
+        for c in self.channels:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def line(self, channel: str, *loc: Any) -> tuple[str, int]:
+        return str(self.channel_files[channel]), line_of(self.channel_data[channel], loc)
+
+    def store_url(self) -> str:
+        """The store URL with a relative SQLite path resolved against home."""
+        url = self.hub.store.url
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+            rest = url[len("sqlite:///") :]
+            if rest and not rest.startswith(":memory:"):
+                path, q, query = rest.partition("?")
+                url = "sqlite:///" + str(self.resolve(path)) + (q + query if q else "")
+        return url
+
+
+def default_config_dir() -> Path:
+    return Path(os.environ.get("HUB_CONFIG", "config"))
+
+
+def load_config(folder: str | os.PathLike[str] | None = None) -> Config:
+    """Read hub.yaml and every channel file. Problems are collected, not raised; see :func:`hub.check.check`."""
+    folder = Path(folder) if folder is not None else default_config_dir()
+    problems: list[Problem] = []
+    hub_file = folder / "hub.yaml"
+    data: Any = {}
+    if not folder.is_dir():
+        problems.append(Problem(str(folder), 0, "config folder not found"))
+    elif hub_file.exists():
+        # env: defaults apply to hub.yaml itself too, so read it once to find them.
+        pre = load_yaml(hub_file, {}, [])
+        env = {str(k): str(v) for k, v in (pre or {}).get("env", {}).items()} if isinstance(pre, dict) else {}
+        data = load_yaml(hub_file, env, problems) or {}
+    try:
+        hub = HubSpec.model_validate(data if isinstance(data, dict) else {})
+    except ValidationError as exc:
+        problems.extend(pydantic_problems(exc, data, str(hub_file)))
+        hub = HubSpec()
+    if data and not isinstance(data, dict):
+        problems.append(Problem(str(hub_file), 1, "hub.yaml must be a mapping"))
+
+    cfg = Config(folder=folder, hub=hub, problems=problems)
+    patterns = [hub.channels] if isinstance(hub.channels, str) else hub.channels
+    files: list[Path] = []
+    for pattern in patterns:
+        files.extend(Path(p) for p in sorted(glob.glob(str(folder / pattern))))
+    for path in files:
+        if path.name.endswith("_test.yaml"):
+            continue
+        cdata = load_yaml(path, hub.env, problems)
+        if cdata is None:
+            continue
+        if not isinstance(cdata, dict):
+            problems.append(Problem(str(path), 1, "a channel file must be a mapping"))
+            continue
+        try:
+            spec = ChannelSpec.model_validate(cdata)
+        except ValidationError as exc:
+            problems.extend(pydantic_problems(exc, cdata, str(path)))
+            continue
+        if spec.name in cfg.channel_files:
+            problems.append(Problem(str(path), line_of(cdata, ("name",)), f"channel name {spec.name!r} is also used by {cfg.channel_files[spec.name]}"))
+            continue
+        cfg.channels.append(spec)
+        cfg.channel_files[spec.name] = path
+        cfg.channel_data[spec.name] = cdata
+    return cfg
+
+
+def timedelta_of(value: Duration) -> timedelta:
+    return timedelta(seconds=parse_duration(value))

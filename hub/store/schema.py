@@ -1,0 +1,120 @@
+"""The store's tables (SQLAlchemy Core). Alembic migrations under ``migrations/`` create and change them.
+
+Times are UTC epoch seconds (floats): cheap to compare and index in SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+__all__ = ["metadata", "messages", "deliveries", "attempts", "leases", "sequences", "cursors"]
+
+metadata = MetaData()
+
+# SQLite only makes INTEGER PRIMARY KEY an alias of the rowid (autoincrementing); PostgreSQL gets BIGINT.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("channel", String(100), nullable=False),
+    Column("received_at", Float, nullable=False),
+    Column("status", String(16), nullable=False),  # accepted | filtered | rejected | error
+    Column("content_type", String(16), nullable=False),
+    Column("control_id", String(200)),
+    Column("message_type", String(60)),  # "ADT^A04", "837", "Bundle" …
+    Column("sending_app", String(200)),
+    Column("sending_facility", String(200)),
+    Column("patient_id", String(200)),
+    Column("source_ref", String(500)),  # the file, peer address or parent message it came from
+    Column("dedup_key", String(500)),  # unique per channel when set: a file/SFTP object or MSH-10 already taken
+    Column("error", Text),
+    Column("error_code", String(20)),
+    Column("meta", Text),  # JSON of the remaining metadata
+    Column("size", Integer, nullable=False),
+    Column("raw", LargeBinary, nullable=False),
+    UniqueConstraint("channel", "dedup_key", name="uq_messages_dedup"),
+)
+Index("ix_messages_channel_received", messages.c.channel, messages.c.received_at)
+Index("ix_messages_received", messages.c.received_at)
+Index("ix_messages_control_id", messages.c.control_id)
+Index("ix_messages_patient_id", messages.c.patient_id)
+Index("ix_messages_type", messages.c.message_type)
+Index("ix_messages_status", messages.c.channel, messages.c.status)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("message_id", Id, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    Column("channel", String(100), nullable=False),
+    Column("destination", String(100), nullable=False),
+    Column("route", String(100)),
+    Column("status", String(16), nullable=False),  # queued | sending | retry | sent | dead
+    Column("order_key", String(200)),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_at", Float, nullable=False),
+    Column("lease_owner", String(100)),
+    Column("lease_until", Float),
+    Column("content_type", String(16)),
+    Column("content", LargeBinary),  # NULL: send the message's raw bytes
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("sent_at", Float),
+    Column("last_error", Text),
+    Column("response", Text),
+)
+Index("ix_deliveries_queue", deliveries.c.channel, deliveries.c.destination, deliveries.c.status, deliveries.c.id)
+Index("ix_deliveries_key", deliveries.c.channel, deliveries.c.destination, deliveries.c.order_key, deliveries.c.id)
+Index("ix_deliveries_message", deliveries.c.message_id)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("delivery_id", Id, ForeignKey("deliveries.id", ondelete="CASCADE"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("at", Float, nullable=False),
+    Column("outcome", String(16), nullable=False),  # sent | retry | dead
+    Column("error", Text),
+    Column("response", Text),
+    Column("node", String(100)),
+)
+Index("ix_attempts_delivery", attempts.c.delivery_id)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("owner", String(100), nullable=False),
+    Column("until", Float, nullable=False),
+)
+
+sequences = Table(
+    "sequences",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+cursors = Table(
+    "cursors",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)

@@ -1,0 +1,93 @@
+"""The path-addressable view of a message that filters, routes and the declarative transforms work on.
+
+Every format offers the same small surface, so ``set``/``copy``/``delete``/``map`` and ``when`` conditions work
+on any format whose paths exist (DESIGN.md §5 names the notations):
+
+* HL7 v2: ``PID-3``, ``PID-3.1``, ``PID-3[2].1``, ``OBX[3]-5``, ``PID-5.1.1`` (see ``hub.transforms.hl7v2``)
+* FHIR: a FHIRPath subset (``Patient.name[0].family``, ``Bundle.entry.resource.id``)
+* CSV: column names (one row)
+* X12: ``CLM01``, ``NM1[85]03``
+
+``parse_document(content_type, raw)`` returns the format's document; formats register themselves in
+:data:`PARSERS` (name → callable) lazily, so importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, Protocol, runtime_checkable
+
+from hub.errors import MappingError
+
+__all__ = ["Document", "parse_document", "PARSERS", "META", "document_of", "extract_meta"]
+
+
+@runtime_checkable
+class Document(Protocol):
+    """A parsed message whose values can be read and written by path. Values are decoded text."""
+
+    def get(self, path: str) -> str | None:
+        """The first value at ``path`` (escape sequences decoded), or None when absent or empty."""
+
+    def get_all(self, path: str) -> list[str]:
+        """Every value at ``path`` (all repetitions / all matching segments), decoded; [] when absent."""
+
+    def set(self, path: str, value: str) -> None:
+        """Write ``value`` at ``path``, creating segments/fields/components as needed (escaping as needed)."""
+
+    def delete(self, path: str) -> None:
+        """Empty the element at ``path`` (a missing element is not an error)."""
+
+    def to_bytes(self) -> bytes:
+        """Serialise. An unmodified document gives back exactly the bytes it was read from."""
+
+
+# content type → "module:function" taking (raw: bytes) and returning a Document; imported on first use.
+PARSERS: dict[str, str] = {
+    "hl7v2": "hub.transforms.hl7v2:parse",
+    "fhir": "hub.transforms.fhir.document:parse",
+    "csv": "hub.transforms.csv:parse_document",
+    "x12": "hub.transforms.x12:parse_document",
+}
+# content type → "module:function" taking the Document and returning the metadata the store indexes
+# (control_id, message_type, trigger, sending_app, sending_facility, patient_id …).
+META: dict[str, str] = {
+    "hl7v2": "hub.transforms.hl7v2:meta",
+    "fhir": "hub.transforms.fhir.document:meta",
+    "x12": "hub.transforms.x12:meta",
+}
+_loaded: dict[str, Callable[..., Any] | None] = {}
+
+
+def _function(table: dict[str, str], content_type: str) -> Callable[..., Any] | None:
+    key = f"{id(table)}:{content_type}"
+    if key not in _loaded:
+        target = table.get(content_type)
+        fn = None
+        if target is not None:
+            module, _, name = target.partition(":")
+            try:
+                fn = getattr(importlib.import_module(module), name)
+            except (ImportError, AttributeError):
+                fn = None  # that format's package is not installed/built: it simply has no paths
+        _loaded[key] = fn
+    return _loaded[key]
+
+
+def parse_document(content_type: str, raw: bytes) -> Document:
+    fn = _function(PARSERS, content_type)
+    if fn is None:
+        raise MappingError(f"content type {content_type!r} has no paths; use a python transform instead")
+    return fn(raw)
+
+
+def extract_meta(content_type: str, doc: Any) -> dict[str, Any]:
+    fn = _function(META, content_type)
+    return {k: v for k, v in fn(doc).items() if v not in (None, "")} if fn is not None else {}
+
+
+def document_of(message: Any) -> Document:
+    """The message's parsed document, parsing (once) and caching it on ``message.parsed``."""
+    if message.parsed is None:
+        message.parsed = parse_document(message.content_type, message.raw)
+    return message.parsed

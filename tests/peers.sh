@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the real peers the suite talks to when this machine lacks them (Debian packages):
+# OpenSSH's sshd for the SFTP tests. PostgreSQL is provided by the machine; tests that need a peer that is
+# missing are skipped with a visible reason, except in CI (CI=true), where a missing peer is an error.
+set -u
+need=()
+command -v /usr/sbin/sshd >/dev/null 2>&1 || need+=(openssh-server)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "peers: installing ${need[*]}"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}") >/dev/null 2>&1 \
+      || echo "peers: could not install ${need[*]}; the tests that need them will be skipped"
+  else
+    echo "peers: ${need[*]} missing and cannot be installed here; the tests that need them will be skipped"
+  fi
+fi
+exit 0
