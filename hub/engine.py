@@ -192,7 +192,7 @@ class Engine:
             self.store = await asyncio.to_thread(open_store, self.cfg)
         store = self.store
         # SQLite has one node: everything left "sending" by a previous process is ours to resume.
-        recovered = await asyncio.to_thread(store.recover, all_of_mine=store.dialect == "sqlite")
+        recovered = await asyncio.to_thread(store.recover, everything=store.dialect == "sqlite", mine=True)
         if recovered:
             log.info("resuming %d deliveries that were in flight when the hub last stopped", recovered)
         built = build(self.cfg, store=store, engine=self)
@@ -219,9 +219,11 @@ class Engine:
             await src.start(self.channels[name].receive)
             log.info("channel %s started", name)
         retention = self.cfg.hub.retention
-        poller = Poller(retention.schedule, self.prune, "retention", run_first=False)
-        poller.start()
-        self.pollers.append(poller)
+        self.pollers.append(Poller(retention.schedule, self.prune, "retention", run_first=False))
+        # Another node's expired leases (it died mid-send) go back to the queue for whoever is alive.
+        self.pollers.append(Poller(max(1.0, store.lease_seconds / 4), self._recover, "lease-recovery", run_first=False))
+        for p in self.pollers:
+            p.start()
         self.started_at = time.time()
 
     async def prune(self) -> int:
@@ -230,6 +232,14 @@ class Engine:
         n = await asyncio.to_thread(self.store.prune, parse_duration(r.messages), keep_unsent=r.keep_unsent)
         log.info("retention: pruned %d messages older than %s", n, r.messages)
         return n
+
+    async def _recover(self) -> None:
+        assert self.store is not None
+        n = await asyncio.to_thread(self.store.recover)
+        if n:
+            log.info("took over %d deliveries whose sender's lease expired", n)
+            for w in self.workers.values():
+                w.wake()
 
     def _wake(self, channel: str, deliveries: list[Any]) -> None:
         for d in deliveries:

@@ -159,6 +159,7 @@ _RETRYABLE_ERRNOS = {
     errno.EACCES,  # fixes these, and the queue must still be there when they have
     errno.EPERM,
     errno.EROFS,
+    errno.ENOTDIR,  # a file where the destination folder should be
     errno.EAGAIN,
     errno.EBUSY,
 }

@@ -114,7 +114,9 @@ class RetentionSpec(Strict):
 
 class HubSpec(Strict):
     home: str = Field(".", description="Folder that relative paths (store, files, mappings, samples) resolve against; relative to the config folder.")
-    node: str | None = Field(None, description="This node's name in a shared store (default: hostname:pid).")
+    node: str | None = Field(
+        None, description="This node's name in a shared store (default: the hostname); give each hub process on one host its own."
+    )
     store: StoreSpec = Field(default_factory=StoreSpec)
     web: WebSpec = Field(default_factory=WebSpec)
     channels: str | list[str] = Field("channels/*.yaml", description="Glob(s) of channel files, relative to the config folder.")
@@ -194,6 +196,13 @@ class SourceConfig(Strict):
         "auto", description="Where one input holds many messages: auto splits HL7 batches, none keeps it whole."
     )
     encoding: str | None = Field(None, description="Character set when the content does not name one (MSH-18).")
+    validate_: Literal["none", "basic", "strict"] = Field(
+        "basic",
+        description="Check each message at ingest: basic = the header fields every message needs (cheap); "
+        "strict = the format's full structure and data types (HL7 v2 via hl7apy, costs milliseconds). "
+        "A message with errors is rejected with the protocol's error code.",
+        alias="validate",
+    )
 
 
 class DestinationConfig(Strict):

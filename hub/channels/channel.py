@@ -24,11 +24,12 @@ from hub.errors import (
     PermanentDelivery,
     RetryableDelivery,
     StoreError,
+    ValidationError,
 )
-from hub.message import Message, Outcome, sniff_content_type, utcnow
+from hub.message import Message, Outcome, sniff_content_type
 from hub.spec import ChannelSpec, DestinationConfig, SourceConfig
 from hub.store import NewDelivery, NewMessage
-from hub.transforms.document import document_of, extract_meta
+from hub.transforms.document import document_of, extract_meta, validate_document
 
 __all__ = ["Channel", "Route", "Processed", "ChannelDestination", "split_input"]
 
@@ -114,6 +115,13 @@ class Channel:
             if message.content_type != "raw":
                 doc = document_of(message)
                 message.meta.update(extract_meta(message.content_type, doc))
+                if self.source_config.validate_ != "none":
+                    errors = [i for i in validate_document(message.content_type, doc, self.source_config.validate_) if i.severity == "error"]
+                    if errors:
+                        first = errors[0]
+                        raise ValidationError(
+                            "; ".join(str(i) for i in errors[:5]), code=first.code, location=first.location, issues=errors
+                        )
         except InputError as exc:
             return self._rejected(message, exc)
         try:

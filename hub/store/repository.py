@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import socket
 import time
 from dataclasses import dataclass, field
@@ -466,7 +465,9 @@ class Store:
         lease_seconds: float = 60.0,
     ) -> None:
         self.url = url
-        self.node = node or f"{socket.gethostname()}:{os.getpid()}"
+        # Stable across restarts, so a restarted node takes back what it left in flight (see recover()).
+        # Several hub processes on one host sharing a store must each set their own `node:` in hub.yaml.
+        self.node = node or socket.gethostname()
         self.lease_seconds = lease_seconds
         u = make_url(url)
         self.dialect = u.get_backend_name()
@@ -553,18 +554,21 @@ class Store:
     async def run_write_async(self, fn: Any, *args: Any) -> Any:
         return await self._awrite(FnOp(fn, args))
 
-    def recover(self, *, all_of_mine: bool = False) -> int:
-        """Put ``sending`` rows whose lease expired (or, at start-up, that this node owned) back to ``retry``."""
+    def recover(self, *, everything: bool = False, mine: bool = False) -> int:
+        """Put ``sending`` rows back to ``retry``: those whose lease expired; with ``mine``, also this node's
+        (at start-up: a restarted node resumes what it was sending when it died); with ``everything``, all of
+        them (the start of a single-node SQLite hub, where no other process can be sending).
+        """
 
         def op(conn: Connection) -> int:
             now = time.time()
             d = deliveries.c
-            cond = d.lease_until < now
-            if all_of_mine:
-                cond = or_(cond, d.lease_owner == self.node)
+            conds = [d.status == "sending"]
+            if not everything:
+                conds.append(or_(d.lease_until < now, d.lease_owner == self.node) if mine else d.lease_until < now)
             res = conn.execute(
                 update(deliveries)
-                .where(d.status == "sending", cond)
+                .where(*conds)
                 .values(status="retry", lease_owner=None, lease_until=None, next_at=now, updated_at=now)
             )
             return res.rowcount or 0

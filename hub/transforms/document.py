@@ -19,7 +19,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 from hub.errors import MappingError
 
-__all__ = ["Document", "parse_document", "PARSERS", "META", "document_of", "extract_meta"]
+__all__ = ["Document", "parse_document", "PARSERS", "META", "document_of", "extract_meta", "validate_document", "VALIDATORS"]
 
 
 @runtime_checkable
@@ -56,6 +56,10 @@ META: dict[str, str] = {
     "fhir": "hub.transforms.fhir.document:meta",
     "x12": "hub.transforms.x12:meta",
 }
+# content type → {level: "module:function"} taking the Document and returning a list of hub.errors.Issue.
+VALIDATORS: dict[str, dict[str, str]] = {
+    "hl7v2": {"basic": "hub.transforms.hl7v2:check_basic", "strict": "hub.transforms.hl7v2:validate"},
+}
 _loaded: dict[str, Callable[..., Any] | None] = {}
 
 
@@ -79,6 +83,12 @@ def parse_document(content_type: str, raw: bytes) -> Document:
     if fn is None:
         raise MappingError(f"content type {content_type!r} has no paths; use a python transform instead")
     return fn(raw)
+
+
+def validate_document(content_type: str, doc: Any, level: str) -> list[Any]:
+    """Issues found at ``level`` (``basic``: cheap header checks; ``strict``: the format's full rules)."""
+    fn = _function(VALIDATORS.get(content_type, {}), level)
+    return list(fn(doc)) if fn is not None else []
 
 
 def extract_meta(content_type: str, doc: Any) -> dict[str, Any]:

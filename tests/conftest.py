@@ -1,0 +1,91 @@
+"""Shared fixtures: stores on SQLite and on the machine's PostgreSQL, config folders, the example clinic."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "tests" / "samples"
+CORPUS = ROOT.parent / "shared" / "corpus"
+PG_HOST = os.environ.get("HUB_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("HUB_TEST_PG_PORT", "5432"))
+
+
+def need_peer(available: bool, reason: str) -> None:
+    """Skip with a visible reason when a real peer is missing — except in CI, where that is a failure."""
+    if available:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI must provide this peer: {reason}")
+    pytest.skip(reason)
+
+
+def _pg_up() -> bool:
+    try:
+        with socket.create_connection((PG_HOST, PG_PORT), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    need_peer(_pg_up(), f"PostgreSQL is not listening on {PG_HOST}:{PG_PORT}")
+    return f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}"
+
+
+@pytest.fixture
+def pg_url(pg_server: str):
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    import psycopg
+
+    name = f"hub_test_{uuid.uuid4().hex[:10]}"
+    admin = f"host={PG_HOST} port={PG_PORT} user=postgres dbname=postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{pg_server}/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'hub.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def store(store_url):
+    from hub.store import Store
+
+    s = Store(store_url).open()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def clinic(tmp_path) -> Path:
+    """A copy of the example clinic (config/, mappings/, tests/samples/) in a temporary home."""
+    home = tmp_path / "clinic"
+    shutil.copytree(ROOT / "config", home / "config")
+    shutil.copytree(ROOT / "mappings", home / "mappings")
+    shutil.copytree(SAMPLES, home / "tests" / "samples")
+    return home
+
+
+def write_config(folder: Path, hub_yaml: str, channels: dict[str, str]) -> Path:
+    """A config folder with hub.yaml and channels/<name>.yaml files; returns the folder."""
+    (folder / "channels").mkdir(parents=True, exist_ok=True)
+    (folder / "hub.yaml").write_text(hub_yaml)
+    for name, text in channels.items():
+        (folder / "channels" / f"{name}.yaml").write_text(text)
+    return folder

@@ -1,0 +1,158 @@
+"""The hub as a person runs it: `hub run` in its own process, files in, files out, kill -9, restart,
+and the operations commands (status, messages, show, replay, prune) on what it stored."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, write_config
+from hub.cli import main
+
+HUB = "home: ..\nstore: {{url: '{url}'}}\nweb: {{enabled: false}}\n"
+CHANNEL = """
+name: relay
+source: {type: file, path: in, glob: "*.txt", schedule: 100ms, settle: 100ms, format: raw}
+routes:
+  - {name: all, to: [out, copy]}
+destinations:
+  out: {type: file, path: "out/{source_name}"}
+  copy: {type: file, path: "copy/{source_name}", queue: {order_by: MSH-10}}
+"""
+
+
+def start_hub(cfg: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "hub", "run", "--config", str(cfg)],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        cwd=cfg.parent,
+    )
+
+
+def wait_for(cond, timeout=60.0, proc=None, log=None):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"hub exited: {log.read_text() if log else ''}")
+        time.sleep(0.05)
+    raise AssertionError(f"timed out; log:\n{log.read_text()[-3000:] if log else ''}")
+
+
+@pytest.mark.slow
+def test_kill_9_loses_nothing_accepted_and_resumes_in_flight(tmp_path, store_url):
+    home = tmp_path
+    cfg = write_config(home / "cfg", HUB.format(url=store_url), {"relay": CHANNEL})
+    inbox = home / "in"
+    inbox.mkdir()
+    n = 300
+    old = time.time() - 5
+    for i in range(n):
+        p = inbox / f"m{i:04d}.txt"
+        p.write_bytes(f"message {i}\n".encode())
+        os.utime(p, (old, old))
+    log = home / "hub.log"
+    proc = start_hub(cfg, log)
+    out = home / "out"
+    wait_for(lambda: out.exists() and len(list(out.glob("*.txt"))) >= 20, proc=proc, log=log)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(out.glob("*.txt")))
+    assert done_before < n, "the kill should land while work is in flight"
+
+    proc = start_hub(cfg, log)
+    try:
+        wait_for(
+            lambda: len(list(out.glob("*.txt"))) == n and len(list((home / "copy").glob("*.txt"))) == n and not list(inbox.glob("*.txt")),
+            proc=proc,
+            log=log,
+        )
+        # every file made it, exactly with its content, and each input was stored once
+        for i in range(n):
+            assert (out / f"m{i:04d}.txt").read_bytes() == f"message {i}\n".encode()
+        wait_for(lambda: _status(cfg)["sent"] == 2 * n, proc=proc, log=log)
+        st = _status(cfg)
+        assert st["received"] == n and st["dead"] == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0, log.read_text()[-2000:]
+
+
+def _status(cfg: Path) -> dict:
+    r = subprocess.run([sys.executable, "-m", "hub", "status", "--json", "--config", str(cfg)], capture_output=True, text=True, check=True)
+    [ch] = json.loads(r.stdout)
+    return {"received": ch["received"], "sent": sum(d["sent"] for d in ch["destinations"]), "dead": sum(d["dead"] for d in ch["destinations"])}
+
+
+def test_operations_commands(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    cfg = write_config(tmp_path / "cfg", HUB.format(url=url), {"relay": CHANNEL})
+    from hub.engine import open_store
+    from hub.spec import load_config
+    from hub.store import NewDelivery, NewMessage
+
+    store = open_store(load_config(cfg))
+    old = time.time() - 40 * 86400
+    [a, b] = store.accept(
+        [
+            NewMessage("relay", b"MSH|one", "raw", meta={"control_id": "CTRL1", "patient_id": "MRN9", "message_type": "ADT^A04"},
+                       deliveries=[NewDelivery("out"), NewDelivery("copy", content=b"changed")]),
+            NewMessage("relay", b"old one", "raw", received_at=old, meta={"control_id": "CTRL0"}),
+        ]
+    )
+    with store.engine.begin() as c:
+        from hub.store.schema import deliveries
+
+        c.execute(deliveries.update().where(deliveries.c.id == a.delivery_ids[0]).values(status="dead", attempts=3, last_error="peer said no"))
+    store.close()
+    args = ["--config", str(cfg)]
+
+    assert main(["status", *args]) == 0
+    out = capsys.readouterr().out
+    assert "relay" in out and "→ out" in out and "→ copy" in out
+
+    assert main(["messages", "--patient-id", "MRN9", "--json", *args]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["control_id"] for r in rows] == ["CTRL1"] and rows[0]["deliveries"] == {"dead": 1, "queued": 1}
+    assert main(["messages", "--status", "dead", *args]) == 0
+    assert "CTRL1" in capsys.readouterr().out
+    assert main(["messages", "--since", "1d", "--json", *args]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 1
+    assert main(["messages", "--text", "old one", "--json", *args]) == 0
+    assert [r["control_id"] for r in json.loads(capsys.readouterr().out)] == ["CTRL0"]
+
+    assert main(["show", str(a.message_id), *args]) == 0
+    out = capsys.readouterr().out
+    assert "MSH|one" in out and "changed" in out and "peer said no" in out
+    assert main(["show", "999", *args]) == 1
+
+    assert main(["replay", "--dead", "--channel", "relay", *args]) == 0
+    assert "queued 1 delivery again" in capsys.readouterr().out
+    assert main(["replay", *args]) == 2
+
+    assert main(["prune", "--older-than", "30d", *args]) == 0
+    assert "pruned 1 message" in capsys.readouterr().out
+
+
+def test_hub_test_passes_on_the_example_clinic(capsys):
+    assert main(["test", "--config", str(ROOT / "config")]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out and " passed, 0 failed" in out
+
+
+def test_hub_test_reports_a_failing_case_with_a_diff(clinic, capsys):
+    t = clinic / "config" / "channels" / "pm_adt_test.yaml"
+    t.write_text(t.read_text().replace("ehr_inbox: [{paths: {MSH-5: EHR, MSH-9.2: A04}}]", "ehr_inbox: [{paths: {MSH-5: LAB}}]"))
+    assert main(["test", "--config", str(clinic / "config")]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL pm_adt :: A04 goes to the EHR" in out and "MSH-5 is 'EHR', expected 'LAB'" in out
