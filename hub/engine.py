@@ -174,8 +174,9 @@ def open_store(cfg: Config, *, migrate: bool = True) -> Store:
 class Engine:
     """The running hub: ``await Engine(cfg).start()`` … ``await engine.stop()``."""
 
-    def __init__(self, cfg: Config, *, store: Store | None = None, idle_poll: float = 1.0) -> None:
+    def __init__(self, cfg: Config, *, store: Store | None = None, idle_poll: float = 1.0, start_web: bool = True) -> None:
         self.cfg = cfg
+        self.start_web = start_web
         self.store = store
         self._own_store = store is None
         self.idle_poll = idle_poll
@@ -185,7 +186,8 @@ class Engine:
         self.workers: dict[tuple[str, str], DeliveryWorker] = {}
         self.pollers: list[Poller] = []
         self.started_at: float | None = None
-        self._waiters: dict[int, asyncio.Future[str]] = {}
+        self._waiters: dict[int, list[asyncio.Future[None]]] = {}
+        self.web: Any = None  # the running web app (hub.web.start), when enabled
 
     async def start(self) -> None:
         if self.store is None:
@@ -218,6 +220,11 @@ class Engine:
         for name, src in self.sources.items():
             await src.start(self.channels[name].receive)
             log.info("channel %s started", name)
+        if self.cfg.hub.web.enabled and self.start_web:
+            import hub.web
+
+            if hasattr(hub.web, "start"):  # the web app (API, dashboard, /metrics): `await start(engine)` → has `stop()`
+                self.web = await hub.web.start(self)
         retention = self.cfg.hub.retention
         self.pollers.append(Poller(retention.schedule, self.prune, "retention", run_first=False))
         # Another node's expired leases (it died mid-send) go back to the queue for whoever is alive.
@@ -248,12 +255,47 @@ class Engine:
                 w.wake()
 
     def _final(self, claimed: Claimed, outcome: str) -> None:
-        fut = self._waiters.get(claimed.message_id)
-        if fut is not None and not fut.done():
-            fut.set_result(outcome)
+        for fut in self._waiters.get(claimed.message_id, []):
+            if not fut.done():
+                fut.set_result(None)
+
+    async def wait_delivered(self, message_ids: list[int], timeout: float) -> dict[int, list[str]]:
+        """Wait until every delivery of these messages is final (sent or dead), or the timeout passes.
+
+        Returns message id → its deliveries' states; a state still ``queued``/``sending``/``retry`` means the
+        timeout won. Used by sources with ``ack: after_delivery``.
+        """
+        assert self.store is not None
+        store = self.store
+        deadline = time.monotonic() + timeout
+        states: dict[int, list[str]] = {}
+        for mid in message_ids:
+            while True:
+                fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self._waiters.setdefault(mid, []).append(fut)
+                try:
+                    st = await asyncio.to_thread(store.delivery_states, mid)
+                    states[mid] = st
+                    left = deadline - time.monotonic()
+                    if all(s in ("sent", "dead") for s in st) or left <= 0:
+                        break
+                    try:
+                        await asyncio.wait_for(fut, timeout=min(left, 1.0))  # re-read at least every second
+                    except asyncio.TimeoutError:
+                        pass
+                finally:
+                    waiters = self._waiters.get(mid, [])
+                    if fut in waiters:
+                        waiters.remove(fut)
+                    if not waiters:
+                        self._waiters.pop(mid, None)
+        return states
 
     async def stop(self) -> None:
         """Stop taking input, let workers finish what they hold, close everything. Idempotent."""
+        if self.web is not None:
+            await self.web.stop()
+            self.web = None
         for src in self.sources.values():
             try:
                 await src.stop()

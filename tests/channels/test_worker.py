@@ -135,3 +135,20 @@ async def test_order_by_lets_other_keys_flow_while_one_key_retries(tmp_path, sto
         assert st.get("sent") == 6 and st.get("retry", 0) + st.get("queued", 0) + st.get("sending", 0) == 3
     finally:
         await eng.stop()
+
+
+async def test_wait_delivered_returns_when_every_delivery_is_final(tmp_path, store_url):
+    eng = await start(tmp_path, store_url, channel("{max_attempts: 2, backoff: {initial: 50ms, max: 50ms}}", "retry", 1))
+    try:
+        r = await eng.sources["c"].push(b"x")
+        mid = r.results[0].message_id
+        states = await eng.wait_delivered([mid], timeout=10)
+        assert states == {mid: ["sent"]}
+        # a timeout returns the states as they are
+        eng.workers[("c", "out")].destination.config.fail_times = 100
+        eng.workers[("c", "out")].destination.calls = 0
+        r = await eng.sources["c"].push(b"y")
+        states = await eng.wait_delivered([r.results[0].message_id], timeout=0.01)
+        assert states[r.results[0].message_id][0] in ("queued", "sending", "retry")
+    finally:
+        await eng.stop()
