@@ -156,3 +156,35 @@ def test_hub_test_reports_a_failing_case_with_a_diff(clinic, capsys):
     assert main(["test", "--config", str(clinic / "config")]) == 1
     out = capsys.readouterr().out
     assert "FAIL pm_adt :: A04 goes to the EHR" in out and "MSH-5 is 'EHR', expected 'LAB'" in out
+
+
+def test_hub_run_names_an_unreachable_store(tmp_path):
+    cfg = write_config(tmp_path / "cfg", "store: {url: 'postgresql+psycopg://postgres@127.0.0.1:1/none'}\nweb: {enabled: false}\n", {"relay": CHANNEL})
+    r = subprocess.run([sys.executable, "-m", "hub", "run", "--config", str(cfg)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "store unavailable" in r.stderr and "127.0.0.1" in r.stderr
+
+
+def test_scheduled_retention_prunes(tmp_path):
+    import asyncio
+
+    from hub.engine import Engine
+    from hub.spec import load_config
+    from hub.store import NewMessage, SearchQuery
+
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    cfg = write_config(tmp_path / "cfg", HUB.format(url=url) + "retention: {messages: 1d, schedule: 100ms}\n", {"relay": CHANNEL})
+
+    async def go():
+        eng = Engine(load_config(cfg), start_web=False)
+        await eng.start()
+        try:
+            eng.store.accept([NewMessage("relay", b"old", "raw", received_at=time.time() - 2 * 86400), NewMessage("relay", b"new", "raw")])
+            for _ in range(100):
+                if len(eng.store.search(SearchQuery())) == 1:
+                    return True
+                await asyncio.sleep(0.05)
+            return False
+        finally:
+            await eng.stop()
+
+    assert asyncio.run(go())

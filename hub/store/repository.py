@@ -195,8 +195,7 @@ class AcceptOp:
 
         fresh = [i for i in range(len(flat)) if results[i] is None and i not in dup_of]
         if fresh:
-            rows = [flat[i].row() for i in fresh]
-            ids = [r[0] for r in conn.execute(messages.insert().returning(messages.c.id, sort_by_parameter_order=True), rows)]
+            ids = _insert_many(conn, messages, [flat[i].row() for i in fresh])
             drows: list[dict[str, Any]] = []
             owners: list[int] = []
             for i, mid in zip(fresh, ids):
@@ -220,8 +219,7 @@ class AcceptOp:
                     )
                     owners.append(i)
             if drows:
-                dids = conn.execute(deliveries.insert().returning(deliveries.c.id, sort_by_parameter_order=True), drows)
-                for i, (did,) in zip(owners, dids):
+                for i, did in zip(owners, _insert_many(conn, deliveries, drows)):
                     results[i].delivery_ids.append(did)  # type: ignore[union-attr]
         for i, j in dup_of.items():
             results[i] = Accepted(results[j].message_id, duplicate=True)  # type: ignore[union-attr]
@@ -431,6 +429,35 @@ class FnOp:
 
     def run(self, conn: Connection) -> Any:
         return self.fn(conn, *self.args)
+
+
+_SQL_CACHE: dict[tuple[str, tuple[str, ...]], str] = {}
+
+
+def _insert_many(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> list[int]:
+    """INSERT rows and return their new ids, in order.
+
+    On SQLite this bypasses SQLAlchemy's insert-many-with-RETURNING, which costs ~2.5x the driver's own
+    executemany on the ingest hot path (measured: 348 vs 130 µs per message in batches of 8). The ids are read
+    back with last_insert_rowid(): the writer holds SQLite's single write lock from the first INSERT to the
+    commit, and an INTEGER PRIMARY KEY without AUTOINCREMENT gives each new row max(rowid)+1, so the rows of
+    one executemany get consecutive ids. PostgreSQL keeps SQLAlchemy's RETURNING (several nodes insert at once).
+    """
+    if conn.dialect.name != "sqlite":
+        return [r[0] for r in conn.execute(table.insert().returning(table.c.id, sort_by_parameter_order=True), rows)]
+    cols = tuple(rows[0])
+    key = (table.name, cols)
+    sql = _SQL_CACHE.get(key)
+    if sql is None:
+        sql = f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+        _SQL_CACHE[key] = sql
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.executemany(sql, [tuple(r[c] for c in cols) for r in rows])
+        last = cur.execute("SELECT last_insert_rowid()").fetchone()[0]
+    finally:
+        cur.close()
+    return list(range(last - len(rows) + 1, last + 1))
 
 
 def _chunks(seq: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:

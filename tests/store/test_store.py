@@ -182,3 +182,16 @@ def test_unreachable_store_raises_store_error():
 
     with pytest.raises(StoreError):
         Store("postgresql+psycopg://postgres@127.0.0.1:1/nothing").open()
+
+
+def test_search_by_metadata_uses_indexes_not_a_scan(tmp_path):
+    from sqlalchemy import text
+
+    s = Store(f"sqlite:///{tmp_path / 'h.db'}").open()
+    try:
+        with s.engine.connect() as c:
+            for col in ("patient_id", "control_id", "message_type"):
+                plan = " ".join(str(r[-1]) for r in c.execute(text(f"EXPLAIN QUERY PLAN SELECT id FROM messages WHERE {col} = 'x' ORDER BY id DESC LIMIT 50")))
+                assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, plan
+    finally:
+        s.close()
