@@ -36,7 +36,7 @@ test: install-test
 	$(BIN)/python -m pytest -q
 
 bench: install-test
-	$(BIN)/python -m pytest -q -s tests/bench -p no:cacheprovider --override-ini addopts= -o python_files="bench_*.py"
+	$(BIN)/python -m pytest -q -s tests/bench -p no:cacheprovider --override-ini addopts=
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

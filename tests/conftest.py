@@ -10,20 +10,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "tests" / "samples"
-CORPUS = ROOT.parent / "shared" / "corpus"
+from support import CORPUS, ROOT, SAMPLES, need_peer, write_config  # noqa: F401 - re-exported for tests
 PG_HOST = os.environ.get("HUB_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("HUB_TEST_PG_PORT", "5432"))
-
-
-def need_peer(available: bool, reason: str) -> None:
-    """Skip with a visible reason when a real peer is missing — except in CI, where that is a failure."""
-    if available:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI must provide this peer: {reason}")
-    pytest.skip(reason)
 
 
 def _pg_up() -> bool:
@@ -80,12 +69,3 @@ def clinic(tmp_path) -> Path:
     shutil.copytree(ROOT / "mappings", home / "mappings")
     shutil.copytree(SAMPLES, home / "tests" / "samples")
     return home
-
-
-def write_config(folder: Path, hub_yaml: str, channels: dict[str, str]) -> Path:
-    """A config folder with hub.yaml and channels/<name>.yaml files; returns the folder."""
-    (folder / "channels").mkdir(parents=True, exist_ok=True)
-    (folder / "hub.yaml").write_text(hub_yaml)
-    for name, text in channels.items():
-        (folder / "channels" / f"{name}.yaml").write_text(text)
-    return folder

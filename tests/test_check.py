@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, write_config
+from support import ROOT, write_config
 from hub import registry
 from hub.cli import main
 from hub.engine import check

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, write_config
+from support import ROOT, write_config
 from hub.cli import main
 
 HUB = "home: ..\nstore: {{url: '{url}'}}\nweb: {{enabled: false}}\n"

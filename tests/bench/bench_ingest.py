@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_config
+from support import write_config
 from hub.engine import Engine
 from hub.spec import load_config
 from hub.store import NewDelivery, NewMessage, Store

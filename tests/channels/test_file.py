@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_config
+from support import write_config
 from hub.channels.file import render_path
 from hub.engine import Engine
 from hub.message import Message

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import write_config
+from support import write_config
 from hub.channels.worker import backoff_delay
 from hub.engine import Engine
 from hub.errors import RetryableDelivery

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_config
+from support import write_config
 from hub.engine import build
 from hub.spec import load_config
 

@@ -1,0 +1,30 @@
+"""Helpers shared by tests (import with `from support import ...`; conftest.py files share one module name)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "tests" / "samples"
+CORPUS = ROOT.parent / "shared" / "corpus"
+
+
+def need_peer(available: bool, reason: str) -> None:
+    """Skip with a visible reason when a real peer is missing — except in CI, where that is a failure."""
+    if available:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI must provide this peer: {reason}")
+    pytest.skip(reason)
+
+
+def write_config(folder: Path, hub_yaml: str, channels: dict[str, str]) -> Path:
+    """A config folder with hub.yaml and channels/<name>.yaml files; returns the folder."""
+    (folder / "channels").mkdir(parents=True, exist_ok=True)
+    (folder / "hub.yaml").write_text(hub_yaml)
+    for name, text in channels.items():
+        (folder / "channels" / f"{name}.yaml").write_text(text)
+    return folder
