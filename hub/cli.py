@@ -272,6 +272,36 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reprocess(cfg: Config, store: Any, ids: list[int]) -> int:
+    """Run messages that have no deliveries (rejected, error, filtered) through their channel again."""
+    from hub.engine import build
+    from hub.message import Message
+    from hub.store import NewMessage
+
+    built = build(cfg, store=store)
+    n = 0
+    for mid in ids:
+        row = store.get_message(mid)
+        if row is None or row["deliveries"]:
+            continue
+        channel = built.channels.get(row["channel"])
+        if channel is None:
+            print(f"hub: message {mid}: channel {row['channel']} is not in {cfg.folder}", file=sys.stderr)
+            continue
+        p = channel.process(Message(raw=row["raw"], content_type=row["content_type"], channel=channel.name, meta=dict(row["meta"])))
+        store.reprocess(
+            mid,
+            NewMessage(
+                channel.name, row["raw"], row["content_type"], status=p.status, meta=p.message.meta,
+                error=p.reason if p.status in ("rejected", "error") else None, error_code=p.code,
+                deliveries=p.deliveries if p.status == "accepted" else [],
+            ),
+        )
+        print(f"message {mid}: reprocessed: {p.status}" + (f" ({p.reason})" if p.reason else "") + (f", {len(p.deliveries)} deliveries queued" if p.status == "accepted" else ""))
+        n += p.status == "accepted"
+    return n
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if not args.ids and not args.dead:
@@ -285,9 +315,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
             destination=args.destination,
             statuses=["dead"] if args.dead else None,
         )
+        print(f"queued {n} deliver{'y' if n == 1 else 'ies'} again")
+        if args.ids:
+            n += _reprocess(cfg, store, args.ids)
     finally:
         store.close()
-    print(f"queued {n} deliver{'y' if n == 1 else 'ies'} again")
     return 0 if n else 1
 
 
@@ -341,7 +373,12 @@ def parser() -> argparse.ArgumentParser:
     sh.add_argument("--raw", action="store_true", help="print only the raw bytes")
     sh.add_argument("--json", action="store_true")
     sh.set_defaults(fn=cmd_show)
-    r = sub.add_parser("replay", parents=[common], help="queue a message's deliveries again, or every dead delivery of a channel")
+    r = sub.add_parser(
+        "replay",
+        parents=[common],
+        help="queue a message's deliveries again, or every dead delivery of a channel; "
+        "a rejected/error/filtered message runs through its channel again (after a fix)",
+    )
     r.add_argument("ids", type=int, nargs="*", metavar="ID")
     r.add_argument("--dead", action="store_true", help="every dead delivery (narrow with --channel/--destination)")
     r.add_argument("--channel")

@@ -188,3 +188,30 @@ def test_scheduled_retention_prunes(tmp_path):
             await eng.stop()
 
     assert asyncio.run(go())
+
+
+def test_replay_reprocesses_a_rejected_message_after_the_mapping_is_fixed(clinic, capsys):
+    import asyncio
+    import re
+
+    from hub.engine import build, open_store
+    from hub.spec import load_config
+
+    cfg_dir = clinic / "config"  # the clinic's store is clinic/var/hub.db (home: ..)
+    chan = cfg_dir / "channels" / "pm_adt.yaml"
+    chan.write_text(chan.read_text().replace("table: codes/pm_patient_class.csv, on_missing: keep", "table: codes/pm_patient_class.csv"))
+    raw = re.sub(rb"PV1\|1\|[^|]*", b"PV1|1|HOSPICE", (clinic / "tests/samples/hl7v2/adt_a04.hl7").read_bytes())
+    store = open_store(load_config(cfg_dir))
+    channel = build(load_config(cfg_dir), store=store).channels["pm_adt"]
+    [res] = asyncio.run(channel.receive(raw, source_ref="a04.hl7")).results
+    store.close()
+    assert res.outcome.value == "rejected" and "HOSPICE" in res.reason
+    # the analyst adds the code; the operator replays the message
+    table = clinic / "mappings/codes/pm_patient_class.csv"
+    table.write_text(table.read_text() + "HOSPICE,O,Hospice outpatient\n")
+    assert main(["replay", str(res.message_id), "--config", str(cfg_dir)]) == 0
+    assert "reprocessed: accepted, 3 deliveries queued" in capsys.readouterr().out
+    store = open_store(load_config(cfg_dir))
+    got = store.get_message(res.message_id)
+    store.close()
+    assert got["status"] == "accepted" and got["error"] is None and len(got["deliveries"]) == 3

@@ -631,6 +631,36 @@ class Store:
 
         return self.run_write(op)
 
+    def reprocess(self, message_id: int, item: NewMessage) -> list[int]:
+        """Record a new pipeline result for a stored message (after its channel or mappings were fixed):
+        its status, error and metadata are replaced and its deliveries (if any) queued. Returns delivery ids."""
+
+        def op(conn: Connection) -> list[int]:
+            row = item.row()
+            values = {k: row[k] for k in ("status", "error", "error_code", "meta", *INDEXED)}
+            conn.execute(update(messages).where(messages.c.id == message_id).values(**values))
+            now = time.time()
+            drows = [
+                {
+                    "message_id": message_id,
+                    "channel": item.channel,
+                    "destination": d.destination,
+                    "route": d.route,
+                    "status": "queued",
+                    "order_key": d.order_key,
+                    "attempts": 0,
+                    "next_at": now,
+                    "content_type": d.content_type,
+                    "content": d.content,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for d in item.deliveries
+            ]
+            return _insert_many(conn, deliveries, drows) if drows else []
+
+        return self.run_write(op)
+
     def prune(self, older_than: float, *, keep_unsent: bool = True, chunk: int = 1000) -> int:
         """Delete messages received more than ``older_than`` seconds ago, with their deliveries and attempts.
 
