@@ -38,6 +38,7 @@ class Built:
     sources: dict[str, Any] = field(default_factory=dict)
     destinations: dict[tuple[str, str], Any] = field(default_factory=dict)
     queues: dict[tuple[str, str], Any] = field(default_factory=dict)
+    batches: dict[tuple[str, str], tuple[Any, Any]] = field(default_factory=dict)  # (BatchSpec, assembler)
     problems: list[Problem] = field(default_factory=list)
 
 
@@ -123,6 +124,10 @@ def build(cfg: Config, *, store: Store | None = None, engine: Any = None, testin
             if dconf is not None:
                 dest_confs[dname] = dconf
                 out.queues[(name, dname)] = dconf.queue
+                if dconf.batch is not None:
+                    _, assembler = _component("assembler", dconf.batch.assemble, ctx, cfg, name, ("destinations", dname, "batch", "assemble"), problems)
+                    if assembler is not None:
+                        out.batches[(name, dname)] = (dconf.batch, assembler)
             if dest is not None:
                 out.destinations[(name, dname)] = dest
 
@@ -212,6 +217,8 @@ class Engine:
                 drop_content=channel.drop_content,
                 idle_poll=self.idle_poll,
                 on_final=self._final,
+                batch=built.batches.get((ch, dname), (None, None))[0],
+                assembler=built.batches.get((ch, dname), (None, None))[1],
             )
             self.workers[(ch, dname)] = worker
             worker.start()

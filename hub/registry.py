@@ -1,7 +1,7 @@
 """Component name → implementation. Built-ins are imported lazily; third parties register via entry points.
 
 A component is a class with a ``Config`` attribute (a pydantic model: the user documentation of its keys,
-DESIGN.md §6.1) and a constructor ``(config, ctx)``. Kinds: ``source``, ``destination``, ``transform``.
+DESIGN.md §6.1) and a constructor ``(config, ctx)``. Kinds: ``source``, ``destination``, ``transform``, ``assembler`` (for ``batch:`` destinations).
 Third-party packages add components with an entry point in the group ``hub.components`` whose name is
 ``kind:type`` (e.g. ``destination:kafka``) and whose value is ``package.module:Class``.
 """
@@ -21,11 +21,26 @@ BUILTINS: dict[tuple[str, str], str] = {
     ("destination", "memory"): "hub.channels.memory:MemoryDestination",
     ("source", "memory"): "hub.channels.memory:MemorySource",
     ("source", "channel"): "hub.channels.memory:ChannelSource",
+    ("source", "mllp"): "hub.channels.mllp:MllpSource",
+    ("destination", "mllp"): "hub.channels.mllp:MllpDestination",
+    ("source", "sftp"): "hub.channels.sftp:SftpSource",
+    ("destination", "sftp"): "hub.channels.sftp:SftpDestination",
+    ("transform", "csv_to_v2"): "hub.transforms.csv:CsvToV2",
+    ("transform", "csv_to_fhir"): "hub.transforms.csv:CsvToFhir",
+    ("transform", "v2_to_csv"): "hub.transforms.csv:V2ToCsv",
+    ("assembler", "concat"): "hub.transforms.assemble:ConcatAssembler",
+    ("assembler", "hl7_batch"): "hub.transforms.assemble:Hl7BatchAssembler",
     ("transform", "set"): "hub.transforms.mapping:SetTransform",
     ("transform", "copy"): "hub.transforms.mapping:CopyTransform",
     ("transform", "delete"): "hub.transforms.mapping:DeleteTransform",
     ("transform", "map"): "hub.transforms.mapping:MapTransform",
     ("transform", "python"): "hub.transforms.mapping:PythonTransform",
+    ("transform", "v2_to_fhir"): "hub.transforms.fhir.v2_to_fhir:V2ToFhir",
+    ("transform", "fhir_to_v2"): "hub.transforms.fhir.fhir_to_v2:FhirToV2",
+    ("transform", "fhir_validate"): "hub.transforms.fhir.validate:FhirValidate",
+    ("destination", "fhir_rest"): "hub.channels.fhir:FhirRestDestination",
+    ("source", "fhir"): "hub.channels.fhir:FhirSource",
+    ("source", "fhir_poll"): "hub.channels.fhir:FhirPollSource",
 }
 
 _cache: dict[tuple[str, str], Any] = {}

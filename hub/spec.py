@@ -97,11 +97,22 @@ class StoreSpec(Strict):
     pool_size: int = Field(5, ge=1, description="PostgreSQL connections kept for readers and claims.")
 
 
+class WebTlsSpec(Strict):
+    cert: str = Field(description="PEM certificate (chain) file, relative to home.", examples=["/etc/hub/tls/hub.crt"])
+    key: str = Field(description="PEM private key file, relative to home.", examples=["/etc/hub/tls/hub.key"])
+
+
 class WebSpec(Strict):
     listen: str = Field("127.0.0.1:8080", description="host:port of the API, dashboard and /metrics")
     enabled: bool = True
+    tls: WebTlsSpec | None = Field(None, description="Serve HTTPS with this certificate and key (session cookies are then Secure).")
+    session_ttl: Duration = Field("12h", description="How long a dashboard login lasts.")
+    secure_cookies: bool | None = Field(
+        None, description="Mark the session cookie Secure (HTTPS only). Default: on when tls is set; set true behind a TLS proxy."
+    )
 
     _v_listen = field_validator("listen")(lambda cls, v: (parse_listen(v), v)[1])
+    _v_ttl = field_validator("session_ttl")(lambda cls, v: _check_duration(v))
 
 
 class RetentionSpec(Strict):
@@ -205,11 +216,31 @@ class SourceConfig(Strict):
     )
 
 
+class BatchSpec(Strict):
+    """Send what queued up as one payload on a schedule (e.g. one X12 interchange of claims every 15 minutes)."""
+
+    schedule: str | int | float = Field(description="When to send a batch: a duration (15m) or a cron string.", examples=["15m", "0 * * * *"])
+    max: int = Field(1000, ge=1, description="Most messages in one batch; more wait for the next one.")
+    assemble: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "concat"},
+        description="How the messages become one payload: {type: concat} (one after another), {type: hl7_batch} "
+        "(FHS/BHS … BTS/FTS), {type: x12_837, partner: NAME} (one interchange of claims).",
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, v: Any) -> Any:
+        from hub.channels.schedule import check_schedule
+
+        return check_schedule(v)
+
+
 class DestinationConfig(Strict):
     """Base of every destination's settings (each destination module declares its own model)."""
 
     type: str
     queue: QueueSpec = Field(default_factory=QueueSpec)
+    batch: BatchSpec | None = Field(None, description="Send queued messages together on a schedule instead of one by one.")
 
 
 class RouteSpec(Strict):

@@ -17,6 +17,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import Field
 
+from hub import metrics
 from hub.channels.base import Context, Receipt, Result
 from hub.errors import (
     Hl7ParseError,
@@ -221,6 +222,8 @@ class Channel:
             accepted = await store.accept_async(items)
         except StoreError as exc:
             log.error("channel %s: store unavailable, input not accepted: %s", self.name, exc)
+            metrics.count_store_error("accept")
+            metrics.count_received(self.name, ["error"] * len(processed), time.time() - received_at)
             return Receipt([Result(Outcome.ERROR, reason=str(exc), code="207", message=p.message) for p in processed])
         results = []
         for p, a, item in zip(processed, accepted, items):
@@ -239,6 +242,7 @@ class Channel:
             )
             if a.delivery_ids and self.on_accepted is not None:
                 self.on_accepted(self.name, item.deliveries)
+        metrics.count_received(self.name, [p.status for p in processed], time.time() - received_at)
         return Receipt(results)
 
 

@@ -15,6 +15,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from hub import metrics
 from hub.errors import DeliveryError, PermanentDelivery, classify
 from hub.message import Message
 from hub.spec import QueueSpec, parse_duration
@@ -45,6 +46,8 @@ class DeliveryWorker:
         idle_poll: float = 1.0,
         on_final: Callable[[Claimed, str], None] | None = None,
         observe: Callable[[str, str, str, float], None] | None = None,
+        batch: Any = None,
+        assembler: Callable[[list[Message]], Any] | None = None,
     ) -> None:
         self.store = store
         self.channel = channel
@@ -56,6 +59,9 @@ class DeliveryWorker:
         self.idle_poll = idle_poll
         self.on_final = on_final
         self.observe = observe  # (channel, destination, outcome, seconds since received) → metrics
+        self.batch = batch  # hub.spec.BatchSpec: send what queued up as one payload on a schedule
+        self.assembler = assembler
+        self._poller: Any = None
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -65,12 +71,21 @@ class DeliveryWorker:
         self._wake.set()
 
     def start(self) -> None:
+        if self.batch is not None:
+            from hub.channels.schedule import Poller
+
+            self._poller = Poller(self.batch.schedule, self.flush, f"batch:{self.channel}/{self.name}", run_first=False)
+            self._poller.start()
+            return
         self._task = asyncio.create_task(self._run(), name=f"worker:{self.channel}/{self.name}")
 
     async def stop(self) -> None:
         """Finish the batch in hand, then stop. Idempotent."""
         self._stopping = True
         self._wake.set()
+        if self._poller is not None:
+            await self._poller.stop()
+            self._poller = None
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, timeout=30)
@@ -84,6 +99,7 @@ class DeliveryWorker:
                 claimed = await self.store.claim(self.channel, self.name, limit=self.queue.batch, ordered=self.ordered)
             except Exception as exc:  # noqa: BLE001 - the store is down: wait and try again
                 log.warning("worker %s/%s: cannot claim: %s", self.channel, self.name, exc)
+                metrics.count_store_error("claim")
                 claimed = []
                 await self._sleep(min(5.0, self.idle_poll * 5))
                 continue
@@ -109,12 +125,16 @@ class DeliveryWorker:
                 await self.store.mark([m for _, m in marks])
                 break
             except Exception as exc:  # noqa: BLE001 - keep the results until the store takes them
+                metrics.count_store_error("mark")
                 if self._stopping:
                     log.error("worker %s/%s: could not record %d results: %s", self.channel, self.name, len(marks), exc)
                     return  # the leases expire and the deliveries are sent again (at-least-once)
                 log.warning("worker %s/%s: cannot record results, retrying: %s", self.channel, self.name, exc)
                 await asyncio.sleep(1.0)
+        now = time.time()
         for c, m in marks:
+            if m.record:
+                metrics.count_delivery(self.channel, self.name, m.outcome, now - c.received_at)
             if m.outcome in ("sent", "dead"):
                 if self.on_final is not None:
                     self.on_final(c, m.outcome)
@@ -142,12 +162,11 @@ class DeliveryWorker:
 
         return list(await asyncio.gather(*(one(c) for c in claimed)))
 
-    async def _attempt(self, c: Claimed) -> Mark:
-        attempt = c.attempts + 1
+    def _message(self, c: Claimed) -> Message:
         meta = dict(c.meta)
         meta["delivery_id"] = c.id
         meta["destination"] = self.name
-        message = Message(
+        return Message(
             raw=c.content,
             content_type=c.content_type,
             meta=meta,
@@ -155,23 +174,61 @@ class DeliveryWorker:
             channel=self.channel,
             received_at=datetime.fromtimestamp(c.received_at, timezone.utc),
         )
+
+    async def flush(self) -> int:
+        """Batch mode: send everything ready (FIFO) as payloads of at most ``batch.max`` messages. Returns how many."""
+        assert self.batch is not None and self.assembler is not None
+        total = 0
+        while not self._stopping:
+            claimed = await self.store.claim(self.channel, self.name, limit=self.batch.max, ordered=False)
+            if not claimed:
+                break
+            try:
+                assembled = await asyncio.to_thread(self.assembler, [self._message(c) for c in claimed])
+            except Exception as exc:  # noqa: BLE001 - an assembler bug must not lose the batch: it retries
+                log.exception("batch for %s/%s could not be assembled", self.channel, self.name)
+                await self._mark([(c, self._failed(c, exc)) for c in claimed])
+                break
+            included = [c for i, c in enumerate(claimed) if i not in assembled.skipped]
+            marks = [(claimed[i], Mark(claimed[i].id, "dead", claimed[i].attempts + 1, error=why)) for i, why in assembled.skipped.items()]
+            if included:
+                first = self._message(included[0])
+                first.meta["batch_size"] = len(included)
+                payload = first.replace(assembled.content, assembled.content_type)
+                try:
+                    response = await self.destination.send(payload)
+                except Exception as exc:  # noqa: BLE001 - the whole batch shares the outcome
+                    marks += [(c, self._failed(c, exc)) for c in included]
+                    await self._mark(marks)
+                    break
+                marks += [(c, Mark(c.id, "sent", c.attempts + 1, response=response, drop_content=self.drop_content)) for c in included]
+            await self._mark(marks)
+            total += len(included)
+            if len(claimed) < self.batch.max:
+                break
+        return total
+
+    def _failed(self, c: Claimed, exc: BaseException) -> Mark:
+        """The mark for a failed attempt: retry with backoff, or dead (permanent, or out of attempts)."""
+        attempt = c.attempts + 1
+        err: DeliveryError = classify(exc)
+        self.last_error = str(err)
+        if isinstance(err, PermanentDelivery) or attempt >= self.queue.max_attempts:
+            why = "permanent failure" if isinstance(err, PermanentDelivery) else f"gave up after {attempt} attempts"
+            log.warning("delivery %s of message %s to %s/%s is dead (%s): %s", c.id, c.message_id, self.channel, self.name, why, err)
+            return Mark(c.id, "dead", attempt, error=str(err), response=err.response)
+        delay = backoff_delay(self.queue, attempt)
+        if err.retry_after is not None:
+            delay = max(delay, err.retry_after)
+        log.info("delivery %s to %s/%s failed (attempt %d), retry in %.1fs: %s", c.id, self.channel, self.name, attempt, delay, err)
+        return Mark(c.id, "retry", attempt, error=str(err), response=err.response, next_at=time.time() + delay)
+
+    async def _attempt(self, c: Claimed) -> Mark:
+        attempt = c.attempts + 1
+        message = self._message(c)
         try:
             response = await self.destination.send(message)
         except Exception as exc:  # noqa: BLE001 - classify() decides retry vs dead, in one place
-            err: DeliveryError = classify(exc)
-            self.last_error = str(err)
-            if isinstance(err, PermanentDelivery) or attempt >= self.queue.max_attempts:
-                why = "permanent failure" if isinstance(err, PermanentDelivery) else f"gave up after {attempt} attempts"
-                log.warning(
-                    "delivery %s of message %s to %s/%s is dead (%s): %s", c.id, c.message_id, self.channel, self.name, why, err
-                )
-                return Mark(c.id, "dead", attempt, error=str(err), response=err.response)
-            delay = backoff_delay(self.queue, attempt)
-            if err.retry_after is not None:
-                delay = max(delay, err.retry_after)
-            log.info(
-                "delivery %s to %s/%s failed (attempt %d), retry in %.1fs: %s", c.id, self.channel, self.name, attempt, delay, err
-            )
-            return Mark(c.id, "retry", attempt, error=str(err), response=err.response, next_at=time.time() + delay)
+            return self._failed(c, exc)
         self.last_error = None
         return Mark(c.id, "sent", attempt, response=response, drop_content=self.drop_content)

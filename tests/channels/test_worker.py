@@ -152,3 +152,53 @@ async def test_wait_delivered_returns_when_every_delivery_is_final(tmp_path, sto
         assert states[r.results[0].message_id][0] in ("queued", "sending", "retry")
     finally:
         await eng.stop()
+
+
+async def test_batch_destination_sends_what_queued_as_one_payload(tmp_path, store_url):
+    chan = """
+name: c
+source: {type: memory, format: hl7v2}
+routes:
+  - {name: all, to: [out]}
+destinations:
+  out: {type: memory, batch: {schedule: 300ms, max: 3, assemble: {type: hl7_batch, sending_app: CLINIC}}}
+"""
+    cfg = load_config(write_config(tmp_path / "cfg", HUB.format(url=store_url), {"c": chan}))
+    eng = Engine(cfg, idle_poll=0.05)
+    await eng.start()
+    try:
+        for n in range(4):
+            await eng.sources["c"].push(f"MSH|^~\\&|PM|F|EHR|F|20260101||ADT^A08|C{n}|P|2.5.1\rPID|1||P{n}\r".encode())
+        dest = eng.destinations[("c", "out")]
+        await until(lambda: len(dest.sent) == 2)
+        first, second = dest.sent
+        from hub.transforms.hl7v2 import split_batch
+
+        assert [m.split(b"|")[9] for m in split_batch(first.raw)] == [b"C0", b"C1", b"C2"]
+        assert first.raw.startswith(b"FHS|^~\\&|CLINIC") and b"BTS|3\r" in first.raw
+        assert len(split_batch(second.raw)) == 1
+        await until(lambda: eng.store.status()["destinations"][("c", "out")].get("sent") == 4)
+    finally:
+        await eng.stop()
+
+
+async def test_a_failed_batch_is_retried_whole(tmp_path, store_url):
+    chan = """
+name: c
+source: {type: memory, format: raw}
+routes:
+  - {name: all, to: [out]}
+destinations:
+  out: {type: memory, fail: retry, fail_times: 1, queue: {backoff: {initial: 10ms, max: 10ms}}, batch: {schedule: 200ms}}
+"""
+    cfg = load_config(write_config(tmp_path / "cfg", HUB.format(url=store_url), {"c": chan}))
+    eng = Engine(cfg, idle_poll=0.05)
+    await eng.start()
+    try:
+        for n in range(3):
+            await eng.sources["c"].push(f"line {n}".encode())
+        dest = eng.destinations[("c", "out")]
+        await until(lambda: len(dest.sent) == 1, timeout=15)
+        assert dest.sent[0].raw == b"line 0\nline 1\nline 2\n" and dest.calls == 2
+    finally:
+        await eng.stop()
