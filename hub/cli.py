@@ -335,6 +335,257 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _new_password(args: argparse.Namespace) -> str | None:
+    """The password for ``hub user add``: $HUB_PASSWORD, else asked twice on the terminal. Never a default."""
+    import getpass
+    import os
+
+    if args.no_password:
+        return None
+    env = os.environ.get("HUB_PASSWORD")
+    if env:
+        return env
+    if not sys.stdin.isatty():
+        raise SystemExit("hub: set HUB_PASSWORD (or run on a terminal to be asked; --no-password for a token-only user)")
+    first = getpass.getpass(f"password for {args.name}: ")
+    if getpass.getpass("again: ") != first:
+        raise SystemExit("hub: the passwords differ")
+    return first
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from hub.store.auth import AuthStore
+
+    cfg = _config(args)
+    password = _new_password(args) if args.action == "add" else None
+    store = _store(cfg)
+    try:
+        auth = AuthStore(store)
+        if args.action == "add":
+            try:
+                user = auth.add_user(args.name, args.role, password)
+            except ValueError as exc:
+                print(f"hub: {exc}", file=sys.stderr)
+                return 1
+            print(f"added {user.name} ({user.role})" + ("" if user.has_password else "; token only: make one with `hub user token`"))
+        elif args.action == "token":
+            try:
+                token = auth.create_token(args.name, label=args.label, ttl=parse_duration(args.ttl) if args.ttl else None)
+            except KeyError:
+                print(f"hub: no user {args.name!r}", file=sys.stderr)
+                return 1
+            print(token)
+        else:
+            for u in auth.list_users():
+                print(f"{u.name:30} {u.role:9} {'disabled' if u.disabled else 'active':9} {'password' if u.has_password else 'token only'}")
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    """``hub send mllp://host:port FILE...``: each message on one connection, one line per ACK; exit 1 unless all AA/CA."""
+    from pathlib import Path
+
+    from hub.channels.mllp import MllpTls, ack_summary, client_context, normalise_segments, parse_mllp_url, send_messages
+    from hub.errors import Hl7ParseError
+    from hub.transforms.hl7v2 import split_batch
+
+    try:
+        host, port, tls = parse_mllp_url(args.url)
+    except ValueError as exc:
+        print(f"hub: {exc}", file=sys.stderr)
+        return 2
+    payloads: list[bytes] = []
+    labels: list[str] = []
+    for name in args.files:
+        try:
+            data = Path(name).read_bytes()
+        except OSError as exc:
+            print(f"hub: {name}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+        try:
+            parts = split_batch(data, check_counts=False)  # one message, several separated by blank lines, or a batch
+        except Hl7ParseError as exc:
+            print(f"hub: {name}: not HL7 v2: {exc}", file=sys.stderr)
+            return 1
+        for i, part in enumerate(parts, 1):
+            payloads.append(normalise_segments(part.strip(b"\r\n")) + b"\r")
+            labels.append(name if len(parts) == 1 else f"{name}#{i}")
+    context = None
+    if tls or args.tls or args.ca or args.cert:
+        try:
+            context = client_context(MllpTls(ca=args.ca, cert=args.cert, key=args.key, verify=not args.insecure))
+        except (ValueError, OSError) as exc:
+            print(f"hub: tls: {exc}", file=sys.stderr)
+            return 2
+    results = asyncio.run(
+        send_messages(host, port, payloads, ack_timeout=parse_duration(args.timeout), connect_timeout=parse_duration(args.timeout),
+                      ssl_context=context)
+    )
+    failed = 0
+    for label, r in zip(labels, results):
+        if r.ack is None:
+            failed += 1
+            print(f"{label}: - ERROR {r.error}")
+            continue
+        code, control_id, text = ack_summary(r.ack)
+        ok = code in ("AA", "CA")
+        failed += not ok
+        print(f"{label}: {control_id or '-'} {code or 'ERROR'}" + (f" {text}" if text and not ok else ""))
+    return 1 if failed else 0
+
+
+def _validate_hl7v2(data: bytes, args: argparse.Namespace) -> tuple[int, list[tuple[str, str, bool]]]:
+    """HL7 v2: every message of the file (batches split) → (messages, [(which, problem, is_error)])."""
+    from hub.errors import Hl7ParseError
+    from hub.transforms.hl7v2 import check_basic, parse, split_batch, validate
+
+    try:
+        parts = split_batch(data)
+    except Hl7ParseError as exc:
+        return 0, [("", f"error: {exc}", True)]
+    out: list[tuple[str, str, bool]] = []
+    for i, part in enumerate(parts, 1):
+        which = f"#{i}" if len(parts) > 1 else ""
+        try:
+            msg = parse(part)
+        except Hl7ParseError as exc:
+            out.append((which, f"error: {exc.location + ': ' if exc.location else ''}{exc} (code {exc.code})", True))
+            continue
+        which = f"{which} {msg.control_id or ''}".strip()
+        seen = set()
+        for issue in [*check_basic(msg), *validate(msg, version=args.hl7_version)]:
+            key = (issue.location, issue.message)
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append((which, f"{issue}" + (f" (code {issue.code})" if issue.code else ""), issue.severity == "error"))
+    return len(parts), out
+
+
+# detected content type → validator for `hub validate` (content → (message count, problems))
+VALIDATORS: dict[str, Any] = {"hl7v2": _validate_hl7v2}
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """``hub validate FILE...``: structure problems of each file, by its detected format; exit 1 if any error."""
+    from pathlib import Path
+
+    from hub.message import sniff_content_type
+
+    errors = 0
+    for name in args.files:
+        try:
+            data = Path(name).read_bytes()
+        except OSError as exc:
+            print(f"hub: {name}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+        fmt = args.format or sniff_content_type(data)
+        fn = VALIDATORS.get(fmt)
+        if fn is None:
+            print(f"{name}: cannot validate {fmt!r} content (known: {', '.join(sorted(VALIDATORS))})")
+            errors += 1
+            continue
+        count, problems = fn(data, args)
+        bad = sum(1 for _, _, is_error in problems if is_error)
+        errors += bad
+        for which, text, _ in problems:
+            print(f"{name}{' ' + which if which else ''}: {text}")
+        warn = len(problems) - bad
+        state = "valid" if not bad else f"{bad} error(s)"
+        print(f"{name}: {fmt}, {count} message(s): {state}" + (f", {warn} warning(s)" if warn else ""))
+    return 1 if errors else 0
+
+
+def _convert_v2_to_fhir(raw: bytes, args: argparse.Namespace, ctx: Any) -> tuple[list[str], list[str]]:
+    """HL7 v2 (one message or a batch) → FHIR Bundles; (outputs, problems)."""
+    from hub.errors import InputError
+    from hub.transforms.fhir.v2_to_fhir import V2ToFhir
+    from hub.transforms.fhir.validate import validate
+    from hub.transforms.hl7v2 import parse, split_batch
+    from hub.message import Message
+
+    conv = V2ToFhir(V2ToFhir.Config(type="v2_to_fhir", bundle=args.bundle), ctx)
+    outputs, problems = [], []
+    for i, part in enumerate(split_batch(raw), 1):
+        try:
+            out = conv(Message(raw=part, content_type="hl7v2", parsed=parse(part)))
+        except InputError as exc:
+            problems.append(f"message {i}: {exc}" + (f" (at {exc.location})" if exc.location else ""))
+            continue
+        issues = [x for x in validate(out.parsed) if x.severity in ("error", "fatal")]
+        problems.extend(f"message {i}: {x}" for x in issues)
+        outputs.append(json.dumps(out.parsed.data, indent=2, ensure_ascii=False))
+    return outputs, problems
+
+
+def _convert_fhir_to_v2(raw: bytes, args: argparse.Namespace, ctx: Any) -> tuple[list[str], list[str]]:
+    """FHIR (a Bundle or a resource) → one HL7 v2 message; (outputs, problems)."""
+    from hub.errors import InputError
+    from hub.message import Message
+    from hub.transforms.fhir.fhir_to_v2 import FhirToV2
+
+    opts: dict[str, Any] = {"type": "fhir_to_v2"}
+    if args.trigger:
+        opts["adt_trigger"] = args.trigger
+    try:
+        out = FhirToV2(FhirToV2.Config.model_validate(opts), ctx)(Message(raw=raw, content_type="fhir"))
+    except InputError as exc:
+        return [], [str(exc) + (f" (at {exc.location})" if exc.location else "")]
+    except ValueError as exc:  # pydantic: a bad --trigger
+        return [], [str(exc).splitlines()[0]]
+    return [out.raw.decode(out.parsed.codec, errors="replace").replace("\r", "\n").rstrip("\n")], []
+
+
+# (from, to) → converter; more formats add their pairs here (x12, csv …).
+CONVERTERS: dict[tuple[str, str], Any] = {
+    ("hl7v2", "fhir"): _convert_v2_to_fhir,
+    ("fhir", "hl7v2"): _convert_fhir_to_v2,
+}
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """Convert one file between formats, with the mappings of the config folder; problems → exit 1."""
+    from pathlib import Path
+
+    from hub.channels.base import Context
+    from hub.message import sniff_content_type
+
+    try:
+        raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    except OSError as exc:
+        print(f"hub: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    if raw[:3] == b"\xef\xbb\xbf":
+        raw = raw[3:]
+    raw = raw.strip(b" \t\r\n")
+    source = args.source or sniff_content_type(raw)
+    fn = CONVERTERS.get((source, args.to))
+    if fn is None:
+        pairs = ", ".join(f"{a} → {b}" for a, b in CONVERTERS)
+        print(f"hub: cannot convert {source} to {args.to} (known: {pairs}); use --from to name the input format", file=sys.stderr)
+        return 1
+    try:
+        cfg = load_config(args.config)
+        ctx = Context(home=cfg.home, mappings_dir=cfg.mappings_dir, config=cfg)
+    except (ConfigError, OSError, ValueError):
+        ctx = Context()  # no usable config folder: the mappings/ of the working directory
+    try:
+        outputs, problems = fn(raw, args, ctx)
+    except ConfigError as exc:
+        print(f"hub: {exc}", file=sys.stderr)
+        return 1
+    for out in outputs:
+        print(out)
+    for p in problems:
+        print(p, file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    return 0
+
+
 # --------------------------------------------------------------------------------------------- parser
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -388,6 +639,40 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--older-than", metavar="DURATION", help="e.g. 30d (default: retention.messages in hub.yaml)")
     pr.add_argument("--include-unsent", action="store_true", help="also delete messages with queued or dead deliveries")
     pr.set_defaults(fn=cmd_prune)
+    cv = sub.add_parser("convert", parents=[common], help="convert a file: HL7 v2 → FHIR Bundle or FHIR → HL7 v2 (stdout; problems → exit 1)")
+    cv.add_argument("file", metavar="FILE", help="the input file ('-' for standard input)")
+    cv.add_argument("--to", required=True, choices=sorted({b for _, b in CONVERTERS}), help="output format")
+    cv.add_argument("--from", dest="source", choices=sorted({a for a, _ in CONVERTERS}), help="input format (default: detected)")
+    cv.add_argument("--bundle", default="transaction", choices=["transaction", "batch", "collection"], help="to fhir: the Bundle type")
+    cv.add_argument("--trigger", help="to hl7v2: the ADT trigger for Patient/Encounter content (A04, A08 …)")
+    cv.set_defaults(fn=cmd_convert)
+    us = sub.add_parser("user", help="dashboard and API users: add NAME --role ROLE, token NAME, list")
+    usub = us.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ua = usub.add_parser("add", parents=[common], help="add a user (password from $HUB_PASSWORD or asked on the terminal)")
+    ua.add_argument("name")
+    ua.add_argument("--role", required=True, choices=["viewer", "operator", "analyst", "admin"])
+    ua.add_argument("--no-password", action="store_true", help="a token-only user (e.g. for Prometheus)")
+    ut = usub.add_parser("token", parents=[common], help="print a new API token for a user (shown once)")
+    ut.add_argument("name")
+    ut.add_argument("--label", help="what the token is for")
+    ut.add_argument("--ttl", metavar="DURATION", help="lifetime, e.g. 90d (default: until revoked)")
+    usub.add_parser("list", parents=[common], help="list users and roles")
+    us.set_defaults(fn=cmd_user)
+    se = sub.add_parser("send", help="send HL7 v2 files over MLLP and print each ACK code (exit 1 unless all AA/CA)")
+    se.add_argument("url", metavar="mllp://HOST:PORT", help="where to send (mllps:// for TLS)")
+    se.add_argument("files", nargs="+", metavar="FILE", help="one message per file, several separated by blank lines, or a batch")
+    se.add_argument("--timeout", default="30s", help="connect and ACK timeout (default 30s)")
+    se.add_argument("--tls", action="store_true", help="use TLS (as mllps:// does)")
+    se.add_argument("--ca", help="CA certificate(s) to verify the server with (PEM)")
+    se.add_argument("--cert", help="client certificate for mutual TLS (PEM)")
+    se.add_argument("--key", help="private key of --cert (PEM)")
+    se.add_argument("--insecure", action="store_true", help="do not verify the server's certificate")
+    se.set_defaults(fn=cmd_send)
+    va = sub.add_parser("validate", help="report structure problems of message files (HL7 v2: segments, fields, data types, tables)")
+    va.add_argument("files", nargs="+", metavar="FILE")
+    va.add_argument("--format", choices=["hl7v2", "x12", "fhir", "csv"], help="the content type (default: detected from the content)")
+    va.add_argument("--hl7-version", help="HL7 v2: validate against this version instead of MSH-12")
+    va.set_defaults(fn=cmd_validate)
     return p
 
 

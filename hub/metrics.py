@@ -172,7 +172,8 @@ class QueueCollector(Collector):
     """Queue gauges read from the store at scrape time (cached ``ttl`` seconds).
 
     ``read`` returns rows of ``(channel, destination, status, count, oldest_created_at)`` for the statuses
-    queued, retry, sending and dead; ``running`` (optional) returns channel → 1 running / 0 paused.
+    queued, retry, sending and dead; ``running`` (optional) returns channel → 1 running / 0 paused;
+    ``known`` (optional) the (channel, destination) pairs to report even when nothing waits (as 0).
     """
 
     def __init__(
@@ -180,9 +181,11 @@ class QueueCollector(Collector):
         read: Callable[[], list[tuple[str, str, str, int, float | None]]],
         running: Callable[[], dict[str, int]] | None = None,
         ttl: float = 2.0,
+        known: Callable[[], Iterable[tuple[str, str]]] | None = None,
     ) -> None:
         self.read = read
         self.running = running
+        self.known = known
         self.ttl = ttl
         self._lock = threading.Lock()
         self._at = 0.0
@@ -218,6 +221,8 @@ class QueueCollector(Collector):
             "hub_queue_oldest_age_seconds", "Age of the oldest delivery still waiting (0 when none).", labels=["channel", "destination"]
         )
         acc: dict[tuple[str, str], dict[str, Any]] = {}
+        for pair in self.known() if self.known is not None else ():
+            acc[pair] = {"pending": 0, "retry": 0, "dead": 0, "oldest": None}
         for ch, dest, status, n, first in rows:
             a = acc.setdefault((ch, dest), {"pending": 0, "retry": 0, "dead": 0, "oldest": None})
             if status == "dead":

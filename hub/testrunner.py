@@ -16,7 +16,8 @@ A test file beside ``channels/adt_to_ehr.yaml`` is ``channels/adt_to_ehr_test.ya
 Matchers: ``equals`` / ``equals_file`` (exact content; line endings of the expectation are normalised to the
 output's), ``contains`` / ``not_contains`` (text or list), ``json_contains`` (a JSON subset), ``paths``
 (``{PID-3.1: "12345"}``: values read from the output in its own path notation), ``content_type``.
-Destinations not named under ``outputs`` are not checked.
+Destinations not named under ``outputs`` are not checked. A destination with ``batch:`` gets the case's
+messages as the one payload its assembler makes of them (an X12 interchange, an HL7 batch file …).
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ def _check_output(m: Matcher, out: Message, cfg: Config) -> list[str]:
     return problems
 
 
-def _run_case(channel: Channel, case: Case, cfg: Config) -> CaseResult:
+def _run_case(channel: Channel, case: Case, cfg: Config, batches: dict[str, Any] | None = None) -> CaseResult:
     res = CaseResult(channel.name, case.name, True)
     if case.input.file is not None:
         path = cfg.resolve(case.input.file)
@@ -195,6 +196,12 @@ def _run_case(channel: Channel, case: Case, cfg: Config) -> CaseResult:
             res.failures.append(f"outputs.{dest}: the channel has no such destination")
             continue
         outs = [o for p in processed if p.status == "accepted" for o in p.outputs.get(dest, [])]
+        assembler = (batches or {}).get(dest)
+        if assembler is not None and outs:  # a `batch:` destination sends the case's messages as one payload
+            assembled = assembler(outs)
+            for i, why in sorted(assembled.skipped.items()):
+                res.failures.append(f"{dest}: message {i + 1} left out of the batch: {why}")
+            outs = [outs[0].replace(assembled.content, assembled.content_type)]
         if len(outs) != len(matchers):
             res.failures.append(f"{dest}: {len(outs)} message(s) sent, expected {len(matchers)}")
         for i, (m, o) in enumerate(zip(matchers, outs)):
@@ -224,8 +231,9 @@ def run_tests(cfg: Config, only: str | None = None) -> tuple[list[CaseResult], l
         except ValidationError as exc:
             problems.extend(pydantic_problems(exc, data, str(tfile)))
             continue
+        batches = {d: asm for (ch, d), (_, asm) in built.batches.items() if ch == name}
         for case in spec.tests:
-            results.append(_run_case(channel, case, cfg))
+            results.append(_run_case(channel, case, cfg, batches))
     return results, problems
 
 

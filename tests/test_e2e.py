@@ -215,3 +215,26 @@ def test_replay_reprocesses_a_rejected_message_after_the_mapping_is_fixed(clinic
     got = store.get_message(res.message_id)
     store.close()
     assert got["status"] == "accepted" and got["error"] is None and len(got["deliveries"]) == 3
+
+
+def test_hub_test_shows_a_batch_destination_its_assembled_payload(tmp_path, capsys):
+    chan = """
+name: b
+source: {type: file, path: in, format: hl7v2}
+routes:
+  - {name: r, to: [out]}
+destinations:
+  out: {type: file, path: "out/{now:%H%M%S}.hl7", batch: {schedule: 15m, assemble: {type: hl7_batch, sending_app: CLINIC}}}
+"""
+    cfg = write_config(tmp_path / "cfg", "web: {enabled: false}\n", {"b": chan})
+    (tmp_path / "cfg" / "channels" / "b_test.yaml").write_text(
+        r"""
+tests:
+  - name: one message becomes a batch file
+    input: {text: 'MSH|^~\&|PM|F|EHR|F|20260101||ADT^A08|C1|P|2.5.1'}
+    expect:
+      outputs:
+        out: [{contains: ['FHS|^~\&|CLINIC', 'BTS|1']}]
+"""
+    )
+    assert main(["test", "--config", str(tmp_path / "cfg")]) == 0, capsys.readouterr().out

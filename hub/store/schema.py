@@ -118,3 +118,61 @@ cursors = Table(
     Column("value", Text, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+
+# ------------------------------------------------------------------------------------ users, sessions, audit (0002)
+users = Table(
+    "users",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),  # viewer | operator | analyst | admin
+    Column("password_hash", String(300)),  # scrypt; NULL: token-only (a Prometheus scraper, a script)
+    Column("disabled", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),  # sha256 hex of the token; the token is shown once
+    Column("label", String(100)),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float),
+    Column("revoked", Integer, nullable=False, default=0),
+)
+Index("ix_api_tokens_user", api_tokens.c.user_id)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("token_hash", String(64), nullable=False, unique=True),  # sha256 hex of the cookie value
+    Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+Index("ix_sessions_user", sessions.c.user_id)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("username", String(100), nullable=False),
+    Column("role", String(16)),
+    Column("action", String(40), nullable=False),  # view_message, replay, pause, resume, user_add …
+    Column("message_id", BigInteger),  # no foreign key: the audit outlives pruned messages
+    Column("channel", String(100)),
+    Column("detail", Text),  # JSON: filters, counts, target user … never message content
+    Column("remote", String(100)),
+)
+Index("ix_audit_at", audit_log.c.at)
+Index("ix_audit_user", audit_log.c.username, audit_log.c.at)
+Index("ix_audit_message", audit_log.c.message_id)
+Index("ix_audit_action", audit_log.c.action, audit_log.c.at)
+
+__all__ += ["users", "api_tokens", "sessions", "audit_log"]

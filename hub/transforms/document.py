@@ -59,6 +59,7 @@ META: dict[str, str] = {
 # content type → {level: "module:function"} taking the Document and returning a list of hub.errors.Issue.
 VALIDATORS: dict[str, dict[str, str]] = {
     "hl7v2": {"basic": "hub.transforms.hl7v2:check_basic", "strict": "hub.transforms.hl7v2:validate"},
+    "fhir": {"basic": "hub.transforms.fhir.validate:check_basic", "strict": "hub.transforms.fhir.validate:validate"},
 }
 _loaded: dict[str, Callable[..., Any] | None] = {}
 

@@ -1,0 +1,36 @@
+"""FHIR R4 for the hub: documents with FHIRPath-subset paths, HL7 v2 ⇄ FHIR conversion, validation. Pure code, no I/O.
+
+::
+
+    doc = parse(raw)                         # FhirDocument: get/get_all/set/delete/to_bytes (FHIRPath subset)
+    meta(doc)                                # control_id, message_type "Bundle^transaction", patient_id …
+    bundle = convert(v2_bytes)               # HL7 v2 → a Bundle dict (IG v2-to-FHIR maps)
+    v2 = to_v2(bundle_or_resource)           # FHIR → an Hl7Message (ADT, ORM/OML, SIU, RDE, ORU)
+    issues = validate(doc)                   # fhir.resources R4B models → [Issue] (never raises)
+
+Transforms (registered in :mod:`hub.registry`): ``v2_to_fhir``, ``fhir_to_v2``, ``fhir_validate``.
+Mapping tables live under ``mappings/fhir`` (:mod:`.maps`).
+"""
+
+from __future__ import annotations
+
+from .document import FhirDocument, meta, parse
+from .maps import Tables, load_tables
+
+__all__ = ["FhirDocument", "parse", "meta", "Tables", "load_tables", "convert", "to_v2", "validate", "check_basic"]
+
+
+def __getattr__(name: str):  # the converters and validator import lazily (fhir.resources is heavy)
+    if name == "convert":
+        from .v2_to_fhir import convert
+
+        return convert
+    if name == "to_v2":
+        from .fhir_to_v2 import to_v2
+
+        return to_v2
+    if name in ("validate", "check_basic"):
+        from . import validate as _v
+
+        return getattr(_v, name)
+    raise AttributeError(name)

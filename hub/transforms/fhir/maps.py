@@ -1,0 +1,306 @@
+"""The analyst-editable tables behind HL7 v2 ⇄ FHIR, read from ``mappings/fhir/`` (no Python needed to change them).
+
+::
+
+    mappings/fhir/
+      systems.yaml        coding systems (CWE-3 name ⇄ URI), identifier systems per assigning authority
+      extensions.yaml     rules: a v2 path (a Z-segment, a site-specific field) ⇄ an extension on a resource
+      codes/<name>.csv    code maps, one per vocabulary: v2_code,fhir_code,fhir_system,fhir_display[,v2_display]
+
+A code map is read both ways: v2 → FHIR takes the row of the v2 code; FHIR → v2 takes the *first* row whose
+fhir_code matches (so the order of rows decides the reverse). The tables shipped with the hub were generated from
+the concept maps of the HL7 v2-to-FHIR Implementation Guide; the README lists them.
+
+Tables are read when a transform is built (``hub check`` reports problems) and cached per folder and mtime, so a
+channel's transforms share them and an edited file is picked up by the next build.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hub.errors import ConfigError
+
+__all__ = ["Tables", "CodeMap", "ExtensionRule", "load_tables", "CODE_MAPS"]
+
+# The code maps the converters look up (file name without .csv). A missing file is an empty map.
+CODE_MAPS = (
+    "administrative_sex",
+    "patient_class",
+    "patient_class_status",
+    "event_encounter_status",
+    "marital_status",
+    "identifier_type",
+    "abnormal_flags",
+    "observation_status",
+    "result_status",
+    "order_control_status",
+    "order_status",
+    "allergen_type",
+    "allergy_severity",
+    "appointment_status",
+    "relationship",
+    "contact_role",
+    "telecom_use",
+    "telecom_equipment",
+    "address_use",
+    "name_type",
+    "diagnosis_type",
+    "completion_status",
+    "route",
+    "yes_no",
+    "units",
+)
+
+_HL7_TABLE = "http://terminology.hl7.org/CodeSystem/v2-"
+_UNKNOWN_CS = "urn:hub:code-system:"
+
+
+@dataclass
+class CodeMap:
+    name: str
+    forward: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # v2 code → (code, system, display)
+    reverse: dict[str, str] = field(default_factory=dict)  # fhir code → v2 code (first row wins)
+    v2_display: dict[str, str] = field(default_factory=dict)
+
+    def get(self, v2_code: str | None) -> tuple[str, str, str] | None:
+        if not v2_code:
+            return None
+        hit = self.forward.get(v2_code)
+        if hit is None:
+            hit = self.forward.get(v2_code.upper()) or self.forward.get(v2_code.lower())
+        return hit
+
+    def code(self, v2_code: str | None, default: str | None = None) -> str | None:
+        hit = self.get(v2_code)
+        return hit[0] if hit else default
+
+    def back(self, fhir_code: str | None, default: str | None = None) -> str | None:
+        if not fhir_code:
+            return default
+        return self.reverse.get(fhir_code, default)
+
+
+@dataclass
+class ExtensionRule:
+    source: str
+    resource: str
+    url: str
+    type: str = "string"
+    repeat: bool = False
+
+
+_TYPES = {"string", "code", "boolean", "integer", "decimal", "date", "dateTime", "CodeableConcept"}
+
+
+@dataclass
+class Tables:
+    folder: Path
+    codes: dict[str, CodeMap] = field(default_factory=dict)
+    coding_systems: dict[str, str] = field(default_factory=dict)  # name → URI
+    coding_names: dict[str, str] = field(default_factory=dict)  # URI → name (first wins)
+    identifier_systems: dict[str, str] = field(default_factory=dict)
+    authorities: dict[str, str] = field(default_factory=dict)  # URI → "AUTHORITY" (or AUTHORITY^TYPE key)
+    identifier_system_default: str = "urn:hub:id:{authority}"
+    derived_identifier_system: str = "urn:hub:derived:{resource}"
+    location_system: str = "urn:hub:location"
+    extensions: list[ExtensionRule] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._cs_cache: dict[str, str] = {}
+        self._id_cache: dict[tuple[str, str, str, str], str] = {}
+
+    def code_map(self, name: str) -> CodeMap:
+        m = self.codes.get(name)
+        if m is None:
+            m = self.codes[name] = CodeMap(name)
+        return m
+
+    # ------------------------------------------------------------------ coding systems
+    def system_uri(self, name: str) -> str:
+        """CWE-3 name → Coding.system ('' for none)."""
+        if not name:
+            return ""
+        hit = self._cs_cache.get(name)
+        if hit is not None:
+            return hit
+        uri = self.coding_systems.get(name)
+        if uri is None:
+            if name.startswith("HL7") and name[3:].isdigit():
+                uri = _HL7_TABLE + name[3:]
+            elif name.startswith(("http://", "https://", "urn:")):
+                uri = name
+            else:
+                uri = _UNKNOWN_CS + name
+        if len(self._cs_cache) < 10000:
+            self._cs_cache[name] = uri
+        return uri
+
+    def system_name(self, uri: str | None) -> str:
+        """Coding.system → CWE-3 name ('' for none)."""
+        if not uri:
+            return ""
+        name = self.coding_names.get(uri)
+        if name is not None:
+            return name
+        if uri.startswith(_HL7_TABLE) and uri[len(_HL7_TABLE) :].isdigit():
+            return "HL7" + uri[len(_HL7_TABLE) :]
+        if uri.startswith(_UNKNOWN_CS):
+            return uri[len(_UNKNOWN_CS) :]
+        if uri.startswith("urn:oid:"):
+            return uri[8:]
+        return uri
+
+    # ------------------------------------------------------------------ identifier systems
+    def identifier_system(self, authority: str, type_code: str = "", universal_id: str = "", universal_type: str = "") -> str:
+        key = (authority, type_code, universal_id, universal_type)
+        hit = self._id_cache.get(key)
+        if hit is not None:
+            return hit
+        uri = None
+        if authority:
+            if type_code:
+                uri = self.identifier_systems.get(f"{authority}^{type_code}")
+            if uri is None:
+                uri = self.identifier_systems.get(authority)
+        if uri is None and universal_id:
+            ut = universal_type.upper()
+            if ut == "ISO":
+                uri = f"urn:oid:{universal_id}"
+            elif ut == "UUID":
+                uri = f"urn:uuid:{universal_id.lower()}"
+            elif ut in ("URI", "URL"):
+                uri = universal_id
+        if uri is None:
+            uri = self.identifier_system_default.replace("{authority}", authority or universal_id or "local").replace("{type}", type_code or "")
+        if len(self._id_cache) < 10000:
+            self._id_cache[key] = uri
+        return uri
+
+    def authority_of(self, system: str | None) -> tuple[str, str]:
+        """Identifier.system → (assigning authority, the type code the system was keyed with, or '')."""
+        if not system:
+            return "", ""
+        hit = self.authorities.get(system)
+        if hit is not None:
+            auth, _, typ = hit.partition("^")
+            return auth, typ
+        prefix, _, suffix = self.identifier_system_default.partition("{authority}")
+        if prefix and system.startswith(prefix) and (not suffix or system.endswith(suffix)):
+            return system[len(prefix) : len(system) - len(suffix) if suffix else None], ""
+        if system.startswith("urn:oid:"):
+            return system[8:], ""
+        return system, ""
+
+    def derived_system(self, resource: str) -> str:
+        return self.derived_identifier_system.replace("{resource}", resource)
+
+
+def _read_codes(path: Path) -> CodeMap:
+    m = CodeMap(path.stem)
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            return m
+        cols = [h.strip().lower() for h in header]
+        need = ("v2_code", "fhir_code")
+        if not all(n in cols for n in need):
+            raise ConfigError(f"{path}: a code map needs the columns v2_code,fhir_code[,fhir_system,fhir_display]")
+        iv, ic = cols.index("v2_code"), cols.index("fhir_code")
+        isys = cols.index("fhir_system") if "fhir_system" in cols else None
+        idisp = cols.index("fhir_display") if "fhir_display" in cols else None
+        iv2d = cols.index("v2_display") if "v2_display" in cols else None
+        for row in reader:
+            if not row or row[0].startswith("#"):
+                continue
+            row = row + [""] * (len(cols) - len(row))
+            v2, code = row[iv].strip(), row[ic].strip()
+            if not v2 or not code:
+                continue
+            system = row[isys].strip() if isys is not None else ""
+            display = row[idisp].strip() if idisp is not None else ""
+            m.forward.setdefault(v2, (code, system, display))
+            m.reverse.setdefault(code, v2)
+            if iv2d is not None and row[iv2d].strip():
+                m.v2_display.setdefault(v2, row[iv2d].strip())
+    return m
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.safe_load(fh) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+
+
+def _stamp(folder: Path) -> tuple[Any, ...]:
+    out: list[Any] = []
+    for p in sorted(folder.rglob("*")) if folder.is_dir() else []:
+        if p.suffix in (".csv", ".yaml", ".yml"):
+            try:
+                out.append((str(p), p.stat().st_mtime_ns))
+            except OSError:
+                pass
+    return tuple(out)
+
+
+_cache: dict[str, tuple[tuple[Any, ...], Tables]] = {}
+
+
+def load_tables(folder: str | os.PathLike[str] | None) -> Tables:
+    """The tables of ``folder`` (``mappings/fhir``); a missing folder gives the built-in defaults (HL7 tables only)."""
+    if folder is None:
+        folder = Path(__file__).resolve().parents[3] / "mappings" / "fhir"
+    folder = Path(folder)
+    stamp = _stamp(folder)
+    key = str(folder.resolve()) if folder.exists() else str(folder)
+    hit = _cache.get(key)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    t = Tables(folder)
+    codes_dir = folder / "codes"
+    if codes_dir.is_dir():
+        for p in sorted(codes_dir.glob("*.csv")):
+            t.codes[p.stem] = _read_codes(p)
+    systems = folder / "systems.yaml"
+    if systems.is_file():
+        data = _read_yaml(systems)
+        if not isinstance(data, dict):
+            raise ConfigError(f"{systems}: expected a mapping with coding_systems and identifier_systems")
+        for name, uri in (data.get("coding_systems") or {}).items():
+            t.coding_systems[str(name)] = str(uri)
+            t.coding_names.setdefault(str(uri), str(name))
+        for name, uri in (data.get("identifier_systems") or {}).items():
+            t.identifier_systems[str(name)] = str(uri)
+            t.authorities.setdefault(str(uri), str(name))
+        for k in ("identifier_system_default", "derived_identifier_system", "location_system"):
+            if data.get(k):
+                setattr(t, k, str(data[k]))
+    ext = folder / "extensions.yaml"
+    if ext.is_file():
+        data = _read_yaml(ext)
+        for i, r in enumerate((data or {}).get("rules") or []):
+            if not isinstance(r, dict) or not {"source", "resource", "url"} <= set(r):
+                raise ConfigError(f"{ext}: rule {i + 1} needs source, resource and url")
+            rule = ExtensionRule(str(r["source"]), str(r["resource"]), str(r["url"]), str(r.get("type", "string")), bool(r.get("repeat", False)))
+            if rule.type not in _TYPES:
+                raise ConfigError(f"{ext}: rule {i + 1}: type {rule.type!r} is not one of {', '.join(sorted(_TYPES))}")
+            from hub.transforms.hl7v2 import parse_path
+
+            try:
+                parse_path(rule.source)
+            except Exception as exc:  # noqa: BLE001 - reported as a configuration problem
+                raise ConfigError(f"{ext}: rule {i + 1}: {exc}") from None
+            t.extensions.append(rule)
+    for name in CODE_MAPS:
+        t.code_map(name)
+    _cache[key] = (stamp, t)
+    return t

@@ -1,0 +1,713 @@
+"""The JSON API (``/api/…``), described by the OpenAPI document at ``/api/openapi.json``.
+
+Routes that read or write the store are plain ``def`` functions: FastAPI runs them in worker threads, so the
+engine's event loop (sources, workers) never waits on a query. Routes that start or stop sources are ``async``
+and hand their store work to a thread.
+
+Roles (hub/store/auth.py): ``view`` shows channels, queues and message metadata with patient ids and error texts
+hidden; ``content`` shows raw content, per-destination content and responses (each view is audited); ``replay``
+queues deliveries again; ``channels`` pauses/resumes channels and checks/reloads the configuration; ``users`` and
+``audit`` are the admin's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from hub import metrics
+from hub.errors import StoreError
+from hub.spec import parse_duration
+from hub.store import DELIVERY_STATUSES, MESSAGE_STATUSES, SearchQuery
+from hub.web import queries
+from hub.web.render import render
+from hub.web.security import COOKIE, Principal, audit, client_ip, principal, require
+
+__all__ = ["router"]
+
+log = logging.getLogger("hub.web")
+
+router = APIRouter(prefix="/api")
+
+_SECRET_WORDS = ("password", "secret", "token", "passphrase", "credential", "private_key", "api_key", "apikey", "authorization")
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _hub(request: Request) -> Any:
+    return request.app.state.hub
+
+
+def _when(value: str | None, name: str) -> float | None:
+    """Epoch seconds, a duration ago (``1h``, ``30m``) or an ISO date/time."""
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return time.time() - parse_duration(value)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise HTTPException(422, f"{name}: {value!r} is neither epoch seconds, a duration (1h, 7d) nor an ISO date/time") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def _text(data: bytes | None) -> str | None:
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def _store_call(fn: Any, *args: Any, **kw: Any) -> Any:
+    try:
+        return fn(*args, **kw)
+    except StoreError as exc:
+        log.error("web: store unavailable: %s", exc)
+        raise HTTPException(503, "the store is unavailable") from None
+
+
+def _redact(value: Any) -> Any:
+    """A config mapping with secret values replaced (passwords, tokens …), for showing a channel's settings."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if isinstance(k, str) and any(w in k.lower() for w in _SECRET_WORDS) and not isinstance(v, (dict, list)):
+                out[k] = "***" if v not in (None, "") else v
+            else:
+                out[k] = _redact(v)
+        return out
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    return value
+
+
+def _age(ts: float | None, now: float) -> float | None:
+    return None if ts is None else max(0.0, round(now - ts, 1))
+
+
+def _peers(channel: str) -> dict[str, Any]:
+    """Connection status of MLLP/SFTP peers, read from the gauges their connectors set."""
+    out: dict[str, Any] = {}
+    for metric in metrics.MLLP_CONNECTIONS.collect():
+        for s in metric.samples:
+            if s.labels.get("channel") == channel:
+                out.setdefault("mllp", {})[s.labels.get("endpoint", "")] = int(s.value)
+    for metric in metrics.SFTP_LAST_POLL.collect():
+        for s in metric.samples:
+            if s.labels.get("channel") == channel:
+                out["sftp_last_poll"] = s.value
+                out["sftp_last_poll_age"] = _age(s.value, time.time())
+    return out
+
+
+def _channel_names(hub: Any, status: dict[str, Any]) -> list[str]:
+    names = {c.name for c in hub.engine.cfg.channels if c.enabled} | set(hub.engine.channels)
+    names |= set(status["channels"]) | {k[0] for k in status["destinations"]}
+    return sorted(names)
+
+
+def _channel_item(hub: Any, name: str, status: dict[str, Any], recent: dict[str, Any], p: Principal) -> dict[str, Any]:
+    now = time.time()
+    engine = hub.engine
+    counts = status["channels"].get(name, {})
+    last = recent["channels"].get(name, {})
+    ch = engine.channels.get(name)
+    spec = ch.spec if ch is not None else None
+    if name in hub.paused:
+        state = "paused"
+    elif name in engine.sources:
+        state = "running"
+    elif ch is not None:
+        state = "no source"
+    else:
+        state = "not configured"
+    dest_names = set(ch.destinations) if ch is not None else set()
+    dest_names |= {d for (c, d) in status["destinations"] if c == name}
+    dests = []
+    for d in sorted(dest_names):
+        row = status["destinations"].get((name, d), {})
+        lastd = recent["destinations"].get((name, d), {})
+        worker = engine.workers.get((name, d))
+        conf = ch.destinations.get(d) if ch is not None else None
+        item = {
+            "name": d,
+            "type": getattr(conf, "type", None),
+            **{k: row.get(k, 0) for k in DELIVERY_STATUSES},
+            "oldest_queued_age": _age(row.get("oldest_queued"), now),
+            "last_hour": {k: lastd.get(k, 0) for k in DELIVERY_STATUSES},
+            "worker": "running" if worker is not None else "none",
+        }
+        if p.can("content"):
+            item["last_error"] = worker.last_error if worker is not None else None
+        dests.append(item)
+    received = sum(counts.values())
+    last_received = sum(last.values())
+    return {
+        "name": name,
+        "description": spec.description if spec is not None else "",
+        "state": state,
+        "source": spec.source.get("type") if spec is not None else None,
+        "received": received,
+        **{k: counts.get(k, 0) for k in MESSAGE_STATUSES},
+        "last_hour": {"received": last_received, **{k: last.get(k, 0) for k in MESSAGE_STATUSES}, "per_minute": round(last_received / 60, 2)},
+        "destinations": dests,
+        "peers": _peers(name),
+    }
+
+
+def _wanted_channel(hub: Any, name: str) -> Any:
+    ch = hub.engine.channels.get(name)
+    if ch is None:
+        raise HTTPException(404, f"no running channel named {name!r}")
+    return ch
+
+
+# ------------------------------------------------------------------------------------------------ session
+class LoginRequest(BaseModel):
+    username: str = Field(max_length=100)
+    password: str = Field(max_length=1000)
+
+
+@router.post("/login", tags=["session"], summary="Log in with a name and password; sets the session cookie")
+def login(body: LoginRequest, request: Request, response: Response) -> dict[str, Any]:
+    hub = _hub(request)
+    ip = client_ip(request)
+    keys = (f"user:{body.username}", f"ip:{ip}")
+    if hub.throttle.blocked(*keys):
+        metrics.WEB_LOGINS.labels("locked").inc()
+        raise HTTPException(429, "too many failed logins; wait a few minutes")
+    user = _store_call(hub.auth.authenticate, body.username, body.password)
+    if user is None:
+        hub.throttle.failed(*keys)
+        metrics.WEB_LOGINS.labels("failed").inc()
+        _store_call(audit, request, None, "login_failed", username=body.username[:100])
+        log.warning("web: failed login for user %s from %s", body.username[:100], ip)
+        raise HTTPException(401, "wrong name or password")
+    hub.throttle.succeeded(*keys)
+    token, csrf = _store_call(hub.auth.create_session, user, hub.session_ttl)
+    response.set_cookie(
+        COOKIE, token, max_age=int(hub.session_ttl), httponly=True, samesite="strict", secure=hub.secure_cookies, path="/"
+    )
+    metrics.WEB_LOGINS.labels("ok").inc()
+    _store_call(audit, request, Principal(user, "session"), "login")
+    return {**user.public(), "csrf": csrf}
+
+
+@router.post("/logout", tags=["session"], summary="End the session")
+def logout(request: Request, response: Response, p: Principal = Depends(principal)) -> dict[str, Any]:
+    if p.session:
+        _store_call(_hub(request).auth.end_session, p.session)
+    response.delete_cookie(COOKIE, path="/")
+    return {"ok": True}
+
+
+@router.get("/me", tags=["session"], summary="Who is logged in, their role and permissions (and the CSRF token of a session)")
+def me(p: Principal = Depends(principal)) -> dict[str, Any]:
+    return {**p.user.public(), "via": p.via, "csrf": p.csrf}
+
+
+class PasswordChange(BaseModel):
+    current: str = Field(max_length=1000)
+    new: str = Field(max_length=1000)
+
+
+@router.post("/me/password", tags=["session"], summary="Change your own password (ends your other sessions)")
+def change_password(body: PasswordChange, request: Request, p: Principal = Depends(principal)) -> dict[str, Any]:
+    hub = _hub(request)
+    if _store_call(hub.auth.authenticate, p.name, body.current) is None:
+        raise HTTPException(403, "the current password is wrong")
+    try:
+        _store_call(hub.auth.update_user, p.name, password=body.new)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    _store_call(audit, request, p, "password_change", target=p.name)
+    return {"ok": True}
+
+
+# ------------------------------------------------------------------------------------------------ channels
+@router.get("/channels", tags=["channels"], summary="Every channel: state, counts, last-hour rates, destinations and queues")
+def list_channels(request: Request, p: Principal = Depends(require("view"))) -> list[dict[str, Any]]:
+    hub = _hub(request)
+    status = _store_call(hub.status)
+    recent = _store_call(hub.recent, 3600)
+    return [_channel_item(hub, n, status, recent, p) for n in _channel_names(hub, status)]
+
+
+@router.get("/channels/{name}", tags=["channels"], summary="One channel's status; its settings (secrets hidden) for analysts")
+def get_channel(name: str, request: Request, p: Principal = Depends(require("view"))) -> dict[str, Any]:
+    hub = _hub(request)
+    status = _store_call(hub.status)
+    if name not in _channel_names(hub, status):
+        raise HTTPException(404, f"no channel named {name!r}")
+    item = _channel_item(hub, name, status, _store_call(hub.recent, 3600), p)
+    ch = hub.engine.channels.get(name)
+    if p.can("channels") and ch is not None:
+        item["config"] = _redact(ch.spec.model_dump(mode="json", by_alias=True))
+        item["file"] = str(hub.engine.cfg.channel_files.get(name, ""))
+    return item
+
+
+@router.get("/channels/{name}/stats", tags=["channels"], summary="Counts over a recent window (default 1h) and rates per minute")
+def channel_stats(
+    name: str,
+    request: Request,
+    window: str = Query("1h", description="A duration: 15m, 1h, 24h (at most 7d)."),
+    p: Principal = Depends(require("view")),
+) -> dict[str, Any]:
+    hub = _hub(request)
+    try:
+        seconds = parse_duration(window)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    if not 0 < seconds <= 7 * 86400:
+        raise HTTPException(422, "window must be between 1s and 7d")
+    recent = _store_call(hub.recent, seconds)
+    counts = recent["channels"].get(name, {})
+    received = sum(counts.values())
+    minutes = seconds / 60
+    return {
+        "channel": name,
+        "window_seconds": seconds,
+        "received": received,
+        **{k: counts.get(k, 0) for k in MESSAGE_STATUSES},
+        "per_minute": round(received / minutes, 3),
+        "destinations": {
+            d: {**{k: row.get(k, 0) for k in DELIVERY_STATUSES}, "sent_per_minute": round(row.get("sent", 0) / minutes, 3)}
+            for (c, d), row in sorted(recent["destinations"].items())
+            if c == name
+        },
+    }
+
+
+@router.post("/channels/{name}/pause", tags=["channels"], summary="Stop the channel's source (queued deliveries still go out)")
+async def pause_channel(name: str, request: Request, p: Principal = Depends(require("channels"))) -> dict[str, Any]:
+    hub = _hub(request)
+    _wanted_channel(hub, name)
+    src = hub.engine.sources.get(name)
+    if src is None:
+        raise HTTPException(409, f"channel {name!r} has no source to pause")
+    if name not in hub.paused:
+        await src.stop()
+        hub.paused.add(name)
+        log.info("web: channel %s paused by %s", name, p.name)
+    await asyncio.to_thread(_store_call, audit, request, p, "pause", channel=name)
+    return {"channel": name, "state": "paused"}
+
+
+@router.post("/channels/{name}/resume", tags=["channels"], summary="Start the channel's source again")
+async def resume_channel(name: str, request: Request, p: Principal = Depends(require("channels"))) -> dict[str, Any]:
+    hub = _hub(request)
+    ch = _wanted_channel(hub, name)
+    src = hub.engine.sources.get(name)
+    if src is None:
+        raise HTTPException(409, f"channel {name!r} has no source to resume")
+    if name in hub.paused:
+        try:
+            await src.start(ch.receive)
+        except Exception as exc:  # noqa: BLE001 - say why (port in use …) and stay paused
+            log.error("web: channel %s could not be resumed: %s", name, exc)
+            raise HTTPException(500, f"the source did not start: {exc}") from None
+        hub.paused.discard(name)
+        log.info("web: channel %s resumed by %s", name, p.name)
+    await asyncio.to_thread(_store_call, audit, request, p, "resume", channel=name)
+    return {"channel": name, "state": "running"}
+
+
+def _check(hub: Any) -> list[str]:
+    from hub.engine import check
+    from hub.spec import load_config
+
+    cfg = load_config(hub.engine.cfg.folder)
+    return [str(pr) for pr in check(cfg)]
+
+
+@router.post("/config/check", tags=["channels"], summary="Run `hub check` on the config folder as it is on disk now")
+def config_check(request: Request, p: Principal = Depends(require("channels"))) -> dict[str, Any]:
+    problems = _check(_hub(request))
+    _store_call(audit, request, p, "config_check", problems=len(problems))
+    return {"ok": not problems, "problems": problems}
+
+
+@router.post(
+    "/config/reload",
+    tags=["channels"],
+    summary="Check the config folder; reloading a running hub is not implemented yet (501 after a clean check)",
+    responses={422: {"description": "the configuration has problems"}, 501: {"description": "clean: restart the hub to apply it"}},
+)
+def config_reload(request: Request, p: Principal = Depends(require("channels"))) -> dict[str, Any]:
+    problems = _check(_hub(request))
+    _store_call(audit, request, p, "config_reload", problems=len(problems), applied=False)
+    if problems:
+        raise HTTPException(422, {"message": "the configuration has problems; nothing was changed", "problems": problems})
+    raise HTTPException(501, "the configuration checks clean; live reload is not implemented yet: restart the hub to apply it")
+
+
+# ------------------------------------------------------------------------------------------------ destinations
+@router.get("/destinations", tags=["queues"], summary="Every destination's queue: queued, retry, sending, sent, dead, oldest age")
+def list_destinations(request: Request, p: Principal = Depends(require("view"))) -> list[dict[str, Any]]:
+    hub = _hub(request)
+    status = _store_call(hub.status)
+    recent = _store_call(hub.recent, 3600)
+    out = []
+    for name in _channel_names(hub, status):
+        for d in _channel_item(hub, name, status, recent, p)["destinations"]:
+            out.append({"channel": name, **d})
+    return out
+
+
+@router.get("/dead-letters", tags=["queues"], summary="Dead deliveries (newest first), with the error for roles that see content")
+def dead_letters(
+    request: Request,
+    channel: str | None = None,
+    destination: str | None = None,
+    before_id: int | None = Query(None, description="Page: deliveries with a smaller id."),
+    limit: int = Query(100, ge=1, le=1000),
+    p: Principal = Depends(require("view")),
+) -> dict[str, Any]:
+    hub = _hub(request)
+    rows = _store_call(queries.dead_letters, hub.store, channel=channel, destination=destination, before_id=before_id, limit=limit)
+    if not p.can("content"):
+        for r in rows:
+            r["last_error"] = None
+            r["patient_id"] = None
+    return {"items": rows, "next_before_id": rows[-1]["id"] if len(rows) == limit else None}
+
+
+# ------------------------------------------------------------------------------------------------ messages
+@router.get("/messages", tags=["messages"], summary="Search messages (newest first); page with before_id")
+def search_messages(
+    request: Request,
+    channel: str | None = None,
+    status: str | None = Query(None, description="accepted, filtered, rejected, error, or a delivery status: queued, retry, sending, sent, dead"),
+    destination: str | None = Query(None, description="Messages with a delivery to this destination (with status: in that state)."),
+    since: str | None = Query(None, description="Epoch seconds, a duration ago (1h) or an ISO date/time."),
+    until: str | None = None,
+    control_id: str | None = None,
+    patient_id: str | None = Query(None, description="Needs a role that sees content."),
+    message_type: str | None = Query(None, description="ADT (any trigger) or ADT^A04."),
+    text: str | None = Query(None, description="Text contained in the raw message. Needs a role that sees content."),
+    before_id: int | None = Query(None, description="Page: messages with a smaller id."),
+    limit: int = Query(50, ge=1, le=500),
+    p: Principal = Depends(require("view")),
+) -> dict[str, Any]:
+    hub = _hub(request)
+    if status and status not in MESSAGE_STATUSES + DELIVERY_STATUSES:
+        raise HTTPException(422, f"status: one of {', '.join(MESSAGE_STATUSES + DELIVERY_STATUSES)}")
+    if (patient_id or text) and not p.can("content"):
+        raise HTTPException(403, "searching by patient id or content needs a role that sees message content")
+    q = SearchQuery(
+        channel=channel or None,
+        status=status or None,
+        destination=destination or None,
+        since=_when(since, "since"),
+        until=_when(until, "until"),
+        control_id=control_id or None,
+        patient_id=patient_id or None,
+        message_type=message_type or None,
+        text=text or None,
+        before_id=before_id,
+        limit=limit,
+    )
+    rows = _store_call(hub.store.search, q)
+    if not p.can("content"):
+        for r in rows:
+            r["patient_id"] = None
+            r["error"] = None
+            r["source_ref"] = None
+    elif patient_id or text:
+        _store_call(audit, request, p, "search", channel=channel, patient_id=patient_id, text=bool(text), results=len(rows))
+    return {"items": rows, "next_before_id": rows[-1]["id"] if len(rows) == limit else None}
+
+
+def _delivery_view(d: dict[str, Any], msg: dict[str, Any], show: bool) -> dict[str, Any]:
+    out = {k: d.get(k) for k in ("id", "destination", "route", "status", "attempts", "next_at", "created_at", "updated_at", "sent_at", "content_type")}
+    out["content_is_raw"] = d.get("content") is None
+    if show:
+        content = d.get("content")
+        out["content"] = _text(content)
+        out["structure"] = render(d.get("content_type") or msg["content_type"], content) if content is not None else None
+        out["last_error"] = d.get("last_error")
+        out["response"] = d.get("response")
+        resp = (d.get("response") or "").encode()
+        out["response_structure"] = render(None, resp) if resp[:3] in (b"MSH", b"ISA") or resp[:1] == b"{" else None
+    out["attempt_log"] = [
+        {
+            k: a.get(k)
+            for k in (("number", "at", "outcome", "node", "error", "response") if show else ("number", "at", "outcome", "node"))
+        }
+        for a in d.get("attempt_log", [])
+    ]
+    return out
+
+
+@router.get("/messages/{message_id}", tags=["messages"], summary="One message: metadata, raw content rendered by format, deliveries, responses, attempts")
+def get_message(message_id: int, request: Request, p: Principal = Depends(require("view"))) -> dict[str, Any]:
+    hub = _hub(request)
+    msg = _store_call(hub.store.get_message, message_id)
+    if msg is None:
+        raise HTTPException(404, f"no message {message_id}")
+    show = p.can("content")
+    out = {
+        k: msg.get(k)
+        for k in ("id", "channel", "status", "received_at", "content_type", "control_id", "message_type", "sending_app", "sending_facility", "error_code", "size")
+    }
+    out["content_visible"] = show
+    if show:
+        out.update(
+            patient_id=msg.get("patient_id"),
+            source_ref=msg.get("source_ref"),
+            error=msg.get("error"),
+            meta=msg.get("meta"),
+            raw=_text(msg["raw"]),
+            structure=render(msg["content_type"], msg["raw"]),
+        )
+        _store_call(audit, request, p, "view_message", message_id=message_id, channel=msg["channel"])
+    out["deliveries"] = [_delivery_view(d, msg, show) for d in msg["deliveries"]]
+    return out
+
+
+@router.get("/messages/{message_id}/raw", tags=["messages"], summary="The raw bytes of a message (download)")
+def get_raw(message_id: int, request: Request, p: Principal = Depends(require("content"))) -> Response:
+    hub = _hub(request)
+    msg = _store_call(hub.store.get_message, message_id)
+    if msg is None:
+        raise HTTPException(404, f"no message {message_id}")
+    _store_call(audit, request, p, "view_raw", message_id=message_id, channel=msg["channel"])
+    return Response(
+        msg["raw"],
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="message-{message_id}.{msg["content_type"]}"'},
+    )
+
+
+class ReplayOne(BaseModel):
+    destination: str | None = Field(None, description="Only this destination's delivery; default: every delivery of the message.")
+
+
+@router.post("/messages/{message_id}/replay", tags=["replay"], summary="Queue a message's deliveries again (attempts reset)")
+def replay_message(
+    message_id: int, request: Request, body: ReplayOne | None = None, p: Principal = Depends(require("replay"))
+) -> dict[str, Any]:
+    hub = _hub(request)
+    msg = _store_call(hub.store.get_message, message_id)
+    if msg is None:
+        raise HTTPException(404, f"no message {message_id}")
+    channel = msg["channel"]
+    dest = body.destination if body is not None else None
+    outcome = None
+    if msg["deliveries"]:
+        n = _store_call(hub.store.replay, [message_id], destination=dest)
+    else:  # rejected, error or filtered: run it through its channel again (after a fix), like `hub replay`
+        n, outcome = _reprocess(hub, msg)
+    hub.invalidate()
+    hub.wake(channel)
+    _store_call(audit, request, p, "replay", message_id=message_id, channel=channel, destination=dest, queued=n, reprocessed=outcome)
+    log.info("web: message %s replayed by %s (%d deliveries)", message_id, p.name, n)
+    return {"message_id": message_id, "queued": n, "reprocessed": outcome}
+
+
+def _reprocess(hub: Any, msg: dict[str, Any]) -> tuple[int, str]:
+    from hub.message import Message
+    from hub.store import NewMessage
+
+    ch = hub.engine.channels.get(msg["channel"])
+    if ch is None:
+        raise HTTPException(409, f"channel {msg['channel']!r} is not running: it cannot reprocess the message")
+    pr = ch.process(Message(raw=msg["raw"], content_type=msg["content_type"], channel=ch.name, meta=dict(msg["meta"] or {})))
+    item = NewMessage(
+        ch.name,
+        msg["raw"],
+        msg["content_type"],
+        status=pr.status,
+        meta=pr.message.meta,
+        error=pr.reason if pr.status in ("rejected", "error") else None,
+        error_code=pr.code,
+        deliveries=pr.deliveries if pr.status == "accepted" else [],
+    )
+    ids = _store_call(hub.store.reprocess, msg["id"], item)
+    return len(ids), pr.status
+
+
+class ReplayMany(BaseModel):
+    message_ids: list[int] | None = Field(None, max_length=10000, description="These messages (else: the filter below).")
+    channel: str | None = None
+    destination: str | None = None
+    statuses: list[Literal["queued", "retry", "sent", "dead"]] = Field(
+        default_factory=lambda: ["dead"], description="Which deliveries to queue again (default: dead ones)."
+    )
+    since: str | None = Field(None, description="Only messages received since (epoch, duration ago or ISO time).")
+    until: str | None = None
+    message_type: str | None = None
+    control_id: str | None = None
+    patient_id: str | None = None
+    limit: int = Field(10000, ge=1, le=10000, description="At most this many messages when selecting by a filter.")
+
+
+@router.post("/replay", tags=["replay"], summary="Queue again the deliveries of a set of messages, or every dead one of a channel/destination")
+def replay_many(body: ReplayMany, request: Request, p: Principal = Depends(require("replay"))) -> dict[str, Any]:
+    hub = _hub(request)
+    statuses = list(body.statuses) or ["dead"]
+    if "sent" in statuses and not (body.message_ids or body.channel):
+        raise HTTPException(422, "re-sending sent deliveries needs message_ids or a channel")
+    ids: list[int] | None = body.message_ids
+    narrowed = any((body.since, body.until, body.message_type, body.control_id, body.patient_id))
+    if ids is None and narrowed:
+        q = SearchQuery(
+            channel=body.channel,
+            destination=body.destination,
+            since=_when(body.since, "since"),
+            until=_when(body.until, "until"),
+            message_type=body.message_type,
+            control_id=body.control_id,
+            patient_id=body.patient_id,
+            status=statuses[0] if len(statuses) == 1 else None,
+            limit=body.limit,
+        )
+        ids = _store_call(hub.store.message_ids, q)
+        if not ids:
+            return {"queued": 0, "messages": 0}
+    n = _store_call(hub.store.replay, ids, channel=body.channel, destination=body.destination, statuses=statuses)
+    hub.invalidate()
+    hub.wake(body.channel)
+    _store_call(
+        audit,
+        request,
+        p,
+        "replay_many",
+        channel=body.channel,
+        destination=body.destination,
+        statuses=statuses,
+        messages=len(ids) if ids is not None else None,
+        message_ids=ids[:100] if ids else None,
+        queued=n,
+    )
+    log.info("web: %d deliveries replayed by %s", n, p.name)
+    return {"queued": n, "messages": len(ids) if ids is not None else None}
+
+
+# ------------------------------------------------------------------------------------------------ users (admin)
+class UserCreate(BaseModel):
+    name: str = Field(max_length=100)
+    role: Literal["viewer", "operator", "analyst", "admin"]
+    password: str | None = Field(None, max_length=1000, description="None: a token-only user (e.g. for Prometheus).")
+
+
+class UserUpdate(BaseModel):
+    role: Literal["viewer", "operator", "analyst", "admin"] | None = None
+    password: str | None = Field(None, max_length=1000)
+    disabled: bool | None = None
+
+
+class TokenCreate(BaseModel):
+    label: str | None = Field(None, max_length=100)
+    ttl: str | None = Field(None, description="Lifetime as a duration (90d); default: until revoked.")
+
+
+@router.get("/users", tags=["users"], summary="Every user and their role")
+def list_users(request: Request, p: Principal = Depends(require("users"))) -> list[dict[str, Any]]:
+    return [u.public() for u in _store_call(_hub(request).auth.list_users)]
+
+
+@router.post("/users", tags=["users"], status_code=201, summary="Add a user")
+def add_user(body: UserCreate, request: Request, p: Principal = Depends(require("users"))) -> dict[str, Any]:
+    try:
+        user = _store_call(_hub(request).auth.add_user, body.name, body.role, body.password)
+    except ValueError as exc:
+        raise HTTPException(409 if "exists" in str(exc) else 422, str(exc)) from None
+    _store_call(audit, request, p, "user_add", target=body.name, role=body.role)
+    return user.public()
+
+
+@router.patch("/users/{name}", tags=["users"], summary="Change a user's role, password or disabled flag")
+def update_user(name: str, body: UserUpdate, request: Request, p: Principal = Depends(require("users"))) -> dict[str, Any]:
+    auth = _hub(request).auth
+    current = _store_call(auth.get_user, name)
+    if current is None:
+        raise HTTPException(404, f"no user {name!r}")
+    losing_admin = current.role == "admin" and ((body.role is not None and body.role != "admin") or body.disabled)
+    if losing_admin and _store_call(auth.count_users, "admin") <= 1:
+        raise HTTPException(409, "that would leave the hub without an enabled admin")
+    try:
+        user = _store_call(auth.update_user, name, role=body.role, password=body.password, disabled=body.disabled)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    _store_call(audit, request, p, "user_change", target=name, role=body.role, disabled=body.disabled, password=body.password is not None or None)
+    return user.public()
+
+
+@router.get("/users/{name}/tokens", tags=["users"], summary="A user's API tokens (never the tokens themselves)")
+def list_tokens(name: str, request: Request, p: Principal = Depends(require("users"))) -> list[dict[str, Any]]:
+    return _store_call(_hub(request).auth.list_tokens, name)
+
+
+@router.post("/users/{name}/tokens", tags=["users"], status_code=201, summary="Make an API token for a user (shown once)")
+def create_token(name: str, request: Request, body: TokenCreate | None = None, p: Principal = Depends(require("users"))) -> dict[str, Any]:
+    ttl = None
+    if body is not None and body.ttl:
+        try:
+            ttl = parse_duration(body.ttl)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+    try:
+        token = _store_call(_hub(request).auth.create_token, name, label=body.label if body else None, ttl=ttl)
+    except KeyError:
+        raise HTTPException(404, f"no user {name!r}") from None
+    _store_call(audit, request, p, "token_create", target=name)
+    return {"user": name, "token": token}
+
+
+@router.delete("/tokens/{token_id}", tags=["users"], summary="Revoke an API token")
+def revoke_token(token_id: int, request: Request, p: Principal = Depends(require("users"))) -> dict[str, Any]:
+    if not _store_call(_hub(request).auth.revoke_token, token_id):
+        raise HTTPException(404, f"no token {token_id}")
+    _store_call(audit, request, p, "token_revoke", token_id=token_id)
+    return {"revoked": token_id}
+
+
+# ------------------------------------------------------------------------------------------------ audit (admin)
+@router.get("/audit", tags=["audit"], summary="Search the audit log: who viewed, replayed, paused or changed what, and when")
+def search_audit(
+    request: Request,
+    user: str | None = None,
+    action: str | None = Query(None, description="login, login_failed, view_message, view_raw, search, replay, replay_many, pause, resume, config_check, config_reload, user_add, user_change, token_create, token_revoke, password_change"),
+    message_id: int | None = None,
+    channel: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    before_id: int | None = None,
+    limit: int = Query(100, ge=1, le=1000),
+    p: Principal = Depends(require("audit")),
+) -> dict[str, Any]:
+    rows = _store_call(
+        _hub(request).auth.search_audit,
+        username=user,
+        action=action,
+        message_id=message_id,
+        channel=channel,
+        since=_when(since, "since"),
+        until=_when(until, "until"),
+        before_id=before_id,
+        limit=limit,
+    )
+    return {"items": rows, "next_before_id": rows[-1]["id"] if len(rows) == limit else None}
+
+
+# ------------------------------------------------------------------------------------------------ health
+@router.get("/openapi.json", tags=["meta"], summary="This API's OpenAPI document", include_in_schema=False)
+def openapi(request: Request, p: Principal = Depends(principal)) -> dict[str, Any]:
+    return request.app.openapi()

@@ -1,0 +1,51 @@
+"""v2_to_fhir output is stable: every sample gives byte-for-byte the Bundle recorded in ``golden/``.
+
+The snapshots were generated from the converter before its speed work (so optimisations cannot change the output).
+After an intended change of the mapping, regenerate them with ``HUB_REGEN_GOLDEN=1`` and review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from support import ROOT, SAMPLES
+from hub.channels.base import Context
+from hub.message import Message
+from hub.transforms.fhir.v2_to_fhir import V2ToFhir
+
+GOLDEN = Path(__file__).parent / "golden"
+HL7 = SAMPLES / "hl7v2"
+CASES = sorted(p.name[: -len(".json")] for p in GOLDEN.glob("*.json"))  # <sample stem>.<bundle kind>
+
+
+def _convert(stem: str, kind: str) -> bytes:
+    conv = V2ToFhir(V2ToFhir.Config(type="v2_to_fhir", bundle=kind), Context(home=ROOT, mappings_dir=ROOT / "mappings"))
+    raw = (HL7 / f"{stem}.hl7").read_bytes()
+    return conv(Message(raw=raw, content_type="hl7v2")).raw + b"\n"
+
+
+def test_golden_covers_every_sample_and_all_bundle_kinds():
+    samples = {p.stem for p in HL7.glob("*.hl7") if not p.name.startswith("batch") and p.name != "fhir_oru_bad_nm.hl7"}
+    assert {c.rsplit(".", 1)[0] for c in CASES} == samples
+    for stem in ("adt_a01", "oru_r01"):
+        assert {f"{stem}.{k}" for k in ("transaction", "batch", "collection")} <= set(CASES)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bundle_is_byte_identical_to_the_snapshot(case):
+    stem, kind = case.rsplit(".", 1)
+    got = _convert(stem, kind)
+    path = GOLDEN / f"{case}.json"
+    if os.environ.get("HUB_REGEN_GOLDEN") == "1":
+        path.write_bytes(got)
+    assert got == path.read_bytes()
+
+
+def test_repeated_conversions_are_identical():
+    """Caches kept across messages (tables, systems, segment reads) must not leak state from one message to the next."""
+    first = {c: _convert(*c.rsplit(".", 1)) for c in CASES}
+    again = {c: _convert(*c.rsplit(".", 1)) for c in reversed(CASES)}
+    assert first == again
