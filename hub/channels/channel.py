@@ -63,6 +63,11 @@ def split_input(raw: bytes, content_type: str, split: str) -> list[bytes]:
     if split == "none" or content_type not in ("hl7v2", "x12", "csv"):
         return [raw]
     if content_type == "hl7v2" and split in ("auto", "hl7_batch"):
+        # Most inputs are one message (every MLLP frame): skip the batch reader unless a second MSH or a
+        # batch header could be there.
+        head = raw.lstrip(b"\xef\xbb\xbf \t\r\n")[:3]
+        if head == b"MSH" and b"\rMSH" not in raw and b"\nMSH" not in raw:
+            return [raw]
         from hub.transforms.hl7v2 import split_batch
 
         return split_batch(raw)
