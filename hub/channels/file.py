@@ -113,7 +113,8 @@ class FileSource:
                 log.warning("file %s left in place for the next poll: %s", path.name, "; ".join(receipt.reasons))
                 break  # the store is down: stop this poll, keep the order of the folder
             if outcome is Outcome.REJECTED:
-                reasons = [f"message {i + 1}: {r.reason}" for i, r in enumerate(receipt.results) if r.outcome is Outcome.REJECTED]
+                unit = "row" if self.config.split == "csv_row" else "message"
+                reasons = [f"{unit} {i + 1}: {r.reason}" for i, r in enumerate(receipt.results) if r.outcome is Outcome.REJECTED]
                 await asyncio.to_thread(self._move, path, self.error, "\n".join(reasons) + "\n")
                 log.warning("file %s rejected and moved to %s", path.name, self.error)
             else:
