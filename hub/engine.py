@@ -24,7 +24,7 @@ from hub.channels.schedule import Poller, check_schedule
 from hub.channels.worker import DeliveryWorker
 from hub.errors import ConfigError
 from hub.routes import compile_all, compile_condition
-from hub.spec import Config, Problem, parse_duration, parse_listen, pydantic_problems
+from hub.spec import Config, Problem, load_config, parse_duration, parse_listen, pydantic_problems
 from hub.store import Claimed, Store
 
 __all__ = ["Engine", "Built", "build", "check", "open_store"]
@@ -205,28 +205,7 @@ class Engine:
         built = build(self.cfg, store=store, engine=self)
         if built.problems:
             raise ConfigError("configuration has problems", [(p.file, p.line, p.message) for p in built.problems])
-        self.channels, self.sources, self.destinations = built.channels, built.sources, built.destinations
-        for (ch, dname), dest in self.destinations.items():
-            channel = self.channels[ch]
-            worker = DeliveryWorker(
-                store,
-                ch,
-                dname,
-                dest,
-                built.queues[(ch, dname)],
-                drop_content=channel.drop_content,
-                idle_poll=self.idle_poll,
-                on_final=self._final,
-                batch=built.batches.get((ch, dname), (None, None))[0],
-                assembler=built.batches.get((ch, dname), (None, None))[1],
-            )
-            self.workers[(ch, dname)] = worker
-            worker.start()
-        for channel in self.channels.values():
-            channel.on_accepted = self._wake
-        for name, src in self.sources.items():
-            await src.start(self.channels[name].receive)
-            log.info("channel %s started", name)
+        await self._start_channels(built)
         if self.cfg.hub.web.enabled and self.start_web:
             import hub.web
 
@@ -239,6 +218,67 @@ class Engine:
         for p in self.pollers:
             p.start()
         self.started_at = time.time()
+
+    async def _start_channels(self, built: Built) -> None:
+        assert self.store is not None
+        self.channels, self.sources, self.destinations = built.channels, built.sources, built.destinations
+        for (ch, dname), dest in self.destinations.items():
+            batch, assembler = built.batches.get((ch, dname), (None, None))
+            worker = DeliveryWorker(
+                self.store,
+                ch,
+                dname,
+                dest,
+                built.queues[(ch, dname)],
+                drop_content=self.channels[ch].drop_content,
+                idle_poll=self.idle_poll,
+                on_final=self._final,
+                batch=batch,
+                assembler=assembler,
+            )
+            self.workers[(ch, dname)] = worker
+            worker.start()
+        for channel in self.channels.values():
+            channel.on_accepted = self._wake
+        for name, src in self.sources.items():
+            await src.start(self.channels[name].receive)
+            log.info("channel %s started", name)
+
+    async def _stop_channels(self) -> None:
+        """Stop taking input, let workers finish what they hold, close the destinations."""
+        for src in self.sources.values():
+            try:
+                await src.stop()
+            except Exception:  # noqa: BLE001
+                log.exception("stopping a source failed")
+        await asyncio.gather(*(w.stop() for w in self.workers.values()))
+        self.workers = {}
+        for dest in self.destinations.values():
+            try:
+                await dest.close()
+            except Exception:  # noqa: BLE001
+                log.exception("closing a destination failed")
+        self.sources, self.destinations = {}, {}
+
+    async def reload(self) -> list[Problem]:
+        """Apply the config folder as it is on disk now, if it checks clean; returns the problems otherwise.
+
+        Channels are stopped (sources first, workers after finishing what they hold) and started again from the
+        new files; nothing queued is lost because the queues are in the store. Settings of the store and the web
+        app (store.url, web.listen, web.tls) are read at start only: changing them needs a restart.
+        """
+        cfg = await asyncio.to_thread(load_config, self.cfg.folder)
+        built = await asyncio.to_thread(build, cfg, store=self.store, engine=self)
+        if built.problems:
+            return built.problems
+        if cfg.hub.store != self.cfg.hub.store or cfg.hub.web != self.cfg.hub.web:
+            log.warning("reload: store and web settings changed in hub.yaml; they apply at the next restart")
+        await self._stop_channels()
+        cfg.hub.store, cfg.hub.web = self.cfg.hub.store, self.cfg.hub.web
+        self.cfg = cfg
+        await self._start_channels(built)
+        log.info("reloaded %d channels from %s", len(self.channels), cfg.folder)
+        return []
 
     async def prune(self) -> int:
         assert self.store is not None
@@ -303,22 +343,10 @@ class Engine:
         if self.web is not None:
             await self.web.stop()
             self.web = None
-        for src in self.sources.values():
-            try:
-                await src.stop()
-            except Exception:  # noqa: BLE001
-                log.exception("stopping a source failed")
         for p in self.pollers:
             await p.stop()
         self.pollers = []
-        await asyncio.gather(*(w.stop() for w in self.workers.values()))
-        self.workers = {}
-        for dest in self.destinations.values():
-            try:
-                await dest.close()
-            except Exception:  # noqa: BLE001
-                log.exception("closing a destination failed")
-        self.sources, self.destinations = {}, {}
+        await self._stop_channels()
         if self.store is not None and self._own_store:
             await asyncio.to_thread(self.store.close)
             self.store = None

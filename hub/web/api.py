@@ -346,15 +346,18 @@ def config_check(request: Request, p: Principal = Depends(require("channels"))) 
 @router.post(
     "/config/reload",
     tags=["channels"],
-    summary="Check the config folder; reloading a running hub is not implemented yet (501 after a clean check)",
-    responses={422: {"description": "the configuration has problems"}, 501: {"description": "clean: restart the hub to apply it"}},
+    summary="Check the config folder and, when it is clean, restart every channel from it (queues are kept)",
+    responses={422: {"description": "the configuration has problems; nothing was changed"}},
 )
-def config_reload(request: Request, p: Principal = Depends(require("channels"))) -> dict[str, Any]:
-    problems = _check(_hub(request))
-    _store_call(audit, request, p, "config_reload", problems=len(problems), applied=False)
+async def config_reload(request: Request, p: Principal = Depends(require("channels"))) -> dict[str, Any]:
+    hub = _hub(request)
+    problems = [str(pr) for pr in await hub.engine.reload()]
+    _store_call(audit, request, p, "config_reload", problems=len(problems), applied=not problems)
     if problems:
         raise HTTPException(422, {"message": "the configuration has problems; nothing was changed", "problems": problems})
-    raise HTTPException(501, "the configuration checks clean; live reload is not implemented yet: restart the hub to apply it")
+    hub.paused.clear()  # every channel was started again from the files
+    hub.invalidate()
+    return {"reloaded": True, "channels": sorted(hub.engine.channels), "note": "store and web settings apply at the next restart"}
 
 
 # ------------------------------------------------------------------------------------------------ destinations

@@ -228,14 +228,18 @@ async def test_config_check_and_reload(hub):
     analyst = hub.client("analyst")
     r = await analyst.post("/api/config/check")
     assert r.json() == {"ok": True, "problems": []}
+    before = hub.engine.channels["adt"]
     r = await analyst.post("/api/config/reload")
-    assert r.status_code == 501 and "restart" in r.json()["detail"]
+    assert r.status_code == 200 and r.json()["reloaded"] and "adt" in r.json()["channels"]
+    assert hub.engine.channels["adt"] is not before  # rebuilt from the files
+    assert await hub.push(hl7("R1", "MRN-R1")) > 0  # and taking messages again
     folder = hub.engine.cfg.folder
     (folder / "channels" / "broken.yaml").write_text("name: broken\nsource: {type: nope}\n")
     r = await analyst.post("/api/config/check")
     assert not r.json()["ok"] and any("broken.yaml" in p for p in r.json()["problems"])
     r = await analyst.post("/api/config/reload")
     assert r.status_code == 422 and r.json()["detail"]["problems"]
+    assert hub.engine.channels["adt"] is not None and "broken" not in hub.engine.channels
     actions = [a["action"] for a in (await hub.client("admin").get("/api/audit", params={"user": "analyst"})).json()["items"]]
     assert actions.count("config_check") == 2 and actions.count("config_reload") == 2
 
