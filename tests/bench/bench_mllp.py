@@ -1,0 +1,266 @@
+"""MLLP benchmark (issue 3): prints figures, asserts only that every AA'd message is in the store.
+
+1. Throughput and ACK latency. The same client (asyncio, in this process) drives, one after the other:
+   * a bare asyncio MLLP server that only answers AA (a separate process: the ceiling of this machine and client);
+   * the hub (``hub run`` in a separate process) with an MLLP → store → file channel on SQLite, once with the
+     store's default ``synchronous: full`` (each commit fsynced), once with ``synchronous: normal``, and once
+     with no destination at all (what the deliveries' claims and marks cost the ACK path);
+   with 5,000 ADT^A01 over 1 connection and over 8 connections: messages/s and p50/p99 of the time from writing a
+   frame to reading its ACK. Afterwards every message the hub AA'd is looked up in its store.
+2. Memory: the hub with 50,000 deliveries queued for an absent MLLP peer and 200 open idle connections: RSS.
+
+Run: ``make bench`` (or ``pytest -s tests/bench/bench_mllp.py -o python_files='bench_*.py' -o addopts=''``).
+``HUB_BENCH_N`` sets the message count (default 5000), ``HUB_BENCH_QUEUED`` the queued deliveries (50000).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from support import write_config
+from hub.store import NewDelivery, NewMessage, Store
+
+N = int(os.environ.get("HUB_BENCH_N", "5000"))
+QUEUED = int(os.environ.get("HUB_BENCH_QUEUED", "50000"))
+IDLE = 200
+HUB = str(Path(sys.executable).with_name("hub"))
+
+
+def adt(cid: str, i: int) -> bytes:
+    return (
+        f"MSH|^~\\&|PM|CLINIC|HUB|CLINIC|20260310091500||ADT^A01^ADT_A01|{cid}|P|2.5.1\r"
+        f"EVN|A01|20260310091500\r"
+        f"PID|1||MRN{i:06d}^^^CLINIC^MR||SAMPLE^PAT^Q||19800101|F|||1 MAIN ST^^SPRINGFIELD^IL^62701||^PRN^PH^^1^217^5550100\r"
+        f"PV1|1|I|WARD^101^1^CLINIC||||1234567893^WELBY^MARCUS^^^DR^MD^^NPI|||MED||||1|||1234567893^WELBY^MARCUS|IP|V{i:08d}\r"
+    ).encode()
+
+
+BARE = r"""
+import asyncio, sys
+
+class Bare(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.t, self.buf = transport, b""
+
+    def data_received(self, data):
+        buf = self.buf + data
+        while True:
+            end = buf.find(b"\x1c\r")
+            if end < 0:
+                break
+            msg, buf = buf[buf.find(b"\x0b") + 1 : end], buf[end + 2 :]
+            head = msg.split(b"\r", 1)[0].split(b"|")
+            cid = head[9] if len(head) > 9 else b""
+            self.t.write(b"\x0bMSH|^~\\&|BARE|BARE|PM|CLINIC|20260310091500||ACK^A01^ACK|" + cid
+                         + b"|P|2.5.1\rMSA|AA|" + cid + b"\r\x1c\r")
+        self.buf = buf
+
+async def main():
+    await asyncio.get_running_loop().create_server(Bare, "127.0.0.1", int(sys.argv[1]), backlog=512)
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p))] * 1000
+
+
+async def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}")
+        try:
+            _, w = await asyncio.open_connection("127.0.0.1", port)
+            w.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+async def drive(port: int, n: int, conns: int, prefix: str) -> tuple[float, list[float], dict[str, str]]:
+    """Send n messages over `conns` connections (each waits for its ACK before the next): (seconds, latencies, cid → code)."""
+    streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(conns)]
+    lat: list[float] = []
+    acks: dict[str, str] = {}
+    per = n // conns
+
+    async def one(c: int) -> None:
+        reader, writer = streams[c]
+        for i in range(per):
+            cid = f"{prefix}-{c}-{i}"
+            payload = b"\x0b" + adt(cid, c * per + i) + b"\x1c\r"
+            t0 = time.perf_counter()
+            writer.write(payload)
+            data = await reader.readuntil(b"\x1c\r")
+            lat.append(time.perf_counter() - t0)
+            k = data.find(b"\rMSA|")
+            acks[cid] = data[k + 5 : k + 7].decode() if k >= 0 else "??"
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(c) for c in range(conns)))
+    seconds = time.perf_counter() - t0
+    for _, w in streams:
+        w.close()
+    return seconds, lat, acks
+
+
+def line(label: str, n: int, seconds: float, lat: list[float]) -> str:
+    return f"  {label:48} {n / seconds:8.0f} msg/s   p50 {pct(lat, 0.5):6.2f} ms   p99 {pct(lat, 0.99):6.2f} ms"
+
+
+def hub_config(folder: Path, channel: str, sync: str = "full") -> Path:
+    hub_yaml = f"home: {folder}\nstore: {{url: 'sqlite:///{folder / 'hub.db'}', synchronous: {sync}}}\nweb: {{enabled: false}}\nlog_level: warning\n"
+    return write_config(folder / "config", hub_yaml, {"bench": channel})
+
+
+def rss_mb(pid: int) -> float:
+    for row in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if row.startswith("VmRSS:"):
+            return int(row.split()[1]) / 1024
+    return float("nan")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def test_bench_mllp_throughput_and_latency(tmp_path):
+    results: dict[tuple[str, int], tuple[float, list[float]]] = {}
+    print(f"\nMLLP: {N} ADT^A01 per run, each connection waits for its ACK before sending the next (python {sys.version.split()[0]})")
+
+    # the ceiling: a bare asyncio server that answers AA and does nothing else
+    port = free_port()
+    bare = subprocess.Popen([sys.executable, "-c", BARE, str(port)], stdout=subprocess.PIPE)
+    try:
+        await wait_port(port, bare)
+        await drive(port, 500, 1, "warm")
+        for conns in (1, 8):
+            seconds, lat, _ = await drive(port, N, conns, f"bare{conns}")
+            results[("bare", conns)] = (N / seconds, lat)
+            print(line(f"bare asyncio server, {conns} conn.", N, seconds, lat))
+    finally:
+        stop(bare)
+
+    # the hub: MLLP → store (SQLite) → file; synchronous=full is the default (every commit fsynced: survives a power
+    # loss), synchronous=normal survives a crash of the hub process but not of the machine
+    # (and, to show what the deliveries cost the ACK path, once without a destination: MLLP → store only)
+    variants = [("full", True), ("normal", True), ("full", False)]
+    for sync, files in variants:
+        label = f"synchronous={sync}" + ("" if files else ", no destination")
+        folder = tmp_path / f"hub-{sync}-{files}"
+        port = free_port()
+        channel = f"""
+name: bench
+source: {{type: mllp, listen: "127.0.0.1:{port}"}}
+"""
+        if files:
+            channel += f"""routes: [{{name: all, to: [files]}}]
+destinations:
+  files: {{type: file, path: "{folder}/out/{{control_id}}.hl7"}}
+"""
+        cfg = hub_config(folder, channel, sync)
+        hub = subprocess.Popen([HUB, "run", "--config", str(cfg)])
+        acked: dict[str, str] = {}
+        try:
+            await wait_port(port, hub)
+            _, _, warm = await drive(port, 500, 1, "warm")
+            acked.update(warm)
+            for conns in (1, 8):
+                seconds, lat, acks = await drive(port, N, conns, f"hub{conns}")
+                acked.update(acks)
+                results[(label, conns)] = (N / seconds, lat)
+                print(line(f"hub, {label}, {conns} conn.", N, seconds, lat))
+            if files:
+                t0 = time.perf_counter()
+                out = folder / "out"
+                while time.perf_counter() - t0 < 120 and len(list(out.glob("*.hl7"))) < len(acked):
+                    await asyncio.sleep(0.2)
+                written = len(list(out.glob("*.hl7")))
+                print(f"  {'':6}files written: {written}/{len(acked)} ({time.perf_counter() - t0:.1f}s after the last ACK)")
+        finally:
+            stop(hub)
+        # every AA'd message is in the store
+        assert set(acked.values()) == {"AA"}, set(acked.values())
+        with sqlite3.connect(folder / "hub.db") as db:
+            stored = {row[0] for row in db.execute("select control_id from messages where channel = 'bench'")}
+        missing = set(acked) - stored
+        print(f"  {'':6}AA'd: {len(acked)}, in the store: {len(stored & set(acked))}, missing: {len(missing)}")
+        assert not missing
+
+    for sync, files in variants:
+        label = f"synchronous={sync}" + ("" if files else ", no destination")
+        ratios = ", ".join(f"{results[(label, c)][0] / results[('bare', c)][0]:.0%} at {c}" for c in (1, 8))
+        print(f"  hub ({label}) / bare: {ratios} conn.; p99 at 1 connection {pct(results[(label, 1)][1], 0.99):.2f} ms")
+    print("  target: ≥ 50% of bare at 8 connections; p99 ≤ 5 ms at 1 connection")
+
+
+async def test_bench_mllp_memory_idle_connections_and_queued_deliveries(tmp_path):
+    folder = tmp_path / "mem"
+    listen, absent = free_port(), free_port()
+    channel = f"""
+name: bench
+source: {{type: mllp, listen: "127.0.0.1:{listen}"}}
+routes: [{{name: all, to: [lab]}}]
+destinations:
+  lab: {{type: mllp, address: "127.0.0.1:{absent}", queue: {{max_attempts: 1000, backoff: {{initial: 1s, max: 5s}}}}}}
+"""
+    cfg = hub_config(folder, channel)
+    store = Store(f"sqlite:///{folder / 'hub.db'}").open()
+    t0 = time.perf_counter()
+    try:
+        for start in range(0, QUEUED, 1000):
+            store.accept([
+                NewMessage("bench", adt(f"Q{i}", i), "hl7v2", meta={"control_id": f"Q{i}", "message_type": "ADT^A01", "patient_id": f"MRN{i:06d}"},
+                           deliveries=[NewDelivery("lab")])
+                for i in range(start, min(QUEUED, start + 1000))
+            ])
+    finally:
+        store.close()
+    print(f"\nMLLP memory: {QUEUED} deliveries queued for an absent peer (filled in {time.perf_counter() - t0:.1f}s)")
+    hub = subprocess.Popen([HUB, "run", "--config", str(cfg)])
+    streams = []
+    try:
+        await wait_port(listen, hub)
+        await asyncio.sleep(2)  # the worker claims, fails to connect, backs off
+        base = rss_mb(hub.pid)
+        for i in range(IDLE):
+            r, w = await asyncio.open_connection("127.0.0.1", listen)
+            w.write(b"\x0b" + adt(f"IDLE{i}", i) + b"\x1c\r")
+            await r.readuntil(b"\x1c\r")  # each connection used once, then left open and idle
+            streams.append((r, w))
+        await asyncio.sleep(2)
+        rss = rss_mb(hub.pid)
+        assert hub.poll() is None
+        print(f"  hub RSS with the queue and no connections: {base:.0f} MB")
+        print(f"  hub RSS with the queue and {IDLE} idle connections: {rss:.0f} MB (target < 300 MB)")
+    finally:
+        for _, w in streams:
+            w.close()
+        stop(hub)
+    with sqlite3.connect(folder / "hub.db") as db:
+        pending = db.execute("select count(*) from deliveries where status in ('queued', 'retry')").fetchone()[0]
+    print(f"  deliveries still waiting for the peer: {pending}")
