@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
 import time
 from concurrent.futures import Future
@@ -71,6 +72,7 @@ class GroupWriter:
         self._queue: queue.SimpleQueue[tuple[Any, Future[Any]] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._conn: Connection | None = None  # the writer thread's own connection, kept between batches
 
     def start(self) -> None:
         if self._thread is None:
@@ -95,6 +97,32 @@ class GroupWriter:
             self._thread.join(timeout=30)
             self._thread = None
 
+    def _connection(self) -> Connection:
+        # One connection for the writer's life: a pool checkout (and its reset-on-return ROLLBACK) per batch
+        # costs ~35 µs of CPU on the ingest path. A connection that failed is dropped and a new one opened.
+        if self._conn is None:
+            self._conn = self.engine.connect()
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.invalidate()
+                self._conn.close()
+            except Exception:  # noqa: BLE001 - it is being thrown away
+                pass
+            self._conn = None
+
+    def _run(self, ops: list[Any]) -> list[Any]:
+        conn = self._connection()
+        try:
+            with conn.begin():
+                return run_ops(conn, ops)
+        except Exception:
+            if conn.invalidated or isinstance(sys.exc_info()[1], DBAPIError) and sys.exc_info()[1].connection_invalidated:  # type: ignore[union-attr]
+                self._drop_connection()
+            raise
+
     def _loop(self) -> None:
         stop = False
         while not stop:
@@ -112,13 +140,15 @@ class GroupWriter:
                     break
                 batch.append(nxt)
             self._commit(batch)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def _commit(self, batch: list[tuple[Any, Future[Any]]]) -> None:
         started = time.perf_counter()
         ops = [op for op, _ in batch]
         try:
-            with self.engine.begin() as conn:
-                results = run_ops(conn, ops)
+            results = self._run(ops)
         except Exception as exc:  # noqa: BLE001 - isolate the failing op(s) below
             if len(batch) == 1:
                 batch[0][1].set_exception(self._translate(exc))
@@ -126,8 +156,7 @@ class GroupWriter:
             log.warning("group commit of %d operations failed (%s); retrying them one by one", len(batch), type(exc).__name__)
             for op, fut in batch:
                 try:
-                    with self.engine.begin() as conn:
-                        fut.set_result(run_ops(conn, [op])[0])
+                    fut.set_result(self._run([op])[0])
                 except Exception as one_exc:  # noqa: BLE001
                     fut.set_exception(self._translate(one_exc))
             return

@@ -122,8 +122,8 @@ async def test_a_crash_between_commit_and_move_does_not_ingest_twice(home, store
         await eng.start()
         await until(lambda: eng.store.search(SearchQuery()) != [])
     finally:
+        await eng.stop()  # before the real move is back: no poll may move the file in between
         monkeypatch.undo()
-        await eng.stop()
     assert (home / "in/once.txt").exists(), "the crash left the file in the inbox"
     eng = Engine(cfg, idle_poll=0.05)
     await eng.start()
