@@ -196,7 +196,15 @@ def cmd_messages(args: argparse.Namespace) -> int:
     )
     store = _store(cfg)
     try:
-        rows = store.search(q)
+        if getattr(args, "claim_status", None):
+            from hub.store.claims import ClaimStore
+
+            rows = ClaimStore(store).messages(
+                args.claim_status, channel=args.channel, since=q.since, until=q.until, patient_id=args.patient_id,
+                before_id=args.before, limit=args.limit,
+            )
+        else:
+            rows = store.search(q)
     finally:
         store.close()
     if args.json:
@@ -264,8 +272,8 @@ def cmd_show(args: argparse.Namespace) -> int:
             print("  content: the raw message" if d["content_type"] == msg["content_type"] else "  content: (dropped after sending)")
         if d["last_error"]:
             print(f"  last error: {d['last_error']}")
-        if d["response"]:
-            print(f"  response: {d['response']}")
+        if d["response"]:  # an HL7 ACK has \r between segments: one line each
+            print("  response: " + _printable(d["response"].encode()).replace("\n", "\n            "))
         for a in d["attempt_log"]:
             detail = a["error"] or a["response"] or ""
             print(f"    attempt {a['number']} at {_iso(a['at'])}: {a['outcome']} {detail}")
@@ -465,7 +473,20 @@ def _validate_hl7v2(data: bytes, args: argparse.Namespace) -> tuple[int, list[tu
 
 
 # detected content type → validator for `hub validate` (content → (message count, problems))
-VALIDATORS: dict[str, Any] = {"hl7v2": _validate_hl7v2}
+def _validate_x12(data: bytes, args: argparse.Namespace) -> tuple[int, list[tuple[str, str, bool]]]:
+    """X12: pyx12's 5010 validation (implementation guides 837P/837I/835/999/277CA …) → (transactions, problems)."""
+    from hub.errors import X12ParseError
+    from hub.transforms.x12 import iter_segments, validate
+
+    try:
+        count = sum(1 for seg in iter_segments(data) if seg.id == "ST")
+    except X12ParseError:
+        count = 0
+    problems = [("", f"{i}" + (f" (code {i.code})" if i.code else ""), i.severity in ("error", "fatal")) for i in validate(data)]
+    return count, problems
+
+
+VALIDATORS: dict[str, Any] = {"hl7v2": _validate_hl7v2, "x12": _validate_x12}
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -538,10 +559,98 @@ def _convert_fhir_to_v2(raw: bytes, args: argparse.Namespace, ctx: Any) -> tuple
     return [out.raw.decode(out.parsed.codec, errors="replace").replace("\r", "\n").rstrip("\n")], []
 
 
+def _x12_partner(args: argparse.Namespace, ctx: Any) -> Any:
+    """--partner, else the only partner of <mappings>/x12/partners.yaml."""
+    from pathlib import Path
+
+    from hub.transforms.x12 import load_partners
+    from hub.transforms.x12.engine import partner_for
+
+    name = getattr(args, "partner", None)
+    if not name:
+        file = Path(ctx.mappings_dir) / "x12" / "partners.yaml"
+        known = sorted(load_partners(file)) if file.exists() else []
+        if len(known) != 1:
+            raise ConfigError(f"name the trading partner with --partner (in {file}: {', '.join(known) or 'none'})")
+        name = known[0]
+    return partner_for(name, None, ctx)
+
+
+def _convert_to_x12(raw: bytes, args: argparse.Namespace, ctx: Any, source: str) -> tuple[list[str], list[str]]:
+    """DFT^P03 (one message or a batch) or FHIR Claim Bundle → one 837 interchange, checked by pyx12."""
+    from hub.errors import InputError
+    from hub.message import Message
+    from hub.transforms.x12 import InMemoryControlNumbers, claims_from_fhir, validate, write_837
+    from hub.transforms.x12.engine import _fhir_data, claims_of
+
+    partner = _x12_partner(args, ctx)
+    claims: list[Any] = []
+    problems: list[str] = []
+    kind = args.kind
+    if source == "hl7v2":
+        from hub.transforms.hl7v2 import parse, split_batch
+
+        kind = kind or "P"
+        for i, part in enumerate(split_batch(raw), 1):
+            try:
+                claims += claims_of(Message(raw=part, content_type="hl7v2", parsed=parse(part)), partner, kind)
+            except InputError as exc:
+                problems.append(f"message {i}: {exc}" + (f" (at {exc.location})" if exc.location else ""))
+    else:
+        try:
+            found = claims_from_fhir(_fhir_data(Message(raw=raw, content_type="fhir")), partner=partner)
+        except InputError as exc:
+            return [], [str(exc) + (f" (at {exc.location})" if exc.location else "")]
+        kinds = {k for _, k in found}
+        kind = kind or (kinds.pop() if len(kinds) == 1 else None)
+        if kind is None:
+            return [], ["the Bundle holds professional and institutional claims: choose one with --kind P|I"]
+        claims = [c for c, k in found if k == kind]
+        problems += [f"claim {c.patient_control_number} is an 837{k} claim, not 837{kind}" for c, k in found if k != kind]
+    if problems or not claims:
+        return [], problems or ["no claim to write"]
+    try:
+        out = write_837(claims, partner, InMemoryControlNumbers(), kind=kind)
+    except InputError as exc:
+        return [], [str(exc) + (f" (at {exc.location})" if exc.location else "")]
+    problems += [f"5010 validation: {i}" for i in validate(out) if i.severity in ("error", "fatal")]
+    return [out.decode("utf-8", errors="replace").rstrip("\n")], problems
+
+
+def _convert_835(raw: bytes, args: argparse.Namespace, ctx: Any, to: str) -> tuple[list[str], list[str]]:
+    """835 → payment-posting CSV (the layout of <mappings>/x12/835_posting_layout.yaml; written to stdout as is)
+    or → a FHIR Bundle of ExplanationOfBenefit. An 835 that does not balance is printed and exits 1 with the problems."""
+    from pathlib import Path
+
+    from hub.errors import InputError
+    from hub.transforms.x12 import load_layout, remit_to_fhir, x12_835_to_csv
+    from hub.transforms.x12.engine import _require_set
+
+    issues: list[Any] = []
+    try:
+        _require_set(raw, "835")
+        if to == "csv":
+            file = Path(ctx.mappings_dir) / "x12" / "835_posting_layout.yaml"
+            layout = load_layout(file) if file.exists() else None
+            data = x12_835_to_csv(raw, layout, on_unbalanced="ignore", issues=issues)
+            sys.stdout.buffer.write(data)  # the layout's own line endings, byte for byte
+            sys.stdout.flush()
+            outputs: list[str] = []
+        else:
+            outputs = [json.dumps(remit_to_fhir(raw, issues=issues), indent=2, ensure_ascii=False)]
+    except InputError as exc:
+        return [], [str(exc) + (f" (at {exc.location})" if exc.location else "")]
+    return outputs, [f"does not balance: {i.location + ': ' if i.location else ''}{i.message}" for i in issues]
+
+
 # (from, to) → converter; more formats add their pairs here (x12, csv …).
 CONVERTERS: dict[tuple[str, str], Any] = {
     ("hl7v2", "fhir"): _convert_v2_to_fhir,
     ("fhir", "hl7v2"): _convert_fhir_to_v2,
+    ("hl7v2", "x12"): lambda raw, args, ctx: _convert_to_x12(raw, args, ctx, "hl7v2"),
+    ("fhir", "x12"): lambda raw, args, ctx: _convert_to_x12(raw, args, ctx, "fhir"),
+    ("x12", "csv"): lambda raw, args, ctx: _convert_835(raw, args, ctx, "csv"),
+    ("x12", "fhir"): lambda raw, args, ctx: _convert_835(raw, args, ctx, "fhir"),
 }
 
 
@@ -618,6 +727,8 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--limit", type=int, default=50)
     m.add_argument("--before", type=int, metavar="ID", help="page: messages older than this id")
     m.add_argument("--json", action="store_true", help="print one JSON array")
+    m.add_argument("--claim-status", choices=["submitted", "acknowledged", "accepted", "pending", "rejected"],
+                   help="charge messages whose X12 claim has this status (from the clearinghouse's 999/277CA)")
     m.set_defaults(fn=cmd_messages)
     sh = sub.add_parser("show", parents=[common], help="one message: raw, per-destination content, responses, attempts, errors")
     sh.add_argument("id", type=int)
@@ -645,6 +756,8 @@ def parser() -> argparse.ArgumentParser:
     cv.add_argument("--from", dest="source", choices=sorted({a for a, _ in CONVERTERS}), help="input format (default: detected)")
     cv.add_argument("--bundle", default="transaction", choices=["transaction", "batch", "collection"], help="to fhir: the Bundle type")
     cv.add_argument("--trigger", help="to hl7v2: the ADT trigger for Patient/Encounter content (A04, A08 …)")
+    cv.add_argument("--partner", help="to x12: the trading partner in <mappings>/x12/partners.yaml (default: the only one)")
+    cv.add_argument("--kind", choices=["P", "I"], help="to x12: 837P or 837I (default: P for a DFT, the Claim's type for FHIR)")
     cv.set_defaults(fn=cmd_convert)
     us = sub.add_parser("user", help="dashboard and API users: add NAME --role ROLE, token NAME, list")
     usub = us.add_subparsers(dest="action", metavar="ACTION", required=True)

@@ -45,6 +45,7 @@ __all__ = [
     "DELIVERY_SECONDS",
     "STORE_ERRORS",
     "MLLP_CONNECTIONS",
+    "MLLP_PROBLEMS",
     "SFTP_LAST_POLL",
     "WEB_LOGINS",
     "QueueCollector",
@@ -104,6 +105,13 @@ MLLP_CONNECTIONS = Gauge(
     "Open MLLP connections: endpoint=source counts peers connected to a channel's listener, "
     "endpoint=<destination> the hub's own connection to that peer (0 or 1).",
     ["channel", "endpoint"],
+    registry=REGISTRY,
+)
+MLLP_PROBLEMS = Counter(
+    "hub_mllp_problems",
+    "Input an MLLP listener could not take as sent: reason = refused (allow-list, too many connections), tls_failed, "
+    "garbage (bytes between frames), too_large, unterminated, unparseable, unanswerable, connection_errors, internal_errors.",
+    ["channel", "reason"],
     registry=REGISTRY,
 )
 SFTP_LAST_POLL = Gauge(
@@ -262,6 +270,7 @@ METRIC_NAMES = frozenset(
         "hub_delivery_latency_seconds",
         "hub_store_errors_total",
         "hub_mllp_connections",
+        "hub_mllp_problems_total",
         "hub_sftp_last_poll_success_timestamp_seconds",
         "hub_web_logins_total",
         "hub_queue_depth",

@@ -113,7 +113,10 @@ class Channel:
         return split_input(raw, self.content_type_of(raw), self.source_config.split)
 
     def make_message(self, raw: bytes, *, meta: dict[str, Any] | None = None) -> Message:
-        return Message(raw=raw, content_type=self.content_type_of(raw), meta=dict(meta or {}), channel=self.name)
+        meta = dict(meta or {})
+        if self.source_config.encoding:
+            meta.setdefault("encoding", self.source_config.encoding)  # for content that does not name its charset
+        return Message(raw=raw, content_type=self.content_type_of(raw), meta=meta, channel=self.name)
 
     def process(self, message: Message) -> Processed:
         """Parse, filter, route and transform one message. Never raises for bad input: that is ``rejected``."""

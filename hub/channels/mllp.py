@@ -43,6 +43,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from hub import metrics
 from hub.channels.base import Context, Receipt, Receiver, Result
 from hub.errors import ConfigError, Hl7ParseError, PermanentDelivery, RetryableDelivery
 from hub.message import Message, Outcome
@@ -330,6 +331,24 @@ class _Seen:
     done: asyncio.Future[tuple[str, str | None, str | None, str | None] | None] = field(repr=False)
 
 
+class _Counts(collections.Counter):  # type: ignore[type-arg]
+    """The listener's counts; the problem ones also feed ``hub_mllp_problems_total{channel, reason}``."""
+
+    PROBLEMS = frozenset(
+        {"refused", "tls_failed", "garbage", "too_large", "unterminated", "unparseable", "unanswerable", "connection_errors", "internal_errors"}
+    )
+
+    def __init__(self, channel: str) -> None:
+        super().__init__()
+        self.channel = channel
+
+    def __setitem__(self, key: str, value: int) -> None:
+        delta = value - self.get(key, 0)
+        super().__setitem__(key, value)
+        if delta > 0 and key in self.PROBLEMS:
+            metrics.MLLP_PROBLEMS.labels(self.channel, key).inc(delta)
+
+
 class MllpSource:
     class Config(SourceConfig):
         """Listen for HL7 v2 over MLLP: ``{type: mllp, listen: 127.0.0.1:2575}``. One frame = one message (or a batch)."""
@@ -399,7 +418,7 @@ class MllpSource:
         self.idle_timeout = _seconds(config.idle_timeout)
         self.frame_timeout = parse_duration(config.frame_timeout)
         self.dedup_window = _seconds(config.dedup_window)
-        self.counts: collections.Counter[str] = collections.Counter()
+        self.counts: collections.Counter[str] = _Counts(ctx.channel)
         self._receive: Receiver | None = None
         self._server: asyncio.AbstractServer | None = None
         self._peers: dict[int, _Peer] = {}

@@ -98,7 +98,17 @@ def extract_meta(content_type: str, doc: Any) -> dict[str, Any]:
 
 
 def document_of(message: Any) -> Document:
-    """The message's parsed document, parsing (once) and caching it on ``message.parsed``."""
+    """The message's parsed document, parsing (once) and caching it on ``message.parsed``.
+
+    ``meta["encoding"]`` (a source's ``encoding:`` setting) is the character set of HL7 v2 content that does not
+    name one in MSH-18; MSH-18 wins when present.
+    """
     if message.parsed is None:
-        message.parsed = parse_document(message.content_type, message.raw)
+        doc = parse_document(message.content_type, message.raw)
+        fallback = message.meta.get("encoding")
+        if fallback and message.content_type == "hl7v2" and not doc.charset:  # type: ignore[attr-defined]
+            from hub.transforms.hl7v2 import parse
+
+            doc = parse(message.raw, encoding=fallback)
+        message.parsed = doc
     return message.parsed

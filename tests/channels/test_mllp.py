@@ -224,6 +224,9 @@ async def test_broken_input_is_answered_or_closed_and_others_are_served(tmp_path
         counts = src.counts
         assert counts["garbage"] == 2 and counts["too_large"] == 1 and counts["unterminated"] == 2
         assert counts["unparseable"] == 2 and counts["unanswerable"] == 1
+        from hub.metrics import MLLP_PROBLEMS
+
+        assert MLLP_PROBLEMS.labels("c", "too_large")._value.get() >= 1  # also exported to Prometheus
         stored = {r["control_id"]: r for r in eng.store.search(SearchQuery(channel="c", limit=100))}
         assert stored["U1"]["status"] == "rejected" and "segment" in stored["U1"]["error"]
         assert "BIG1" not in stored and "NE1" not in stored  # never complete: never stored

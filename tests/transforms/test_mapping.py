@@ -92,3 +92,22 @@ def test_python_escape_hatch(tmp_path):
 def test_broken_python_reference_is_a_check_problem(tmp_path):
     with pytest.raises(AssertionError, match="cannot import site_rules:nothing"):
         pipeline(tmp_path, "[{python: 'site_rules:nothing'}]", module="x = 1\n")
+
+
+def test_a_source_encoding_applies_when_msh18_is_empty(tmp_path):
+    home = tmp_path
+    chan = """
+name: t
+source: {type: memory, format: hl7v2, encoding: iso-8859-7}
+routes:
+  - {name: r, to: [out]}
+destinations:
+  out: {type: memory}
+"""
+    cfg = load_config(write_config(home / "cfg", "home: ..\nweb: {enabled: false}\n", {"t": chan}))
+    ch = build(cfg, testing=True).channels["t"]
+    text = "MSH|^~\\&|PM|F|EHR|F|20260101||ADT^A04|C1|P|2.5.1{msh18}\rPID|1||1^^^F^MR||ΠΑΠΑΔΟΠΟΥΛΟΣ^ΕΛΕΝΗ\r"
+    p = ch.process(ch.make_message(text.format(msh18="").encode("iso-8859-7")))
+    assert p.status == "accepted" and p.message.parsed.get("PID-5.1") == "ΠΑΠΑΔΟΠΟΥΛΟΣ"
+    p = ch.process(ch.make_message(text.format(msh18="||||||UNICODE UTF-8").encode("utf-8")))
+    assert p.message.parsed.get("PID-5.2") == "ΕΛΕΝΗ"  # MSH-18 wins over the channel's setting
