@@ -224,6 +224,8 @@ def cmd_messages(args: argparse.Namespace) -> int:
         )
         if r["error"]:
             print(f"{'':10}{r['error'][:150]}")
+        for c in r.get("claims") or []:  # --claim-status
+            print(f"{'':10}claim {c['patient_control_number']}: {c['status']}" + (f" — {c['status_detail'][:140]}" if c["status_detail"] else ""))
     if len(rows) == q.limit:
         print(f"(more: --before {rows[-1]['id']})")
     return 0
@@ -236,13 +238,37 @@ def _printable(data: bytes | None) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n").rstrip("\n")
 
 
+def _claims_of(store: Any, message_id: int) -> list[dict[str, Any]]:
+    """The X12 claims submitted from a message, with their status history (hub.store.claims)."""
+    from hub.store.claims import ClaimStore
+
+    try:
+        return ClaimStore(store).for_message(message_id)
+    except StoreError:
+        return []
+
+
+def _print_claims(claims: list[dict[str, Any]]) -> None:
+    for c in claims:
+        print(
+            f"--- claim {c['patient_control_number']} → {c['partner']} (837{c['kind']}, charge {c['charge'] or '-'}): {c['status']}"
+            f" since {_iso(c['status_at'])}; ISA13 {c['isa13']} GS06 {c['gs06']} ST02 {c['st02']}"
+            + (f", payer claim number {c['payer_claim_number']}" if c.get("payer_claim_number") else "")
+        )
+        for e in c["events"]:
+            print(f"    {_iso(e['at'])} {e['source']}: {e['status']}" + (f" — {e['detail']}" if e["detail"] else ""))
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     cfg = _config(args)
     store = _store(cfg)
     try:
         msg = store.get_message(args.id)
+        claims = _claims_of(store, args.id) if msg is not None else []
     finally:
         store.close()
+    if msg is not None and claims:
+        msg["claims"] = claims
     if msg is None:
         print(f"hub: no message {args.id}", file=sys.stderr)
         return 1
@@ -277,6 +303,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         for a in d["attempt_log"]:
             detail = a["error"] or a["response"] or ""
             print(f"    attempt {a['number']} at {_iso(a['at'])}: {a['outcome']} {detail}")
+    _print_claims(msg.get("claims") or [])
     return 0
 
 
@@ -606,7 +633,9 @@ def _convert_to_x12(raw: bytes, args: argparse.Namespace, ctx: Any, source: str)
         if kind is None:
             return [], ["the Bundle holds professional and institutional claims: choose one with --kind P|I"]
         claims = [c for c, k in found if k == kind]
-        problems += [f"claim {c.patient_control_number} is an 837{k} claim, not 837{kind}" for c, k in found if k != kind]
+        for c, k in found:
+            if k != kind:  # --kind chose: the others are named, not silently dropped
+                print(f"note: claim {c.patient_control_number} is an 837{k} claim, left out of this 837{kind}", file=sys.stderr)
     if problems or not claims:
         return [], problems or ["no claim to write"]
     try:

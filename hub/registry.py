@@ -41,6 +41,14 @@ BUILTINS: dict[tuple[str, str], str] = {
     ("destination", "fhir_rest"): "hub.channels.fhir:FhirRestDestination",
     ("source", "fhir"): "hub.channels.fhir:FhirSource",
     ("source", "fhir_poll"): "hub.channels.fhir:FhirPollSource",
+    ("transform", "x12_claim_check"): "hub.transforms.x12.engine:X12ClaimCheck",
+    ("transform", "v2_to_x12_837"): "hub.transforms.x12.engine:V2ToX12837",
+    ("transform", "fhir_to_x12_837"): "hub.transforms.x12.engine:FhirToX12837",
+    ("transform", "x12_835_to_csv"): "hub.transforms.x12.engine:X12835ToCsv",
+    ("transform", "x12_835_to_fhir"): "hub.transforms.x12.engine:X12835ToFhir",
+    ("transform", "x12_999"): "hub.transforms.x12.engine:X12Ack",
+    ("assembler", "x12_837"): "hub.channels.x12:X12_837Assembler",
+    ("destination", "claim_status"): "hub.channels.x12:ClaimStatusDestination",
 }
 
 _cache: dict[tuple[str, str], Any] = {}

@@ -176,3 +176,49 @@ Index("ix_audit_message", audit_log.c.message_id)
 Index("ix_audit_action", audit_log.c.action, audit_log.c.at)
 
 __all__ += ["users", "api_tokens", "sessions", "audit_log"]
+
+# ------------------------------------------------------------------------------------ X12 claims and their status (0003)
+# One row per claim submitted to a trading partner (an 837 written by the `x12_837` assembler). ``message_id`` is
+# the charge message (DFT^P03 / FHIR Claim) it came from; no foreign key: the billing record outlives pruned messages.
+# Control numbers are kept without leading zeros ("000000012" → "12") so a 999's AK1/AK2 echo matches either way.
+claims = Table(
+    "claims",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("message_id", BigInteger, nullable=False),
+    Column("channel", String(100), nullable=False),
+    Column("destination", String(100)),
+    Column("partner", String(100), nullable=False),
+    Column("kind", String(1), nullable=False),  # P | I
+    Column("patient_control_number", String(40), nullable=False),  # CLM01
+    Column("charge", String(20)),  # CLM02
+    Column("isa13", String(20), nullable=False),
+    Column("gs06", String(20), nullable=False),
+    Column("st02", String(20), nullable=False),
+    Column("batch_reference", String(60)),  # BHT03
+    Column("submitted_at", Float, nullable=False),
+    Column("status", String(20), nullable=False),  # submitted | acknowledged | accepted | pending | rejected
+    Column("status_at", Float, nullable=False),
+    Column("status_detail", Text),
+    Column("payer_claim_number", String(60)),  # 277CA REF*1K
+)
+Index("ix_claims_message", claims.c.message_id)
+Index("ix_claims_transaction", claims.c.partner, claims.c.st02)
+Index("ix_claims_pcn", claims.c.patient_control_number)
+Index("ix_claims_status", claims.c.status, claims.c.message_id)
+
+claim_events = Table(
+    "claim_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("claim_id", Id, ForeignKey("claims.id", ondelete="CASCADE"), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("source", String(10), nullable=False),  # 837 | 999 | 277CA
+    Column("status", String(20), nullable=False),
+    Column("code", String(20)),  # IK501 / AK901 / STC01-1
+    Column("detail", Text),
+    Column("message_id", BigInteger),  # the acknowledgement message that said so
+)
+Index("ix_claim_events_claim", claim_events.c.claim_id)
+
+__all__ += ["claims", "claim_events"]

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from typing import Any
 from urllib.parse import quote
@@ -27,17 +28,32 @@ NAMESPACE = uuid.UUID("6f1c2a4e-3b7d-5e8f-9a0b-1c2d3e4f5a6b")
 _NS = NAMESPACE.bytes
 
 
+_CACHE_MAX = 4096
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
 def _uuid5(name: str) -> str:
     """``str(uuid.uuid5(NAMESPACE, name))`` without building UUID objects (the hot path makes a dozen per message)."""
-    h = bytearray(hashlib.sha1(_NS + name.encode("utf-8")).digest()[:16])
-    h[6] = (h[6] & 0x0F) | 0x50
-    h[8] = (h[8] & 0x3F) | 0x80
-    x = h.hex()
-    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+    x = hashlib.sha1(_NS + name.encode("utf-8")).hexdigest()
+    # version 5 in the 13th hex digit, the RFC 4122 variant (10xx) in the 17th
+    return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{_VARIANT[x[16]]}{x[17:20]}-{x[20:32]}"
+
+
+_QUOTE_SAFE = re.compile(r"[A-Za-z0-9_.\-~:/|@]*")  # what quote(…, safe=":/|@.-_~") leaves as it is
+_safe = _QUOTE_SAFE.fullmatch
+_QUOTE_ASCII = {i: f"%{i:02X}" for i in range(128) if _QUOTE_SAFE.fullmatch(chr(i)) is None}  # the same for ASCII
+
+
+_conditional: dict[str, tuple[str, str, str, str]] = {}  # entry key → (fullUrl, system, value, query value)
 
 
 def _query_value(system: str, value: str) -> str:
-    return quote(f"{system}|{value}" if system else value, safe=":/|@.-_~")
+    text = f"{system}|{value}" if system else value
+    if _safe(text) is not None:
+        return text
+    if text.isascii():
+        return text.translate(_QUOTE_ASCII)
+    return quote(text, safe=":/|@.-_~")
 
 
 class BundleBuilder:
@@ -45,8 +61,11 @@ class BundleBuilder:
         self.kind = kind
         self.message_key = message_key
         self.entries: list[dict[str, Any]] = []
-        self._by_key: dict[str, dict[str, Any]] = {}
+        self.refs: list[dict[str, Any]] = []  # refs[i]: the reference add() returned for entries[i]
+        self._by_key: dict[str, dict[str, Any]] = {}  # entry key → the reference to that entry
         self._n = 0
+        self._batch = kind == "batch"
+        self._collection = kind == "collection"
 
     def add(
         self,
@@ -64,35 +83,55 @@ class BundleBuilder:
         """
         rtype = resource["resourceType"]
         ident_value = identifier.get("value") if identifier else None
-        system = identifier.get("system", "") if identifier else ""
         if ident_value:
+            system = identifier.get("system", "")  # type: ignore[union-attr]
             k = f"{rtype}|{system}|{ident_value}"
+            found = self._by_key.get(k)
+            if found is not None:
+                return found
+            # fullUrl and query of the identifier, cached (practitioners, places, payers recur across messages)
+            hit = _conditional.get(k)
+            if hit is None or hit[1] != system or hit[2] != ident_value:
+                hit = ("urn:uuid:" + _uuid5(k), system, ident_value, _query_value(system, ident_value))
+                if len(_conditional) >= _CACHE_MAX:
+                    _conditional.clear()
+                _conditional[k] = hit
+            full_url = hit[0]
+            entry: dict[str, Any] = {"fullUrl": full_url, "resource": resource}
+            if self._collection:
+                resource["id"] = full_url[9:]
+            elif mode == "create":
+                entry["request"] = {"method": "POST", "url": rtype, "ifNoneExist": "identifier=" + hit[3]}
+            else:
+                entry["request"] = {"method": "PUT", "url": f"{rtype}?identifier={hit[3]}"}
+            if self._batch:
+                ref: dict[str, Any] = {"type": rtype, "identifier": {"system": system, "value": ident_value} if system else {"value": ident_value}}
+            else:
+                ref = {"reference": full_url}
         else:
             self._n += 1
             k = key or f"{rtype}|{self.message_key}|{self._n}"
-        found = self._by_key.get(k)
-        if found is not None:
-            return found["_ref"]
-        full_url = "urn:uuid:" + _uuid5(k)
-        entry: dict[str, Any] = {"fullUrl": full_url, "resource": resource}
-        if self.kind == "collection":
-            resource["id"] = full_url[9:]
-        elif ident_value:
-            q = _query_value(system, ident_value)
-            if mode == "create":
-                entry["request"] = {"method": "POST", "url": rtype, "ifNoneExist": f"identifier={q}"}
+            found = self._by_key.get(k)
+            if found is not None:
+                return found
+            full_url = "urn:uuid:" + _uuid5(k)
+            entry = {"fullUrl": full_url, "resource": resource}
+            if self._collection:
+                resource["id"] = full_url[9:]
             else:
-                entry["request"] = {"method": "PUT", "url": f"{rtype}?identifier={q}"}
-        else:
-            entry["request"] = {"method": "POST", "url": rtype}
-        if self.kind == "batch" and ident_value:
-            ref: dict[str, Any] = {"type": rtype, "identifier": {"system": system, "value": ident_value} if system else {"value": ident_value}}
-        else:
+                entry["request"] = {"method": "POST", "url": rtype}
             ref = {"reference": full_url}
-        entry["_ref"] = ref
-        self._by_key[k] = entry
+        self._by_key[k] = ref
         self.entries.append(entry)
+        self.refs.append(ref)
         return ref
+
+    def resource_of(self, ref: dict[str, Any]) -> dict[str, Any] | None:
+        """The resource of the entry ``ref`` (a reference add() returned, or an equal one) points to."""
+        for e, r in zip(self.entries, self.refs):
+            if r is ref or r == ref:
+                return e["resource"]
+        return None
 
     def first(self, rtype: str) -> dict[str, Any] | None:
         for e in self.entries:
@@ -105,9 +144,5 @@ class BundleBuilder:
         if meta:
             bundle.update(meta)
         bundle["type"] = self.kind
-        entries = []
-        for e in self.entries:
-            e.pop("_ref", None)
-            entries.append(e)
-        bundle["entry"] = entries
+        bundle["entry"] = list(self.entries)
         return bundle

@@ -1,9 +1,15 @@
 """HL7 v2 data types → FHIR data types (plain dicts), after the IG's data type maps (CX[Identifier], XPN[HumanName],
 XAD[Address], XTN[ContactPoint], CWE[CodeableConcept], DTM[dateTime], XCN[Practitioner], EI[Identifier], CQ/SN …).
 
-The hot path of ``v2_to_fhir``: fields are read from the ER7 text of each segment (split once per field, escapes
-decoded only where an escape character occurs) and turned into dicts; nothing here builds a pydantic model.
-A component list (``comps``) is the raw text of one repetition split on the component separator.
+The hot path of ``v2_to_fhir``: fields are read from the ER7 text of each segment and turned into dicts; nothing
+here builds a pydantic model. A component list (``comps``) is the raw text of one repetition split on the component
+separator. Speed (see ``tests/bench/bench_fhir.py``):
+
+* a message (or segment) with no escape and no subcomponent character outside MSH-2 — the usual case — is read
+  without any decoding step (:class:`V2` picks plain readers per message);
+* what recurs from message to message — codes (CWE), practitioners (XCN), places (PL), units, times, numbers — is
+  cached per tables (bounded), and every call still gets its own dicts: callers may change what they get;
+* per-patient values (names, addresses, identifiers) are not cached: they would not recur in production.
 """
 
 from __future__ import annotations
@@ -64,16 +70,64 @@ def date_of(value: str | None) -> str | None:
     return y if mo is None else f"{y}-{mo}" if d is None else f"{y}-{mo}-{d}"
 
 
+_NULL = '""'
+_PAD = [""] * 64  # components padded to the highest position a converter reads
+_PADS = [[""] * k for k in range(64)]
+
+
+def _c_plain(comps: list[str], i: int) -> str:
+    """``V2.c`` for a message without escape or subcomponent characters: the component as written ('""' → '')."""
+    if i > len(comps):
+        return ""
+    v = comps[i - 1]
+    return "" if v == _NULL else v
+
+
+def _dec_plain(comps: list[str], n: int) -> list[str]:
+    """``V2.dec`` for a message without escape or subcomponent characters."""
+    if _NULL in comps:
+        comps = ["" if x == _NULL else x for x in comps]
+    k = len(comps)
+    return comps if k >= n else comps + _PADS[n - k]
+
+
+def _full_readers(enc: Any, codec: str) -> tuple[Any, Any]:
+    """``V2.c`` and ``V2.dec`` for a message with escapes or subcomponents (closures: no reference to the V2)."""
+    ss, esc, cs = enc.subcomponent, enc.escape, enc.component
+
+    def c(comps: list[str], i: int) -> str:
+        if i > len(comps):
+            return ""
+        v = comps[i - 1]
+        if not v:
+            return ""
+        if ss and ss in v:
+            v = v.split(ss, 1)[0]
+        if esc and esc in v:
+            return "" if v == _NULL else unescape(v, enc, codec=codec)
+        return "" if v == _NULL else v
+
+    def dec(comps: list[str], n: int) -> list[str]:
+        joined = cs.join(comps)
+        if not ((esc and esc in joined) or (ss and ss in joined)):  # most fields of such a message are still plain
+            return _dec_plain(comps, n)
+        out = [c(comps, i) for i in range(1, len(comps) + 1)]
+        k = len(out)
+        return out if k >= n else out + _PADS[n - k]
+
+    return c, dec
+
+
 class Seg:
     """A segment's fields as written (``f[n]`` is field n; MSH numbered the standard way)."""
 
-    __slots__ = ("name", "f", "index", "cache")
+    __slots__ = ("name", "f", "index", "plain")
 
-    def __init__(self, name: str, fields: list[str], index: int) -> None:
+    def __init__(self, name: str, fields: list[str], index: int, plain: bool = False) -> None:
         self.name = name
         self.f = fields
         self.index = index  # position in the message (0 = MSH)
-        self.cache: dict[int, list[list[str]]] = {}  # field → its split repetitions (fields are read several times)
+        self.plain = plain  # no escape or subcomponent character in its fields: values are read as written
 
     def raw(self, n: int) -> str:
         f = self.f
@@ -81,24 +135,64 @@ class Seg:
 
 
 class V2:
-    """Fast read access to one message for the converters (decoding on demand)."""
+    """Fast read access to one message for the converters (decoding on demand).
 
-    __slots__ = ("msg", "segs", "cs", "rs", "ss", "esc", "enc", "codec")
+    A message (or segment) whose fields hold no escape and no subcomponent character — the common case — is read
+    without decoding: ``c``/``dec`` are then plain list lookups (``c`` and ``dec`` are functions chosen per message).
+    """
+
+    __slots__ = ("msg", "segs", "cs", "rs", "ss", "esc", "enc", "codec", "plain", "c", "dec", "ckey", "_by_name")
 
     def __init__(self, msg: Hl7Message) -> None:
         self.msg = msg
         enc = msg.enc
         self.enc = enc
         self.codec = msg.codec
-        self.cs, self.rs, self.ss, self.esc = enc.component, enc.repetition, enc.subcomponent, enc.escape
-        self.segs = [Seg(s.name, s.fields, i) for i, s in enumerate(msg.segments)]
+        cs, rs, ss, esc = enc.component, enc.repetition, enc.subcomponent, enc.escape
+        self.cs, self.rs, self.ss, self.esc = cs, rs, ss, esc
+        segs = []
+        by_name: dict[str, list[Seg]] = {}
+        # The usual message has no escape and no subcomponent character but the ones in MSH-2: one look at the
+        # whole text tells (else each segment is looked at).
+        text = msg.to_text()
+        msh2 = enc.msh2
+        all_plain = (not esc or text.count(esc) == msh2.count(esc)) and (not ss or text.count(ss) == msh2.count(ss))
+        check = not all_plain
+        plain = True
+        i = 0
+        for s in msg.segments:
+            name = s.name
+            fields = s.fields
+            if check:
+                text = s.text
+                if name == "MSH":  # MSH-1/MSH-2 are the delimiters themselves (MSH-2 is never decoded)
+                    text = text[4 + len(fields[2]) :] if len(fields) > 2 else ""
+                plain = not ((esc and esc in text) or (ss and ss in text))
+            seg = Seg(name, fields, i, plain)
+            i += 1
+            segs.append(seg)
+            lst = by_name.get(name)
+            if lst is None:
+                by_name[name] = [seg]
+            else:
+                lst.append(seg)
+        self.segs = segs
+        self._by_name = by_name
+        self.plain = all_plain
+        # what decoding depends on, for caches keyed by raw components: nothing when no value needs decoding
+        self.ckey = "" if all_plain else f"{enc}\x00{self.codec}"  # str(enc): MSH-1 and MSH-2
+        if all_plain:
+            self.c = _c_plain
+            self.dec = _dec_plain
+        else:
+            self.c, self.dec = _full_readers(enc, self.codec)
 
     # ---------------------------------------------------------------- decoding
     def d(self, s: str) -> str:
         """Decode one leaf (escapes) — '' stays ''. The HL7 null '""' reads as ''."""
         if not s:
             return s
-        if s == '""':
+        if s == _NULL:
             return ""
         esc = self.esc
         if esc and esc in s:
@@ -107,7 +201,7 @@ class V2:
 
     def text(self, s: str) -> str:
         """Decode a text value, rendering formatting escapes (\\.br\\ → newline) — for TX/FT."""
-        if not s or s == '""':
+        if not s or s == _NULL:
             return ""
         esc = self.esc
         if esc and esc in s:
@@ -118,43 +212,70 @@ class V2:
         """Field n of ``seg``: each non-empty repetition as its list of raw components."""
         if seg is None:
             return []
-        hit = seg.cache.get(n)
-        if hit is not None:
-            return hit
         f = seg.f
-        out: list[list[str]] = []
-        raw = f[n] if n < len(f) else ""
-        if raw and raw != '""':
-            rs, cs = self.rs, self.cs
-            if seg.name == "MSH" and n == 2:
-                out = [[raw]]
-            else:
-                for rep in raw.split(rs) if rs and rs in raw else (raw,):
-                    if rep:
-                        out.append(rep.split(cs) if cs and cs in rep else [rep])
-        seg.cache[n] = out
-        return out
+        if n >= len(f):
+            return []
+        raw = f[n]
+        if not raw or raw == _NULL:
+            return []
+        if n == 2 and seg.name == "MSH":
+            return [[raw]]
+        rs, cs = self.rs, self.cs
+        if rs and rs in raw:
+            return [rep.split(cs) if cs and cs in rep else [rep] for rep in raw.split(rs) if rep]
+        return [raw.split(cs) if cs and cs in raw else [raw]]
 
     def first(self, seg: Seg | None, n: int) -> list[str]:
-        """The components of the first repetition of field n ([] when empty)."""
+        """The components of the first repetition of field n ([] when empty, or when that repetition is empty)."""
         if seg is None:
             return []
-        reps = seg.cache.get(n)
-        if reps is None:
-            reps = self.reps(seg, n)
-        if not reps:
+        f = seg.f
+        if n >= len(f):
             return []
-        raw = seg.f[n]
-        if self.rs and raw[:1] == self.rs:  # an empty first repetition: first() means the first one as written
+        raw = f[n]
+        if not raw or raw == _NULL:
             return []
-        return reps[0]
+        if n == 2 and seg.name == "MSH":
+            return [raw]
+        rs = self.rs
+        if rs and rs in raw:
+            if raw[0] == rs:  # an empty first repetition: first() means the first one as written
+                return []
+            raw = raw.split(rs, 1)[0]
+        cs = self.cs
+        return raw.split(cs) if cs and cs in raw else [raw]
 
     def val(self, seg: Seg | None, n: int, c: int = 1) -> str:
         """Decoded component c of the first repetition of field n (first subcomponent); '' when absent."""
-        comps = self.first(seg, n)
-        return self.c(comps, c)
+        if seg is None:
+            return ""
+        f = seg.f
+        if n >= len(f):
+            return ""
+        raw = f[n]
+        if not raw:
+            return ""
+        if not seg.plain or (n == 2 and seg.name == "MSH"):
+            return self._c_full(self.first(seg, n), c)
+        rs = self.rs
+        if rs and rs in raw:
+            if raw[0] == rs:
+                return ""
+            raw = raw.split(rs, 1)[0]
+        cs = self.cs
+        if cs and cs in raw:
+            if c == 1:
+                raw = raw.split(cs, 1)[0]
+            else:
+                comps = raw.split(cs)
+                if c > len(comps):
+                    return ""
+                raw = comps[c - 1]
+        elif c != 1:
+            return ""
+        return "" if raw == _NULL else raw
 
-    def c(self, comps: list[str], i: int) -> str:
+    def _c_full(self, comps: list[str], i: int) -> str:
         """Decoded component i (1-based) — its first subcomponent when it has several."""
         if i > len(comps):
             return ""
@@ -165,9 +286,12 @@ class V2:
         if ss and ss in v:
             v = v.split(ss, 1)[0]
         esc = self.esc
-        if (esc and esc in v) or v == '""':
+        if (esc and esc in v) or v == _NULL:
             return self.d(v)
         return v
+
+    # ``c(comps, i)``: decoded component i (1-based, its first subcomponent; '' when absent).
+    # ``dec(comps, n)``: the decoded components (``dec(comps, n)[i - 1] == c(comps, i)``), at least n of them.
 
     def sub(self, comps: list[str], i: int) -> list[str]:
         """Decoded subcomponents of component i ([''] when empty)."""
@@ -178,17 +302,84 @@ class V2:
         return [self.d(x) for x in v.split(ss)] if ss and ss in v else [self.d(v)]
 
     def seg(self, name: str) -> Seg | None:
-        for s in self.segs:
-            if s.name == name:
-                return s
-        return None
+        lst = self._by_name.get(name)
+        return lst[0] if lst else None
 
     def all(self, name: str) -> list[Seg]:
-        return [s for s in self.segs if s.name == name]
+        return list(self._by_name.get(name, ()))
 
 
-def _clean(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if v not in (None, "", [], {})}
+def _cc_copy(cc: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a CodeableConcept made by ``Types.cc`` (its coding list and codings are new objects too)."""
+    out = cc.copy()
+    codings = cc.get("coding")
+    if codings is not None:
+        out["coding"] = [codings[0].copy()] if len(codings) == 1 else [c.copy() for c in codings]
+    return out
+
+
+def _ident_copy(ident: dict[str, Any]) -> dict[str, Any]:
+    """A copy of an Identifier made by ``Types.cx``/``ei``/``xcn_identifier``."""
+    out = ident.copy()
+    typ = ident.get("type")
+    if typ is not None:
+        out["type"] = _cc_copy(typ)
+    period = ident.get("period")
+    if period is not None:
+        out["period"] = period.copy()
+    return out
+
+
+def _name_copy(name: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a HumanName made by ``Types.xpn``/``xcn_name``."""
+    out = name.copy()
+    for k in ("given", "prefix", "suffix"):
+        x = name.get(k)
+        if x is not None:
+            out[k] = x.copy()
+    return out
+
+
+def _coding3(system: str, code: str, display: str) -> dict[str, Any]:
+    """A Coding of the non-empty ones of system, code and display."""
+    out: dict[str, Any] = {}
+    if system:
+        out["system"] = system
+    if code:
+        out["code"] = code
+    if display:
+        out["display"] = display
+    return out
+
+
+_MISS = object()
+_CACHE_MAX = 4096  # per cache of values that repeat across messages (times, numbers); cleared when full
+_dt_caches: dict[tuple[str, bool], dict[str, str | None]] = {}
+
+
+def _number(text: str) -> int | float | None:
+    t = text.strip()
+    if not t:
+        return None
+    try:
+        if _is_int(t):
+            return int(t)
+        f = float(t)
+    except ValueError:
+        return None
+    if f != f or f in (float("inf"), float("-inf")):
+        return None
+    return f
+
+
+_numbers: dict[str, int | float | None] = {}
+
+
+def _is_int(t: str) -> bool:
+    """``re.fullmatch(r"[+-]?\\d+", t)`` (``\\d`` is a Unicode decimal digit, as ``str.isdecimal``)."""
+    if t[0] in "+-":
+        t = t[1:]
+    return t.isdecimal()
 
 
 class Types:
@@ -198,28 +389,46 @@ class Types:
         self.v = v
         self.t = tables
         self.tz = default_tz
-        cm = tables.code_map
-        self.m_idtype = cm("identifier_type")
-        self.m_nametype = cm("name_type")
-        self.m_tel_use = cm("telecom_use")
-        self.m_tel_eq = cm("telecom_equipment")
-        self.m_addr_use = cm("address_use")
-        self.m_units = cm("units")
+        m = tables.code_maps()
+        lk = tables.code_lookups()  # lk.name[code] is tables.code_map(name).get(code)
+        self.m_idtype = lk.identifier_type
+        self.m_nametype = lk.name_type
+        self.m_tel_use = lk.telecom_use
+        self.m_tel_eq = lk.telecom_equipment
+        self.m_addr_use = lk.address_use
+        self.m_units = lk.units
+        self._idt_cache = tables._idt_cache
+        dts = _dt_caches.get((default_tz, False))
+        if dts is None:
+            dts = _dt_caches[(default_tz, False)] = {}
+            _dt_caches[(default_tz, True)] = {}
+        self._dt = dts
+        self._dti = _dt_caches[(default_tz, True)]
+        self._cc_cache = tables._cc_cache
+        self._xcn_cache = tables._xcn_cache
 
     # ---------------------------------------------------------------- time
     def dt(self, value: str, instant: bool = False) -> str | None:
-        return dtm(value, self.tz, instant=instant)
+        cache = self._dti if instant else self._dt
+        hit = cache.get(value, _MISS)
+        if hit is not _MISS:
+            return hit  # type: ignore[return-value]
+        out = dtm(value, self.tz, instant=instant)
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        cache[value] = out
+        return out
 
     # ---------------------------------------------------------------- codes
     def coding(self, comps: list[str], off: int = 0) -> dict[str, Any] | None:
         """CWE components off+1..off+3 → a Coding (identifier, text, coding system)."""
-        c = self.v.c
-        code = c(comps, off + 1)
-        display = c(comps, off + 2)
+        d = self.v.dec(comps, off + 3)
+        code = d[off]
+        display = d[off + 1]
         if not code and not display:
             return None
         out: dict[str, Any] = {}
-        system = self.t.system_uri(c(comps, off + 3))
+        system = self.t.system_uri(d[off + 2])
         if system:
             out["system"] = system
         if code:
@@ -229,30 +438,66 @@ class Types:
         return out
 
     def cc(self, comps: list[str]) -> dict[str, Any] | None:
-        """CWE/CE/CNE → CodeableConcept: the primary and alternate codings, CWE-9 (original text) as text."""
+        """CWE/CE/CNE → CodeableConcept: the primary and alternate codings, CWE-9 (original text) as text.
+
+        Codes recur from message to message (LOINC, units, diagnoses …): the result is cached per tables and
+        decoding context, and each call gets its own copy (callers add codings to it)."""
         if not comps:
             return None
-        codings = []
-        first = self.coding(comps)
-        if first is not None and "code" in first:
-            codings.append(first)
-        alt = self.coding(comps, 3) if len(comps) > 3 else None
-        if alt is not None and "code" in alt:
-            codings.append(alt)
+        key = (self.v.ckey, *comps)
+        cache = self._cc_cache
+        hit = cache.get(key, _MISS)
+        if hit is _MISS:
+            hit = self._cc(comps)
+            if len(cache) >= _CACHE_MAX:
+                cache.clear()
+            cache[key] = hit
+        return None if hit is None else _cc_copy(hit)  # type: ignore[arg-type]
+
+    def _cc(self, comps: list[str]) -> dict[str, Any] | None:
+        d = self.v.dec(comps, 9)
+        system_uri = self.t.system_uri
         out: dict[str, Any] = {}
+        code, display = d[0], d[1]
+        if code:
+            first: dict[str, Any] = {}
+            system = system_uri(d[2])
+            if system:
+                first["system"] = system
+            first["code"] = code
+            if display:
+                first["display"] = display
+            codings = [first]
+        else:
+            codings = []
+        code = d[3]
+        if code and len(comps) > 3:  # the alternate coding
+            alt: dict[str, Any] = {}
+            system = system_uri(d[5])
+            if system:
+                alt["system"] = system
+            alt["code"] = code
+            if d[4]:
+                alt["display"] = d[4]
+            codings.append(alt)
         if codings:
             out["coding"] = codings
-        text = self.v.c(comps, 9) if len(comps) >= 9 else ""
-        if not text and first is not None and "code" not in first and first.get("display"):
-            text = first["display"]
+        text = d[8]
+        if not text and not d[0] and display:
+            text = display
         if text:
             out["text"] = text
         return out or None
 
     def cc_field(self, seg: Seg | None, n: int) -> dict[str, Any] | None:
-        return self.cc(self.v.first(seg, n))
+        if seg is None or n >= len(seg.f) or not seg.f[n]:
+            return None
+        comps = self.v.first(seg, n)
+        return self.cc(comps) if comps else None
 
     def cc_all(self, seg: Seg | None, n: int) -> list[dict[str, Any]]:
+        if seg is None or n >= len(seg.f) or not seg.f[n]:  # the usual empty field: no call to reps
+            return []
         out = []
         for comps in self.v.reps(seg, n):
             x = self.cc(comps)
@@ -267,133 +512,172 @@ class Types:
         hit = self.t.code_map(table).get(v2_code)
         if hit:
             code, system, display = hit
-            return _clean({"system": system, "code": code, "display": display})
-        return _clean({"system": fallback_system, "code": v2_code})
+            return _coding3(system, code, display)
+        return _coding3(fallback_system, v2_code, "")
 
     # ---------------------------------------------------------------- identifiers
     def cx(self, comps: list[str], *, with_type: bool = True) -> dict[str, Any] | None:
         """CX → Identifier: CX-1 value, CX-4 (HD) → system, CX-5 → type, CX-7/8 → period."""
         v = self.v
-        value = v.c(comps, 1)
+        d = v.dec(comps, 8)
+        value = d[0]
         if not value:
             return None
-        hd = v.sub(comps, 4) if len(comps) >= 4 else [""]
-        hd = hd + ["", "", ""]
-        type_code = v.c(comps, 5)
+        if len(comps) < 4:
+            hd = _PAD
+        elif v.plain:  # no subcomponents: CX-4.1 is CX-4
+            hd = [d[3], "", ""]
+        else:
+            hd = v.sub(comps, 4)
+            if len(hd) < 3:
+                hd = hd + ["", ""]
+        type_code = d[4]
         out: dict[str, Any] = {}
         if with_type and type_code:
             out["type"] = {"coding": [self._id_type(type_code)]}
         out["system"] = self.t.identifier_system(hd[0], type_code, hd[1], hd[2])
         out["value"] = value
-        start, end = self.dt(v.c(comps, 7)), self.dt(v.c(comps, 8))
-        if start or end:
-            out["period"] = _clean({"start": start, "end": end})
+        if d[6] or d[7]:
+            start, end = self.dt(d[6]), self.dt(d[7])
+            if start or end:
+                period = {}
+                if start:
+                    period["start"] = start
+                if end:
+                    period["end"] = end
+                out["period"] = period
         return out
 
     def _id_type(self, type_code: str) -> dict[str, Any]:
-        hit = self.m_idtype.get(type_code)
-        if hit:
-            return _clean({"system": hit[1], "code": hit[0], "display": hit[2]})
-        return {"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": type_code}
+        tpl = self._idt_cache.get(type_code)
+        if tpl is None:
+            hit = self.m_idtype[type_code]
+            tpl = _coding3(hit[1], hit[0], hit[2]) if hit else {"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": type_code}
+            if len(self._idt_cache) >= _CACHE_MAX:
+                self._idt_cache.clear()
+            self._idt_cache[type_code] = tpl
+        return tpl.copy()
 
     def ei(self, comps: list[str], type_code: str = "") -> dict[str, Any] | None:
         """EI → Identifier: EI-1 value, EI-2/3/4 (namespace, universal id, type) → system, optional type."""
-        v = self.v
-        value = v.c(comps, 1)
+        d = self.v.dec(comps, 4)
+        value = d[0]
         if not value:
             return None
         out: dict[str, Any] = {}
         if type_code:
             out["type"] = {"coding": [self._id_type(type_code)]}
-        out["system"] = self.t.identifier_system(v.c(comps, 2), type_code, v.c(comps, 3), v.c(comps, 4))
+        out["system"] = self.t.identifier_system(d[1], type_code, d[2], d[3])
         out["value"] = value
         return out
 
     # ---------------------------------------------------------------- people
     def xpn(self, comps: list[str]) -> dict[str, Any] | None:
         """XPN → HumanName: family (XPN-1.1), given (XPN-2, XPN-3), suffix (4, 6), prefix (5), use (XPN-7)."""
-        v = self.v
-        family = v.c(comps, 1)
-        given = [g for g in (v.c(comps, 2), v.c(comps, 3)) if g]
+        d = self.v.dec(comps, 7)
+        family = d[0]
+        if d[1]:
+            given = [d[1], d[2]] if d[2] else [d[1]]
+        else:
+            given = [d[2]] if d[2] else []
         if not family and not given:
             return None
         out: dict[str, Any] = {}
-        use_code = v.c(comps, 7)
+        use_code = d[6]
         if use_code:
-            use = self.m_nametype.code(use_code)
+            hit = self.m_nametype[use_code]
+            use = hit[0] if hit else None
             if use:
                 out["use"] = use
         if family:
             out["family"] = family
         if given:
             out["given"] = given
-        prefix = v.c(comps, 5)
-        if prefix:
-            out["prefix"] = [prefix]
-        suffix = [s for s in (v.c(comps, 4), v.c(comps, 6)) if s]
-        if suffix:
-            out["suffix"] = suffix
+        if d[4]:
+            out["prefix"] = [d[4]]
+        if d[3] or d[5]:
+            out["suffix"] = [s for s in (d[3], d[5]) if s]
         return out
 
     def xpn_all(self, seg: Seg | None, n: int) -> list[dict[str, Any]]:
-        return [x for x in (self.xpn(c) for c in self.v.reps(seg, n)) if x]
+        if seg is None or n >= len(seg.f) or not seg.f[n]:  # the usual empty field: no call to reps
+            return []
+        out = []
+        for comps in self.v.reps(seg, n):
+            x = self.xpn(comps)
+            if x:
+                out.append(x)
+        return out
 
     def xad(self, comps: list[str]) -> dict[str, Any] | None:
         """XAD → Address: lines (1, 2), city (3), state (4), postal code (5), country (6), use/type (7), district (9)."""
-        v = self.v
-        line = [x for x in (v.c(comps, 1), v.c(comps, 2)) if x]
+        d = self.v.dec(comps, 9)
         out: dict[str, Any] = {}
-        addr_type = v.c(comps, 7)
+        addr_type = d[6]
         if addr_type:
-            use = self.m_addr_use.code(addr_type)
+            hit = self.m_addr_use[addr_type]
+            use = hit[0] if hit else None
             if use:
                 out["use"] = use
             elif addr_type == "M":
                 out["type"] = "postal"
             elif addr_type == "SH":
                 out["type"] = "physical"
-        if line:
-            out["line"] = line
-        for key, i in (("city", 3), ("district", 9), ("state", 4), ("postalCode", 5), ("country", 6)):
-            x = v.c(comps, i)
-            if x:
-                out[key] = x
-        if not (line or "city" in out or "postalCode" in out or "state" in out):
+        if d[0] or d[1]:
+            out["line"] = [x for x in (d[0], d[1]) if x]
+        elif not (d[2] or d[4] or d[3]):
             return None
+        if d[2]:
+            out["city"] = d[2]
+        if d[8]:
+            out["district"] = d[8]
+        if d[3]:
+            out["state"] = d[3]
+        if d[4]:
+            out["postalCode"] = d[4]
+        if d[5]:
+            out["country"] = d[5]
         return out
 
     def xad_all(self, seg: Seg | None, n: int) -> list[dict[str, Any]]:
-        return [x for x in (self.xad(c) for c in self.v.reps(seg, n)) if x]
+        if seg is None or n >= len(seg.f) or not seg.f[n]:  # the usual empty field: no call to reps
+            return []
+        out = []
+        for comps in self.v.reps(seg, n):
+            x = self.xad(comps)
+            if x:
+                out.append(x)
+        return out
 
     def xtn(self, comps: list[str], default_use: str = "") -> dict[str, Any] | None:
         """XTN → ContactPoint: XTN-12 or the parts (country 5, area 6, local 7, extension 8), XTN-4 for email."""
-        v = self.v
-        equip = v.c(comps, 3)
-        use_code = v.c(comps, 2)
+        d = self.v.dec(comps, 12)
+        equip = d[2]
+        use_code = d[1]
         out: dict[str, Any] = {}
         system = None
         if equip:
-            hit = self.m_tel_eq.get(equip)
+            hit = self.m_tel_eq[equip]
             if hit:
                 if hit[0] == "mobile":
-                    system, out_use = "phone", "mobile"
-                    out["use"] = out_use
+                    system = "phone"
+                    out["use"] = "mobile"
                 else:
                     system = hit[0]
-        if system == "email" or (not equip and v.c(comps, 4) and "@" in v.c(comps, 4)):
-            value = v.c(comps, 4)
+        if system == "email" or (not equip and d[3] and "@" in d[3]):
+            value = d[3]
             system = "email"
         else:
-            value = v.c(comps, 12)
+            value = d[11]
             if not value:
-                local = v.c(comps, 7)
+                local = d[6]
                 if local:
-                    area, country, ext = v.c(comps, 6), v.c(comps, 5), v.c(comps, 8)
+                    area, country, ext = d[5], d[4], d[7]
                     if len(local) == 7 and local.isdigit():
                         local = f"{local[:3]}-{local[3:]}"
                     value = (f"+{country} " if country else "") + (f"({area}) " if area else "") + local + (f" x{ext}" if ext else "")
                 else:
-                    value = v.c(comps, 1)
+                    value = d[0]
             if value and system is None:
                 system = "phone"
         if not value:
@@ -402,7 +686,8 @@ class Types:
             out["system"] = system
         out["value"] = value
         if "use" not in out:
-            use = self.m_tel_use.code(use_code) if use_code and use_code != "NET" else None
+            hit = self.m_tel_use[use_code] if use_code and use_code != "NET" else None
+            use = hit[0] if hit else None
             if use:
                 out["use"] = use
             elif default_use and system != "email":
@@ -410,13 +695,39 @@ class Types:
         return out
 
     def xtn_all(self, seg: Seg | None, n: int, default_use: str = "") -> list[dict[str, Any]]:
-        return [x for x in (self.xtn(c, default_use) for c in self.v.reps(seg, n)) if x]
+        if seg is None or n >= len(seg.f) or not seg.f[n]:  # the usual empty field: no call to reps
+            return []
+        out = []
+        for comps in self.v.reps(seg, n):
+            x = self.xtn(comps, default_use)
+            if x:
+                out.append(x)
+        return out
+
+    def xcn(self, comps: list[str], key: tuple[str, ...] | None = None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """XCN → (``xcn_identifier``, ``xcn_name``), new objects each time (practitioners recur: cached).
+
+        ``key`` is ``(v.ckey, *comps)`` when the caller has it already."""
+        if key is None:
+            key = (self.v.ckey, *comps)
+        cache = self._xcn_cache
+        hit = cache.get(key)
+        if hit is None:
+            hit = (self.xcn_identifier(comps), self.xcn_name(comps))
+            if len(cache) >= _CACHE_MAX:
+                cache.clear()
+            cache[key] = hit
+        ident, name = hit
+        return (None if ident is None else _ident_copy(ident)), (None if name is None else _name_copy(name))
 
     def xcn_name(self, comps: list[str]) -> dict[str, Any] | None:
         """XCN-2..7 → HumanName (family, given, middle, suffix, prefix, degree)."""
-        v = self.v
-        family = v.c(comps, 2)
-        given = [g for g in (v.c(comps, 3), v.c(comps, 4)) if g]
+        d = self.v.dec(comps, 7)
+        family = d[1]
+        if d[2]:
+            given = [d[2], d[3]] if d[3] else [d[2]]
+        else:
+            given = [d[3]] if d[3] else []
         if not family and not given:
             return None
         out: dict[str, Any] = {}
@@ -424,22 +735,26 @@ class Types:
             out["family"] = family
         if given:
             out["given"] = given
-        prefix = v.c(comps, 6)
-        if prefix:
-            out["prefix"] = [prefix]
-        suffix = [s for s in (v.c(comps, 5), v.c(comps, 7)) if s]
-        if suffix:
-            out["suffix"] = suffix
+        if d[5]:
+            out["prefix"] = [d[5]]
+        if d[4] or d[6]:
+            out["suffix"] = [s for s in (d[4], d[6]) if s]
         return out
 
     def xcn_identifier(self, comps: list[str]) -> dict[str, Any] | None:
         """XCN-1 with XCN-9 (assigning authority) and XCN-13 (identifier type) → Identifier."""
         v = self.v
-        value = v.c(comps, 1)
+        d = v.dec(comps, 13)
+        value = d[0]
         if not value:
             return None
-        hd = v.sub(comps, 9) + ["", "", ""]
-        type_code = v.c(comps, 13)
+        if v.plain:  # no subcomponents: XCN-9.1 is XCN-9
+            hd = [d[8], "", ""]
+        else:
+            hd = v.sub(comps, 9)
+            if len(hd) < 3:
+                hd = hd + ["", ""]
+        type_code = d[12]
         authority = hd[0] or (type_code if type_code == "NPI" else "")
         out: dict[str, Any] = {}
         if type_code:
@@ -450,33 +765,48 @@ class Types:
 
     # ---------------------------------------------------------------- quantities
     def number(self, text: str) -> int | float | None:
-        t = text.strip()
-        if not t:
-            return None
-        try:
-            if re.fullmatch(r"[+-]?\d+", t):
-                return int(t)
-            f = float(t)
-        except ValueError:
-            return None
-        if f != f or f in (float("inf"), float("-inf")):
-            return None
-        return f
+        hit = _numbers.get(text, _MISS)
+        if hit is not _MISS:
+            return hit  # type: ignore[return-value]
+        out = _number(text)
+        if len(_numbers) >= _CACHE_MAX:
+            _numbers.clear()
+        _numbers[text] = out
+        return out
 
     def unit(self, comps: list[str]) -> dict[str, Any]:
-        """CWE units (OBX-6, RXA-7 …) → the unit/system/code part of a Quantity (UCUM when known)."""
-        v = self.v
-        code, text, cs = v.c(comps, 1), v.c(comps, 2), v.c(comps, 3)
-        out: dict[str, Any] = {}
-        if cs == "UCUM" or cs == "":
-            if cs == "UCUM":
-                out = {"unit": text or code, "system": "http://unitsofmeasure.org", "code": code}
+        """CWE units (OBX-6, RXA-7 …) → the unit/system/code part of a Quantity (UCUM when known).
+
+        The dict is shared (cached): callers only spread it into a Quantity (``{"value": n, **unit}``)."""
+        d = self.v.dec(comps, 3)
+        key = (d[0], d[1], d[2])
+        cache = self.t._unit_cache
+        hit = cache.get(key)
+        if hit is None:
+            hit = self._unit(*key)
+            if len(cache) >= _CACHE_MAX:
+                cache.clear()
+            cache[key] = hit
+        return hit
+
+    def _unit(self, code: str, text: str, cs: str) -> dict[str, Any]:
+        if cs == "UCUM":
+            unit, system = text or code, "http://unitsofmeasure.org"
+        elif cs == "":
+            hit = self.m_units[code]
+            if hit:
+                unit, system, code = text or code, hit[1], hit[0]
+            elif code or text:
+                return {"unit": text or code}
             else:
-                hit = self.m_units.get(code)
-                if hit:
-                    out = {"unit": text or code, "system": hit[1], "code": hit[0]}
-                elif code or text:
-                    out = {"unit": text or code}
+                return {}
         else:
-            out = {"unit": text or code, "system": self.t.system_uri(cs), "code": code}
-        return _clean(out)
+            unit, system = text or code, self.t.system_uri(cs)
+        out: dict[str, Any] = {}
+        if unit:
+            out["unit"] = unit
+        if system:
+            out["system"] = system
+        if code:
+            out["code"] = code
+        return out

@@ -18,6 +18,11 @@ Messages and what they become (``resource ← segment``):
 The result is a Bundle (``transaction`` by default, or ``batch``/``collection``) built by
 :class:`~.bundle.BundleBuilder`: conditional create/update on business identifiers, stable fullUrls.
 Everything is plain dicts serialised once (no pydantic on this path; validation is the ``fhir_validate`` step).
+
+Speed (``tests/bench/bench_fhir.py``; targets ≥ 2,000 ADT^A01/s and ≥ 500 ORU^R01/s per core): segments are read
+through :class:`~.datatypes.V2` (no decoding step for values without escapes); codes, practitioners, places,
+units, times and fullUrls that recur across messages are cached (bounded, per tables) and copied into each Bundle,
+so a Bundle never shares an object with another one. ``tests/transforms/fhir/golden/`` pins the output.
 """
 
 from __future__ import annotations
@@ -32,10 +37,11 @@ from pydantic import Field
 from hub.errors import Hl7ParseError, MappingError
 from hub.message import Message
 from hub.spec import TransformConfig
-from hub.transforms.hl7v2 import Hl7Message
+from hub.transforms.hl7v2 import Hl7Message, parse_path
 from hub.transforms.hl7v2 import parse as parse_v2
 
 from .bundle import BundleBuilder
+from .document import FhirDocument
 from .datatypes import V2, Seg, Types, date_of
 from .maps import Tables, load_tables
 
@@ -69,12 +75,37 @@ _OBS_CAT = "http://terminology.hl7.org/CodeSystem/observation-category"
 _DAR = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
 
 
+_MISS = object()
+_CACHE_MAX = 4096  # entries per cache of values that recur across messages (cleared when full)
+_segment_of: dict[str, str | None] = {}
+
+
+def _path_segment(path: str) -> str | None:
+    """The segment an extension rule's path reads (None when the path does not parse)."""
+    try:
+        return _segment_of[path]
+    except KeyError:
+        pass
+    try:
+        name: str | None = parse_path(path).segment
+    except Exception:  # noqa: BLE001 - reported by load_tables; here such a rule just reads nothing
+        name = None
+    if len(_segment_of) < 1000:
+        _segment_of[path] = name
+    return name
+
+
 def _h(*parts: str) -> str:
     return hashlib.sha1("|".join(parts).encode("utf-8")).hexdigest()[:20]
 
 
 class _Conv:
     """One message's conversion (state: the V2 reader, the type converters, the bundle being built)."""
+
+    __slots__ = (
+        "v", "t", "tables", "cfg", "msh", "mtype", "trigger", "control_id", "b", "patient_ref", "patient_key",
+        "encounter_ref", "coverage_refs", "condition_refs", "cm", "m", "_xcn",
+    )  # fmt: skip
 
     def __init__(self, msg: Hl7Message, tables: Tables, cfg: V2ToFhir.Config) -> None:
         self.v = V2(msg)
@@ -92,8 +123,9 @@ class _Conv:
         self.encounter_ref: dict[str, Any] | None = None
         self.coverage_refs: list[dict[str, Any]] = []
         self.condition_refs: list[dict[str, Any]] = []
-        cm = tables.code_map
-        self.cm = cm
+        self.cm = tables.code_map
+        self.m = tables.code_maps()
+        self._xcn: dict[tuple[str, ...], dict[str, Any] | None] = {}  # XCN as written → its reference (see practitioner)
 
     # ================================================================ common helpers
     def ident_key(self, ident: dict[str, Any] | None) -> str:
@@ -105,12 +137,20 @@ class _Conv:
     def practitioner(self, comps: list[str]) -> dict[str, Any] | None:
         """XCN → a Practitioner entry (conditional create on its identifier) and a reference to it.
 
-        Without an id number the reference carries only the name as ``display`` (no resource is made)."""
+        Without an id number the reference carries only the name as ``display`` (no resource is made).
+        The same XCN named again in the message (attending and admitting doctor …) gives a copy of the first answer."""
         if not comps:
             return None
-        t = self.t
-        ident = t.xcn_identifier(comps)
-        name = t.xcn_name(comps)
+        key = (self.v.ckey, *comps)
+        hit = self._xcn.get(key, _MISS)
+        if hit is not _MISS:
+            return None if hit is None else dict(hit)
+        ref = self._practitioner(comps, key)
+        self._xcn[key] = None if ref is None else dict(ref)
+        return ref
+
+    def _practitioner(self, comps: list[str], key: tuple[str, ...]) -> dict[str, Any] | None:
+        ident, name = self.t.xcn(comps, key)
         if ident is None:
             if name is None:
                 return None
@@ -124,6 +164,8 @@ class _Conv:
         return ref
 
     def practitioner_field(self, seg: Seg | None, n: int) -> list[dict[str, Any]]:
+        if seg is None or n >= len(seg.f) or not seg.f[n]:  # the usual empty field: no call to reps
+            return []
         out = []
         for comps in self.v.reps(seg, n):
             r = self.practitioner(comps)
@@ -133,27 +175,42 @@ class _Conv:
 
     def location(self, comps: list[str]) -> dict[str, Any] | None:
         """PL → a Location entry identified by its components (point of care, room, bed, facility)."""
-        v = self.v
-        parts = [v.c(comps, i) for i in (1, 2, 3)]
-        facility = v.c(comps, 4)
-        if not any(parts) and not facility:
+        if not comps:
             return None
-        # the identifier keeps point of care, room, bed, facility, building and floor in their PL positions
-        value = "^".join([*parts, facility, "", "", v.c(comps, 7), v.c(comps, 8)]).rstrip("^")
+        key = (self.v.ckey, *comps)
+        cache = self.tables._pl_cache
+        hit = cache.get(key, _MISS)
+        if hit is _MISS:  # places recur from message to message: their strings are cached
+            hit = self._pl(comps)
+            if len(cache) >= _CACHE_MAX:
+                cache.clear()
+            cache[key] = hit
+        if hit is None:
+            return None
+        value, name, physical, desc = hit
         res: dict[str, Any] = {
             "resourceType": "Location",
             "identifier": [{"system": self.tables.location_system, "value": value}],
-            "name": " ".join(p for p in parts if p) or facility,
+            "name": name,
             "mode": "instance",
         }
-        if parts[2]:
-            res["physicalType"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/location-physical-type", "code": "bd"}]}
-        elif parts[1]:
-            res["physicalType"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/location-physical-type", "code": "ro"}]}
-        desc = v.c(comps, 9)
+        if physical:
+            res["physicalType"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/location-physical-type", "code": physical}]}
         if desc:
             res["description"] = desc
         return self.b.add(res, res["identifier"][0], mode="create")
+
+    def _pl(self, comps: list[str]) -> tuple[str, str, str, str] | None:
+        d = self.v.dec(comps, 9)
+        parts = d[:3]
+        facility = d[3]
+        if not any(parts) and not facility:
+            return None
+        # the identifier keeps point of care, room, bed, facility, building and floor in their PL positions
+        value = "^".join([*parts, facility, "", "", d[6], d[7]]).rstrip("^")
+        name = " ".join(p for p in parts if p) or facility
+        physical = "bd" if parts[2] else "ro" if parts[1] else ""
+        return value, name, physical, d[8]
 
     def notes(self, segs: list[Seg]) -> list[dict[str, Any]]:
         out = []
@@ -167,18 +224,18 @@ class _Conv:
     def following(self, seg: Seg, names: tuple[str, ...]) -> list[Seg]:
         """The segments named ``names`` that directly follow ``seg`` (e.g. the NTEs of an OBX)."""
         out = []
-        for s in self.v.segs[seg.index + 1 :]:
-            if s.name in names:
-                out.append(s)
-            else:
-                break
+        segs = self.v.segs
+        i, n = seg.index + 1, len(segs)
+        while i < n and segs[i].name in names:
+            out.append(segs[i])
+            i += 1
         return out
 
     # ================================================================ Patient (PID, PD1)
     def patient(self, pid: Seg | None, pd1: Seg | None = None, *, mode: str | None = None) -> dict[str, Any] | None:
         if pid is None:
             return None
-        v, t, cm = self.v, self.t, self.cm
+        v, t = self.v, self.t
         res: dict[str, Any] = {"resourceType": "Patient"}
         idents = []
         for n in (3, 2, 4):
@@ -205,7 +262,7 @@ class _Conv:
             res["telecom"] = telecom
         sex = v.val(pid, 8)
         if sex:
-            g = cm("administrative_sex").code(sex)
+            g = self.m.administrative_sex.code(sex)
             if g:
                 res["gender"] = g
         birth = v.val(pid, 7)
@@ -222,8 +279,9 @@ class _Conv:
             dd = t.dt(death)
             if dd:
                 res["deceasedDateTime"] = dd
-        elif v.val(pid, 30):
-            b = cm("yes_no").code(v.val(pid, 30))
+        else:
+            flag = v.val(pid, 30)
+            b = self.m.yes_no.code(flag) if flag else None
             if b in ("true", "false"):
                 res["deceasedBoolean"] = b == "true"
         addr = t.xad_all(pid, 11)
@@ -235,15 +293,19 @@ class _Conv:
         ms = t.cc_field(pid, 16)
         if ms:
             code = ms.get("coding", [{}])[0].get("code")
-            hit = cm("marital_status").get(code) if code else None
+            hit = self.m.marital_status.get(code) if code else None
             if hit:
-                ms = {"coding": [{"system": hit[1], "code": hit[0], "display": hit[2]}], **({"text": ms["text"]} if "text" in ms else {})}
+                mapped: dict[str, Any] = {"coding": [{"system": hit[1], "code": hit[0], "display": hit[2]}]}
+                if "text" in ms:
+                    mapped["text"] = ms["text"]
+                ms = mapped
             res["maritalStatus"] = ms
         order = v.val(pid, 25)
         if order and order.isdigit():
             res["multipleBirthInteger"] = int(order)
-        elif v.val(pid, 24):
-            b = cm("yes_no").code(v.val(pid, 24))
+        else:
+            flag = v.val(pid, 24)
+            b = self.m.yes_no.code(flag) if flag else None
             if b in ("true", "false"):
                 res["multipleBirthBoolean"] = b == "true"
         lang = t.cc_field(pid, 15)
@@ -263,12 +325,10 @@ class _Conv:
             for comps in v.reps(pid, n):
                 code, disp = v.c(comps, 1), v.c(comps, 2)
                 if code:
-                    parts.append(
-                        {
-                            "url": "ombCategory",
-                            "valueCoding": {"system": "urn:oid:2.16.840.1.113883.6.238", "code": code, **({"display": disp} if disp else {})},
-                        }
-                    )
+                    coding = {"system": "urn:oid:2.16.840.1.113883.6.238", "code": code}
+                    if disp:
+                        coding["display"] = disp
+                    parts.append({"url": "ombCategory", "valueCoding": coding})
                 if disp or code:
                     texts.append(disp or code)
             if parts:
@@ -278,7 +338,8 @@ class _Conv:
         # the business identifier: the first MR (else the first identifier)
         key_ident = None
         for x in idents:
-            if x.get("type", {}).get("coding", [{}])[0].get("code") == "MR":
+            typ = x.get("type")
+            if typ is not None and typ["coding"][0].get("code") == "MR":  # cx() types have one coding
                 key_ident = x
                 break
         if key_ident is None and idents:
@@ -299,7 +360,7 @@ class _Conv:
     def encounter(self, pv1: Seg | None, pv2: Seg | None = None, *, event: str = "") -> dict[str, Any] | None:
         if pv1 is None:
             return None
-        v, t, cm = self.v, self.t, self.cm
+        v, t = self.v, self.t
         klass = v.val(pv1, 2)
         visit = v.first(pv1, 19)
         if (not klass or klass == "N") and not visit and self.mtype != "ADT":
@@ -317,14 +378,14 @@ class _Conv:
             ident = self.derived("Encounter", v.val(pv1, 44), v.msg.get("PV1-3") or "", klass)
             res["identifier"] = [ident]
         # status: the event (A03 finished, A11 cancelled …), else the patient class, else unknown
-        status = cm("event_encounter_status").code(event) if event else None
+        status = self.m.event_encounter_status.code(event) if event else None
         if status in (None, "unknown"):
             if v.val(pv1, 45):
                 status = "finished"
             elif status is None:
-                status = cm("patient_class_status").code(klass) or "unknown"
+                status = self.m.patient_class_status.code(klass) or "unknown"
         res["status"] = status
-        cls = cm("patient_class").get(klass) if klass else None
+        cls = self.m.patient_class.get(klass) if klass else None
         if cls:
             res["class"] = {"system": cls[1], "code": cls[0], "display": cls[2]} if cls[2] else {"system": cls[1], "code": cls[0]}
         elif klass:
@@ -352,7 +413,12 @@ class _Conv:
             res["participant"] = parts
         start, end = t.dt(v.val(pv1, 44)), t.dt(v.val(pv1, 45))
         if start or end:
-            res["period"] = {k: x for k, x in (("start", start), ("end", end)) if x}
+            period = {}
+            if start:
+                period["start"] = start
+            if end:
+                period["end"] = end
+            res["period"] = period
         locs = []
         loc = self.location(v.first(pv1, 3))
         if loc:
@@ -367,8 +433,9 @@ class _Conv:
         hosp: dict[str, Any] = {}
         if adm_src:
             hosp["admitSource"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0023", "code": adm_src}]}
-        if v.val(pv1, 13):
-            hosp["reAdmission"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0092", "code": v.val(pv1, 13)}]}
+        readmission = v.val(pv1, 13)
+        if readmission:
+            hosp["reAdmission"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0092", "code": readmission}]}
         if disp:
             hosp["dischargeDisposition"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0112", "code": disp}]}
         if hosp:
@@ -386,7 +453,7 @@ class _Conv:
 
     # ================================================================ RelatedPerson (NK1)
     def related_person(self, nk1: Seg) -> dict[str, Any] | None:
-        v, t, cm = self.v, self.t, self.cm
+        v, t = self.v, self.t
         if self.patient_ref is None:
             return None
         res: dict[str, Any] = {"resourceType": "RelatedPerson"}
@@ -398,9 +465,12 @@ class _Conv:
                 if not cc:
                     continue
                 code = v.c(comps, 1)
-                hit = cm(table).get(code)
+                hit = self.cm(table).get(code)
                 if hit and n == 3:
-                    cc.setdefault("coding", []).append({"system": hit[1], "code": hit[0], **({"display": hit[2]} if hit[2] else {})})
+                    coding = {"system": hit[1], "code": hit[0]}
+                    if hit[2]:
+                        coding["display"] = hit[2]
+                    cc.setdefault("coding", []).append(coding)
                 rels.append(cc)
         ids = [x for x in (t.cx(c) for c in v.reps(nk1, 12)) if x] + [x for x in (t.cx(c) for c in v.reps(nk1, 33)) if x]
         ssn = v.val(nk1, 37)
@@ -421,8 +491,9 @@ class _Conv:
         if telecom:
             res["telecom"] = telecom
         sex = v.val(nk1, 15)
-        if sex and cm("administrative_sex").code(sex):
-            res["gender"] = cm("administrative_sex").code(sex)
+        gender = self.m.administrative_sex.code(sex) if sex else None
+        if gender:
+            res["gender"] = gender
         bd = date_of(v.val(nk1, 16))
         if bd:
             res["birthDate"] = bd
@@ -439,7 +510,7 @@ class _Conv:
 
     # ================================================================ AllergyIntolerance (AL1)
     def allergy(self, al1: Seg) -> dict[str, Any] | None:
-        v, t, cm = self.v, self.t, self.cm
+        v, t = self.v, self.t
         code = t.cc_field(al1, 3)
         if code is None or self.patient_ref is None:
             return None
@@ -450,7 +521,7 @@ class _Conv:
         res["clinicalStatus"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "code": "active"}]}
         atype = v.val(al1, 2)
         if atype:
-            cat = cm("allergen_type").code(atype)
+            cat = self.m.allergen_type.code(atype)
             if cat:
                 res["category"] = [cat]
             if atype in ("DA", "FA", "EA", "MA", "AA", "PA", "LA"):
@@ -459,7 +530,7 @@ class _Conv:
                 res["type"] = "intolerance"
         sev = v.val(al1, 4)
         if sev:
-            crit = cm("allergy_severity").code(sev)
+            crit = self.m.allergy_severity.code(sev)
             if crit:
                 res["criticality"] = crit
         res["code"] = code
@@ -485,7 +556,8 @@ class _Conv:
         if code is None or self.patient_ref is None:
             return None
         res: dict[str, Any] = {"resourceType": "Condition"}
-        ident = t.ei(v.first(dg1, 20)) if v.first(dg1, 20) else None
+        ident_comps = v.first(dg1, 20)
+        ident = t.ei(ident_comps) if ident_comps else None
         if ident is None:
             ident = self.derived("Condition", v.val(dg1, 3, 3), v.val(dg1, 3))
         res["identifier"] = [ident]
@@ -608,7 +680,8 @@ class _Conv:
         key_prefix: str = "",
         key_system: str = "",
     ) -> dict[str, Any] | None:
-        v, t, cm = self.v, self.t, self.cm
+        v, t = self.v, self.t
+        val = v.val
         code = t.cc_field(obx, 3)
         if code is None:
             return None
@@ -617,15 +690,17 @@ class _Conv:
         inst = v.first(obx, 21)
         if inst:
             ident = t.ei(inst)
-        if ident is None and key_prefix:
-            ident = {"system": key_system, "value": f"{key_prefix}-{v.val(obx, 3) or _h(json.dumps(code))}" + (f"-{v.val(obx, 4)}" if v.val(obx, 4) else "")}
         if ident is None:
-            ident = self.derived("Observation", v.val(obx, 3), v.val(obx, 4), v.val(obx, 14), self.control_id, v.val(obx, 1))
+            obs_id, sub_id = val(obx, 3), val(obx, 4)
+            if key_prefix:
+                ident = {"system": key_system, "value": f"{key_prefix}-{obs_id or _h(json.dumps(code))}" + (f"-{sub_id}" if sub_id else "")}
+            else:
+                ident = self.derived("Observation", obs_id, sub_id, val(obx, 14), self.control_id, val(obx, 1))
         res["identifier"] = [ident]
         if based_on:
             res["basedOn"] = [based_on]
-        st = v.val(obx, 11)
-        res["status"] = cm("observation_status").code(st, "unknown") if st else "unknown"
+        st = val(obx, 11)
+        res["status"] = self.m.observation_status.code(st, "unknown") if st else "unknown"
         if category:
             res["category"] = [{"coding": [{"system": _OBS_CAT, "code": category}]}]
         res["code"] = code
@@ -633,35 +708,46 @@ class _Conv:
             res["subject"] = self.patient_ref
         if self.encounter_ref:
             res["encounter"] = self.encounter_ref
-        eff = t.dt(v.val(obx, 14)) or default_time
+        eff = t.dt(val(obx, 14)) or default_time
         if eff:
             res["effectiveDateTime"] = eff
-        issued = t.dt(v.val(obx, 19), instant=True)
+        issued = val(obx, 19)
         if issued:
-            res["issued"] = issued
+            issued = t.dt(issued, instant=True)
+            if issued:
+                res["issued"] = issued
         perf = self.practitioner_field(obx, 16)
         if perf:
             res["performer"] = perf
         self._obs_value(obx, res)
-        interp = []
-        for comps in v.reps(obx, 8):
-            flag = v.c(comps, 1)
-            hit = cm("abnormal_flags").get(flag)
-            if hit:
-                interp.append({"coding": [{"system": hit[1], "code": hit[0], **({"display": hit[2]} if hit[2] else {})}]})
-            elif flag:
-                interp.append({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0078", "code": flag}]})
-        if interp:
-            res["interpretation"] = interp
-        rr = v.val(obx, 7)
+        flags = v.reps(obx, 8)
+        if flags:
+            interp = []
+            abnormal = self.m.abnormal_flags
+            for comps in flags:
+                flag = v.c(comps, 1)
+                hit = abnormal.get(flag)
+                if hit:
+                    coding = {"system": hit[1], "code": hit[0]}
+                    if hit[2]:
+                        coding["display"] = hit[2]
+                    interp.append({"coding": [coding]})
+                elif flag:
+                    interp.append({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0078", "code": flag}]})
+            if interp:
+                res["interpretation"] = interp
+        rr = val(obx, 7)
         if rr:
             res["referenceRange"] = [self._range(rr, v.first(obx, 6))]
         method = t.cc_field(obx, 17)
         if method:
             res["method"] = method
-        notes = self.notes(self.following(obx, ("NTE",)))
-        if notes:
-            res["note"] = notes
+        nxt = obx.index + 1
+        segs = v.segs
+        if nxt < len(segs) and segs[nxt].name == "NTE":
+            notes = self.notes(self.following(obx, ("NTE",)))
+            if notes:
+                res["note"] = notes
         return self.b.add(res, ident, mode="update")
 
     def _range(self, text: str, unit_comps: list[str]) -> dict[str, Any]:
@@ -707,12 +793,10 @@ class _Conv:
                 raise MappingError(f"OBX-{v.val(obx, 1) or '?'}: OBX-5 is not a number though OBX-2 is NM", location=f"OBX[{self._occ(obx)}]-5", code="102")
             q = {"value": n, **t.unit(v.first(obx, 6))}
             res["valueQuantity"] = q
-        elif vt in ("ST", "TX", "FT"):
-            sep = "\n" if vt != "ST" else " "
-            joined = sep.join(v.text(v.cs.join(c)) for c in reps)
-            if vt == "ST":
-                joined = " ".join(v.d(v.cs.join(c)) for c in reps)
-            res["valueString"] = joined
+        elif vt == "ST":
+            res["valueString"] = " ".join(v.d(v.cs.join(c)) for c in reps)
+        elif vt in ("TX", "FT"):
+            res["valueString"] = "\n".join(v.text(v.cs.join(c)) for c in reps)
         elif vt in ("CE", "CWE", "CNE", "CF"):
             cc = t.cc(comps)
             if cc:
@@ -769,7 +853,7 @@ class _Conv:
 
     # ================================================================ orders (ORC + OBR)
     def service_request(self, orc: Seg | None, obr: Seg | None, tq1: Seg | None = None, *, status: str | None = None) -> dict[str, Any] | None:
-        v, t, cm = self.v, self.t, self.cm
+        v, t = self.v, self.t
         if orc is None and obr is None:
             return None
         res: dict[str, Any] = {"resourceType": "ServiceRequest"}
@@ -786,10 +870,10 @@ class _Conv:
             res["identifier"] = idents
         if status is None:
             st5 = v.val(orc, 5)
-            status = cm("order_status").code(st5) if st5 else None
+            status = self.m.order_status.code(st5) if st5 else None
             if status is None:
                 st1 = v.val(orc, 1)
-                status = cm("order_control_status").code(st1) if st1 else None
+                status = self.m.order_control_status.code(st1) if st1 else None
         res["status"] = status or "unknown"
         res["intent"] = "order"
         prio = v.val(tq1, 9) if tq1 is not None else ""
@@ -847,7 +931,7 @@ class _Conv:
         if diags and self.encounter_ref:
             enc = self._resource_of(self.encounter_ref)
             if enc is not None:
-                dmap = self.cm("diagnosis_type")
+                dmap = self.m.diagnosis_type
                 enc["diagnosis"] = []
                 for ref, typ in diags:
                     d: dict[str, Any] = {"condition": ref}
@@ -857,14 +941,15 @@ class _Conv:
                     enc["diagnosis"].append(d)
         for s in v.all("IN1"):
             self.coverage(s)
-        for s in v.all("OBX"):
-            self.observation(s, category=self.cfg.adt_observation_category or None, default_time=self.t.dt(v.val(v.seg("EVN"), 2)))
+        obxs = v.all("OBX")
+        if obxs:
+            category = self.cfg.adt_observation_category or None
+            default_time = self.t.dt(v.val(v.seg("EVN"), 2))
+            for s in obxs:
+                self.observation(s, category=category, default_time=default_time)
 
     def _resource_of(self, ref: dict[str, Any]) -> dict[str, Any] | None:
-        for e in self.b.entries:
-            if e.get("_ref") is ref or e.get("_ref") == ref:
-                return e["resource"]
-        return None
+        return self.b.resource_of(ref)
 
     def merge(self, pid: Seg) -> None:
         v, t = self.v, self.t
@@ -887,7 +972,7 @@ class _Conv:
                 survivor["active"] = True
 
     def siu(self) -> None:
-        v, t, cm = self.v, self.t, self.cm
+        v, t = self.v, self.t
         sch = v.seg("SCH")
         if sch is None:
             raise MappingError(f"SIU^{self.trigger} has no SCH segment", location="SCH", code="100")
@@ -902,7 +987,7 @@ class _Conv:
         if idents:
             res["identifier"] = idents
         st = v.val(sch, 25)
-        status = cm("appointment_status").code(st) if st else None
+        status = self.m.appointment_status.code(st) if st else None
         if status is None:
             status = {"S15": "cancelled", "S17": "entered-in-error", "S26": "noshow"}.get(self.trigger, "booked")
         if self.trigger == "S15":
@@ -1039,7 +1124,7 @@ class _Conv:
         return self.b.add(res, ident, mode="update")
 
     def oru(self) -> None:
-        v, t, cm = self.v, self.t, self.cm
+        v, t = self.v, self.t
         self.patient(v.seg("PID"), v.seg("PD1"))
         self.encounter(v.seg("PV1"), v.seg("PV2"))
         for s in v.all("NK1"):
@@ -1062,7 +1147,7 @@ class _Conv:
             if sr_ref:
                 dr["basedOn"] = [sr_ref]
             st = v.val(obr, 25)
-            dr["status"] = cm("result_status").code(st, "unknown") if st else "unknown"
+            dr["status"] = self.m.result_status.code(st, "unknown") if st else "unknown"
             section = v.val(obr, 24)
             cats = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": section or "LAB"}]}]
             dr["category"] = cats
@@ -1108,7 +1193,7 @@ class _Conv:
             self.b.add(dr, key, mode="update")
 
     def rde(self) -> None:
-        v, t, cm = self.v, self.t, self.cm
+        v, t = self.v, self.t
         self.patient(v.seg("PID"), v.seg("PD1"))
         self.encounter(v.seg("PV1"), v.seg("PV2"))
         for s in v.all("AL1"):
@@ -1128,10 +1213,10 @@ class _Conv:
             if idents:
                 res["identifier"] = idents
             st5 = v.val(orc, 5)
-            status = cm("order_status").code(st5) if st5 else None
+            status = self.m.order_status.code(st5) if st5 else None
             if status is None:
                 st1 = v.val(orc, 1)
-                status = cm("order_control_status").code(st1) if st1 else None
+                status = self.m.order_control_status.code(st1) if st1 else None
             res["status"] = {"revoked": "cancelled", "draft": "draft", "on-hold": "on-hold", "completed": "completed", "entered-in-error": "entered-in-error"}.get(
                 status or "", "active" if status == "active" else "unknown"
             )
@@ -1207,7 +1292,7 @@ class _Conv:
         return groups
 
     def vxu(self) -> None:
-        v, t, cm = self.v, self.t, self.cm
+        v, t = self.v, self.t
         self.patient(v.seg("PID"), v.seg("PD1"))
         self.encounter(v.seg("PV1"), v.seg("PV2"))
         for s in v.all("NK1"):
@@ -1229,7 +1314,7 @@ class _Conv:
                 idents.append(key)
             res["identifier"] = idents
             cs = v.val(rxa, 20)
-            status = cm("completion_status").code(cs) if cs else "completed"
+            status = self.m.completion_status.code(cs) if cs else "completed"
             if v.val(rxa, 21) == "D":
                 status = "entered-in-error"
             res["status"] = status or "completed"
@@ -1419,8 +1504,12 @@ class _Conv:
         rules = self.tables.extensions
         if not rules:
             return
-        msg = self.v.msg
+        v = self.v
+        msg = v.msg
         for rule in rules:
+            seg_name = _path_segment(rule.source)
+            if seg_name is not None and v.seg(seg_name) is None:  # the usual case: the message has no such Z-segment
+                continue
             target = self.b.first(rule.resource)
             if target is None:
                 continue
@@ -1443,7 +1532,7 @@ class _Conv:
             return {"valueCodeableConcept": cc} if cc else None
         text = str(raw)
         if typ == "boolean":
-            b = self.cm("yes_no").code(text)
+            b = self.m.yes_no.code(text)
             return {"valueBoolean": b == "true"} if b in ("true", "false") else None
         if typ == "integer":
             return {"valueInteger": int(text)} if text.lstrip("-").isdigit() else None
@@ -1462,17 +1551,8 @@ class _Conv:
 
     # ================================================================ entry point
     def run(self) -> dict[str, Any]:
-        handler: Callable[[], None] | None = {
-            "ADT": self.adt,
-            "SIU": self.siu,
-            "ORM": self.orders,
-            "OML": self.orders,
-            "ORU": self.oru,
-            "RDE": self.rde,
-            "VXU": self.vxu,
-            "MDM": self.mdm,
-            "DFT": self.dft,
-        }.get(self.mtype)
+        name = _HANDLERS.get(self.mtype)
+        handler: Callable[[], None] | None = getattr(self, name) if name else None
         triggers = SUPPORTED.get(self.mtype)
         if handler is None or (self.cfg.strict_types and self.trigger not in (triggers or ())):
             known = ", ".join(f"{k}^{t}" for k in SUPPORTED for t in sorted(SUPPORTED[k]))
@@ -1488,6 +1568,9 @@ class _Conv:
         if ts:
             meta["timestamp"] = ts
         return self.b.build(meta)
+
+
+_HANDLERS = {"ADT": "adt", "SIU": "siu", "ORM": "orders", "OML": "orders", "ORU": "oru", "RDE": "rde", "VXU": "vxu", "MDM": "mdm", "DFT": "dft"}
 
 
 def convert(msg: Hl7Message | bytes | str, tables: Tables | None = None, config: V2ToFhir.Config | None = None) -> dict[str, Any]:
@@ -1548,7 +1631,5 @@ class V2ToFhir:
                 raise
         bundle = _Conv(msg, self.tables, self.config).run()
         out = message.replace(dumps(bundle), "fhir")
-        from .document import FhirDocument
-
         out.parsed = FhirDocument(bundle, out.raw)
         return out

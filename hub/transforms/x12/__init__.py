@@ -35,7 +35,7 @@ from .from_hl7v2 import claim_from_dft, v2_to_x12_837
 from .loops import LoopTracker, spec_for
 from .model import Address, Claim, Patient, Payer, Provider, ServiceLine, Subscriber, check_claim, npi_is_valid
 from .partners import ControlNumbers, InMemoryControlNumbers, Partner, get_partner, load_partners
-from .reader import Delimiters, Segment, SegmentReader, Transaction, iter_segments, iter_transactions, split_transactions
+from .reader import Delimiters, Segment, SegmentReader, Transaction, iter_segments, iter_transactions
 from .remit import (
     CsvLayout,
     RemitClaim,
@@ -49,6 +49,7 @@ from .remit import (
 )
 from .validate import ValidationReport, validate, validate_report
 from .writer import SegmentWriter, write_interchange
+from .engine import meta, split_transactions  # engine hooks: hub.transforms.document META, split: x12_transaction
 
 __all__ = [
     # reading
@@ -58,7 +59,6 @@ __all__ = [
     "Transaction",
     "iter_segments",
     "iter_transactions",
-    "split_transactions",
     "LoopTracker",
     "spec_for",
     "X12Document",
@@ -109,4 +109,7 @@ __all__ = [
     "make_ta1",
     "read_999",
     "read_277ca",
+    # engine hooks
+    "meta",
+    "split_transactions",
 ]

@@ -545,17 +545,3 @@ def iter_transactions(
             if sid == "SE":
                 yield current
                 current = None
-
-
-def split_transactions(raw: bytes) -> list[bytes]:
-    """One interchange per transaction set (``split: x12_transaction``): each ST…SE gets its own copy of the
-    ISA/GS envelope, with GE01/IEA01 = 1 and the original control numbers, so each part is a valid file."""
-    parts: list[bytes] = []
-    for tx in iter_transactions(raw):
-        d = tx.isa.delimiters
-        text = tx.isa.to_text() + d.suffix + tx.gs.to_text() + d.suffix
-        text += "".join(seg.to_text() + d.suffix for seg in tx.segments)
-        text += d.element.join(["GE", "1", tx.gs[6]]) + d.segment + d.suffix
-        text += d.element.join(["IEA", "1", tx.isa[13]]) + d.segment + d.suffix
-        parts.append(text.encode("latin-1", errors="replace"))
-    return parts or [raw]

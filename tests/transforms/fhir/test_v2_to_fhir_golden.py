@@ -49,3 +49,54 @@ def test_repeated_conversions_are_identical():
     first = {c: _convert(*c.rsplit(".", 1)) for c in CASES}
     again = {c: _convert(*c.rsplit(".", 1)) for c in reversed(CASES)}
     assert first == again
+
+
+def _walk(node):
+    """Every dict and list inside a Bundle."""
+    if isinstance(node, dict):
+        yield node
+        for v in node.values():
+            yield from _walk(v)
+    elif isinstance(node, list):
+        yield node
+        for v in node:
+            yield from _walk(v)
+
+
+def test_bundles_share_no_object_with_later_conversions():
+    """Codes, practitioners and places are cached across messages: each Bundle must still get objects of its own."""
+    conv = V2ToFhir(V2ToFhir.Config(type="v2_to_fhir"), Context(home=ROOT, mappings_dir=ROOT / "mappings"))
+    for stem in ("adt_a01", "oru_r01"):
+        raw = (HL7 / f"{stem}.hl7").read_bytes()
+        first = conv(Message(raw=raw, content_type="hl7v2")).parsed.data
+        second = conv(Message(raw=raw, content_type="hl7v2")).parsed.data
+        shared = {id(x) for x in _walk(first)} & {id(x) for x in _walk(second)}
+        assert not shared
+        for node in _walk(first):  # scribbling over one Bundle (a later transform may) leaves the next ones alone
+            if isinstance(node, dict):
+                for k, v in list(node.items()):
+                    if isinstance(v, str):
+                        node[k] = "changed"
+            else:
+                node.append("extra")
+        again = conv(Message(raw=raw, content_type="hl7v2")).raw + b"\n"
+        assert again == (GOLDEN / f"{stem}.transaction.json").read_bytes()
+
+
+def test_cached_values_follow_the_message_delimiters():
+    """The same components decode differently under other delimiters (\\F\\ is the field separator)."""
+    from hub.transforms.fhir.v2_to_fhir import convert
+
+    def code_of(fs: str) -> dict:
+        text = (
+            f"MSH{fs}^~\\&{fs}LAB{fs}FAC{fs}EHR{fs}FAC{fs}20260316160000{fs}{fs}ORU^R01^ORU_R01{fs}X1{fs}P{fs}2.5.1\r"
+            f"PID{fs}1{fs}{fs}MRN1^^^FAC^MR\r"
+            f"OBR{fs}1{fs}P1^EHR{fs}F1^LAB{fs}A\\F\\B^Panel^L\r"
+            f"OBX{fs}1{fs}ST{fs}A\\F\\B^Result^L{fs}{fs}x\r"
+        )
+        b = convert(text.encode())
+        return next(e["resource"]["code"] for e in b["entry"] if e["resource"]["resourceType"] == "Observation")
+
+    assert code_of("|")["coding"][0]["code"] == "A|B"
+    assert code_of("#")["coding"][0]["code"] == "A#B"
+    assert code_of("|")["coding"][0]["code"] == "A|B"
