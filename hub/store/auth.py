@@ -33,11 +33,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from sqlalchemy import Connection, delete, func, insert, select, update
-from sqlalchemy.exc import SQLAlchemyError
 
 from hub.errors import StoreError
 from hub.store.schema import api_tokens, audit_log, sessions, users
-from hub.store.writer import store_error
 
 __all__ = [
     "ROLES",
@@ -172,11 +170,7 @@ class AuthStore:
 
     # ------------------------------------------------------------------ plumbing
     def _read(self, fn: Callable[[Connection], Any]) -> Any:
-        try:
-            with self.store.engine.connect() as conn:
-                return fn(conn)
-        except SQLAlchemyError as exc:
-            raise store_error(exc) from exc
+        return self.store.run_read(fn)
 
     def _write(self, fn: Callable[[Connection], Any]) -> Any:
         return self.store.run_write(fn)

@@ -29,10 +29,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy import Connection, func, insert, select, update
-from sqlalchemy.exc import SQLAlchemyError
 
 from hub.store.schema import claim_events, claims, deliveries, messages
-from hub.store.writer import store_error
 
 __all__ = ["ClaimStore", "Submission", "ClaimChange", "CLAIM_STATUSES", "control_number"]
 
@@ -88,11 +86,7 @@ class ClaimStore:
 
     # ------------------------------------------------------------------ plumbing
     def _read(self, fn: Callable[[Connection], Any]) -> Any:
-        try:
-            with self.store.engine.connect() as conn:
-                return fn(conn)
-        except SQLAlchemyError as exc:
-            raise store_error(exc) from exc
+        return self.store.run_read(fn)
 
     def _write(self, fn: Callable[[Connection], Any]) -> Any:
         return self.store.run_write(fn)

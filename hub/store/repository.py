@@ -743,12 +743,15 @@ class Store:
         self.run_write(op)
 
     # ---------------------------------------------------------------- read path
-    def _read(self, fn: Any) -> Any:
+    def run_read(self, fn: Any) -> Any:
+        """Run ``fn(connection)`` on a reader connection; database errors become StoreError."""
         try:
             with self.engine.connect() as conn:
                 return fn(conn)
         except SQLAlchemyError as exc:
             raise store_error(exc) from exc
+
+    _read = run_read
 
     def status(self) -> dict[str, Any]:
         """Counts per channel (messages by status) and per destination (deliveries by status, oldest queued)."""
