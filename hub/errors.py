@@ -26,7 +26,7 @@ from __future__ import annotations
 import errno
 import socket
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = [
     "HubError",

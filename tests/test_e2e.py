@@ -226,7 +226,7 @@ routes:
 destinations:
   out: {type: file, path: "out/{now:%H%M%S}.hl7", batch: {schedule: 15m, assemble: {type: hl7_batch, sending_app: CLINIC}}}
 """
-    cfg = write_config(tmp_path / "cfg", "web: {enabled: false}\n", {"b": chan})
+    write_config(tmp_path / "cfg", "web: {enabled: false}\n", {"b": chan})
     (tmp_path / "cfg" / "channels" / "b_test.yaml").write_text(
         r"""
 tests:

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import statistics
 import threading
 import time
-from pathlib import Path
 
 import pytest
 

@@ -16,7 +16,7 @@ from hub.channels.mllp import normalise_segments
 from hub.store import SearchQuery
 
 hl7 = pytest.importorskip("hl7", reason="python-hl7 (PyPI hl7) is a test dependency")
-import hl7.client  # noqa: E402
+import hl7.client  # noqa: E402,F811 - the client module, after the skip check
 
 # Sample messages of every kind the example clinic exchanges (they ask for enhanced-mode acknowledgement).
 KINDS = ["adt_a01", "adt_a04", "adt_a08", "adt_a40", "orm_o01", "oml_o21", "oru_r01", "rde_o11", "siu_s12", "vxu_v04", "mdm_t02", "dft_p03"]

@@ -389,7 +389,6 @@ class Types:
         self.v = v
         self.t = tables
         self.tz = default_tz
-        m = tables.code_maps()
         lk = tables.code_lookups()  # lk.name[code] is tables.code_map(name).get(code)
         self.m_idtype = lk.identifier_type
         self.m_nametype = lk.name_type
