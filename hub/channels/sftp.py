@@ -778,7 +778,7 @@ class SftpSource:
     def _failed(self, exc: BaseException) -> None:
         reason = str(exc) if isinstance(exc, SftpError) else f"{type(exc).__name__}: {exc}"
         level = logging.WARNING if reason != self._failing else logging.DEBUG
-        log.log(level, "sftp %s%s: poll failed, trying again at the next poll: %s", self.settings.label, self.folder, reason)
+        log.log(level, "sftp %s:%s: poll failed, trying again at the next poll: %s", self.settings.label, self.folder, reason)
         self._failing = reason
         if not self.conn.alive():
             self.conn.close()
