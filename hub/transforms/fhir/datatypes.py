@@ -208,6 +208,17 @@ class V2:
             return unescape(s, self.enc, formatting=True, codec=self.codec)
         return s
 
+    def each(self, seg: Seg | None, n: int, convert: Any, *args: Any) -> list[Any]:
+        """``convert(components, *args)`` of every repetition of field n, leaving out the empty results."""
+        if seg is None or n >= len(seg.f) or not seg.f[n]:  # the usual empty field: no call to reps
+            return []
+        out = []
+        for comps in self.reps(seg, n):
+            x = convert(comps, *args)
+            if x:
+                out.append(x)
+        return out
+
     def reps(self, seg: Seg | None, n: int) -> list[list[str]]:
         """Field n of ``seg``: each non-empty repetition as its list of raw components."""
         if seg is None:
@@ -382,6 +393,27 @@ def _is_int(t: str) -> bool:
     return t.isdecimal()
 
 
+def _human_name(
+    family: str, first: str, middle: str, suffix: str, prefix: str, degree: str, use: str | None = None
+) -> dict[str, Any] | None:
+    """The HumanName of XPN-1..6 / XCN-2..7 (family, given, middle, suffix, prefix, degree), or None when unnamed."""
+    given = [g for g in (first, middle) if g]
+    if not family and not given:
+        return None
+    out: dict[str, Any] = {}
+    if use:
+        out["use"] = use
+    if family:
+        out["family"] = family
+    if given:
+        out["given"] = given
+    if prefix:
+        out["prefix"] = [prefix]
+    if suffix or degree:
+        out["suffix"] = [s for s in (suffix, degree) if s]
+    return out
+
+
 class Types:
     """The data type converters, bound to the mapping tables and the default time zone."""
 
@@ -495,14 +527,7 @@ class Types:
         return self.cc(comps) if comps else None
 
     def cc_all(self, seg: Seg | None, n: int) -> list[dict[str, Any]]:
-        if seg is None or n >= len(seg.f) or not seg.f[n]:  # the usual empty field: no call to reps
-            return []
-        out = []
-        for comps in self.v.reps(seg, n):
-            x = self.cc(comps)
-            if x:
-                out.append(x)
-        return out
+        return self.v.each(seg, n, self.cc)
 
     def mapped(self, table: str, v2_code: str, fallback_system: str = "") -> dict[str, Any] | None:
         """A v2 code (ID/IS) → a Coding through a code map; unmapped codes keep the HL7 table system given."""
@@ -574,39 +599,14 @@ class Types:
     def xpn(self, comps: list[str]) -> dict[str, Any] | None:
         """XPN → HumanName: family (XPN-1.1), given (XPN-2, XPN-3), suffix (4, 6), prefix (5), use (XPN-7)."""
         d = self.v.dec(comps, 7)
-        family = d[0]
-        if d[1]:
-            given = [d[1], d[2]] if d[2] else [d[1]]
-        else:
-            given = [d[2]] if d[2] else []
-        if not family and not given:
-            return None
-        out: dict[str, Any] = {}
-        use_code = d[6]
-        if use_code:
-            hit = self.m_nametype[use_code]
+        use = None
+        if d[6] and (d[0] or d[1] or d[2]):
+            hit = self.m_nametype[d[6]]
             use = hit[0] if hit else None
-            if use:
-                out["use"] = use
-        if family:
-            out["family"] = family
-        if given:
-            out["given"] = given
-        if d[4]:
-            out["prefix"] = [d[4]]
-        if d[3] or d[5]:
-            out["suffix"] = [s for s in (d[3], d[5]) if s]
-        return out
+        return _human_name(d[0], d[1], d[2], d[3], d[4], d[5], use)
 
     def xpn_all(self, seg: Seg | None, n: int) -> list[dict[str, Any]]:
-        if seg is None or n >= len(seg.f) or not seg.f[n]:  # the usual empty field: no call to reps
-            return []
-        out = []
-        for comps in self.v.reps(seg, n):
-            x = self.xpn(comps)
-            if x:
-                out.append(x)
-        return out
+        return self.v.each(seg, n, self.xpn)
 
     def xad(self, comps: list[str]) -> dict[str, Any] | None:
         """XAD → Address: lines (1, 2), city (3), state (4), postal code (5), country (6), use/type (7), district (9)."""
@@ -639,14 +639,7 @@ class Types:
         return out
 
     def xad_all(self, seg: Seg | None, n: int) -> list[dict[str, Any]]:
-        if seg is None or n >= len(seg.f) or not seg.f[n]:  # the usual empty field: no call to reps
-            return []
-        out = []
-        for comps in self.v.reps(seg, n):
-            x = self.xad(comps)
-            if x:
-                out.append(x)
-        return out
+        return self.v.each(seg, n, self.xad)
 
     def xtn(self, comps: list[str], default_use: str = "") -> dict[str, Any] | None:
         """XTN → ContactPoint: XTN-12 or the parts (country 5, area 6, local 7, extension 8), XTN-4 for email."""
@@ -694,14 +687,7 @@ class Types:
         return out
 
     def xtn_all(self, seg: Seg | None, n: int, default_use: str = "") -> list[dict[str, Any]]:
-        if seg is None or n >= len(seg.f) or not seg.f[n]:  # the usual empty field: no call to reps
-            return []
-        out = []
-        for comps in self.v.reps(seg, n):
-            x = self.xtn(comps, default_use)
-            if x:
-                out.append(x)
-        return out
+        return self.v.each(seg, n, self.xtn, default_use)
 
     def xcn(self, comps: list[str], key: tuple[str, ...] | None = None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """XCN → (``xcn_identifier``, ``xcn_name``), new objects each time (practitioners recur: cached).
@@ -722,23 +708,7 @@ class Types:
     def xcn_name(self, comps: list[str]) -> dict[str, Any] | None:
         """XCN-2..7 → HumanName (family, given, middle, suffix, prefix, degree)."""
         d = self.v.dec(comps, 7)
-        family = d[1]
-        if d[2]:
-            given = [d[2], d[3]] if d[3] else [d[2]]
-        else:
-            given = [d[3]] if d[3] else []
-        if not family and not given:
-            return None
-        out: dict[str, Any] = {}
-        if family:
-            out["family"] = family
-        if given:
-            out["given"] = given
-        if d[5]:
-            out["prefix"] = [d[5]]
-        if d[4] or d[6]:
-            out["suffix"] = [s for s in (d[4], d[6]) if s]
-        return out
+        return _human_name(d[1], d[2], d[3], d[4], d[5], d[6])
 
     def xcn_identifier(self, comps: list[str]) -> dict[str, Any] | None:
         """XCN-1 with XCN-9 (assigning authority) and XCN-13 (identifier type) → Identifier."""

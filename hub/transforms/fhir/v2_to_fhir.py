@@ -164,14 +164,7 @@ class _Conv:
         return ref
 
     def practitioner_field(self, seg: Seg | None, n: int) -> list[dict[str, Any]]:
-        if seg is None or n >= len(seg.f) or not seg.f[n]:  # the usual empty field: no call to reps
-            return []
-        out = []
-        for comps in self.v.reps(seg, n):
-            r = self.practitioner(comps)
-            if r:
-                out.append(r)
-        return out
+        return self.v.each(seg, n, self.practitioner)
 
     def location(self, comps: list[str]) -> dict[str, Any] | None:
         """PL → a Location entry identified by its components (point of care, room, bed, facility)."""
