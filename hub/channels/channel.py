@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
@@ -163,7 +164,10 @@ class Channel:
         except InputError as exc:
             return self._rejected(message, exc)
         except Exception as exc:  # noqa: BLE001 - a bug in a transform: keep the message, answer error
-            log.exception("channel %s: transform failed unexpectedly", self.name)
+            # No exception text in the log: it may quote the content. The full reason is stored with the message.
+            tb = traceback.extract_tb(exc.__traceback__)
+            where = f"{tb[-1].filename}:{tb[-1].lineno}" if tb else "?"
+            log.error("channel %s: a transform failed unexpectedly (%s at %s); message kept as error", self.name, type(exc).__name__, where)
             return Processed(message, "error", reason=f"{type(exc).__name__}: {exc}", code="207")
 
     def _rejected(self, message: Message, exc: InputError) -> Processed:

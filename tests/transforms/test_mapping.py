@@ -17,14 +17,14 @@ ADT = (
 ).encode()
 
 
-def pipeline(tmp_path: Path, transforms: str, table: str | None = None, module: str | None = None):
+def pipeline(tmp_path: Path, transforms: str, table: str | None = None, module: str | None = None, module_name: str = "site_rules"):
     home = tmp_path
     (home / "mappings").mkdir(exist_ok=True)
     if table:
         (home / "mappings" / "classes.csv").write_text(table)
     if module:
         (home / "py").mkdir(exist_ok=True)
-        (home / "py" / "site_rules.py").write_text(module)
+        (home / "py" / f"{module_name}.py").write_text(module)
     chan = f"""
 name: t
 source: {{type: memory, format: hl7v2}}
@@ -111,3 +111,11 @@ destinations:
     assert p.status == "accepted" and p.message.parsed.get("PID-5.1") == "ΠΑΠΑΔΟΠΟΥΛΟΣ"
     p = ch.process(ch.make_message(text.format(msh18="||||||UNICODE UTF-8").encode("utf-8")))
     assert p.message.parsed.get("PID-5.2") == "ΕΛΕΝΗ"  # MSH-18 wins over the channel's setting
+
+
+def test_a_transform_bug_keeps_the_message_as_error_without_logging_content(tmp_path, caplog):
+    module = "def boom(message):\n    raise KeyError('DOE^JANE is not a key')\n"
+    ch = pipeline(tmp_path, "[{python: 'buggy_rules:boom'}]", module=module, module_name="buggy_rules")
+    p, _ = run(ch)
+    assert p.status == "error" and "DOE^JANE" in p.reason  # stored with the message for the operator
+    assert "KeyError" in caplog.text and "DOE^JANE" not in caplog.text
