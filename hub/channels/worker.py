@@ -186,7 +186,8 @@ class DeliveryWorker:
             try:
                 assembled = await asyncio.to_thread(self.assembler, [self._message(c) for c in claimed])
             except Exception as exc:  # noqa: BLE001 - an assembler bug must not lose the batch: it retries
-                log.exception("batch for %s/%s could not be assembled", self.channel, self.name)
+                # the type only: an assembler's error text may quote the content (it is stored with the deliveries)
+                log.error("batch for %s/%s could not be assembled (%s); it is retried", self.channel, self.name, type(exc).__name__)
                 await self._mark([(c, self._failed(c, exc)) for c in claimed])
                 break
             included = [c for i, c in enumerate(claimed) if i not in assembled.skipped]
