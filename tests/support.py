@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
@@ -28,3 +31,13 @@ def write_config(folder: Path, hub_yaml: str, channels: dict[str, str]) -> Path:
     for name, text in channels.items():
         (folder / "channels" / f"{name}.yaml").write_text(text)
     return folder
+
+
+async def until(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition", every: float = 0.02) -> None:
+    """Poll ``cond`` until it is true; fail the test after ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        await asyncio.sleep(every)
+    raise AssertionError(f"{what} not met in {timeout}s")

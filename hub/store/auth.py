@@ -30,11 +30,12 @@ import re
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from hub.errors import StoreError
+from hub.store.repository import Repository
 from hub.store.schema import api_tokens, audit_log, sessions, users
 
 __all__ = [
@@ -162,18 +163,8 @@ def _user(row: Any) -> User:
     )
 
 
-class AuthStore:
+class AuthStore(Repository):
     """Users, tokens, sessions and the audit log on top of a :class:`~hub.store.Store`."""
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-
-    # ------------------------------------------------------------------ plumbing
-    def _read(self, fn: Callable[[Connection], Any]) -> Any:
-        return self.store.run_read(fn)
-
-    def _write(self, fn: Callable[[Connection], Any]) -> Any:
-        return self.store.run_write(fn)
 
     # ------------------------------------------------------------------ users
     def add_user(self, name: str, role: str, password: str | None = None) -> User:

@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from sqlalchemy import Connection, func, insert, select, update
 
+from hub.store.repository import Repository
 from hub.store.schema import claim_events, claims, deliveries, messages
 
 __all__ = ["ClaimStore", "Submission", "ClaimChange", "CLAIM_STATUSES", "control_number"]
@@ -78,18 +79,8 @@ def _clip(value: str | None, n: int) -> str | None:
     return None if value is None else str(value)[:n]
 
 
-class ClaimStore:
+class ClaimStore(Repository):
     """Claim submissions and status on top of a :class:`~hub.store.Store`."""
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-
-    # ------------------------------------------------------------------ plumbing
-    def _read(self, fn: Callable[[Connection], Any]) -> Any:
-        return self.store.run_read(fn)
-
-    def _write(self, fn: Callable[[Connection], Any]) -> Any:
-        return self.store.run_write(fn)
 
     # ------------------------------------------------------------------ submissions
     def record_submissions(self, subs: Sequence[Submission], *, at: float | None = None) -> list[int]:

@@ -43,6 +43,7 @@ from hub.store.writer import GroupWriter, store_error
 
 __all__ = [
     "Store",
+    "Repository",
     "NewMessage",
     "NewDelivery",
     "Accepted",
@@ -885,3 +886,17 @@ class Store:
         return self._read(
             lambda conn: list(conn.execute(select(deliveries.c.status).where(deliveries.c.message_id == message_id)).scalars())
         )
+
+
+class Repository:
+    """Base of the repositories that keep their own tables in the store (users and audit, claims …):
+    reads on a reader connection, writes through the store's group-commit writer."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def _read(self, fn: Any) -> Any:
+        return self.store.run_read(fn)
+
+    def _write(self, fn: Any) -> Any:
+        return self.store.run_write(fn)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from support import write_config
+from support import until, write_config
 from hub.channels.file import render_path
 from hub.engine import Engine
 from hub.message import Message
@@ -44,13 +44,6 @@ def reject_bad(message):
 '''
 
 
-async def until(cond, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture

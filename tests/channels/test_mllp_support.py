@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from support import write_config
+from support import until, write_config  # noqa: F401 - until is re-exported to the MLLP test files
 from hub.engine import Engine
 from hub.spec import load_config
 
@@ -98,13 +98,6 @@ async def start_engine(tmp_path: Path, store_url: str, channels: dict[str, str])
     return eng
 
 
-async def until(cond: Callable[[], Any], timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 # ---------------------------------------------------------------------------------------------- a scriptable peer

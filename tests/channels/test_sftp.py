@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from support import until as _until
 from support import need_peer, write_config
 from hub.channels.sftp import (
     SftpDestination,
@@ -265,13 +266,9 @@ def config(home: Path, channel: str, url: str | None = None):
     return cfg
 
 
-async def until(cond, timeout: float = 15.0, what: str = "condition") -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{what} not met in {timeout}s")
+
+async def until(cond, timeout: float = 15.0, what: str = "condition") -> None:  # this file's slower default
+    await _until(cond, timeout, what, every=0.05)
 
 
 def drop(folder: Path, name: str, data: bytes, age: float = 5.0) -> Path:

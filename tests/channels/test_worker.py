@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 
 import pytest
 
-from support import write_config
+from support import until, write_config
 from hub.channels.worker import backoff_delay
 from hub.engine import Engine
 from hub.errors import RetryableDelivery
@@ -27,13 +25,6 @@ destinations:
 """
 
 
-async def until(cond, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 async def start(tmp_path, store_url, chan: str) -> Engine:

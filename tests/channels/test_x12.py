@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import time
 from pathlib import Path
 
 from support import ROOT, SAMPLES, write_config
@@ -83,13 +82,6 @@ def dft(visit: str, control: str, *, diagnoses: bool = True) -> bytes:
     return raw
 
 
-async def until(cond, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 def make_cfg(tmp_path: Path, store_url: str, channels: dict[str, str]):

@@ -219,17 +219,20 @@ class V2:
                 out.append(x)
         return out
 
+    @staticmethod
+    def _field(seg: Seg | None, n: int) -> str:
+        """Field n of ``seg`` as written, or "" when absent, empty or the HL7 null."""
+        if seg is None or n >= len(seg.f):
+            return ""
+        raw = seg.f[n]
+        return "" if raw == _NULL else raw
+
     def reps(self, seg: Seg | None, n: int) -> list[list[str]]:
         """Field n of ``seg``: each non-empty repetition as its list of raw components."""
-        if seg is None:
+        raw = self._field(seg, n)
+        if not raw:
             return []
-        f = seg.f
-        if n >= len(f):
-            return []
-        raw = f[n]
-        if not raw or raw == _NULL:
-            return []
-        if n == 2 and seg.name == "MSH":
+        if n == 2 and seg.name == "MSH":  # type: ignore[union-attr]
             return [[raw]]
         rs, cs = self.rs, self.cs
         if rs and rs in raw:
@@ -238,15 +241,10 @@ class V2:
 
     def first(self, seg: Seg | None, n: int) -> list[str]:
         """The components of the first repetition of field n ([] when empty, or when that repetition is empty)."""
-        if seg is None:
+        raw = self._field(seg, n)
+        if not raw:
             return []
-        f = seg.f
-        if n >= len(f):
-            return []
-        raw = f[n]
-        if not raw or raw == _NULL:
-            return []
-        if n == 2 and seg.name == "MSH":
+        if n == 2 and seg.name == "MSH":  # type: ignore[union-attr]
             return [raw]
         rs = self.rs
         if rs and rs in raw:

@@ -104,6 +104,12 @@ class Er7(str):
         return out
 
 
+def _pad(items: list[str], index: int) -> None:
+    """Grow ``items`` with empty strings so that ``items[index]`` exists."""
+    if index >= len(items):
+        items.extend([""] * (index + 1 - len(items)))
+
+
 def _split(value: str, sep: str) -> list[str]:
     return value.split(sep) if sep and sep in value else [value]
 
@@ -470,8 +476,7 @@ class Hl7Message:
             ri = (p.repetition or 1) - 1
             if ri > 0 and not enc.repetition:
                 raise MappingError(f"{p}: the message has no repetition separator (MSH-2)")
-            if ri >= len(reps):
-                reps.extend([""] * (ri + 1 - len(reps)))
+            _pad(reps, ri)
             if p.component is None:
                 reps[ri] = value
             else:
@@ -479,8 +484,7 @@ class Hl7Message:
                     raise MappingError(f"{p}: the message has no component separator (MSH-2)")
                 comps = _split(reps[ri], enc.component)
                 ci = p.component - 1
-                if ci >= len(comps):
-                    comps.extend([""] * (ci + 1 - len(comps)))
+                _pad(comps, ci)
                 if p.subcomponent is None:
                     comps[ci] = value
                 else:
@@ -488,8 +492,7 @@ class Hl7Message:
                         raise MappingError(f"{p}: the message has no subcomponent separator (MSH-2)")
                     subs = _split(comps[ci], enc.subcomponent)
                     si = p.subcomponent - 1
-                    if si >= len(subs):
-                        subs.extend([""] * (si + 1 - len(subs)))
+                    _pad(subs, si)
                     subs[si] = value
                     comps[ci] = enc.subcomponent.join(_trim(subs))
                 reps[ri] = enc.component.join(_trim(comps))
