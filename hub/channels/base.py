@@ -90,3 +90,7 @@ class Destination(Protocol):
     async def send(self, message: Message) -> str | None: ...
 
     async def close(self) -> None: ...
+
+    # Optional: ``async def send_many(self, messages) -> list[str | None | BaseException]`` sends several in order
+    # and stops at the first failure (its exception is the last item; the rest are not sent). A FIFO worker uses it
+    # for what it claimed at once, so a destination can share work between them (one folder fsync for many files).

@@ -209,10 +209,43 @@ class FileDestination:
         self.ctx = ctx
 
     async def send(self, message: Message) -> str | None:
-        target = self.ctx.resolve(render_path(self.config.path, message))
-        return await asyncio.to_thread(self._write, target, message.raw)
+        return (await self.send_many([message]))[0]  # type: ignore[return-value]
 
-    def _write(self, target: Path, data: bytes) -> str:
+    async def send_many(self, messages: list[Message]) -> list[str | None | BaseException]:
+        """Write the files in order (stopping at the first failure), then fsync each folder once for all of them."""
+        targets = [self.ctx.resolve(render_path(self.config.path, m)) for m in messages]
+        out = await asyncio.to_thread(self._write_all, targets, [m.raw for m in messages])
+        if len(messages) == 1 and isinstance(out[0], BaseException):
+            raise out[0]
+        return out
+
+    def _write_all(self, targets: list[Path], payloads: list[bytes]) -> list[str | None | BaseException]:
+        out: list[str | None | BaseException] = []
+        folders: dict[Path, list[int]] = {}
+        for target, data in zip(targets, payloads):
+            try:
+                written = self._write(target, data)
+            except Exception as exc:  # noqa: BLE001 - the worker classifies it (retry or dead)
+                out.append(exc)
+                break
+            folders.setdefault(written.parent, []).append(len(out))
+            out.append(f"wrote {written} ({len(data)} bytes)")
+        if self.config.fsync:
+            # The renames are durable once their folder is flushed: one fsync per folder for the whole batch.
+            for folder, indexes in folders.items():
+                try:
+                    fd = os.open(folder, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                except OSError as exc:
+                    first = min(indexes)
+                    return [*out[:first], exc]  # not known to be on disk from here on: sent again
+        return out
+
+    def _write(self, target: Path, data: bytes) -> Path:
+        """Write one file under a temporary name (fsynced) and rename it into place; returns its path."""
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
             if self.config.exists == "error":
@@ -230,13 +263,7 @@ class FileDestination:
         finally:
             if tmp.exists():
                 tmp.unlink()
-        if self.config.fsync:
-            fd = os.open(target.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        return f"wrote {target} ({len(data)} bytes)"
+        return target
 
     async def close(self) -> None:
         return None

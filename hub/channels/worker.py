@@ -143,6 +143,9 @@ class DeliveryWorker:
 
     async def _send_in_order(self, claimed: list[Claimed]) -> list[tuple[Claimed, Mark]]:
         marks: list[tuple[Claimed, Mark]] = []
+        many = getattr(self.destination, "send_many", None)
+        if many is not None and len(claimed) > 1:
+            return await self._send_many(many, claimed)
         for i, c in enumerate(claimed):
             mark = await self._attempt(c)
             marks.append((c, mark))
@@ -151,6 +154,26 @@ class DeliveryWorker:
                 for rest in claimed[i + 1 :]:
                     marks.append((rest, Mark(rest.id, "queued", rest.attempts, record=False)))
                 break
+        return marks
+
+    async def _send_many(self, many: Any, claimed: list[Claimed]) -> list[tuple[Claimed, Mark]]:
+        """FIFO through the destination's send_many: the results up to the first failure, the rest handed back."""
+        try:
+            results = await many([self._message(c) for c in claimed])
+        except Exception as exc:  # noqa: BLE001 - as if the first one failed
+            results = [exc]
+        marks: list[tuple[Claimed, Mark]] = []
+        for c, result in zip(claimed, results):
+            if isinstance(result, BaseException):
+                mark = self._failed(c, result)
+            else:
+                self.last_error = None
+                mark = Mark(c.id, "sent", c.attempts + 1, response=result, drop_content=self.drop_content)
+            marks.append((c, mark))
+            if mark.outcome == "retry":
+                break
+        for rest in claimed[len(marks) :]:
+            marks.append((rest, Mark(rest.id, "queued", rest.attempts, record=False)))
         return marks
 
     async def _send_parallel(self, claimed: list[Claimed]) -> list[tuple[Claimed, Mark]]:

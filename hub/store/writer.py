@@ -9,11 +9,32 @@ one bad operation (a unique-key race, say) fails alone and the others still comm
 Why a thread and not the database's own concurrency: SQLite has one writer at a time anyway, and funnelling
 writes through one connection removes lock waits and turns N fsyncs into one per batch — the same reason
 PostgreSQL's own group commit exists. On PostgreSQL the same writer keeps the number of connections small.
+
+Durability per batch: an operation whose class sets ``durable = False`` (a worker's claim or its delivery
+results) is committed without waiting for the disk — ``SET LOCAL synchronous_commit = off`` on PostgreSQL, no
+flush of the WAL on SQLite. Such a commit survives a crash of the hub process; only a power loss before the next
+flush (the next durable commit, or the writer's own flush after FLUSH_AFTER seconds without one) can undo it, and
+undoing a claim or a "sent" mark only makes the delivery go out again (at-least-once). This keeps the delivery
+side's two commits per message off the disk queue that the sources' ACKs wait on.
+
+Pipelined flushes on SQLite (``synchronous: full``): the writer's connection runs ``synchronous=NORMAL`` (a
+commit writes its pages to the WAL file but does not fsync it) and a second thread, the :class:`WalSyncer`,
+fdatasyncs the WAL file and only then resolves the durable batch's futures — so nobody hears "stored" before
+the commit is on disk, exactly as with SQLite's own ``FULL`` (which does that same fdatasync inside the commit),
+and since the WAL is written in order one flush covers every commit before it. What it buys: the writer thread
+runs the next batch's INSERTs while the disk flushes the last one, instead of holding both in one call, and the
+flush waits without the GIL and without a hand-over per step. Measured on the MLLP bench (8 connections, no
+destination): the writer's time per batch went from 2.0 to 0.2–0.7 ms (p50) and the hub from 1,587 to 2,395 msg/s.
+
+Asyncio callers (:meth:`GroupWriter.submit_async`) are woken once per batch and event loop, not once per
+operation: each cross-thread wake-up is a write to the loop's self-pipe plus a GIL hand-over.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import queue
 import sys
 import threading
@@ -26,9 +47,11 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from hub.errors import StoreError
 
-__all__ = ["GroupWriter", "WriteOp"]
+__all__ = ["Durability", "GroupWriter", "WalSyncer", "WriteOp"]
 
 log = logging.getLogger("hub.store")
+
+FLUSH_AFTER = 1.0  # seconds an idle writer leaves relaxed commits before flushing them to disk
 
 
 class WriteOp(Protocol):
@@ -64,23 +87,131 @@ def store_error(exc: BaseException) -> StoreError:
     return StoreError(f"store error: {type(exc).__name__}: {exc}")
 
 
+class Durability(Protocol):
+    """How the writer's connection is set up for durable and relaxed commits (see the module's docstring)."""
+
+    wal_path: str | None  # SQLite with synchronous=full: the WAL file the WalSyncer flushes
+
+    def connected(self, conn: Connection) -> None: ...
+
+    def within(self, conn: Connection, durable: bool) -> None: ...  # first thing inside each transaction
+
+
+def _durable(ops: list[Any]) -> bool:
+    return any(getattr(op, "durable", True) for op in ops)
+
+
+def _settle(pairs: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    """On the event loop: resolve the futures of one batch (a caller that gave up has cancelled its own)."""
+    for fut, result, exc in pairs:
+        if fut.done():
+            continue
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+
+
+class WalSyncer:
+    """Flushes SQLite's WAL file for durable batches, then resolves their futures (see the module's docstring)."""
+
+    def __init__(self, path: str, resolve: Callable[[list[tuple[Any, Any, BaseException | None]]], None]) -> None:
+        self.path = path
+        self.resolve = resolve
+        self._pending: list[tuple[Any, Any, BaseException | None]] = []
+        self._wanted = False  # a flush is asked for (pending may be empty: relaxed commits only)
+        self._cond = threading.Condition()
+        self._stop = False
+        self._fd: int | None = None
+        self._ino: int | None = None
+        self._thread = threading.Thread(target=self._loop, name="hub-store-sync", daemon=True)
+        self._thread.start()
+
+    def submit(self, outcome: list[tuple[Any, Any, BaseException | None]]) -> None:
+        with self._cond:
+            self._pending.extend(outcome)
+            self._wanted = True
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        self._thread.join(timeout=30)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._wanted and not self._stop:
+                    self._cond.wait()
+                if not self._wanted:
+                    return
+                batch, self._pending, self._wanted = self._pending, [], False
+            try:
+                self._sync()
+            except OSError as exc:
+                # Committed but perhaps not on disk: the callers hear an error (a source answers AE, its sender
+                # sends again) rather than an ACK the disk may not keep.
+                log.error("store: flushing the WAL to disk failed: %s", exc)
+                err = StoreError(f"store unavailable: flushing to disk failed: {exc.strerror or exc}")
+                batch = [(fut, None, exc2 if exc2 is not None else err) for fut, _, exc2 in batch]
+            if batch:
+                self.resolve(batch)
+
+    def _sync(self) -> None:
+        # The WAL file lives as long as a connection is open (the writer keeps one); should it have been
+        # replaced (its last connection closed and a new one made it again), flush the new one.
+        ino = os.stat(self.path).st_ino
+        if self._fd is None or ino != self._ino:
+            if self._fd is not None:
+                os.close(self._fd)
+            self._fd = os.open(self.path, os.O_RDONLY)
+            self._ino = ino
+        os.fdatasync(self._fd)
+
+
 class GroupWriter:
-    def __init__(self, engine: Engine, *, batch_max: int = 500, on_batch: Callable[[int, float], None] | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        batch_max: int = 500,
+        on_batch: Callable[[int, float], None] | None = None,
+        durability: Durability | None = None,
+    ) -> None:
         self.engine = engine
         self.batch_max = batch_max
         self.on_batch = on_batch
-        self._queue: queue.SimpleQueue[tuple[Any, Future[Any]] | None] = queue.SimpleQueue()
+        self.durability = durability  # None: every commit waits for the disk
+        self._queue: queue.SimpleQueue[tuple[Any, Any] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
         self._conn: Connection | None = None  # the writer thread's own connection, kept between batches
+        self._unflushed = False  # the last commit was relaxed (not yet on disk)
+        self._syncer: WalSyncer | None = None
 
     def start(self) -> None:
         if self._thread is None:
+            wal = self.durability.wal_path if self.durability is not None else None
+            if wal is not None and self._syncer is None:
+                self._syncer = WalSyncer(wal, self._resolve)
             self._thread = threading.Thread(target=self._loop, name="hub-store-writer", daemon=True)
             self._thread.start()
 
     def submit(self, op: Any) -> Future[Any]:
         fut: Future[Any] = Future()
+        if self._closed:
+            fut.set_exception(StoreError("store is closed"))
+            return fut
+        self._queue.put((op, fut))
+        return fut
+
+    def submit_async(self, op: Any) -> asyncio.Future[Any]:
+        """Like :meth:`submit`, for a caller on an event loop: await the returned future."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self._closed:
             fut.set_exception(StoreError("store is closed"))
             return fut
@@ -96,12 +227,17 @@ class GroupWriter:
             self._queue.put(None)
             self._thread.join(timeout=30)
             self._thread = None
+        if self._syncer is not None:
+            self._syncer.close()
+            self._syncer = None
 
     def _connection(self) -> Connection:
         # One connection for the writer's life: a pool checkout (and its reset-on-return ROLLBACK) per batch
         # costs ~35 µs of CPU on the ingest path. A connection that failed is dropped and a new one opened.
         if self._conn is None:
             self._conn = self.engine.connect()
+            if self.durability is not None:
+                self.durability.connected(self._conn)
         return self._conn
 
     def _drop_connection(self) -> None:
@@ -113,10 +249,21 @@ class GroupWriter:
                 pass
             self._conn = None
 
+    def _flush(self) -> None:
+        """Make relaxed commits durable when no durable commit came after them (the writer is idle)."""
+        self._unflushed = False
+        if self._syncer is not None:
+            self._syncer.submit([])
+
     def _run(self, ops: list[Any]) -> list[Any]:
         conn = self._connection()
         try:
+            if self.durability is None:
+                with conn.begin():
+                    return run_ops(conn, ops)
+            durable = _durable(ops)
             with conn.begin():
+                self.durability.within(conn, durable)
                 return run_ops(conn, ops)
         except Exception:
             if conn.invalidated or isinstance(sys.exc_info()[1], DBAPIError) and sys.exc_info()[1].connection_invalidated:  # type: ignore[union-attr]
@@ -126,7 +273,15 @@ class GroupWriter:
     def _loop(self) -> None:
         stop = False
         while not stop:
-            item = self._queue.get()
+            if self._unflushed:
+                # The last commit did not wait for the disk: if nothing else comes within a second, flush it.
+                try:
+                    item = self._queue.get(timeout=FLUSH_AFTER)
+                except queue.Empty:
+                    self._flush()
+                    continue
+            else:
+                item = self._queue.get()
             if item is None:
                 break
             batch = [item]
@@ -144,26 +299,50 @@ class GroupWriter:
             self._conn.close()
             self._conn = None
 
-    def _commit(self, batch: list[tuple[Any, Future[Any]]]) -> None:
+    def _commit(self, batch: list[tuple[Any, Any]]) -> None:
         started = time.perf_counter()
         ops = [op for op, _ in batch]
+        outcome: list[tuple[Any, Any, BaseException | None]]
         try:
             results = self._run(ops)
+            outcome = [(fut, result, None) for (_, fut), result in zip(batch, results)]
         except Exception as exc:  # noqa: BLE001 - isolate the failing op(s) below
             if len(batch) == 1:
-                batch[0][1].set_exception(self._translate(exc))
-                return
-            log.warning("group commit of %d operations failed (%s); retrying them one by one", len(batch), type(exc).__name__)
-            for op, fut in batch:
-                try:
-                    fut.set_result(self._run([op])[0])
-                except Exception as one_exc:  # noqa: BLE001
-                    fut.set_exception(self._translate(one_exc))
-            return
-        for (_, fut), result in zip(batch, results):
-            fut.set_result(result)
+                outcome = [(batch[0][1], None, self._translate(exc))]
+            else:
+                log.warning("group commit of %d operations failed (%s); retrying them one by one", len(batch), type(exc).__name__)
+                outcome = []
+                for op, fut in batch:
+                    try:
+                        outcome.append((fut, self._run([op])[0], None))
+                    except Exception as one_exc:  # noqa: BLE001
+                        outcome.append((fut, None, self._translate(one_exc)))
+        if self._syncer is None:
+            self._resolve(outcome)
+        elif _durable(ops):
+            self._unflushed = False
+            self._syncer.submit(outcome)  # resolved once the WAL is on disk
+        else:
+            self._unflushed = True
+            self._resolve(outcome)
         if self.on_batch is not None:
             self.on_batch(len(batch), time.perf_counter() - started)
+
+    @staticmethod
+    def _resolve(outcome: list[tuple[Any, Any, BaseException | None]]) -> None:
+        per_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any, BaseException | None]]] = {}
+        for fut, result, exc in outcome:
+            if isinstance(fut, asyncio.Future):
+                per_loop.setdefault(fut.get_loop(), []).append((fut, result, exc))
+            elif exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result)
+        for loop, pairs in per_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, pairs)
+            except RuntimeError:  # the loop is closed: nobody waits for these any more
+                pass
 
     @staticmethod
     def _translate(exc: BaseException) -> BaseException:

@@ -16,7 +16,7 @@ from hub.channels.file import render_path
 from hub.engine import Engine
 from hub.message import Message
 from hub.spec import load_config
-from hub.store import SearchQuery
+from hub.store import NewDelivery, NewMessage, SearchQuery, Store
 
 HUB = "home: ..\nstore: {{url: '{url}'}}\nweb: {{enabled: false}}\npython_path: [py]\n"
 
@@ -174,3 +174,30 @@ def test_path_templates_are_filled_and_made_safe():
     path = render_path("{received_at:%Y/%m/%d}/{message_type}/{control_id}-{message_id}-{patient_id}.{ext}", m)
     assert path == "2026/03/04/ADT^A04/_.._etc_passwd-12-_.hl7"  # one file name: no separator, no '..' component
     assert ".." not in path.split("/")
+
+
+async def test_a_batch_of_files_stops_at_the_first_failure_and_the_rest_are_sent_later(home, store_url):
+    """The worker hands what it claimed to the destination at once (one folder fsync for all); a file that
+    cannot be written goes dead alone and the ones after it are written in the next round, in order."""
+    channel = """
+name: files
+source: {type: memory, format: raw}
+routes: [{name: out, to: [out]}]
+destinations:
+  out: {type: file, path: "out/{control_id}.txt", exists: error, queue: {batch: 10, max_attempts: 1}}
+"""
+    (home / "out").mkdir()
+    (home / "out" / "m2.txt").write_text("already here")
+    with Store(store_url) as store:  # queued before the worker starts: its first claim takes all four
+        store.accept([NewMessage("files", f"m{i}".encode(), "raw", meta={"control_id": f"m{i}"}, deliveries=[NewDelivery("out", route="out")])
+                      for i in range(1, 5)])
+    eng = Engine(config(home, store_url, channel), idle_poll=0.05)
+    await eng.start()
+    try:
+        await until(lambda: all((home / "out" / f"m{i}.txt").exists() for i in (1, 3, 4)))
+        assert (home / "out" / "m2.txt").read_text() == "already here"
+        dead = eng.store.search(SearchQuery(status="dead"))
+        assert [row["control_id"] for row in dead] == ["m2"]
+        assert len(eng.store.search(SearchQuery(status="sent"))) == 3
+    finally:
+        await eng.stop()
