@@ -27,7 +27,7 @@ from hub.errors import Hl7ParseError, MappingError
 
 from .er7 import Hl7Message, format_ts, new_control_id, parse
 from .escaping import DEFAULT_ENCODING_CHARS, EncodingChars, escape
-from .paths import parse_path
+from .paths import Hl7Path, parse_path
 
 __all__ = ["build_ack", "ack_mode", "ack_code", "accept_ack_wanted", "ack_for_unparseable", "TABLE_0357", "version_tuple"]
 
@@ -69,9 +69,18 @@ def version_tuple(version: str | None) -> tuple[int, ...]:
     return tuple(parts) if parts else (2, 5, 1)
 
 
+def _msh(msg: Hl7Message, path: Hl7Path) -> str | None:
+    """A value of the MSH by a pre-parsed path (ACKs are built for every message a source takes)."""
+    seg = msg.segment("MSH")
+    return seg._read_first(path) if seg is not None else None
+
+
+_MSH12, _MSH15, _MSH16 = (parse_path(p) for p in ("MSH-12.1", "MSH-15", "MSH-16"))
+
+
 def ack_mode(msg: Hl7Message) -> str:
     """``"enhanced"`` when the original values MSH-15 or MSH-16 (accept/application ack type), else ``"original"``."""
-    return "enhanced" if (msg.get("MSH-15") or msg.get("MSH-16")) else "original"
+    return "enhanced" if (_msh(msg, _MSH15) or _msh(msg, _MSH16)) else "original"
 
 
 def ack_code(outcome: Any, msg: Hl7Message) -> str:
@@ -88,7 +97,7 @@ def ack_code(outcome: Any, msg: Hl7Message) -> str:
 def accept_ack_wanted(msg: Hl7Message, code: str) -> bool:
     """Whether the sender wants this accept acknowledgement (MSH-15: AL always, NE never, ER only on errors,
     SU only on success). Original mode (MSH-15 empty) always wants one."""
-    cond = (msg.get("MSH-15") or "").upper()
+    cond = (_msh(msg, _MSH15) or "").upper()
     ok = code in ("AA", "CA")
     if cond == "NE":
         return False
@@ -153,7 +162,7 @@ def build_ack(
     fs, cs, ss = enc.field, enc.component, enc.subcomponent or enc.component
     msh = msg.segment("MSH")
     assert msh is not None  # parse() guarantees it
-    version = msg.get("MSH-12.1")
+    version = _msh(msg, _MSH12)
     v = version_tuple(version)
 
     trigger = _component(msh.field(9), enc, 2)

@@ -43,8 +43,9 @@ Writing rules:
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
+import time
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
@@ -888,9 +889,19 @@ def parse(raw: bytes | str, *, encoding: str | None = None) -> Hl7Message:
 
 
 # ---------------------------------------------------------------------- building
+_NOW: list[Any] = [None, ""]  # [second, its DTM]: every ACK wants "now"; two strftime calls cost ~5 µs
+
+
 def format_ts(now: datetime | None = None) -> str:
     """An HL7 DTM: ``YYYYMMDDHHMMSS`` plus ``+/-ZZZZ`` when the datetime is aware (default: now, UTC)."""
-    now = now or datetime.now(timezone.utc)
+    if now is None:
+        second = int(time.time())
+        if _NOW[0] == second:
+            return _NOW[1]
+        now = datetime.fromtimestamp(second, timezone.utc)
+        out = now.strftime("%Y%m%d%H%M%S%z")
+        _NOW[:] = [second, out]
+        return out
     out = now.strftime("%Y%m%d%H%M%S")
     if now.tzinfo is not None:
         out += now.strftime("%z")
@@ -898,8 +909,8 @@ def format_ts(now: datetime | None = None) -> str:
 
 
 def new_control_id() -> str:
-    """A fresh MSH-10: 20 hex characters (MSH-10 is at most 20 characters before v2.7)."""
-    return uuid.uuid4().hex[:20].upper()
+    """A fresh MSH-10: 20 random hex characters (MSH-10 is at most 20 characters before v2.7)."""
+    return os.urandom(10).hex().upper()
 
 
 def new_message(

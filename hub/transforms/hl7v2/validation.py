@@ -25,6 +25,7 @@ from typing import Any
 from hub.errors import Issue
 
 from .er7 import Hl7Message
+from .paths import parse_path
 
 __all__ = ["validate", "check_basic", "KNOWN_VERSIONS", "structure_for"]
 
@@ -78,22 +79,26 @@ def structure_for(message_type: str | None, trigger: str | None, declared: str |
 # ---------------------------------------------------------------------- cheap checks
 _CONTROL_ID_MAX = 20  # MSH-10 length before v2.7 (199 from v2.7)
 _PROCESSING_IDS = {"P", "T", "D"}
+_TYPE, _TRIGGER, _CONTROL, _VERSION, _PROCESSING = (parse_path(p) for p in ("MSH-9.1", "MSH-9.2", "MSH-10", "MSH-12.1", "MSH-11.1"))
 
 
 def check_basic(msg: Hl7Message) -> list[Issue]:
     """Header checks that need no hl7apy (microseconds): MSH-9, MSH-10, MSH-12 valued, version known, MSH-11 in
     table 0103. MSH is always present in a parsed message (parse() refuses input without it)."""
     issues: list[Issue] = []
-    if msg.segment("MSH") is None:  # pragma: no cover - parse() guarantees MSH
+    msh = msg.segment("MSH")
+    if msh is None:  # pragma: no cover - parse() guarantees MSH
         return [Issue("error", "MSH segment missing", "MSH", "100")]
-    if not msg.get("MSH-9.1"):
+    read = msh._read_first  # pre-parsed paths: this runs for every message a source takes
+    mtype = read(_TYPE)
+    if not mtype:
         issues.append(Issue("error", "message type (MSH-9.1) is missing", "MSH-9.1", "101"))
-    elif not msg.get("MSH-9.2") and msg.get("MSH-9.1") != "ACK":
+    elif not read(_TRIGGER) and mtype != "ACK":
         issues.append(Issue("warning", "trigger event (MSH-9.2) is missing", "MSH-9.2", "101"))
-    control_id = msg.get("MSH-10")
+    control_id = read(_CONTROL)
     if not control_id:
         issues.append(Issue("error", "message control id (MSH-10) is missing", "MSH-10", "101"))
-    version = msg.get("MSH-12.1")
+    version = read(_VERSION)
     if not version:
         issues.append(Issue("error", "version id (MSH-12) is missing", "MSH-12", "101"))
     elif version not in KNOWN_VERSIONS:
@@ -102,7 +107,7 @@ def check_basic(msg: Hl7Message) -> list[Issue]:
         issues.append(
             Issue("warning", f"MSH-10 is longer than {_CONTROL_ID_MAX} characters (allowed from v2.7)", "MSH-10", "102")
         )
-    pid = msg.get("MSH-11.1")
+    pid = read(_PROCESSING)
     if not pid:
         issues.append(Issue("error", "processing id (MSH-11) is missing", "MSH-11", "101"))
     elif pid not in _PROCESSING_IDS:
