@@ -92,7 +92,10 @@ class StoreSpec(Strict):
     url: str = Field("sqlite:///var/hub.db", description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db")
     batch_max: int = Field(500, ge=1, description="Most operations the writer commits in one transaction (group commit).")
     synchronous: Literal["full", "normal"] = Field(
-        "full", description="SQLite only: 'full' fsyncs every commit (survives power loss); 'normal' survives a crash of the hub process only."
+        "full",
+        description="SQLite only: 'full' flushes the WAL to disk before a message is acknowledged (survives power loss); "
+        "'normal' survives a crash of the hub process only. With 'full', workers' claims and delivery results are flushed "
+        "within a second (a power loss may send a delivery twice, never lose one).",
     )
     pool_size: int = Field(5, ge=1, description="PostgreSQL connections kept for readers and claims.")
 
