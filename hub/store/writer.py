@@ -54,6 +54,10 @@ log = logging.getLogger("hub.store")
 FLUSH_AFTER = 1.0  # seconds an idle writer leaves relaxed commits before flushing them to disk
 
 
+def _fdatasync(fd: int) -> None:
+    (getattr(os, "fdatasync", None) or os.fsync)(fd)  # macOS has no fdatasync
+
+
 class WriteOp(Protocol):
     """An operation for the writer. Operations of one class may be merged via ``run_batch``."""
 
@@ -152,11 +156,11 @@ class WalSyncer:
                 batch, self._pending, self._wanted = self._pending, [], False
             try:
                 self._sync()
-            except OSError as exc:
+            except Exception as exc:  # noqa: BLE001 - every waiting caller must hear back
                 # Committed but perhaps not on disk: the callers hear an error (a source answers AE, its sender
                 # sends again) rather than an ACK the disk may not keep.
                 log.error("store: flushing the WAL to disk failed: %s", exc)
-                err = StoreError(f"store unavailable: flushing to disk failed: {exc.strerror or exc}")
+                err = StoreError(f"store unavailable: flushing to disk failed: {getattr(exc, 'strerror', None) or exc}")
                 batch = [(fut, None, exc2 if exc2 is not None else err) for fut, _, exc2 in batch]
             if batch:
                 self.resolve(batch)
@@ -170,7 +174,7 @@ class WalSyncer:
                 os.close(self._fd)
             self._fd = os.open(self.path, os.O_RDONLY)
             self._ino = ino
-        os.fdatasync(self._fd)
+        _fdatasync(self._fd)
 
 
 class GroupWriter:
@@ -295,6 +299,8 @@ class GroupWriter:
                     break
                 batch.append(nxt)
             self._commit(batch)
+        if self._unflushed:
+            self._flush()  # stopping: what was committed relaxed goes to disk too
         if self._conn is not None:
             self._conn.close()
             self._conn = None
