@@ -7,6 +7,8 @@
      with no destination at all (what the deliveries' claims and marks cost the ACK path);
    with 5,000 ADT^A01 over 1 connection and over 8 connections: messages/s and p50/p99 of the time from writing a
    frame to reading its ACK. Afterwards every message the hub AA'd is looked up in its store.
+   For scale, the store's own ceiling: sqlite3 alone (no Python around it) inserting into the hub's schema with
+   synchronous=FULL, 1 and 8 messages per commit — 8 connections that each wait for their ACK share at most that.
 2. Memory: the hub with 50,000 deliveries queued for an absent MLLP peer and 200 open idle connections: RSS.
 
 Run: ``make bench`` (or ``pytest -s tests/bench/bench_mllp.py -o python_files='bench_*.py' -o addopts=''``).
@@ -127,6 +129,35 @@ def line(label: str, n: int, seconds: float, lat: list[float]) -> str:
     return f"  {label:48} {n / seconds:8.0f} msg/s   p50 {pct(lat, 0.5):6.2f} ms   p99 {pct(lat, 0.99):6.2f} ms"
 
 
+def sqlite_ceiling(folder: Path, per: int, commits: int = 1500) -> float:
+    """Messages/s of the store's own INSERTs with nothing else: sqlite3 with no Python around it, the hub's schema
+    and synchronous=FULL, ``per`` messages (+ one delivery each) per commit — what 8 connections can share at most."""
+    Store(f"sqlite:///{folder / 'ceiling.db'}").open().close()  # the hub's schema, migrated
+    db = sqlite3.connect(folder / "ceiling.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    body = adt("X", 0)
+    t0 = time.perf_counter()
+    for i in range(commits):
+        db.execute("BEGIN")
+        db.executemany(
+            "INSERT INTO messages (channel, received_at, status, content_type, control_id, message_type, sending_app,"
+            " sending_facility, patient_id, meta, size, raw) VALUES ('bench', ?, 'accepted', 'hl7v2', ?, 'ADT^A01', 'PM',"
+            " 'CLINIC', ?, '{}', ?, ?)",
+            [(time.time(), f"C{i}-{k}", f"MRN{i * per + k:06d}", len(body), body) for k in range(per)],
+        )
+        last = db.execute("SELECT last_insert_rowid()").fetchone()[0]
+        db.executemany(
+            "INSERT INTO deliveries (message_id, channel, destination, route, status, attempts, next_at, created_at,"
+            " updated_at) VALUES (?, 'bench', 'files', 'all', 'queued', 0, ?, ?, ?)",
+            [(last - k, time.time(), time.time(), time.time()) for k in range(per)],
+        )
+        db.execute("COMMIT")
+    seconds = time.perf_counter() - t0
+    db.close()
+    return commits * per / seconds
+
+
 def hub_config(folder: Path, channel: str, sync: str = "full") -> Path:
     hub_yaml = f"home: {folder}\nstore: {{url: 'sqlite:///{folder / 'hub.db'}', synchronous: {sync}}}\nweb: {{enabled: false}}\nlog_level: warning\n"
     return write_config(folder / "config", hub_yaml, {"bench": channel})
@@ -164,6 +195,11 @@ async def test_bench_mllp_throughput_and_latency(tmp_path):
             print(line(f"bare asyncio server, {conns} conn.", N, seconds, lat))
     finally:
         stop(bare)
+    for per in (1, 8):
+        rate = sqlite_ceiling(tmp_path, per)
+        conns = 8 if per == 8 else 1
+        print(f"  {f'SQLite alone, {per} msg per fsynced commit':48} {rate:8.0f} msg/s   "
+              f"= {rate / results[('bare', conns)][0]:.0%} of the bare server at {conns} conn.")
 
     # the hub: MLLP → store (SQLite) → file; synchronous=full is the default (every commit fsynced: survives a power
     # loss), synchronous=normal survives a crash of the hub process but not of the machine
