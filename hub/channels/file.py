@@ -184,6 +184,15 @@ def render_path(template: str, message: Message) -> str:
     return string.Formatter().vformat(template, (), fields)
 
 
+def check_path_template(template: str) -> str:
+    """A destination's ``path``: a format string that :func:`render_path` can fill (for pydantic validators)."""
+    try:
+        list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"bad path template: {exc}") from None
+    return template
+
+
 class FileDestination:
     class Config(DestinationConfig):
         """Write each message to a file: ``{type: file, path: 'var/out/{received_at:%Y/%m/%d}/{control_id}.hl7'}``."""
@@ -198,26 +207,22 @@ class FileDestination:
         @field_validator("path")
         @classmethod
         def _template(cls, v: str) -> str:
-            try:
-                list(string.Formatter().parse(v))
-            except ValueError as exc:
-                raise ValueError(f"bad path template: {exc}") from None
-            return v
+            return check_path_template(v)
 
     def __init__(self, config: Config, ctx: Context) -> None:
         self.config = config
         self.ctx = ctx
 
     async def send(self, message: Message) -> str | None:
-        return (await self.send_many([message]))[0]  # type: ignore[return-value]
+        [result] = await self.send_many([message])
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     async def send_many(self, messages: list[Message]) -> list[str | None | BaseException]:
         """Write the files in order (stopping at the first failure), then fsync each folder once for all of them."""
         targets = [self.ctx.resolve(render_path(self.config.path, m)) for m in messages]
-        out = await asyncio.to_thread(self._write_all, targets, [m.raw for m in messages])
-        if len(messages) == 1 and isinstance(out[0], BaseException):
-            raise out[0]
-        return out
+        return await asyncio.to_thread(self._write_all, targets, [m.raw for m in messages])
 
     def _write_all(self, targets: list[Path], payloads: list[bytes]) -> list[str | None | BaseException]:
         out: list[str | None | BaseException] = []

@@ -67,7 +67,7 @@ import yaml
 from pydantic import Field, field_validator, model_validator
 
 from hub.channels.base import Context, Receiver, Result
-from hub.channels.file import render_path
+from hub.channels.file import check_path_template, render_path
 from hub.channels.schedule import Poller, check_schedule
 from hub.errors import ConfigError, Hl7ParseError, InputError, PermanentDelivery, RetryableDelivery, classify
 from hub.message import Message, Outcome, sniff_content_type
@@ -1083,12 +1083,7 @@ class SftpDestination:
         @field_validator("path")
         @classmethod
         def _template(cls, v: str) -> str:
-            import string
-
-            try:
-                list(string.Formatter().parse(v))
-            except ValueError as exc:
-                raise ValueError(f"bad path template: {exc}") from None
+            check_path_template(v)
             if v.endswith("/"):
                 raise ValueError("the path template must end with a file name")
             return v
