@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from support import until, write_config
-from hub.channels.file import render_path
+from hub.channels.file import FileDestination, render_path
 from hub.engine import Engine
 from hub.message import Message
 from hub.spec import load_config
@@ -176,7 +176,7 @@ def test_path_templates_are_filled_and_made_safe():
     assert ".." not in path.split("/")
 
 
-async def test_a_batch_of_files_stops_at_the_first_failure_and_the_rest_are_sent_later(home, store_url):
+async def test_a_batch_of_files_stops_at_the_first_failure_and_the_rest_are_sent_later(home, store_url, monkeypatch):
     """The worker hands what it claimed to the destination at once (one folder fsync for all); a file that
     cannot be written goes dead alone and the ones after it are written in the next round, in order."""
     channel = """
@@ -191,10 +191,19 @@ destinations:
     with Store(store_url) as store:  # queued before the worker starts: its first claim takes all four
         store.accept([NewMessage("files", f"m{i}".encode(), "raw", meta={"control_id": f"m{i}"}, deliveries=[NewDelivery("out", route="out")])
                       for i in range(1, 5)])
+    batches: list[int] = []
+    real = FileDestination._write_all
+
+    def spy(self, targets, payloads):  # type: ignore[no-untyped-def]
+        batches.append(len(targets))
+        return real(self, targets, payloads)
+
+    monkeypatch.setattr(FileDestination, "_write_all", spy)
     eng = Engine(config(home, store_url, channel), idle_poll=0.05)
     await eng.start()
     try:
         await until(lambda: all((home / "out" / f"m{i}.txt").exists() for i in (1, 3, 4)))
+        assert batches[:2] == [4, 2]  # all four handed over at once; after m2 failed, m3 and m4 together
         assert (home / "out" / "m2.txt").read_text() == "already here"
         dead = eng.store.search(SearchQuery(status="dead"))
         assert [row["control_id"] for row in dead] == ["m2"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 import pytest
 
 from support import until
@@ -18,15 +19,22 @@ def item(cid: str) -> NewMessage:
                       deliveries=[NewDelivery("out")])
 
 
+class Flushes(list):  # type: ignore[type-arg]
+    """Every fdatasync the store's WAL syncer makes, as the file it flushed; ``ended``: when the last one returned."""
+
+    ended = 0.0
+
+
 @pytest.fixture
 def flushes(monkeypatch):
-    """Every fdatasync the store's WAL syncer makes, as the file it flushed."""
-    calls: list[str] = []
+    calls = Flushes()
     real = os.fdatasync
 
     def recording(fd: int) -> None:
         calls.append(os.readlink(f"/proc/self/fd/{fd}"))
+        time.sleep(0.05)  # a slow disk: an answer sent before the flush ends would be seen
         real(fd)
+        calls.ended = time.monotonic()
 
     monkeypatch.setattr(writer_module.os, "fdatasync", recording)
     return calls
@@ -37,7 +45,9 @@ async def test_sqlite_accepts_are_flushed_before_they_return_and_claims_and_mark
     store = Store(f"sqlite:///{tmp_path / 'hub.db'}").open()
     try:
         [accepted] = await store.accept_async([item("A1")])
-        assert flushes and all(p.endswith("hub.db-wal") for p in flushes)  # on disk before accept returned
+        returned = time.monotonic()
+        assert flushes and all(p.endswith("hub.db-wal") for p in flushes)
+        assert flushes.ended <= returned  # on disk before accept returned
         flushes.clear()
         [claimed] = await store.claim("c", "out", limit=10, ordered=False)
         await store.mark([Mark(claimed.id, "sent", 1, response="ok")])
