@@ -259,15 +259,12 @@ class GroupWriter:
         if self._syncer is not None:
             self._syncer.submit([])
 
-    def _run(self, ops: list[Any]) -> list[Any]:
+    def _run(self, ops: list[Any], durable: bool) -> list[Any]:
         conn = self._connection()
         try:
-            if self.durability is None:
-                with conn.begin():
-                    return run_ops(conn, ops)
-            durable = _durable(ops)
             with conn.begin():
-                self.durability.within(conn, durable)
+                if self.durability is not None:
+                    self.durability.within(conn, durable)
                 return run_ops(conn, ops)
         except Exception:
             if conn.invalidated or isinstance(sys.exc_info()[1], DBAPIError) and sys.exc_info()[1].connection_invalidated:  # type: ignore[union-attr]
@@ -308,9 +305,10 @@ class GroupWriter:
     def _commit(self, batch: list[tuple[Any, Any]]) -> None:
         started = time.perf_counter()
         ops = [op for op, _ in batch]
+        durable = _durable(ops)
         outcome: list[tuple[Any, Any, BaseException | None]]
         try:
-            results = self._run(ops)
+            results = self._run(ops, durable)
             outcome = [(fut, result, None) for (_, fut), result in zip(batch, results)]
         except Exception as exc:  # noqa: BLE001 - isolate the failing op(s) below
             if len(batch) == 1:
@@ -320,12 +318,12 @@ class GroupWriter:
                 outcome = []
                 for op, fut in batch:
                     try:
-                        outcome.append((fut, self._run([op])[0], None))
+                        outcome.append((fut, self._run([op], _durable([op]))[0], None))
                     except Exception as one_exc:  # noqa: BLE001
                         outcome.append((fut, None, self._translate(one_exc)))
         if self._syncer is None:
             self._resolve(outcome)
-        elif _durable(ops):
+        elif durable:
             self._unflushed = False
             self._syncer.submit(outcome)  # resolved once the WAL is on disk
         else:
