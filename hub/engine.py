@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,7 +95,10 @@ def build(cfg: Config, *, store: Store | None = None, engine: Any = None, testin
             continue
         name = spec.name
         file = str(cfg.channel_files[name])
-        ctx = Context(home=cfg.home, mappings_dir=cfg.mappings_dir, config=cfg, store=store, engine=engine, channel=name, testing=testing)
+        ctx = Context(
+            home=cfg.home, mappings_dir=cfg.mappings_dir, config=cfg, store=store, engine=engine, channel=name, testing=testing,
+            executor=getattr(engine, "executor", None),
+        )
 
         # source: constructors do no I/O, so `hub check` and `hub test` build it too (and then leave it unused)
         src_conf, src = _component("source", spec.source, ctx, cfg, name, ("source",), problems)
@@ -107,7 +111,7 @@ def build(cfg: Config, *, store: Store | None = None, engine: Any = None, testin
             except ValueError as exc:
                 problems.append(Problem(file, cfg.line(name, "source", "listen")[1], f"source.listen: {exc}"))
             else:
-                if addr in listens:
+                if addr[1] != 0 and addr in listens:  # port 0: any free port, never a clash
                     problems.append(
                         Problem(file, cfg.line(name, "source", "listen")[1], f"source.listen {listen} is already used by {listens[addr]}")
                     )
@@ -171,6 +175,11 @@ def check(cfg: Config) -> list[Problem]:
     return build(cfg).problems
 
 
+# Threads for pipelines off the event loop. They share the GIL, so more would not add speed; a few let a quick
+# message pass one held up by a slow transform (a big 835 through pyx12) and by a python transform waiting on I/O.
+PIPELINE_THREADS = 4
+
+
 def open_store(cfg: Config, *, migrate: bool = True) -> Store:
     s = cfg.hub.store
     return Store(cfg.store_url(), batch_max=s.batch_max, synchronous=s.synchronous, pool_size=s.pool_size, node=cfg.hub.node).open(migrate=migrate)
@@ -193,8 +202,11 @@ class Engine:
         self.started_at: float | None = None
         self._waiters: dict[int, list[asyncio.Future[None]]] = {}
         self.web: Any = None  # the running web app (hub.web.start), when enabled
+        self.executor: ThreadPoolExecutor | None = None  # pipelines kept off the event loop (hub.channels.channel)
 
     async def start(self) -> None:
+        if self.executor is None:
+            self.executor = ThreadPoolExecutor(PIPELINE_THREADS, thread_name_prefix="hub-pipeline")
         if self.store is None:
             self.store = await asyncio.to_thread(open_store, self.cfg)
         store = self.store
@@ -347,6 +359,11 @@ class Engine:
             await p.stop()
         self.pollers = []
         await self._stop_channels()
+        if self.executor is not None:
+            # The sources have stopped; a pipeline still running belongs to an input that was not answered (it is
+            # sent again, or its file stays in the inbox): nothing of it is stored, so it is not waited for.
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            self.executor = None
         if self.store is not None and self._own_store:
             await asyncio.to_thread(self.store.close)
             self.store = None

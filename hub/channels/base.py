@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 from hub.message import Message, Outcome
 
 if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
     from hub.spec import Config
     from hub.store import Store
 
@@ -36,6 +38,7 @@ class Context:
     node: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     channel: str = ""
     testing: bool = False  # built for `hub test`: no sockets, no folders created
+    executor: Executor | None = None  # threads for pipelines too slow for the event loop (None: asyncio's default)
 
     def resolve(self, path: str | os.PathLike[str]) -> Path:
         p = Path(path).expanduser()

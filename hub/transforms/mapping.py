@@ -6,6 +6,10 @@ the message, so these transforms change that copy's document in place and re-ser
 
 ``map`` translates a value through a CSV code table under ``mappings/`` (header row; the key and value
 columns are named in the step or default to the first two). The table is read once, when the channel is built.
+
+``set``, ``copy``, ``delete`` and ``map`` are ``light`` (a few microseconds a message): a channel whose transforms
+are all light runs its pipeline on the event loop; any other transform (``python`` included: its cost is
+unknown) moves the channel's pipeline to a worker thread (see :mod:`hub.channels.channel`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import csv
 import importlib
 import inspect
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 from pydantic import Field
 
@@ -39,6 +43,8 @@ class SetTransform:
         path: str = Field(description="Where to write, in the format's path notation.", examples=["MSH-5", "PV1-3.1"])
         value: str = Field(description="The value (escaped for the format as needed).")
 
+    light: ClassVar[bool] = True  # microseconds a message: may run on the event loop
+
     def __init__(self, config: Config, ctx: TransformContext) -> None:
         self.config = config
 
@@ -56,6 +62,8 @@ class CopyTransform:
         from_: str = Field(alias="from", description="Path to read.")
         to: str = Field(description="Path to write.")
         required: bool = Field(False, description="Reject the message when the source path is empty.")
+
+    light: ClassVar[bool] = True  # microseconds a message: may run on the event loop
 
     def __init__(self, config: Config, ctx: TransformContext) -> None:
         self.config = config
@@ -79,6 +87,8 @@ class DeleteTransform:
         type: Literal["delete"] = "delete"
         path: str | None = None
         paths: list[str] = Field(default_factory=list)
+
+    light: ClassVar[bool] = True  # microseconds a message: may run on the event loop
 
     def __init__(self, config: Config, ctx: TransformContext) -> None:
         self.paths = ([config.path] if config.path else []) + list(config.paths)
@@ -130,6 +140,8 @@ class MapTransform:
         value: str | None = Field(None, description="Column holding the result (default: the second).")
         default: str | None = Field(None, description="Result when the code is not in the table.")
         on_missing: Literal["error", "keep", "empty"] = "error"
+
+    light: ClassVar[bool] = True  # microseconds a message: may run on the event loop
 
     def __init__(self, config: Config, ctx: TransformContext) -> None:
         self.config = config

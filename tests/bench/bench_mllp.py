@@ -14,6 +14,9 @@
    * the store's own: sqlite3 alone (no Python around it) inserting into the hub's schema with synchronous=FULL,
      1 and 8 messages per commit — 8 connections that each wait for their ACK share at most that.
 2. Memory: the hub with 50,000 deliveries queued for an absent MLLP peer and 200 open idle connections: RSS.
+3. Beside a heavy channel: ACK latency on one connection (a message every 2 ms) while another channel of the same
+   hub takes a 2,000-claim 835 through ``x12_835_to_csv`` and ``x12_999`` (pyx12) — the work that used to hold
+   every listener of the hub for seconds, and now runs on a worker thread (hub.channels.channel).
 
 Run: ``make bench`` (or ``pytest -s tests/bench/bench_mllp.py -o python_files='bench_*.py' -o addopts=''``).
 ``HUB_BENCH_N`` sets the message count (default 5000), ``HUB_BENCH_QUEUED`` the queued deliveries (50000).
@@ -193,6 +196,10 @@ def line(label: str, n: int, seconds: float, lat: list[float]) -> str:
     return f"  {label:48} {n / seconds:8.0f} msg/s   p50 {pct(lat, 0.5):6.2f} ms   p99 {pct(lat, 0.99):6.2f} ms"
 
 
+def summary(lat: list[float]) -> str:
+    return f"p50 {pct(lat, 0.5):6.2f} ms   p99 {pct(lat, 0.99):6.2f} ms   max {max(lat) * 1000:7.1f} ms"
+
+
 def sqlite_ceiling(folder: Path, per: int, commits: int = 1500) -> float:
     """Messages/s of the store's own INSERTs with nothing else: sqlite3 with no Python around it, the hub's schema
     and synchronous=FULL, ``per`` messages (+ one delivery each) per commit — what 8 connections can share at most."""
@@ -370,3 +377,74 @@ destinations:
     with sqlite3.connect(folder / "hub.db") as db:
         pending = db.execute("select count(*) from deliveries where status in ('queued', 'retry')").fetchone()[0]
     print(f"  deliveries still waiting for the peer: {pending}")
+
+
+async def test_bench_mllp_latency_beside_a_heavy_channel(tmp_path):
+    from bench_x12 import _write_835
+
+    root = Path(__file__).resolve().parents[2]
+    folder, claims = tmp_path / "heavy", 2000
+    (folder / "in").mkdir(parents=True)
+    port = free_port()
+    mllp = f"""
+name: bench
+source: {{type: mllp, listen: "127.0.0.1:{port}"}}
+routes: [{{name: all, to: [files]}}]
+destinations:
+  files: {{type: file, path: "{folder}/out/{{control_id}}.hl7"}}
+"""
+    remit = f"""
+name: remit
+source: {{type: file, path: "{folder}/in", format: x12, split: none, schedule: 200ms}}
+routes:
+  - name: postings
+    transforms: [{{type: x12_835_to_csv, layout: x12/835_posting_layout.yaml, on_unbalanced: error}}]
+    to: [postings]
+  - name: acknowledge
+    transforms: [{{type: x12_999, partner: clearinghouse}}]
+    to: [acks]
+destinations:
+  postings: {{type: file, path: "{folder}/postings/{{message_id}}.csv"}}
+  acks: {{type: file, path: "{folder}/acks/{{message_id}}.x12"}}
+"""
+    hub_yaml = (f"home: {folder}\nmappings: {root / 'mappings'}\nstore: {{url: 'sqlite:///{folder / 'hub.db'}'}}\n"
+                "web: {enabled: false}\nlog_level: warning\n")
+    cfg = write_config(folder / "config", hub_yaml, {"bench": mllp, "remit": remit})
+    _write_835(folder / "big.835.part", claims)
+    hub = subprocess.Popen([HUB, "run", "--config", str(cfg)])
+    quiet: list[float] = []
+    busy: list[float] = []
+    try:
+        await wait_port(port, hub)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        i = 0
+
+        async def one() -> float:
+            nonlocal i
+            i += 1
+            t0 = time.perf_counter()
+            writer.write(b"\x0b" + adt(f"L{i}", i) + b"\x1c\r")
+            ack = await reader.readuntil(b"\x1c\r")
+            assert b"MSA|AA|" in ack
+            await asyncio.sleep(0.002)
+            return time.perf_counter() - t0 - 0.002
+
+        end = time.monotonic() + 2
+        while time.monotonic() < end:
+            quiet.append(await one())
+        (folder / "big.835.part").rename(folder / "in" / "big.835")
+        def finished() -> bool:  # the 835 moved to done/, its posting CSV and its 999 written
+            done = (folder / "in" / "done" / "big.835").exists()
+            return done and any((folder / "postings").glob("*.csv")) and any((folder / "acks").glob("*.x12"))
+
+        end = time.monotonic() + 60
+        while time.monotonic() < end and not finished():
+            busy.append(await one())
+        took = 60 - (end - time.monotonic())
+        writer.close()
+        assert finished(), "the 835 was not taken, posted and acknowledged within 60 s"
+    finally:
+        stop(hub)
+    print(f"\nMLLP beside a heavy channel: one connection, an ADT every 2 ms; another channel takes a {claims}-claim 835")
+    print(f"  {'before the 835 arrives':40} {len(quiet):6} msgs   {summary(quiet)}")
+    print(f"  {'while it is read, mapped, pyx12-checked':40} {len(busy):6} msgs   {summary(busy)}   ({took:.1f}s until posted and acknowledged)")

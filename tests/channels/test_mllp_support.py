@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +99,18 @@ async def start_engine(tmp_path: Path, store_url: str, channels: dict[str, str])
     return eng
 
 
+
+
+# A `python` transform that holds its message until the test releases it (the pipeline thread waits, the loop
+# must not): {type: python, function: "test_mllp_support:hold"}.
+HOLD_ENTERED = threading.Event()
+HOLD_RELEASE = threading.Event()
+
+
+def hold(message: Any) -> Any:
+    HOLD_ENTERED.set()
+    HOLD_RELEASE.wait(20)
+    return message
 
 
 # ---------------------------------------------------------------------------------------------- a scriptable peer

@@ -16,6 +16,7 @@ import contextlib
 import io
 import json
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -268,11 +269,18 @@ class ValidationReport:
         return out
 
 
+# One pyx12 run at a time: pipelines run on worker threads (hub.channels.channel), and both the logger
+# switch below and pyx12's own module-level map caches assume a single caller. Runs are CPU-bound under the
+# GIL anyway, so taking turns costs nothing.
+_PYX12 = threading.Lock()
+
+
 @contextlib.contextmanager
 def _quiet_pyx12() -> Iterator[None]:
     """pyx12 logs every finding at ERROR on its module loggers; they are reported here as issues instead.
 
-    The ``pyx12`` parent logger is silenced for the call (its children propagate to it), then restored.
+    The ``pyx12`` parent logger is silenced for the call (its children propagate to it), then restored; the
+    caller holds ``_PYX12``, so no other run can restore it while this one still reports.
     """
     lg = logging.getLogger("pyx12")
     saved = (lg.level, lg.propagate)
@@ -351,7 +359,7 @@ def validate_report(raw: bytes) -> ValidationReport:
     parsed: dict[str, Any] = {"interchanges": []}
     if text:
         try:
-            with _quiet_pyx12():
+            with _PYX12, _quiet_pyx12():
                 pyx12.x12n_document.x12n_document(pyx12.params.ParamsBase(), io.StringIO(text), None, None, fd_json=out)
             parsed = json.loads(out.getvalue() or '{"interchanges": []}')
         except Exception as exc:  # pyx12 raises EngineError and friends on input it cannot walk

@@ -206,3 +206,19 @@ def test_readers_refuse_other_transactions() -> None:
         read_999(P837)
     with pytest.raises(X12ParseError, match="not a 277CA"):
         read_277ca(P837)
+
+
+def test_999s_made_on_several_threads_at_once_match_and_pyx12_stays_quiet() -> None:
+    """Pipelines run on worker threads: pyx12 runs take turns, each 999 is what a lone run makes, and pyx12's
+    logger (silenced during a run so findings are not logged with content) is restored afterwards."""
+    import logging
+    from concurrent.futures import ThreadPoolExecutor
+
+    lg = logging.getLogger("pyx12")
+    before = (lg.level, lg.propagate, list(lg.handlers))
+    inputs = [P837, BAD_CODE] * 4
+    alone = [_999(raw) for raw in inputs[:2]]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(_999, inputs))
+    assert together == alone * 4
+    assert (lg.level, lg.propagate, list(lg.handlers)) == before
