@@ -13,6 +13,10 @@ Details worth knowing:
   runs. They remain subclasses, so other users of hl7apy see the same behaviour as before.
 * When MSH-9.3 (message structure) is empty — common before v2.3.1 — the structure is looked up from the
   trigger event (table 0354: ``ADT^A04`` → ``ADT_A01``, ``ADT^A40`` → ``ADT_A39`` …).
+* Segments are put into the structure's groups here (:func:`_place_segments`), not by hl7apy's group finder: that
+  one puts a segment into the first group that may hold it wherever the message is, so the TQ1 after RXE in an
+  RDE^O11 landed in the TIMING group that comes *before* RXE and the required TIMING_ENCODED was reported missing
+  on every well-formed pharmacy order. The walk here reads the structure in order, as HAPI does.
 * Issue messages name the element, never its value (values can be PHI).
 """
 
@@ -172,6 +176,12 @@ def _location(text: str) -> str:
     return ""
 
 
+def _path_order(path: str) -> tuple[str, int]:
+    """``PID-10`` sorts after ``PID-9``."""
+    seg, _, num = path.partition("-")
+    return (seg, int(num) if num.isdigit() else 0)
+
+
 def _child_location(name: str) -> str:
     """``PID_3`` → ``PID-3``; ``EVN`` → ``EVN``; a group name (``ADT_A01_PROCEDURE``) → that name."""
     m = re.fullmatch(r"([A-Z][A-Z0-9]{2})_(\d+)", name)
@@ -208,7 +218,8 @@ def _issue_from(exc: Exception, severity: str) -> Issue:
     if m:
         kind, owner = m.group(1), m.group(2)
         names = [n.strip(" '\"") for n in m.group(3).split(",")]
-        known = [_child_location(n) for n in names if n and n != "None"]
+        # hl7apy lists them from a set: sorted here, so the issue (and an ACK's ERR location) is the same every run
+        known = sorted((_child_location(n) for n in names if n and n != "None"), key=_path_order)
         where = _child_location(owner)
         if known:
             return Issue(severity, f"{', '.join(known)} not allowed in {where}", known[0], "100")
@@ -254,8 +265,9 @@ def _fold_choices(errors: list[Exception], version: str, issues: list[Issue]) ->
     return kept
 
 
-def _hl7apy_parse(text: str, structure: str | None, version: str, enc: dict[str, str]) -> Any:
-    """hl7apy's parse_message, with the structure chosen here (it has no table 0354 of its own)."""
+def _hl7apy_parse(text: str, structure: str | None, version: str, enc: dict[str, str]) -> tuple[Any, list[Issue]]:
+    """hl7apy's parse_message, with the structure chosen here (it has no table 0354 of its own) and the segments
+    put into groups by :func:`_place_segments`; also the issues of segments that fit nowhere."""
     from hl7apy.consts import VALIDATION_LEVEL
     from hl7apy.core import Message
     from hl7apy.exceptions import InvalidName
@@ -266,12 +278,100 @@ def _hl7apy_parse(text: str, structure: str | None, version: str, enc: dict[str,
         m = Message(name=structure, version=version, validation_level=level, encoding_chars=enc)
     except InvalidName:
         m = Message(version=version, validation_level=level, encoding_chars=enc)
-    try:
-        children = parse_segments(text, m.version, enc, level, m.reference, True)
-    except AttributeError:
-        children = parse_segments(text, m.version, enc, level, find_groups=False)
-    m.children = children
-    return m
+    if m.reference is None:  # pragma: no cover - the caller checked the structure exists
+        m.children = parse_segments(text, m.version, enc, level, find_groups=False)
+        return m, []
+    lines = [line.strip() for line in text.split(enc["SEGMENT"]) if line.strip()]
+    m.children, issues = _place_segments(lines, m.reference, structure or m.name, version, enc, level)
+    return m, issues
+
+
+class _Frame:
+    """One open group (or the message) while segments are placed: its structure, the hl7apy element, the index
+    of the structure child used last and how many times in a row it was used."""
+
+    __slots__ = ("children", "element", "pos", "count")
+
+    def __init__(self, reference: Any, element: Any) -> None:
+        self.children = reference[1]  # (name, reference, (min, max), "SEG" | "GRP") in the structure's order
+        self.element = element
+        self.pos = -1
+        self.count = 0
+
+
+def _starts(child: Any) -> set[str]:
+    """The segments an instance of a structure child can begin with (a group: up to its first required child)."""
+    name, ref, _, kind = child
+    if kind == "SEG":
+        return {name}
+    first: set[str] = set()
+    for c in ref[1]:
+        first |= _starts(c)
+        if c[2][0] > 0:
+            break
+    return first
+
+
+def _place_segments(
+    lines: list[str], reference: Any, structure: str, version: str, enc: dict[str, str], level: int
+) -> tuple[list[Any], list[Issue]]:
+    """Parse ``lines`` into hl7apy segments inside the groups of the structure ``reference``, in structure order.
+
+    For each segment, from the innermost open group outwards: the first structure child from the one used last
+    onward that may take it — the same segment again while it may repeat, a later segment, or a group that can
+    begin with it (opened, and the segment placed inside) — wins; groups inside it are closed. Required children
+    that were skipped are left for the Validator to report. A segment that fits nowhere is left out of the tree:
+    silently for a Z-segment (site-defined, allowed anywhere), as an error (0357 code 100, segment sequence
+    error) for any other — it is unknown to the structure, or out of order. hl7apy's own finder dropped both
+    without a word.
+    """
+    from hl7apy.core import Group
+    from hl7apy.parser import parse_segment
+
+    out: list[Any] = []
+    issues: list[Issue] = []
+    stack = [_Frame(reference, None)]
+
+    def add(frame: _Frame, element: Any) -> None:
+        if frame.element is None:
+            out.append(element)
+        else:
+            frame.element.add(element)
+
+    previous = ""
+    for line in lines:
+        name = line[:3]
+        placed = False
+        for depth in range(len(stack) - 1, -1, -1):
+            frame = stack[depth]
+            for i in range(max(frame.pos, 0), len(frame.children)):
+                child = frame.children[i]
+                again = i == frame.pos
+                limit = child[2][1]
+                if name not in _starts(child) or (again and limit != -1 and frame.count >= limit):
+                    continue
+                del stack[depth + 1 :]
+                frame.count = frame.count + 1 if again else 1
+                frame.pos = i
+                while child[3] == "GRP":  # open the group (and the groups it begins with) down to the segment
+                    group = Group(child[0], version=version, reference=child[1], validation_level=level)
+                    add(frame, group)
+                    frame = _Frame(child[1], group)
+                    stack.append(frame)
+                    for j, c in enumerate(frame.children):
+                        if name in _starts(c):
+                            frame.pos, frame.count, child = j, 1, c
+                            break
+                add(frame, parse_segment(line, version, enc, level, child[1]))
+                placed = True
+                break
+            if placed:
+                break
+        if not placed and not name.startswith("Z"):
+            where = f"after {previous}" if previous else "first"
+            issues.append(Issue("error", f"segment {name} is not expected here ({where}) in {structure} v{version}", name, "100"))
+        previous = name
+    return out, issues
 
 
 def validate(msg: Hl7Message, *, version: str | None = None) -> list[Issue]:
@@ -347,7 +447,8 @@ def _validate(msg: Hl7Message, version: str | None) -> list[Issue]:
     _local.errors, _local.warnings = [], []
     try:
         try:
-            parsed = _hl7apy_parse(text, structure, version, enc_dict)
+            parsed, misplaced = _hl7apy_parse(text, structure, version, enc_dict)
+            issues.extend(misplaced)
             Validator.validate(parsed)
         except HL7apyException as exc:
             if not _local.errors and not _local.warnings:

@@ -28,13 +28,32 @@ def test_good_adt_a01_v251_has_no_errors(sample) -> None:
 def test_samples_validate(sample, name: str) -> None:
     msg = parse(sample(name))
     assert check_basic(msg) == []
-    found = errors(validate(msg))
-    if name == "rde_o11.hl7":
-        # hl7apy puts the TQ1 that follows RXE into the optional TIMING group that precedes RXE, then misses the
-        # required TIMING_ENCODED group: a known limitation of its group finder, not a problem of the sample.
-        assert [i.location for i in found] == ["RDE_O11_TIMING_ENCODED"]
-    else:
-        assert found == []
+    assert errors(validate(msg)) == []
+
+
+def test_segments_are_grouped_in_structure_order(sample) -> None:
+    """A TQ1 after RXE belongs to TIMING_ENCODED, one after ORC to TIMING (hl7apy's own group finder put both in
+    TIMING and reported the required TIMING_ENCODED missing on every well-formed RDE^O11)."""
+    rde = sample("rde_o11.hl7")
+    assert errors(validate(parse(rde))) == []
+    both = rde.replace(b"\rRXE|", b"\rTQ1|1||Q12H\rRXE|")  # a TIMING group before RXE too
+    assert errors(validate(parse(both))) == []
+    no_encoded = b"\r".join(line for line in rde.split(b"\r") if not line.startswith(b"TQ1"))
+    assert [i.location for i in errors(validate(parse(no_encoded)))] == ["RDE_O11_TIMING_ENCODED"]
+
+
+def test_segments_out_of_order_or_unknown_are_sequence_errors_and_z_segments_are_allowed(sample) -> None:
+    adt = sample("adt_a01.hl7")
+    lines = adt.rstrip(b"\r").split(b"\r")
+    pid = next(line for line in lines if line.startswith(b"PID"))
+    swapped = b"\r".join(line for line in lines if line is not pid) + b"\r" + pid + b"\r"  # PID after everything
+    found = errors(validate(parse(swapped)))
+    assert ("PID", "100") in {(i.location, i.code) for i in found}
+    assert any("segment PID is not expected here" in i.message for i in found)
+    with_z = adt.replace(b"\rPV1|", b"\rZPI|site^defined\rPV1|", 1)
+    assert errors(validate(parse(with_z))) == []
+    unknown = adt.replace(b"\rPV1|", b"\rQQQ|x\rPV1|", 1)
+    assert [(i.location, i.code) for i in errors(validate(parse(unknown)))] == [("QQQ", "100")]
 
 
 def test_broken_message_gives_issues_with_codes() -> None:
