@@ -51,8 +51,10 @@ def adt(cid: str, i: int) -> bytes:
     ).encode()
 
 
-BARE = r"""
-import asyncio, sys
+# The bare server: cuts frames and answers each with AA at once. The durable floor (FLOOR) is the same server, but
+# each frame is appended to a journal and answered only once a thread's fdatasync (one per group) covers it.
+SERVER = r"""
+import asyncio, os, sys, threading
 
 class Bare(asyncio.Protocol):
     def connection_made(self, transport):
@@ -67,23 +69,20 @@ class Bare(asyncio.Protocol):
             msg, buf = buf[buf.find(b"\x0b") + 1 : end], buf[end + 2 :]
             head = msg.split(b"\r", 1)[0].split(b"|")
             cid = head[9] if len(head) > 9 else b""
-            self.t.write(b"\x0bMSH|^~\\&|BARE|BARE|PM|CLINIC|20260310091500||ACK^A01^ACK|" + cid
-                         + b"|P|2.5.1\rMSA|AA|" + cid + b"\r\x1c\r")
+            self.answer(msg, b"\x0bMSH|^~\\&|BENCH|BENCH|PM|CLINIC|20260310091500||ACK^A01^ACK|" + cid
+                        + b"|P|2.5.1\rMSA|AA|" + cid + b"\r\x1c\r")
         self.buf = buf
 
-async def main():
-    await asyncio.get_running_loop().create_server(Bare, "127.0.0.1", int(sys.argv[1]), backlog=512)
+    def answer(self, msg, ack):
+        self.t.write(ack)
+
+async def serve(protocol):
+    await asyncio.get_running_loop().create_server(protocol, "127.0.0.1", int(sys.argv[1]), backlog=512)
     print("ready", flush=True)
     await asyncio.Event().wait()
-
-asyncio.run(main())
 """
-
-
-# The durable floor: frames are appended to a journal, fdatasynced by a thread in groups, then answered AA.
-FLOOR = r"""
-import asyncio, os, sys, threading
-
+BARE = SERVER + "asyncio.run(serve(Bare))\n"
+FLOOR = SERVER + r"""
 class Journal:
     def __init__(self, path, loop):
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -110,31 +109,14 @@ def answer_all(answers):
     for answer in answers:
         answer()
 
-class Floor(asyncio.Protocol):
-    def connection_made(self, transport):
-        self.t, self.buf = transport, b""
-
-    def data_received(self, data):
-        buf = self.buf + data
-        while True:
-            end = buf.find(b"\x1c\r")
-            if end < 0:
-                break
-            msg, buf = buf[buf.find(b"\x0b") + 1 : end], buf[end + 2 :]
-            head = msg.split(b"\r", 1)[0].split(b"|")
-            cid = head[9] if len(head) > 9 else b""
-            ack = (b"\x0bMSH|^~\\&|FLOOR|FLOOR|PM|CLINIC|20260310091500||ACK^A01^ACK|" + cid
-                   + b"|P|2.5.1\rMSA|AA|" + cid + b"\r\x1c\r")
-            JOURNAL.append(b"\x0b" + msg + b"\x1c\r", lambda ack=ack: self.t.write(ack))
-        self.buf = buf
+class Floor(Bare):
+    def answer(self, msg, ack):
+        JOURNAL.append(b"\x0b" + msg + b"\x1c\r", lambda: self.t.write(ack))
 
 async def main():
     global JOURNAL
-    loop = asyncio.get_running_loop()
-    JOURNAL = Journal(sys.argv[2], loop)
-    await loop.create_server(Floor, "127.0.0.1", int(sys.argv[1]), backlog=512)
-    print("ready", flush=True)
-    await asyncio.Event().wait()
+    JOURNAL = Journal(sys.argv[2], asyncio.get_running_loop())
+    await serve(Floor)
 
 asyncio.run(main())
 """
