@@ -290,10 +290,11 @@ class _Frame:
     """One open group (or the message) while segments are placed: its structure, the hl7apy element, the index
     of the structure child used last and how many times in a row it was used."""
 
-    __slots__ = ("children", "element", "pos", "count")
+    __slots__ = ("children", "starts", "element", "pos", "count")
 
     def __init__(self, reference: Any, element: Any) -> None:
         self.children = reference[1]  # (name, reference, (min, max), "SEG" | "GRP") in the structure's order
+        self.starts = [_starts(c) for c in self.children]
         self.element = element
         self.pos = -1
         self.count = 0
@@ -348,7 +349,7 @@ def _place_segments(
                 child = frame.children[i]
                 again = i == frame.pos
                 limit = child[2][1]
-                if name not in _starts(child) or (again and limit != -1 and frame.count >= limit):
+                if name not in frame.starts[i] or (again and limit != -1 and frame.count >= limit):
                     continue
                 del stack[depth + 1 :]
                 frame.count = frame.count + 1 if again else 1
@@ -358,10 +359,8 @@ def _place_segments(
                     add(frame, group)
                     frame = _Frame(child[1], group)
                     stack.append(frame)
-                    for j, c in enumerate(frame.children):
-                        if name in _starts(c):
-                            frame.pos, frame.count, child = j, 1, c
-                            break
+                    j = next(j for j, first in enumerate(frame.starts) if name in first)  # there is one: see _starts
+                    frame.pos, frame.count, child = j, 1, frame.children[j]
                 add(frame, parse_segment(line, version, enc, level, child[1]))
                 placed = True
                 break
