@@ -7,8 +7,7 @@ import asyncio
 
 import pytest
 
-import test_mllp_support
-from test_mllp_support import Client, adt, mllp_channel, msa, segment, start_engine, until
+from test_mllp_support import HOLD_ENTERED, HOLD_RELEASE, Client, adt, mllp_channel, msa, segment, start_engine, until
 from hub.channels.mllp import Framer, MllpSource, frame, normalise_segments
 from hub.errors import ConfigError, StoreError
 from hub.store import SearchQuery
@@ -88,9 +87,8 @@ async def test_200_messages_over_8_connections_are_all_acked_and_stored(tmp_path
 async def test_a_slow_transform_in_one_channel_does_not_hold_another_listeners_acks(tmp_path):
     """Every listener shares the event loop: a pipeline with a transform not marked light (here a python transform
     that waits) runs on a worker thread, so channel c keeps answering while channel slow is still transforming."""
-    held = test_mllp_support
-    held.HOLD_ENTERED.clear()
-    held.HOLD_RELEASE.clear()
+    HOLD_ENTERED.clear()
+    HOLD_RELEASE.clear()
     slow = mllp_channel(routes="  - {name: all, transforms: [{type: python, function: 'test_mllp_support:hold'}], to: [out]}")
     light = mllp_channel(routes="  - {name: all, transforms: [{type: set, path: MSH-5, value: EHR}], to: [out]}")
     eng = await start_engine(tmp_path, f"sqlite:///{tmp_path / 'hub.db'}", {"c": light, "slow": slow.replace("name: c", "name: slow")})
@@ -98,18 +96,18 @@ async def test_a_slow_transform_in_one_channel_does_not_hold_another_listeners_a
         assert eng.channels["c"].inline and not eng.channels["slow"].inline
         waiting = await Client.connect(eng.sources["slow"].port)
         waiting.writer.write(frame(adt("SLOW1")))
-        await until(held.HOLD_ENTERED.is_set, what="the slow pipeline started")
+        await until(HOLD_ENTERED.is_set, what="the slow pipeline started")
         client = await Client.connect(source(eng).port)
         for i in range(3):
             assert msa(await client.send(adt(f"FAST{i}"), timeout=5))[:2] == ["AA", f"FAST{i}"]
-        held.HOLD_RELEASE.set()
+        HOLD_RELEASE.set()
         assert msa(await waiting.read())[:2] == ["AA", "SLOW1"]
         rows = {r["control_id"]: r["status"] for r in eng.store.search(SearchQuery())}
         assert rows == {"SLOW1": "accepted", "FAST0": "accepted", "FAST1": "accepted", "FAST2": "accepted"}
         client.close()
         waiting.close()
     finally:
-        held.HOLD_RELEASE.set()
+        HOLD_RELEASE.set()
         await eng.stop()
 
 
