@@ -84,8 +84,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"hub: {len(problems)} problem(s) in {cfg.folder}; not starting", file=sys.stderr)
         return 1
     # A pipeline on a worker thread (hub.channels.channel) holds the GIL for up to the switch interval each time the
-    # event loop, the store writer or its flusher come back from a system call: at Python's default 5 ms an MLLP
-    # round trip beside a big 835 took p99 56 ms, at 1 ms 20 ms (the plain MLLP bench: no change).
+    # event loop, the store writer or its flusher come back from a system call. MLLP round trips over 8 s that
+    # include a 2,000-claim 835 on another channel: p99 56 ms at Python's default 5 ms, 20 ms at 1 ms (the plain
+    # MLLP bench: no change).
     sys.setswitchinterval(0.001)
     try:
         asyncio.run(Engine(cfg).run_forever())
