@@ -174,16 +174,10 @@ def _run_case(channel: Channel, case: Case, cfg: Config, batches: dict[str, Any]
     else:
         return CaseResult(channel.name, case.name, False, ["input needs file or text"])
 
-    try:
-        parts = channel.split(raw)
-        processed = [channel.process(channel.make_message(p, meta={"source_ref": case.input.file or "text"})) for p in parts]
-    except InputError as exc:
-        processed = []
-        outcome, reasons = "rejected", [str(exc)]
-    else:
-        order = {"error": 3, "rejected": 2, "accepted": 1, "filtered": 0}
-        outcome = max((p.status for p in processed), key=order.__getitem__) if processed else "filtered"
-        reasons = [p.reason for p in processed if p.reason]
+    processed = channel.process_input(raw, {"source_ref": case.input.file or "text"})  # what receive() runs
+    order = {"error": 3, "rejected": 2, "accepted": 1, "filtered": 0}
+    outcome = max((p.status for p in processed), key=order.__getitem__) if processed else "filtered"
+    reasons = [p.reason for p in processed if p.reason]
 
     exp = case.expect
     if exp.outcome is not None and outcome != exp.outcome:

@@ -402,19 +402,22 @@ destinations:
         i = 0
 
         async def one() -> float:
+            """One round trip (frame written → ACK read), then a 2 ms pause."""
             nonlocal i
             i += 1
             t0 = time.perf_counter()
             writer.write(b"\x0b" + adt(f"L{i}", i) + b"\x1c\r")
             ack = await reader.readuntil(b"\x1c\r")
+            took = time.perf_counter() - t0
             assert b"MSA|AA|" in ack
             await asyncio.sleep(0.002)
-            return time.perf_counter() - t0 - 0.002
+            return took
 
         end = time.monotonic() + 2
         while time.monotonic() < end:
             quiet.append(await one())
         (folder / "big.835.part").rename(folder / "in" / "big.835")
+
         def finished() -> bool:  # the 835 moved to done/, its posting CSV and its 999 written
             done = (folder / "in" / "done" / "big.835").exists()
             return done and any((folder / "postings").glob("*.csv")) and any((folder / "acks").glob("*.x12"))

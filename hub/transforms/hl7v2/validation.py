@@ -276,10 +276,9 @@ def _hl7apy_parse(text: str, structure: str | None, version: str, enc: dict[str,
     level = VALIDATION_LEVEL.TOLERANT  # collect everything; the Validator below applies the strict rules
     try:
         m = Message(name=structure, version=version, validation_level=level, encoding_chars=enc)
-    except InvalidName:
+    except InvalidName:  # a placeholder structure (QBP_Qnn, MFN_Znn): no groups to place segments in
         m = Message(version=version, validation_level=level, encoding_chars=enc)
-    if m.reference is None:  # pragma: no cover - the caller checked the structure exists
-        m.children = parse_segments(text, m.version, enc, level, find_groups=False)
+        m.children = parse_segments(text, version, enc, level, find_groups=False)
         return m, []
     lines = [line.strip() for line in text.split(enc["SEGMENT"]) if line.strip()]
     m.children, issues = _place_segments(lines, m.reference, structure or m.name, version, enc, level)
