@@ -9,8 +9,8 @@ Run it again only when moving to another FHIR release::
 For every resource and complex data type: element path (relative, e.g. ``contact.name``) → ``[min, many, types,
 binding]`` where ``many`` is true for 0..*/1..*, ``types`` the type codes (several for a choice ``value[x]``;
 "BackboneElement"/"Element" for nested parts, whose children are listed under their own paths) and ``binding`` the
-name of a required value set (its codes under ``valuesets``) or null. ``contentReference`` elements point at the
-path they reuse (``"@Questionnaire.item"``).
+name of a required value set (its codes under ``valuesets``, the code systems they come from under ``systems``)
+or null. ``contentReference`` elements point at the path they reuse (``"@Questionnaire.item"``).
 """
 
 from __future__ import annotations
@@ -70,6 +70,16 @@ def main(src: Path) -> None:
                 return None  # an external system (UCUM, BCP-47, MIME types …) or a filter: not checked here
         return codes or None
 
+    def systems_of(url: str) -> list[str]:
+        """The code systems a value set's codes come from (for Coding/CodeableConcept bindings: which codings to check)."""
+        out: list[str] = []
+        for inc in (valuesets[url.split("|")[0]].get("compose") or {}).get("include") or []:
+            if inc.get("system"):
+                out.append(inc["system"])
+            for u in inc.get("valueSet") or []:
+                out += systems_of(u)
+        return out
+
     types: dict[str, dict] = {}
     required: dict[str, list[str]] = {}
     for sd in sds:
@@ -106,7 +116,8 @@ def main(src: Path) -> None:
                 binding = url if url in required else None
             elements[rel] = [int(el.get("min") or 0), el.get("max") not in ("0", "1"), codes, binding]
         types[root] = {"kind": sd["kind"], "base": (sd.get("baseDefinition") or "").rsplit("/", 1)[-1], "elements": elements}
-    out = {"fhirVersion": "4.0.1", "types": types, "valuesets": required}
+    systems = {url: sorted(set(systems_of(url))) for url in required}
+    out = {"fhirVersion": "4.0.1", "types": types, "valuesets": required, "systems": systems}
     data = json.dumps(out, separators=(",", ":"), sort_keys=True).encode()
     OUT.write_bytes(gzip.compress(data, mtime=0))
     print(f"{OUT.relative_to(ROOT)}: {len(types)} types, {sum(len(t['elements']) for t in types.values())} elements, "
