@@ -292,6 +292,8 @@ def cmd_show(args: argparse.Namespace) -> int:
             print(f"  {k}: {msg[k]}")
     if msg.get("error"):
         print(f"  error: {msg['error']}" + (f" (code {msg['error_code']})" if msg.get("error_code") else ""))
+    for w in (msg.get("meta") or {}).get("warnings") or ():
+        print(f"  warning: {w}")
     print(f"--- raw ({msg['content_type']}, {msg['size']} bytes)")
     print(_printable(msg["raw"]))
     for d in msg["deliveries"]:
@@ -563,14 +565,43 @@ def _convert_v2_to_fhir(raw: bytes, args: argparse.Namespace, ctx: Any) -> tuple
     outputs, problems = [], []
     for i, part in enumerate(split_batch(raw), 1):
         try:
+            if getattr(args, "explain", False):
+                outputs.append(_explain_v2_to_fhir(part, conv, i))
+                continue
             out = conv(Message(raw=part, content_type="hl7v2", parsed=parse(part)))
         except InputError as exc:
             problems.append(f"message {i}: {exc}" + (f" (at {exc.location})" if exc.location else ""))
             continue
+        for w in out.meta.get("warnings") or ():  # values left out (invalid: warn): said, not a failure
+            print(f"message {i}: warning: {w}", file=sys.stderr)
         issues = [x for x in validate(out.parsed) if x.severity in ("error", "fatal")]
         problems.extend(f"message {i}: {x}" for x in issues)
         outputs.append(json.dumps(out.parsed.data, indent=2, ensure_ascii=False))
     return outputs, problems
+
+
+def _explain_v2_to_fhir(part: bytes, conv: Any, i: int) -> str:
+    """``--explain``: what each populated v2 component became — the share that reached the Bundle, the
+    components no map covers (location and value), the values left out as invalid, and the resources made."""
+    from collections import Counter
+
+    from hub.transforms.fhir.v2_to_fhir import explain
+
+    bundle, cov, warnings = explain(part, conv.tables, conv.config)
+    reached = sum(1 for _, _, ok in cov if ok)
+    made = Counter(e["resource"]["resourceType"] for e in bundle.get("entry") or [])
+    lines = [
+        f"message {i}: {reached} of {len(cov)} populated components reach the Bundle"
+        + (f" ({100 * reached / len(cov):.0f}%)" if cov else ""),
+        "  resources: " + (", ".join(f"{n} {t}" for t, n in sorted(made.items())) or "none"),
+    ]
+    left = [(loc, val) for loc, val, ok in cov if not ok]
+    if left:
+        lines.append("  not mapped (no row of mappings/fhir covers them):")
+        lines.extend(f"    {loc:<16} {val[:60]}" for loc, val in left)
+    for w in warnings:
+        lines.append(f"  left out: {w}")
+    return "\n".join(lines)
 
 
 def _convert_fhir_to_v2(raw: bytes, args: argparse.Namespace, ctx: Any) -> tuple[list[str], list[str]]:
@@ -789,6 +820,7 @@ def parser() -> argparse.ArgumentParser:
     cv.add_argument("--to", required=True, choices=sorted({b for _, b in CONVERTERS}), help="output format")
     cv.add_argument("--from", dest="source", choices=sorted({a for a, _ in CONVERTERS}), help="input format (default: detected)")
     cv.add_argument("--bundle", default="transaction", choices=["transaction", "batch", "collection"], help="to fhir: the Bundle type")
+    cv.add_argument("--explain", action="store_true", help="to fhir: instead of the Bundle, list which v2 fields reached it, which no map covers and which values were left out as invalid")
     cv.add_argument("--trigger", help="to hl7v2: the ADT trigger for Patient/Encounter content (A04, A08 …)")
     cv.add_argument("--partner", help="to x12: the trading partner in <mappings>/x12/partners.yaml (default: the only one)")
     cv.add_argument("--kind", choices=["P", "I"], help="to x12: 837P or 837I (default: P for a DFT, the Claim's type for FHIR)")

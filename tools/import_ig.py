@@ -95,10 +95,13 @@ def _condition_ok(text: str) -> str | None:
         return f"condition not readable: {exc}"
 
 
-def _target_ok(base: str, target: str) -> tuple[str, str | None]:
+def _target_ok(base: str, target: str, mp: str = "") -> tuple[str, str | None]:
     t = target.strip().replace(" ", "")
     if not t:
         return t, "no target"
+    m = re.fullmatch(r"([A-Za-z0-9_.\[\]]+)\(([A-Z][A-Za-z]+)\)", t)
+    if m and mp.split("[", 1)[-1].rstrip("]").split("-")[0] == m.group(2):
+        t = m.group(1)  # participant.individual(Practitioner) with XCN[Practitioner]: the map makes the resource
     if "(" in t or "??" in t:
         return t, "a resource made inside the target: needs a decision"
     t = t.replace(".uri", ".url").replace("[1-3]", "")
@@ -145,7 +148,7 @@ def import_map(path: Path, kind: str, out_dir: Path, known_maps: set[str]) -> tu
             w.writerow([f"# {ident} ({fname}): not mapped by the IG" + (f" — {note[:120]}" if note else "")])
             continue
         reason = None
-        t, reason = _target_ok(typ, target)
+        t, reason = _target_ok(typ, target, mp)
         if reason is None and value and not re.fullmatch(r'"[^"]*"|-?\d+|true|false', value):
             reason = "the value is a formula or a note, not a constant: needs a function or a decision"
         if reason is None and cond:

@@ -158,6 +158,9 @@ class Channel:
                     result = message.replace(message.raw)  # the route's own copy: transforms change it freely
                     for t in route.transforms:
                         result = t(result)
+                    for w in result.meta.get("warnings") or ():  # values a transform left out: kept with the message (hub show)
+                        if w not in message.meta.setdefault("warnings", []):
+                            message.meta["warnings"].append(w)
                 content = None if result.raw == message.raw and result.content_type == message.content_type else result.raw
                 for dest in route.to:
                     out.deliveries.append(

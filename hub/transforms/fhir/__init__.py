@@ -6,7 +6,7 @@
     meta(doc)                                # control_id, message_type "Bundle^transaction", patient_id …
     bundle = convert(v2_bytes)               # HL7 v2 → a Bundle dict (IG v2-to-FHIR maps)
     v2 = to_v2(bundle_or_resource)           # FHIR → an Hl7Message (ADT, ORM/OML, SIU, RDE, ORU)
-    issues = validate(doc)                   # fhir.resources R4B models → [Issue] (never raises)
+    issues = validate(doc)                   # from .validate: R4 element index → [Issue] (never raises)
 
 Transforms (registered in :mod:`hub.registry`): ``v2_to_fhir``, ``fhir_to_v2``, ``fhir_validate``.
 Mapping tables live under ``mappings/fhir`` (:mod:`.maps`).
@@ -17,7 +17,9 @@ from __future__ import annotations
 from .document import FhirDocument, meta, parse
 from .maps import Tables, load_tables
 
-__all__ = ["FhirDocument", "parse", "meta", "Tables", "load_tables", "convert", "to_v2", "validate", "check_basic"]
+# ``validate`` is not re-exported: the name is its submodule's (``from hub.transforms.fhir.validate import validate``);
+# a lazy attribute of the same name made ``from hub.transforms.fhir import validate`` recurse.
+__all__ = ["FhirDocument", "parse", "meta", "Tables", "load_tables", "convert", "to_v2"]
 
 
 def __getattr__(name: str):  # the converters and validator import lazily (fhir.resources is heavy)
@@ -29,8 +31,4 @@ def __getattr__(name: str):  # the converters and validator import lazily (fhir.
         from .fhir_to_v2 import to_v2
 
         return to_v2
-    if name in ("validate", "check_basic"):
-        from . import validate as _v
-
-        return getattr(_v, name)
     raise AttributeError(name)

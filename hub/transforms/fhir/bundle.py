@@ -4,9 +4,12 @@
   person (the same MRN in the same system) gets the same fullUrl in every Bundle; entries without an identifier
   get a UUIDv5 of the message's control id and their position (stable for the same message).
 * ``transaction`` / ``batch``: an entry with an identifier is written as a conditional update
-  (``PUT Patient?identifier=system|value``: create if absent, else update — no duplicate Patient) or, for
-  resources the message only refers to (a Practitioner, a payer), a conditional create (``POST`` with
-  ``ifNoneExist``). Entries without one are plain ``POST``s.
+  (``PUT Patient?identifier=system|value``: create if absent, else update — no duplicate Patient; the ``fhir_rest``
+  destination merges it into what the server holds) or, for resources the message only refers to (a Practitioner, a
+  payer), a conditional create (``POST`` with ``ifNoneExist``). ``fill`` is a conditional create that the hub's
+  destination also uses to add what the server lacks (a merge's survivor, a lab result's patient); ``replace`` a
+  conditional update that overwrites. Both say so in a ``request.extension`` (``urn:hub:fhir:merge``) the
+  destination strips. Entries without an identifier are plain ``POST``s.
 * References: in a ``transaction`` (and ``collection``) a reference is the target's fullUrl, which the server
   rewrites to the id it assigns; in a ``batch`` (whose entries are processed independently) a reference to an
   entry with an identifier is a logical reference (``{"type": "Patient", "identifier": {...}}``).
@@ -45,6 +48,9 @@ _QUOTE_ASCII = {i: f"%{i:02X}" for i in range(128) if _QUOTE_SAFE.fullmatch(chr(
 
 
 _conditional: dict[str, tuple[str, str, str, str]] = {}  # entry key → (fullUrl, system, value, query value)
+MERGE_URL = "urn:hub:fhir:merge"  # Bundle.entry.request extension read (and stripped) by the fhir_rest destination
+_MERGE_FILL = {"url": MERGE_URL, "valueCode": "fill"}  # (copied into each entry: no object shared between Bundles)
+_MERGE_REPLACE = {"url": MERGE_URL, "valueCode": "replace"}
 
 
 def _query_value(system: str, value: str) -> str:
@@ -100,10 +106,14 @@ class BundleBuilder:
             entry: dict[str, Any] = {"fullUrl": full_url, "resource": resource}
             if self._collection:
                 resource["id"] = full_url[9:]
-            elif mode == "create":
+            elif mode in ("create", "fill"):
                 entry["request"] = {"method": "POST", "url": rtype, "ifNoneExist": "identifier=" + hit[3]}
+                if mode == "fill":  # the hub's fhir_rest also adds what the server lacks (a server that does not know
+                    entry["request"]["extension"] = [dict(_MERGE_FILL)]  # the extension just creates when absent: safe)
             else:
                 entry["request"] = {"method": "PUT", "url": f"{rtype}?identifier={hit[3]}"}
+                if mode == "replace":
+                    entry["request"]["extension"] = [dict(_MERGE_REPLACE)]
             if self._batch:
                 ref: dict[str, Any] = {"type": rtype, "identifier": {"system": system, "value": ident_value} if system else {"value": ident_value}}
             else:
@@ -144,5 +154,6 @@ class BundleBuilder:
         if meta:
             bundle.update(meta)
         bundle["type"] = self.kind
-        bundle["entry"] = list(self.entries)
+        if self.entries:  # a message with nothing to say (an MSH alone) is a Bundle without entries (ele-1)
+            bundle["entry"] = list(self.entries)
         return bundle

@@ -115,7 +115,7 @@ class _Out:
         if codings:
             c = codings[0]
             out = [c.get("code", ""), c.get("display", ""), self.t.system_name(c.get("system"))]
-        if len(codings) > 1:
+        if len(codings) > 1 and not self.t.is_translation(codings[0].get("code"), codings[1]):
             c = codings[1]
             out += [c.get("code", ""), c.get("display", ""), self.t.system_name(c.get("system"))]
         if cc.get("text") and not (codings and codings[0].get("display") == cc["text"]):
@@ -341,7 +341,7 @@ class _Out:
                 self.comps(f"PV1-{n}[{counts[n]}]", self.xcn(part.get("individual")))
         st = enc.get("serviceType")
         if st:
-            self.put("PV1-10", ((st.get("coding") or [{}])[0]).get("code"))
+            self.put("PV1-10", self.code_back("hospital_service", st))
         visit = next((i for i in enc.get("identifier") or [] if not i.get("system", "").startswith(self.t.derived_system("").rstrip(":") or "\0")), None)
         if visit is not None and self.t.derived_system("Encounter") != visit.get("system"):
             cx = self.cx(visit)
@@ -414,7 +414,7 @@ class _Out:
         self.put(f"ORC[{i}]-1", control)
         placer = self.ident_typed(res, "PLAC") or (self.ident_typed(report, "PLAC") if report else None)
         filler = self.ident_typed(res, "FILL") or (self.ident_typed(report, "FILL") if report else None)
-        group = self.ident_typed(res, "PGN")
+        group = self.ident_typed(res, "PGN") or res.get("requisition")  # (the IG: ORC-4 → requisition)
         self.comps(f"ORC[{i}]-2", self.ei(placer))
         self.comps(f"ORC[{i}]-3", self.ei(filler))
         self.comps(f"ORC[{i}]-4", self.ei(group))
@@ -462,9 +462,10 @@ class _Out:
             control = {"revoked": "CA", "on-hold": "HD", "completed": "SC"}.get(sr.get("status", ""), "NW")
             self.orc_obr(sr, i, control=control)
             prio = {"stat": "S", "asap": "A", "routine": "R", "urgent": "T"}.get(sr.get("priority", ""))
-            if kind == "OML" and (prio or sr.get("occurrenceDateTime")):
+            start = sr.get("occurrenceDateTime") or (((sr.get("occurrenceTiming") or {}).get("repeat") or {}).get("boundsPeriod") or {}).get("start")
+            if kind == "OML" and (prio or start):
                 self.put(f"TQ1[{i}]-1", i)
-                self.put(f"TQ1[{i}]-7", self.dtm(sr.get("occurrenceDateTime")))
+                self.put(f"TQ1[{i}]-7", self.dtm(start))
                 self.put(f"TQ1[{i}]-9", prio)
             elif prio:
                 self.put(f"ORC[{i}]-7.6", prio)
@@ -510,7 +511,7 @@ class _Out:
         n_l = n_p = 0
         for part in apt.get("participant") or []:
             r = self.deref(part.get("actor"))
-            if r is None:
+            if r is None or part.get("required") == "information-only":  # SCH-12/16/20 contacts: not resources booked
                 continue
             if r["resourceType"] == "Location":
                 n_l += 1

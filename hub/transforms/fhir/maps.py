@@ -25,7 +25,11 @@ from typing import Any
 
 import yaml
 
+from urllib.parse import quote, unquote
+
 from hub.errors import ConfigError
+
+from .values import is_oid, is_uri, is_uuid, name_of_system_uri, system_uri_of
 
 __all__ = ["Tables", "CodeMap", "CodeMaps", "CodeLookup", "ExtensionRule", "load_tables", "CODE_MAPS"]
 
@@ -134,20 +138,42 @@ class Tables:
         self._cs_cache: dict[str, str] = {}
         self._id_cache: dict[tuple[str, str, str, str], str] = {}
         self._derived_cache: dict[str, str] = {}
-        # v2_to_fhir's caches of values that recur from message to message (they depend on these tables)
+        # the readers' caches of values that recur from message to message (they depend on these tables)
         self._unit_cache: dict[tuple[str, str, str], dict[str, Any]] = {}  # CWE units → Quantity parts
         self._cc_cache: dict[tuple[str, ...], Any] = {}  # CWE → CodeableConcept
         self._xcn_cache: dict[tuple[str, ...], Any] = {}  # XCN → (Identifier, HumanName)
         self._pl_cache: dict[tuple[str, ...], Any] = {}  # PL → Location parts
         self._idt_cache: dict[str, dict[str, str]] = {}  # identifier type code → Coding
+        # v2_to_fhir's results of pure data type maps, per (decoding, timezone): they depend on these tables
+        self.dt_caches: dict[tuple[str, str], dict[tuple[str, int, str], Any]] = {}
         self._maps: CodeMaps | None = None
+        self._translations: set[tuple[str, str, str]] | None = None
         self._lookups: CodeMaps | None = None
+        self._defs: Any = None
+
+    def defs(self) -> Any:
+        """The compiled message, segment and data type tables (:mod:`.mapdefs`), loaded at first use."""
+        if self._defs is None:
+            from .mapdefs import load_defs
+
+            self._defs = load_defs(self.folder)
+        return self._defs
 
     def code_map(self, name: str) -> CodeMap:
         m = self.codes.get(name)
         if m is None:
             m = self.codes[name] = CodeMap(name)
         return m
+
+    def is_translation(self, v2_code: str | None, coding: dict[str, Any]) -> bool:
+        """Whether ``coding`` is what a code map under codes/ makes of ``v2_code`` (the FHIR code v2_to_fhir adds
+        after the sender's coding): fhir_to_v2 writes the sender's code back, not the translation as an alternate."""
+        pairs = self._translations
+        if pairs is None:
+            pairs = self._translations = {
+                (v2.upper(), hit[0], hit[1]) for m in self.codes.values() for v2, hit in m.forward.items()
+            }
+        return (str(v2_code or "").upper(), coding.get("code"), coding.get("system", "")) in pairs
 
     def code_maps(self) -> CodeMaps:
         """The maps of :data:`CODE_MAPS` as attributes (``tables.code_maps().marital_status``), made once."""
@@ -175,10 +201,8 @@ class Tables:
         if uri is None:
             if name.startswith("HL7") and name[3:].isdigit():
                 uri = _HL7_TABLE + name[3:]
-            elif name.startswith(("http://", "https://", "urn:")):
-                uri = name
-            else:
-                uri = _UNKNOWN_CS + name
+            else:  # an OID, a UUID, a URI as it is; any other name percent-encoded (never a space in a system)
+                uri = system_uri_of(name, _UNKNOWN_CS)
         if len(self._cs_cache) < 10000:
             self._cs_cache[name] = uri
         return uri
@@ -192,10 +216,8 @@ class Tables:
             return name
         if uri.startswith(_HL7_TABLE) and uri[len(_HL7_TABLE) :].isdigit():
             return "HL7" + uri[len(_HL7_TABLE) :]
-        if uri.startswith(_UNKNOWN_CS):
-            return uri[len(_UNKNOWN_CS) :]
-        if uri.startswith("urn:oid:"):
-            return uri[8:]
+        if uri.startswith((_UNKNOWN_CS, "urn:oid:")):
+            return name_of_system_uri(uri, _UNKNOWN_CS)
         return uri
 
     # ------------------------------------------------------------------ identifier systems
@@ -210,19 +232,28 @@ class Tables:
                 uri = self.identifier_systems.get(f"{authority}^{type_code}")
             if uri is None:
                 uri = self.identifier_systems.get(authority)
-        if uri is None and universal_id:
+        if uri is None and universal_id:  # only what really is an OID, a UUID or a URI (senders mislabel them)
             ut = universal_type.upper()
-            if ut == "ISO":
+            if ut == "ISO" and is_oid(f"urn:oid:{universal_id}"):
                 uri = f"urn:oid:{universal_id}"
-            elif ut == "UUID":
+            elif ut == "UUID" and is_uuid(f"urn:uuid:{universal_id.lower()}"):
                 uri = f"urn:uuid:{universal_id.lower()}"
-            elif ut in ("URI", "URL"):
+            elif ut in ("URI", "URL") and ":" in universal_id and is_uri(universal_id):
                 uri = universal_id
         if uri is None:
-            uri = self.identifier_system_default.replace("{authority}", authority or universal_id or "local").replace("{type}", type_code or "")
+            uri = self._default_system(authority or universal_id or "local", type_code)
         if len(self._id_cache) < 10000:
             self._id_cache[key] = uri
         return uri
+
+    def _default_system(self, authority: str, type_code: str) -> str:
+        """``identifier_system_default`` for an authority systems.yaml does not list: the name percent-encoded (an
+        OID becomes ``urn:oid:``), so a system is always a valid URI (``NIST MPI`` → ``urn:hub:id:NIST%20MPI``)."""
+        template = self.identifier_system_default.replace("{type}", quote(type_code or "", safe=""))
+        prefix, _, suffix = template.partition("{authority}")
+        if not suffix:
+            return system_uri_of(authority, prefix)
+        return prefix + quote(authority, safe="") + suffix
 
     def authority_of(self, system: str | None) -> tuple[str, str]:
         """Identifier.system → (assigning authority, the type code the system was keyed with, or '')."""
@@ -234,7 +265,9 @@ class Tables:
             return auth, typ
         prefix, _, suffix = self.identifier_system_default.partition("{authority}")
         if prefix and system.startswith(prefix) and (not suffix or system.endswith(suffix)):
-            return system[len(prefix) : len(system) - len(suffix) if suffix else None], ""
+            if not suffix:
+                return name_of_system_uri(system, prefix), ""
+            return unquote(system[len(prefix) : len(system) - len(suffix)]), ""
         if system.startswith("urn:oid:"):
             return system[8:], ""
         return system, ""

@@ -1,28 +1,20 @@
-"""HL7 v2 → FHIR R4 Bundle, after the HL7 v2-to-FHIR Implementation Guide's message, segment, data type and
-vocabulary maps (the IG's CSV tables are in the shared corpus; README lists what is covered).
+"""HL7 v2 → FHIR R4 Bundle: an interpreter of the tables in ``mappings/fhir/`` (see its README).
 
-Messages and what they become (``resource ← segment``):
+The tables — message structures, segment maps, data type maps, code maps, started from the HL7 v2-to-FHIR IG's
+spreadsheets — say what every field becomes; this module only walks them:
 
-* ADT A01/A02/A03/A04/A05/A08/A11/A13/A28/A31: Patient ← PID+PD1, Encounter ← PV1+PV2 (status from the event:
-  A03 finished, A11 cancelled …), RelatedPerson ← NK1, Coverage (+ payer Organization) ← IN1,
-  AllergyIntolerance ← AL1, Condition ← DG1 (and Encounter.diagnosis), Observation ← OBX, Practitioner ← XCN.
-* ADT A40 (merge): the surviving Patient ← PID gets ``link`` *replaces* → the merged Patient ← MRG, which is
-  marked inactive with ``link`` *replaced-by*.
-* SIU S12–S15: Appointment ← SCH+AIS+AIG+AIL+AIP (S15 cancelled), Patient, Location, Practitioner.
-* ORM^O01, OML^O21: ServiceRequest ← ORC+OBR(+TQ1, NTE), Specimen ← SPM, Condition ← DG1, Coverage ← IN1.
-* ORU^R01: DiagnosticReport ← OBR (+ORC), ServiceRequest (basedOn), Observation ← OBX (NM, ST, TX, FT, CE/CWE,
-  SN, DT, TS/DTM, TM, ED; units, reference range, abnormal flags, status), notes ← NTE.
-* RDE^O11: MedicationRequest ← ORC+RXE+TQ1+RXR;  VXU^V04: Immunization ← ORC+RXA+RXR (+OBX);
-  MDM^T02: DocumentReference ← TXA+OBX;  DFT^P03: ChargeItem ← FT1.
+1. the structure (MSH-9.3, else ``structures.csv`` for the trigger event) picks ``messages/STRUCTURE.csv``; a
+   structure without a map is refused with the reason, never half-converted;
+2. the segments are placed into the structure's groups (:func:`_place`, tolerant of what real senders do);
+3. each segment is mapped by the message table's rows for its position: the row's segment map fills a resource
+   *instance* (``Patient[1]``, one ``Observation[2]`` per OBX …) and its references link instances;
+4. every value is converted to its FHIR type and checked as it is written (dates, times, codes, URIs, ids …):
+   an invalid one is left out with a warning (``invalid: warn``, the default) or rejects the message with its
+   location (``invalid: reject``);
+5. instances become Bundle entries (:class:`~.bundle.BundleBuilder`): conditional on the business identifier
+   ``resources.csv`` names, with stable fullUrls.
 
-The result is a Bundle (``transaction`` by default, or ``batch``/``collection``) built by
-:class:`~.bundle.BundleBuilder`: conditional create/update on business identifiers, stable fullUrls.
-Everything is plain dicts serialised once (no pydantic on this path; validation is the ``fhir_validate`` step).
-
-Speed (``tests/bench/bench_fhir.py``; targets ≥ 2,000 ADT^A01/s and ≥ 500 ORU^R01/s per core): segments are read
-through :class:`~.datatypes.V2` (no decoding step for values without escapes); codes, practitioners, places,
-units, times and fullUrls that recur across messages are cached (bounded, per tables) and copied into each Bundle,
-so a Bundle never shares an object with another one. ``tests/transforms/fhir/golden/`` pins the output.
+Everything is plain dicts serialised once (no pydantic on this path). Speed: ``tests/bench/bench_fhir.py``.
 """
 
 from __future__ import annotations
@@ -34,15 +26,18 @@ from typing import Any, Callable, Literal
 
 from pydantic import Field
 
-from hub.errors import Hl7ParseError, MappingError
+from hub.errors import MappingError
 from hub.message import Message
 from hub.spec import TransformConfig
 from hub.transforms.hl7v2 import Hl7Message, parse_path
 from hub.transforms.hl7v2 import parse as parse_v2
 
+from . import r4
 from .bundle import BundleBuilder
+from .conditions import Path
+from .datatypes import V2, Seg, date_of, dtm
 from .document import FhirDocument
-from .datatypes import V2, Seg, Types, date_of
+from .mapdefs import Defs, DatatypeMap, MessageDef, MsgRow, Node, Row, SegmentMap, Target
 from .maps import Tables, load_tables
 
 try:  # orjson is several times faster; the standard library is the fallback
@@ -57,31 +52,1179 @@ except ImportError:  # pragma: no cover - depends on the environment
         return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-__all__ = ["V2ToFhir", "convert", "SUPPORTED", "dumps"]
+try:  # the FHIR primitive checks (values.py); absent only while it is being written
+    from .values import problem as check_value
+except ImportError:  # pragma: no cover
 
-SUPPORTED = {
-    "ADT": {"A01", "A02", "A03", "A04", "A05", "A08", "A11", "A13", "A28", "A31", "A40"},
-    "SIU": {"S12", "S13", "S14", "S15"},
-    "ORM": {"O01"},
-    "OML": {"O21"},
-    "ORU": {"R01"},
-    "RDE": {"O11"},
-    "VXU": {"V04"},
-    "MDM": {"T02"},
-    "DFT": {"P03"},
+    def check_value(type_code: str, value: Any) -> str | None:
+        return None
+
+
+__all__ = ["V2ToFhir", "convert", "dumps", "Conversion"]
+
+_NULL = '""'
+
+
+def _h(*parts: str) -> str:
+    return hashlib.sha1("|".join(parts).encode("utf-8")).hexdigest()[:20]
+
+
+# ============================================================================================ structure placement
+class Occ:
+    """One occurrence of a group (the message itself is the root occurrence): what was placed in it and the
+    resource instances made in it (by label)."""
+
+    __slots__ = ("node", "parent", "labels", "names")
+
+    def __init__(self, node: Node, parent: Occ | None) -> None:
+        self.node = node
+        self.parent = parent
+        self.labels: dict[str, Inst] = {}
+        self.names: dict[str, Seg] = {}  # segment ID → its first segment in this occurrence
+
+    def find(self, name: str) -> Seg | None:
+        o: Occ | None = self
+        while o is not None:
+            s = o.names.get(name)
+            if s is not None:
+                return s
+            o = o.parent
+        return None
+
+
+class _Frame:
+    __slots__ = ("node", "occ", "pos")
+
+    def __init__(self, node: Node, occ: Occ) -> None:
+        self.node = node
+        self.occ = occ
+        self.pos = -1
+
+
+def _fits(child: Node, name: str) -> bool:
+    return child.name == name if not child.children else name in child.starts
+
+
+def _forward(fr: _Frame, name: str) -> int:
+    """The first child of the frame's group, from the one used last onward, that can take segment ``name``."""
+    kids = fr.node.children
+    start = fr.pos if fr.pos >= 0 else 0
+    for i in range(start, len(kids)):
+        c = kids[i]
+        if i == fr.pos and not c.repeats:
+            continue
+        if _fits(c, name):
+            return i
+    return -1
+
+
+def _place(md: MessageDef, segs: list[Seg]) -> tuple[list[tuple[Seg, Node, Occ]], list[tuple[Seg, Occ]]]:
+    """Put each segment into the structure: (segment, position, group occurrence) in message order, and the
+    segments the structure has no place for (Z-segments, strays) with the occurrence they were found in.
+
+    Written by hand (as :mod:`hub.transforms.hl7v2.validation` does for strict validation): walking the structure in
+    order like HAPI, but tolerant — a segment out of order is put where its name fits in an open group rather
+    than refused, since a converter must take what senders really send."""
+    root = Occ(md.root, None)
+    stack = [_Frame(md.root, root)]
+    placed: list[tuple[Seg, Node, Occ]] = []
+    extra: list[tuple[Seg, Occ]] = []
+    for seg in segs:
+        name = seg.name
+        hit = -1
+        depth = len(stack) - 1
+        while depth >= 0:
+            hit = _forward(stack[depth], name)
+            if hit >= 0:
+                break
+            depth -= 1
+        if hit < 0:  # out of order: the innermost open group that has it anywhere, or a group that starts with it
+            depth = len(stack) - 1
+            while depth >= 0:
+                kids = stack[depth].node.children
+                hit = next((i for i, c in enumerate(kids) if _fits(c, name)), -1)
+                if hit >= 0:
+                    break
+                depth -= 1
+        if hit < 0:
+            extra.append((seg, stack[-1].occ))
+            continue
+        del stack[depth + 1 :]
+        fr = stack[depth]
+        fr.pos = hit
+        node = fr.node.children[hit]
+        while node.children:  # open the group (and the groups it starts with) down to the segment
+            occ = Occ(node, fr.occ)
+            fr = _Frame(node, occ)
+            stack.append(fr)
+            i = next(i for i, c in enumerate(node.children) if _fits(c, name))
+            fr.pos = i
+            node = node.children[i]
+        occ = fr.occ
+        if name not in occ.names:
+            occ.names[name] = seg
+        placed.append((seg, node, occ))
+    return placed, extra
+
+
+# ============================================================================================ instances
+class Inst:
+    """One resource being built."""
+
+    __slots__ = ("type", "label", "res", "seq", "filled", "key", "dropped", "same", "texts", "display", "entry")
+
+    def __init__(self, rtype: str, label: str, seq: int) -> None:
+        self.type = rtype
+        self.label = label
+        self.res: dict[str, Any] = {"resourceType": rtype}
+        self.seq = seq
+        self.filled = False  # a map row wrote something (an instance nothing was written to is left out)
+        self.key: dict[str, Any] | None = None
+        self.dropped = False
+        self.same: Inst | None = None  # a duplicate of this earlier instance (same business identifier)
+        self.texts: dict[tuple[str, ...], list[str]] | None = None  # lines collected for a text element
+        self.display = ""
+        self.entry = ""  # how its entry is written when the message table says (fill, replace …)
+
+
+class Ctx:
+    """What a condition or a function reads: the segment being mapped, the field repetition and the data type
+    value being mapped, the group occurrence (for segments of the message)."""
+
+    __slots__ = ("run", "seg", "field", "rep", "dt", "parts", "occ", "inst", "row")
+
+    def __init__(self, run: Conversion, seg: Seg | None, occ: Occ) -> None:
+        self.run = run
+        self.seg = seg
+        self.field = 0
+        self.rep: list[str] | None = None  # components of the repetition being mapped
+        self.dt = ""  # the data type whose value is being mapped
+        self.parts: list[str] | None = None  # its components (or subcomponents)
+        self.occ = occ
+        self.inst: Inst | None = None
+        self.row: Row | None = None
+
+    # ------------------------------------------------------------------ raw access
+    def raw(self, path: Path) -> str:
+        """The value at ``path`` as written (escapes and subcomponents kept); '' when absent or null."""
+        if path.datatype:
+            parts = self.parts
+            if parts is None:
+                return ""
+            c = path.comps[0]
+            v = parts[c - 1] if c <= len(parts) else ""
+            if len(path.comps) > 1 and v:
+                subs = v.split(self.run.v.ss)
+                c2 = path.comps[1]
+                v = subs[c2 - 1] if c2 <= len(subs) else ""
+            return "" if v == _NULL else v
+        seg = self.seg
+        if seg is None or path.seg != seg.name:
+            seg = self.occ.find(path.seg) or self.run.v.seg(path.seg)
+            if seg is None:
+                return ""
+            comps = None
+        else:
+            comps = self.rep if (path.field == self.field and self.rep is not None) else None
+        if not path.field:
+            return seg.name
+        if comps is None:
+            comps = self.run.v.first(seg, path.field)
+            if not comps:
+                return ""
+        if not path.comps:
+            return self.run.v.cs.join(comps) if len(comps) > 1 else ("" if comps[0] == _NULL else comps[0])
+        c = path.comps[0]
+        v = comps[c - 1] if c <= len(comps) else ""
+        if len(path.comps) > 1 and v:
+            subs = v.split(self.run.v.ss)
+            c2 = path.comps[1]
+            v = subs[c2 - 1] if c2 <= len(subs) else ""
+        return "" if v == _NULL else v
+
+    def value(self, path: Path) -> str:
+        """The decoded text at ``path`` (its first component/subcomponent when it has several)."""
+        v = self.raw(path)
+        if not v:
+            return v
+        run = self.run.v
+        if run.cs in v:
+            v = v.split(run.cs, 1)[0]
+        if run.ss and run.ss in v:
+            v = v.split(run.ss, 1)[0]
+        return run.d(v)
+
+    def subs(self, path: Path) -> list[str]:
+        """The decoded parts of the value at ``path``: components of a field, subcomponents of a component."""
+        v = self.raw(path)
+        if not v:
+            return []
+        sep = self.run.v.cs if (not path.datatype and not path.comps) else self.run.v.ss
+        return [self.run.v.d(x) for x in v.split(sep)] if sep and sep in v else [self.run.v.d(v)]
+
+    def count(self, path: Path) -> int:
+        seg = self.seg if self.seg is not None and self.seg.name == path.seg else (self.occ.find(path.seg) or self.run.v.seg(path.seg))
+        if seg is None or path.datatype:
+            return 0
+        return len(self.run.v.reps(seg, path.field))
+
+    def present(self, name: str) -> bool:
+        return self.occ.find(name) is not None
+
+    def valued(self, path: Path) -> bool:
+        """A whole field is valued when any of its components is (``ORC-7 = ^^^20260316^^R``)."""
+        raw = self.raw(path)
+        if not raw:
+            return False
+        v = self.run.v
+        return any(p and p != _NULL for c in raw.split(v.cs) for p in (c.split(v.ss) if v.ss else [c]))
+
+
+# ============================================================================================ the conversion
+class Conversion:
+    """One message's conversion: the V2 reader, the instances, the warnings (``--explain`` adds coverage)."""
+
+    def __init__(self, msg: Hl7Message, tables: Tables, cfg: V2ToFhir.Config, *, explain: bool = False) -> None:
+        self.msg = msg
+        self.v = V2(msg)
+        self.tables = tables
+        self.defs: Defs = tables.defs()
+        self.cfg = cfg
+        self.warnings: list[str] = []
+        self.insts: list[Inst] = []
+        self.latest: dict[str, Inst] = {}  # label → the instance made last
+        self.refs: list[tuple[dict[str, Any], Inst]] = []
+        self.bundle_meta: dict[str, Any] = {}
+        self.explain = explain
+        self.read: set[tuple[int, int, int, int]] = set()  # (segment index, field, repetition, component) written
+        self.extra: list[Seg] = []
+        msh = self.v.segs[0]
+        self.mtype = self.v.val(msh, 9, 1)
+        self.trigger = self.v.val(msh, 9, 2)
+        self.control_id = self.v.val(msh, 10)
+        self.structure = ""
+        self.patient_key = ""
+        self._patient: Inst | None = None
+        self.dt_cache = tables.dt_caches.setdefault((self.v.ckey, cfg.timezone), {})
+
+    # ------------------------------------------------------------------ problems
+    def invalid(self, where: str, why: str) -> None:
+        if self.cfg.invalid == "reject":
+            raise MappingError(f"{where}: {why}", location=where, code="102")
+        text = f"{where}: {why}; left out"
+        if text not in self.warnings:  # one value read by two rows (OBR-7 for the report and its observations)
+            self.warnings.append(text)
+
+    def where(self, ctx: Ctx, row: Row | None = None) -> str:
+        seg = ctx.seg
+        if seg is None:
+            return row.where if row else "?"
+        if row is not None and row.src.seg and not row.src.datatype and row.src.seg != seg.name:
+            seg = ctx.occ.find(row.src.seg) or self.v.seg(row.src.seg) or seg  # a row reading another segment (OBR-7)
+        n = 1
+        for s in self.v.segs[: seg.index]:
+            if s.name == seg.name:
+                n += 1
+        base = f"{seg.name}[{n}]" if n > 1 else seg.name
+        if not ctx.field:
+            return base
+        out = f"{base}-{ctx.field}"
+        if ctx.dt and row is not None and row.src.datatype:
+            out += "." + ".".join(map(str, row.src.comps))
+        elif row is not None and row.src.comps:
+            out += "." + ".".join(map(str, row.src.comps))
+        return out
+
+    # ------------------------------------------------------------------ instances
+    def new_instance(self, rtype: str, label: str) -> Inst:
+        inst = Inst(rtype, label, len(self.insts))
+        self.insts.append(inst)
+        if label:
+            self.latest[label] = inst
+        return inst
+
+    def instance_for(self, row: MsgRow, occ: Occ) -> Inst:
+        if row.creates:
+            inst = self.new_instance(row.type, row.label)
+            occ.labels[row.label] = inst
+            return inst
+        o: Occ | None = occ
+        while o is not None:
+            inst = o.labels.get(row.label)
+            if inst is not None:
+                return inst
+            o = o.parent
+        inst = self.new_instance(row.type, row.label)
+        occ.labels[row.label] = inst
+        return inst
+
+    def lookup(self, label: str, occ: Occ) -> Inst | None:
+        """The instance a reference names: the nearest one from ``occ`` outwards, else the latest made anywhere
+        (an OBX in ORDER_OBSERVATION names the Patient of the sibling PATIENT group)."""
+        o: Occ | None = occ
+        while o is not None:
+            inst = o.labels.get(label)
+            if inst is not None:
+                return inst
+            o = o.parent
+        return self.latest.get(label)
+
+    def reference(self, inst: Inst) -> dict[str, Any]:
+        """A Reference to ``inst``, filled in when the Bundle is built (the target's fullUrl is known then)."""
+        ref: dict[str, Any] = {"reference": ""}
+        self.refs.append((ref, inst))
+        return ref
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> dict[str, Any]:
+        defs = self.defs
+        v = self.v
+        structure = defs.structure(self.mtype, self.trigger, v.val(v.segs[0], 9, 3))
+        md = defs.messages.get(structure or "")
+        if md is None:
+            known = ", ".join(defs.supported())
+            raise MappingError(
+                f"v2_to_fhir has no mapping for {self.mtype or '?'}^{self.trigger or '?'}"
+                + (f" (structure {structure})" if structure else "")
+                + f"; supported: {known}",
+                location="MSH-9",
+                code="200",
+            )
+        self.structure = md.name
+        placed, extra = _place(md, v.segs)
+        self.extra = [s for s, _ in extra]
+        for seg, node, occ in placed:
+            if node.rows:
+                self.map_segment(seg, node, occ)
+        self.apply_extensions()
+        return self.build()
+
+    def map_segment(self, seg: Seg, node: Node, occ: Occ) -> None:
+        ctx = Ctx(self, seg, occ)
+        for row in node.rows:
+            if row.cond is not None and not row.cond(ctx):
+                continue
+            if row.label == "Bundle":
+                for smap in row.maps:
+                    self.apply_map(smap, seg, self.bundle_meta, ctx, None)
+                continue
+            inst = self.instance_for(row, occ)
+            if row.entry and not inst.entry:
+                inst.entry = row.entry
+            slots: dict[Any, Any] = {}
+            if row.maps:
+                ctx.inst = inst
+                for smap in row.maps:
+                    self.apply_map(smap, seg, inst.res, ctx, inst, slots)
+                if inst.type == "Patient" and self._patient is None:
+                    self._patient = inst
+                    self.patient_key = self.key_text(inst)
+            for ref in row.refs:
+                left = inst if ref.left == row.label else self.lookup(ref.left, occ)
+                right = self.lookup(ref.right, occ)
+                if left is None or right is None or right is left:
+                    continue
+                _put(left.res, ref.target, slots if left is inst else {}, 0, self.reference(right))
+
+    # ------------------------------------------------------------------ segment maps
+    def apply_map(self, smap: SegmentMap, seg: Seg, out: dict[str, Any], ctx: Ctx, inst: Inst | None,
+                  slots: dict[Any, Any] | None = None) -> None:
+        v = self.v
+        if slots is None:
+            slots = {}
+        if smap.segment != seg.name:  # a map of another segment on this row (MSH[Provenance-Operator] on EVN)
+            other = ctx.occ.find(smap.segment) or v.seg(smap.segment)
+            if other is None:
+                return
+            seg = other
+            ctx = Ctx(self, seg, ctx.occ)
+            ctx.inst = inst
+        explain = self.explain
+        memo: dict[tuple[Any, int, int, int], bool] = {}
+        for row in smap.rows:
+            src = row.src
+            s = seg if src.seg == seg.name else (ctx.occ.find(src.seg) or v.seg(src.seg))
+            if s is None:
+                continue
+            f = s.f
+            n = src.field
+            if n >= len(f) or not f[n] or f[n] == _NULL:
+                continue
+            if row.fn is not None and getattr(row.fn, "whole_field", False):
+                ctx.field, ctx.rep, ctx.row = n, None, row
+                if row.cond is not None and not row.cond(ctx):
+                    continue
+                val = row.fn(self, ctx, row, v.reps(s, n), *row.args)
+                if val is not None and row.target is not None:
+                    if _put(out, row.target, slots, 0, val) and inst is not None:
+                        inst.filled = True
+                    if explain:
+                        for ri in range(len(v.reps(s, n))):
+                            self.read.add((s.index, n, ri, 0))
+                continue
+            reps = v.reps(s, n)
+            cond = row.cond
+            for ri, comps in enumerate(reps):
+                ctx.field, ctx.rep, ctx.row = n, comps, row
+                ctx.dt, ctx.parts = "", None
+                if cond is not None:
+                    # a condition reads the segment and this repetition only: its value is kept for the other rows
+                    # of this segment that share it
+                    ck = (cond, s.index, n, ri)
+                    ok = memo.get(ck)
+                    if ok is None:
+                        ok = memo[ck] = bool(cond(ctx))
+                    if not ok:
+                        continue
+                if src.comps:
+                    c = src.comps[0]
+                    raw = comps[c - 1] if c <= len(comps) else ""
+                    level = 1
+                    if len(src.comps) > 1 and raw:
+                        subs = raw.split(v.ss) if v.ss else [raw]
+                        c2 = src.comps[1]
+                        raw = subs[c2 - 1] if c2 <= len(subs) else ""
+                        level = 2
+                else:
+                    raw = v.cs.join(comps) if len(comps) > 1 else comps[0]
+                    level = 0
+                if not raw or raw == _NULL:
+                    continue
+                val = self.value(row, raw, level, ctx)
+                if val is None:
+                    continue
+                if row.merge:  # $this: the map's content goes into the resource itself (SCH-11 TQ → start, end)
+                    if isinstance(val, dict) and val:
+                        _merge_into(out, val)
+                        if inst is not None:
+                            inst.filled = True
+                        if explain:
+                            self.mark(s, n, ri, src.comps[0] if src.comps else 0, row, raw, level)
+                    continue
+                if row.target is None:
+                    continue
+                if _put(out, row.target, slots, ri, val):
+                    if inst is not None:
+                        inst.filled = True
+                    if explain:
+                        self.mark(s, n, ri, src.comps[0] if src.comps else 0, row, raw, level)
+
+    def mark(self, seg: Seg, field: int, rep: int, comp: int, row: Row, raw: str, level: int) -> None:
+        """Record which components reached the output (``--explain``)."""
+        read = self.read
+        for a in (*row.args, *row.reads):  # what a function or the condition reads besides the value (PID-3.4, OBX-2)
+            if isinstance(a, Path) and a.seg == seg.name and a.field:
+                read.add((seg.index, a.field, rep if a.field == field else 0, a.comps[0] if a.comps else 0))
+        if comp:
+            read.add((seg.index, field, rep, comp))
+            return
+        if row.kind == "map" and row.map is not None:
+            for r in row.map.rows:
+                if r.src.datatype:
+                    read.add((seg.index, field, rep, r.src.comps[0]))
+                for a in (*r.args, *r.reads):
+                    if isinstance(a, Path) and a.datatype and a.comps:
+                        read.add((seg.index, field, rep, a.comps[0]))
+        else:
+            read.add((seg.index, field, rep, 0))
+
+    def coverage(self) -> list[tuple[str, str, bool]]:
+        """After ``run()`` with ``explain``: every populated component of the message as (location, value,
+        reached the output). A component counts as reached when a row wrote it (or a row wrote its whole field
+        repetition: a function reading the field). MSH-1/MSH-2 (the delimiters) are not data."""
+        v = self.v
+        read = self.read
+        out: list[tuple[str, str, bool]] = []
+        seen: dict[str, int] = {}
+        for seg in v.segs:
+            k = seen[seg.name] = seen.get(seg.name, 0) + 1
+            name = seg.name if k == 1 else f"{seg.name}[{k}]"
+            for n in range(1, len(seg.f)):
+                if seg.name == "MSH" and n <= 2:
+                    continue
+                if not seg.f[n]:
+                    continue
+                reps = v.reps(seg, n)
+                for ri, comps in enumerate(reps):
+                    whole = (seg.index, n, ri, 0) in read
+                    for ci, c in enumerate(comps, 1):
+                        if not c or c == _NULL:
+                            continue
+                        loc = f"{name}-{n}" + (f"({ri + 1})" if len(reps) > 1 else "") + (f".{ci}" if len(comps) > 1 else "")
+                        out.append((loc, v.d(c) if v.cs not in c else c, whole or (seg.index, n, ri, ci) in read))
+        return out
+
+    # ------------------------------------------------------------------ values
+    def value(self, row: Row, raw: str, level: int, ctx: Ctx) -> Any:
+        kind = row.kind
+        if kind == "const":
+            c = row.const
+            return _copy(c) if isinstance(c, (dict, list)) else c  # each Bundle its own objects
+        if kind == "fn":
+            return row.fn(self, ctx, row, raw, *row.args)  # type: ignore[misc]
+        v = self.v
+        if kind == "map":
+            mp = row.map
+            assert mp is not None
+            val = self.apply_datatype(mp, raw, level, ctx)
+            if val is None:
+                return None
+            if mp.primitive:
+                return self.primitive(row, val, ctx)
+            if mp.resource:  # a resource of its own, unless the row merges its content here ($this)
+                return val if row.merge else self.resource_value(mp, val)
+            if row.vocab and isinstance(val, dict):
+                self.vocab_coding(row, val)
+            return val
+        if kind in ("text", "formatted"):
+            if level < 2 and v.ss and level == 1:
+                pass
+            text = v.text(raw) if kind == "formatted" else v.d(raw)
+            return self.primitive(row, text, ctx, raw_text=True) if text else None
+        # a primitive: the first component (subcomponent) of what the row reads
+        if level == 0 and v.cs in raw:
+            raw = raw.split(v.cs, 1)[0]
+        if level <= 1 and v.ss and v.ss in raw:
+            raw = raw.split(v.ss, 1)[0]
+        if not raw or raw == _NULL:
+            return None
+        return self.primitive(row, v.d(raw), ctx)
+
+    def vocab_coding(self, row: Row, cc: dict[str, Any]) -> None:
+        """A CodeableConcept/Coding the row's vocabulary knows: the sender's coding first, the mapped one added
+        after it (a Coding, which holds one, becomes the mapped one)."""
+        codings = cc.get("coding") if "coding" in cc else None
+        first = codings[0] if codings else (cc if "code" in cc else None)
+        if first is None:
+            return
+        hit = self.tables.code_map(row.vocab).get(first.get("code"))
+        if hit is None:
+            return
+        code, system, display = hit
+        mapped = {k: x for k, x in (("system", system), ("code", code), ("display", display)) if x}
+        if codings is not None:
+            if not any(c.get("system") == mapped.get("system") and c.get("code") == code for c in codings):
+                codings.insert(1, mapped)
+        else:
+            cc.clear()
+            cc.update(mapped)
+
+    def primitive(self, row: Row, text: str, ctx: Ctx, raw_text: bool = False) -> Any:
+        ftype = row.ftype
+        vocab = row.vocab
+        if ftype not in _TEXT_TYPES:  # senders pad fields ("DONOR "): a code, date or id carries no outer spaces
+            text = " ".join(text.split()) if ftype == "code" else text.strip()
+            if not text:
+                return None
+        if ftype in ("Coding", "CodeableConcept"):  # a bare code (ID/IS) → a coding: mapped, else its HL7 table's
+            hit = self.tables.code_map(vocab).get(text) if vocab else None
+            sent = {"system": f"http://terminology.hl7.org/CodeSystem/v2-{row.table}", "code": text} if row.table else None
+            if hit is not None:
+                code, system, display = hit
+                coding = {k: x for k, x in (("system", system), ("code", code), ("display", display)) if x}
+            elif sent is not None:
+                coding, sent = sent, None
+            else:
+                return None
+            if ftype == "Coding":
+                return coding
+            # the sender's code first, the mapped coding after it (README: nothing the sender said is lost)
+            same = sent is None or (sent["system"] == coding.get("system") and sent["code"] == coding.get("code"))
+            return {"coding": [coding] if same else [sent, coding]}
+        if vocab:
+            hit = self.tables.code_map(vocab).get(text)
+            if hit is not None:
+                text = hit[0]
+            elif ftype == "boolean":
+                text = text.lower()
+            if row.binding is not None and text not in row.binding:
+                if ctx.seg is not None and row.src.seg == ctx.seg.name:
+                    self.invalid(self.where(ctx, row), f"code not in the FHIR value set of {row.target.text if row.target else ''}")
+                return None
+        elif row.binding is not None and text not in row.binding:
+            self.invalid(self.where(ctx, row), f"code not in the FHIR value set of {row.target.text if row.target else ''}")
+            return None
+        conv = _CONVERT.get(ftype)
+        if conv is None:
+            val: Any = text
+        else:
+            val = conv(self, text)
+            if val is None:
+                self.invalid(self.where(ctx, row), f"not a valid {ftype}")
+                return None
+        problem = check_value(ftype, val)
+        if problem is not None:
+            self.invalid(self.where(ctx, row), problem)
+            return None
+        return val
+
+    def apply_datatype(self, mp: DatatypeMap, raw: str, level: int, ctx: Ctx) -> Any:
+        """A data type map applied to one value. The result of a pure map (codes, practitioners, places, most
+        identifiers) is kept per text and handed out as a copy: the same practitioner in every message of the day
+        is made once (unless making it left a warning: then every message gets its warning)."""
+        if not mp.pure or self.explain:
+            return self._apply_datatype(mp, raw, level, ctx)
+        cache = self.dt_cache
+        key = (mp.name, level, raw)
+        hit = cache.get(key, _MISS)
+        if hit is not _MISS:
+            return _copy(hit)
+        warned = len(self.warnings)
+        val = self._apply_datatype(mp, raw, level, ctx)
+        if len(self.warnings) == warned:
+            if len(cache) >= _DT_CACHE_SIZE:
+                cache.clear()
+            cache[key] = _copy(val)
+        return val
+
+    def _apply_datatype(self, mp: DatatypeMap, raw: str, level: int, ctx: Ctx) -> Any:
+        v = self.v
+        sep = v.cs if level == 0 else (v.ss if level == 1 else "")
+        parts = raw.split(sep) if sep and sep in raw else [raw]
+        saved = ctx.dt, ctx.parts
+        ctx.dt, ctx.parts = mp.datatype, parts
+        try:
+            if mp.primitive:  # the text of the first row that has one; the outer row converts it
+                for r in mp.rows:
+                    c = r.src.comps[0]
+                    p = parts[c - 1] if c <= len(parts) else ""
+                    if v.ss and level == 0 and v.ss in p:
+                        p = p.split(v.ss, 1)[0]
+                    if not p or p == _NULL:
+                        continue
+                    if r.cond is not None and not r.cond(ctx):
+                        continue
+                    text = v.text(p) if r.kind == "formatted" else v.d(p)
+                    if text:
+                        return text
+                return None
+            out: dict[str, Any] = {}
+            slots: dict[Any, Any] = {}
+            for r in mp.rows:
+                c = r.src.comps[0]
+                p = parts[c - 1] if c <= len(parts) else ""
+                if len(r.src.comps) > 1 and p:
+                    subs = p.split(v.ss) if v.ss else [p]
+                    c2 = r.src.comps[1]
+                    p = subs[c2 - 1] if c2 <= len(subs) else ""
+                    lvl = level + 2
+                else:
+                    lvl = level + 1
+                if not p or p == _NULL:
+                    continue
+                if r.cond is not None and not r.cond(ctx):
+                    continue
+                val = self.value(r, p, lvl, ctx)
+                if val is None:
+                    continue
+                if r.merge:
+                    if isinstance(val, dict):
+                        _merge_into(out, val)
+                    continue
+                if r.target is not None:
+                    _put(out, r.target, slots, 0, val)
+            return out or None
+        finally:
+            ctx.dt, ctx.parts = saved
+
+    def resource_value(self, mp: DatatypeMap, body: dict[str, Any]) -> dict[str, Any] | None:
+        """A data type map that makes a resource (XCN → Practitioner): the resource becomes an entry of its own
+        (one per business identifier) and the row's target gets a Reference to it."""
+        rule = self.defs.resources.get(mp.type)
+        res = {"resourceType": mp.type, **body}
+        display = _display(res, rule.display if rule else "")
+        ident = _key_of(res, rule.key_type if rule else "")
+        if ident is None and (rule is None or rule.without_key == "display"):
+            return {"display": display} if display else None
+        inst = self.new_instance(mp.type, "")
+        inst.res = res
+        inst.filled = True
+        inst.display = display
+        return self.reference(inst)
+
+    def key_of_instance(self, inst: Inst) -> dict[str, Any] | None:
+        rule = self.defs.resources.get(inst.type)
+        return _key_of(inst.res, rule.key_type if rule else "")
+
+    def key_text(self, inst: Inst) -> str:
+        rule = self.defs.resources.get(inst.type)
+        k = _key_of(inst.res, rule.key_type if rule else "")
+        return f"{k.get('system', '')}|{k.get('value', '')}" if k else ""
+
+    # ------------------------------------------------------------------ extensions.yaml
+    def apply_extensions(self) -> None:
+        rules = self.tables.extensions
+        if not rules:
+            return
+        msg = self.msg
+        for rule in rules:
+            seg_name = _path_segment(rule.source)
+            if seg_name is not None and self.v.seg(seg_name) is None:
+                continue
+            target = next((i for i in self.insts if i.type == rule.resource and i.filled), None)
+            if target is None:
+                continue
+            try:
+                values = msg.get_all(rule.source) if rule.repeat else [x for x in [msg.get(rule.source)] if x]
+            except Exception:  # noqa: BLE001 - a path the message does not have
+                continue
+            for raw in values:
+                ext = self._ext_value(rule.type, str(raw))
+                if ext is not None:
+                    target.res.setdefault("extension", []).append({"url": rule.url, **ext})
+                    if self.explain and seg_name is not None:
+                        p = parse_path(rule.source)
+                        for s in self.v.all(seg_name):
+                            self.read.add((s.index, p.field or 0, 0, 0))
+
+    def _ext_value(self, typ: str, raw: str) -> dict[str, Any] | None:
+        if raw in ("", _NULL):
+            return None
+        if typ == "CodeableConcept":
+            comps = raw.split(self.v.cs)
+            code, display, system = (comps + ["", "", ""])[:3]
+            coding = {k: x for k, x in (("system", self.tables.system_uri(system)), ("code", code), ("display", display)) if x}
+            return {"valueCodeableConcept": {"coding": [coding]}} if coding else None
+        if typ == "boolean":
+            b = self.tables.code_map("yes_no").code(raw)
+            return {"valueBoolean": b == "true"} if b in ("true", "false") else None
+        conv = _CONVERT.get(typ)
+        val: Any = conv(self, raw) if conv else raw
+        if val is None or check_value(typ, val) is not None:
+            return None
+        key = "value" + typ[:1].upper() + typ[1:]
+        return {key: val}
+
+    # ------------------------------------------------------------------ the Bundle
+    def build(self) -> dict[str, Any]:
+        defs = self.defs
+        patient_mode = self.cfg.patient
+        if patient_mode == "auto":
+            patient_mode = "update" if self.mtype in ("ADT", "SIU", "BAR") else "fill"
+        seen: dict[tuple[str, str, str], Inst] = {}
+        order: list[tuple[Inst, dict[str, Any] | None, str]] = []
+        for inst in self.insts:
+            if not inst.filled:
+                inst.dropped = True
+                continue
+            if inst.texts:
+                for tgt, lines in inst.texts.items():
+                    _finish_text(inst.res, tgt, lines)
+            rule = defs.resources.get(inst.type)
+            if rule is not None:
+                for tgt, val in rule.defaults:
+                    _put_default(inst.res, tgt, _copy(val))
+            key = _key_of(inst.res, rule.key_type if rule else "")
+            if key is None and rule is not None and rule.without_key == "derive":
+                key = {"system": self.tables.derived_system(inst.type), "value": _h(self.patient_key, _content_hash(inst.res))}
+                inst.res.setdefault("identifier", []).append(key)
+            if key is not None:
+                k = (inst.type, key.get("system", ""), key.get("value", ""))
+                first = seen.get(k)
+                if first is not None:
+                    inst.same = first
+                    inst.dropped = True
+                    continue
+                seen[k] = inst
+            mode = rule.mode if rule else "update"
+            if inst.type == "Patient":
+                mode = patient_mode
+            if inst.entry:
+                mode = inst.entry
+            order.append((inst, key, mode))
+            if not inst.display:
+                inst.display = _display(inst.res, rule.display if rule else "")
+        b = BundleBuilder(self.cfg.bundle, f"{self.v.val(self.v.segs[0], 3)}|{self.v.val(self.v.segs[0], 4)}|{self.control_id}")
+        made: dict[int, dict[str, Any]] = {}
+        for inst, key, mode in order:
+            made[id(inst)] = b.add(inst.res, key, mode=mode)
+        for ref, target in self.refs:
+            while target.same is not None:
+                target = target.same
+            got = made.get(id(target))
+            ref.clear()
+            if got is not None:
+                ref.update(got)
+                if target.display and "reference" in ref:
+                    ref["display"] = target.display
+            elif target.display:
+                ref["display"] = target.display
+        for inst, _, _ in order:
+            _prune(inst.res, r4.TypeRef(inst.type))
+            missing = _missing_reference(inst.res)
+            if missing:  # (an order cancelled by an ORC alone: no PID, so no patient to name)
+                raise MappingError(
+                    f"{inst.type}.{missing} is required and the message does not say who or what it is "
+                    f"(no segment the maps take it from{', no PID' if self.v.seg('PID') is None else ''})",
+                    location="PID" if self.v.seg("PID") is None else self.structure,
+                    code="101",
+                )
+        if self.explain:  # the Bundle's identifier (MSH-3, MSH-10) and timestamp (MSH-7); MSH-9 chose the map
+            self.read.update((0, n, 0, 0) for n in (3, 7, 9, 10))
+        meta: dict[str, Any] = {}
+        if self.control_id:
+            meta["identifier"] = {"system": f"urn:hub:message:{_uri_part(self.v.val(self.v.segs[0], 3) or 'unknown')}", "value": self.control_id}
+        ts = dtm(self.v.val(self.v.segs[0], 7), self.cfg.timezone, instant=True)
+        if ts and check_value("instant", ts) is None:
+            meta["timestamp"] = ts
+        return b.build(meta)
+
+
+def _uri_part(text: str) -> str:
+    from urllib.parse import quote
+
+    return quote(text, safe="-._~")
+
+
+# ============================================================================================ writing
+def _put(root: dict[str, Any], target: Target, slots: dict[Any, Any], rep: int, value: Any) -> bool:
+    """Write ``value`` at ``target`` under ``root``; False when nothing was written (a single element that
+    already has a value keeps it: the first row that fills an element wins)."""
+    obj = root
+    steps = target.steps
+    last = len(steps) - 1
+    for i, st in enumerate(steps):
+        name = st.name
+        if i == last:
+            if st.many:
+                lst = obj.get(name)
+                if st.slot is not None and isinstance(value, dict):
+                    key = (target.keys[i], rep)
+                    item = slots.get(key)
+                    if item is None:  # the value itself becomes the item: a Reference stays the one build() fills
+                        slots[key] = value
+                        if lst is None:
+                            lst = obj[name] = []
+                        lst.append(value)
+                        return True
+                    for k, x in value.items():
+                        if k not in item:
+                            item[k] = x
+                    return True
+                if lst is None:
+                    lst = obj[name] = []
+                if isinstance(value, list):
+                    lst.extend(value)
+                else:
+                    lst.append(value)
+                return True
+            if name in obj:
+                cur = obj[name]
+                if isinstance(cur, dict) and isinstance(value, dict):
+                    added = False
+                    for k, x in value.items():
+                        if k not in cur:
+                            cur[k] = x
+                            added = True
+                    return added
+                return False
+            if _choice_taken(obj, name, st):
+                return False
+            obj[name] = value
+            return True
+        if st.many:
+            lst = obj.get(name)
+            if lst is None:
+                lst = obj[name] = []
+            if st.slot is not None:
+                key = (target.keys[i], rep)
+                item = slots.get(key)
+                if item is None:
+                    item = {}
+                    slots[key] = item
+                    lst.append(item)
+            elif lst:
+                item = lst[0]
+            else:
+                item = {}
+                lst.append(item)
+            obj = item
+        else:
+            item = obj.get(name)
+            if item is None:
+                if _choice_taken(obj, name, st):
+                    return False
+                item = obj[name] = {}
+            obj = item
+    return False
+
+
+_CHOICE_BASES = ("value", "deceased", "multipleBirth", "effective", "onset", "abatement", "occurrence", "medication",
+                 "timing", "bounds", "dose", "rate", "asNeeded", "performed", "serviced", "location", "born", "age",
+                 "product", "reported", "allowed", "used", "collected", "fastingStatus", "time", "item")
+
+
+def _choice_taken(obj: dict[str, Any], name: str, st: Any) -> bool:
+    """A choice element (value[x] …) already has another type: only one may be written."""
+    if st.type and name.endswith(st.type[:1].upper() + st.type[1:]):
+        base = name[: len(name) - len(st.type)]
+        if base in _CHOICE_BASES:
+            for k in obj:
+                if k != name and k.startswith(base) and len(k) > len(base) and k[len(base)].isupper():
+                    return True
+    return False
+
+
+def _merge_into(out: dict[str, Any], val: dict[str, Any]) -> None:
+    """A part made by a map of the same type (SAD inside XAD): lists are extended, other elements kept if set."""
+    for k, x in val.items():
+        cur = out.get(k)
+        if cur is None:
+            out[k] = x
+        elif isinstance(cur, list):
+            cur.extend(x if isinstance(x, list) else [x])
+
+
+def _put_default(res: dict[str, Any], target: Target, value: Any) -> None:
+    obj = res
+    for st in target.steps[:-1]:
+        nxt = obj.get(st.name)
+        if nxt is None:
+            nxt = {}
+            obj[st.name] = [nxt] if st.many else nxt
+        elif isinstance(nxt, list):
+            nxt = nxt[0]
+        obj = nxt
+    last = target.steps[-1]
+    if last.name in obj or _choice_taken(obj, last.name, last):
+        return
+    obj[last.name] = [value] if last.many and not isinstance(value, list) else value
+
+
+def _finish_text(res: dict[str, Any], tgt: tuple[str, ...], lines: list[str]) -> None:
+    obj = res
+    *path, last = tgt
+    for name in path:
+        nxt = obj.get(name)
+        if isinstance(nxt, list):
+            nxt = nxt[0] if nxt else None
+        if nxt is None:
+            return
+        obj = nxt
+    text = "\n".join(lines)
+    if last == "data":
+        obj[last] = base64.b64encode(text.encode("utf-8")).decode("ascii")
+    else:
+        obj[last] = text
+
+
+def _prune(node: dict[str, Any], ref: r4.TypeRef | None) -> bool:
+    """Remove empty strings, objects and lists (FHIR's ele-1), references that point nowhere and list items that
+    miss a required child (an Encounter.diagnosis whose Condition was not made); True when ``node`` is empty."""
+    for k in list(node):
+        x = node[k]
+        t = type(x)
+        if t is str:
+            if not x:
+                del node[k]
+            continue
+        if t is list:
+            if k[:1] == "_":  # a repeating primitive's extensions (_line): items stay at their line's position
+                shadow = [None if type(i) is not dict or _prune(i, _ELEMENT) or _misses_required(i, _ELEMENT) else i for i in x]
+                base = node.get(k[1:])
+                if type(base) is not list or not any(i is not None for i in shadow[: len(base)]):
+                    del node[k]
+                else:
+                    node[k] = (shadow + [None] * len(base))[: len(base)]
+                continue
+            child = r4.child(ref, k) if ref is not None else None
+            kid_ref = child.children if child is not None else (_ELEMENT if k[:1] == "_" else None)
+            check = kid_ref is not None and _checks_required(kid_ref)
+            keep = []
+            for item in x:
+                if type(item) is dict:
+                    if _prune(item, kid_ref) or (check and _misses_required(item, kid_ref)):  # type: ignore[arg-type]
+                        continue
+                elif item is None or item == "":
+                    continue
+                keep.append(item)
+            if not keep:
+                del node[k]
+            elif len(keep) != len(x):
+                node[k] = keep
+        elif t is dict:
+            child = r4.child(ref, k) if ref is not None else None
+            kid_ref = child.children if child is not None else (_ELEMENT if k[:1] == "_" else None)
+            if _prune(x, kid_ref) or (child is not None and child.type == "BackboneElement" and _misses_required(x, kid_ref)):  # type: ignore[arg-type]
+                del node[k]
+        elif x is None:
+            del node[k]
+    return not node
+
+
+_REQ_REFS: dict[str, tuple[str, ...]] = {}
+
+
+def _missing_reference(res: dict[str, Any]) -> str | None:
+    """The first required Reference element (ServiceRequest.subject, Coverage.beneficiary …) ``res`` lacks."""
+    rtype = res["resourceType"]
+    names = _REQ_REFS.get(rtype)
+    if names is None:
+        ref = r4.TypeRef(rtype)
+        names = _REQ_REFS[rtype] = tuple(
+            n for n in r4.required_children(ref) if (el := r4.child(ref, n)) is not None and el.type == "Reference"
+        )
+    return next((n for n in names if n not in res), None)
+
+
+def _checks_required(ref: r4.TypeRef) -> bool:
+    """Whether a list item of this type can miss something required (a backbone element, an extension)."""
+    got = _CHECKS.get(ref)
+    if got is None:
+        got = _CHECKS[ref] = bool(ref.prefix) or ref.root == "Extension"
+    return got
+
+
+_CHECKS: dict[r4.TypeRef, bool] = {}
+_REQ_CACHE: dict[r4.TypeRef, tuple[str, ...]] = {}
+_ELEMENT = r4.TypeRef("Element")
+_MISS = object()
+_DT_CACHE_SIZE = 20_000  # results of pure data type maps kept per table set (cleared when full)
+
+
+def _copy(x: Any) -> Any:
+    """A deep copy of JSON-like data (lists, dicts, scalars) — faster than copy.deepcopy for this shape."""
+    if isinstance(x, dict):
+        return {k: (_copy(v) if isinstance(v, (dict, list)) else v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_copy(v) if isinstance(v, (dict, list)) else v for v in x]
+    return x
+_TEXT_TYPES = frozenset(("string", "markdown", "base64Binary", "xhtml"))  # what a primitive's ``_name`` holds: id and extensions
+
+
+def _misses_required(item: dict[str, Any], ref: r4.TypeRef) -> bool:
+    if ref.root == "Extension" and not ref.prefix:  # ext-1: a value or extensions (a url alone says nothing)
+        if "extension" not in item and not any(k.startswith("value") for k in item):
+            return True
+    req = _REQ_CACHE.get(ref)
+    if req is None:
+        if ref.prefix or ref.root in ("Extension",):
+            req = tuple(r4.required_children(ref))
+        else:
+            req = ()  # data types: their own invariants are left to fhir_validate
+        _REQ_CACHE[ref] = req
+    for name in req:
+        if name.endswith("[x]"):
+            base = name[:-3]
+            if not any(k.startswith(base) and len(k) > len(base) and k[len(base)].isupper() for k in item):
+                if ref.root == "Extension" and "extension" in item:
+                    continue
+                return True
+        elif name not in item:
+            return True
+    return False
+
+
+def _key_of(res: dict[str, Any], key_type: str) -> dict[str, Any] | None:
+    idents = res.get("identifier")
+    if not idents:
+        return None
+    if isinstance(idents, dict):
+        idents = [idents]
+    if key_type:
+        for x in idents:
+            typ = x.get("type") or {}
+            for c in typ.get("coding") or ():
+                if c.get("code") == key_type:
+                    return x if x.get("value") else None
+    for x in idents:
+        if x.get("value"):
+            return x
+    return None
+
+
+def _display(res: dict[str, Any], element: str) -> str:
+    if not element:
+        return ""
+    v = res.get(element)
+    if isinstance(v, list):
+        v = v[0] if v else None
+    if isinstance(v, dict):  # a HumanName
+        if v.get("text"):
+            return str(v["text"])
+        return " ".join([*v.get("given", []), v.get("family", "")]).strip()
+    return str(v) if v else ""
+
+
+def _content_hash(res: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(res, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:20]
+
+
+# ============================================================================================ primitive types
+def _date(run: Conversion, text: str) -> str | None:
+    return date_of(text)
+
+
+def _datetime(run: Conversion, text: str) -> str | None:
+    return dtm(text, run.cfg.timezone)
+
+
+def _instant(run: Conversion, text: str) -> str | None:
+    return dtm(text, run.cfg.timezone, instant=True)
+
+
+def _time(run: Conversion, text: str) -> str | None:
+    t = text.strip()
+    if len(t) >= 4 and t[:4].isdigit() and t[:4].isascii():
+        sec = t[4:6] if len(t) >= 6 and t[4:6].isdigit() else "00"
+        return f"{t[:2]}:{t[2:4]}:{sec}"
+    if len(t) == 2 and t.isdigit() and t.isascii():
+        return f"{t}:00:00"
+    return None
+
+
+def _decimal(run: Conversion, text: str) -> int | float | None:
+    t = text.strip()
+    if not t or not t.isascii():
+        return None
+    try:
+        if t.lstrip("+-").isdigit():
+            return int(t)
+        f = float(t)
+    except ValueError:
+        return None
+    if f != f or f in (float("inf"), float("-inf")) or "e" in t.lower():
+        return None
+    return f
+
+
+def _integer(run: Conversion, text: str) -> int | None:
+    t = text.strip()
+    if t.lstrip("+-").isdigit() and t.isascii():
+        return int(t)
+    return None
+
+
+def _boolean(run: Conversion, text: str) -> bool | None:
+    t = text.strip()
+    hit = run.tables.code_map("yes_no").code(t)
+    if hit in ("true", "false"):
+        return hit == "true"
+    if t.lower() in ("true", "false"):
+        return t.lower() == "true"
+    return None
+
+
+def _identity(run: Conversion, text: str) -> str | None:
+    return text
+
+
+_CONVERT: dict[str, Callable[[Conversion, str], Any]] = {
+    "date": _date,
+    "dateTime": _datetime,
+    "instant": _instant,
+    "time": _time,
+    "decimal": _decimal,
+    "integer": _integer,
+    "positiveInt": _integer,
+    "unsignedInt": _integer,
+    "boolean": _boolean,
 }
 
-_OBS_CAT = "http://terminology.hl7.org/CodeSystem/observation-category"
-_DAR = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
-
-
-_MISS = object()
-_CACHE_MAX = 4096  # entries per cache of values that recur across messages (cleared when full)
 _segment_of: dict[str, str | None] = {}
 
 
 def _path_segment(path: str) -> str | None:
-    """The segment an extension rule's path reads (None when the path does not parse)."""
     try:
         return _segment_of[path]
     except KeyError:
@@ -95,1491 +1238,27 @@ def _path_segment(path: str) -> str | None:
     return name
 
 
-def _h(*parts: str) -> str:
-    return hashlib.sha1("|".join(parts).encode("utf-8")).hexdigest()[:20]
-
-
-class _Conv:
-    """One message's conversion (state: the V2 reader, the type converters, the bundle being built)."""
-
-    __slots__ = (
-        "v", "t", "tables", "cfg", "msh", "mtype", "trigger", "control_id", "b", "patient_ref", "patient_key",
-        "encounter_ref", "coverage_refs", "condition_refs", "cm", "m", "_xcn",
-    )  # fmt: skip
-
-    def __init__(self, msg: Hl7Message, tables: Tables, cfg: V2ToFhir.Config) -> None:
-        self.v = V2(msg)
-        self.t = Types(self.v, tables, cfg.timezone)
-        self.tables = tables
-        self.cfg = cfg
-        self.msh = self.v.segs[0]
-        v = self.v
-        self.mtype = v.val(self.msh, 9, 1)
-        self.trigger = v.val(self.msh, 9, 2)
-        self.control_id = v.val(self.msh, 10)
-        self.b = BundleBuilder(cfg.bundle, f"{v.val(self.msh, 3)}|{v.val(self.msh, 4)}|{self.control_id}")
-        self.patient_ref: dict[str, Any] | None = None
-        self.patient_key = ""
-        self.encounter_ref: dict[str, Any] | None = None
-        self.coverage_refs: list[dict[str, Any]] = []
-        self.condition_refs: list[dict[str, Any]] = []
-        self.cm = tables.code_map
-        self.m = tables.code_maps()
-        self._xcn: dict[tuple[str, ...], dict[str, Any] | None] = {}  # XCN as written → its reference (see practitioner)
-
-    # ================================================================ common helpers
-    def ident_key(self, ident: dict[str, Any] | None) -> str:
-        return f"{ident.get('system', '')}|{ident.get('value', '')}" if ident else ""
-
-    def derived(self, resource: str, *parts: str) -> dict[str, Any]:
-        return {"system": self.tables.derived_system(resource), "value": _h(self.patient_key, *parts)}
-
-    def practitioner(self, comps: list[str]) -> dict[str, Any] | None:
-        """XCN → a Practitioner entry (conditional create on its identifier) and a reference to it.
-
-        Without an id number the reference carries only the name as ``display`` (no resource is made).
-        The same XCN named again in the message (attending and admitting doctor …) gives a copy of the first answer."""
-        if not comps:
-            return None
-        key = (self.v.ckey, *comps)
-        hit = self._xcn.get(key, _MISS)
-        if hit is not _MISS:
-            return None if hit is None else dict(hit)
-        ref = self._practitioner(comps, key)
-        self._xcn[key] = None if ref is None else dict(ref)
-        return ref
-
-    def _practitioner(self, comps: list[str], key: tuple[str, ...]) -> dict[str, Any] | None:
-        ident, name = self.t.xcn(comps, key)
-        if ident is None:
-            if name is None:
-                return None
-            return {"display": " ".join([*name.get("given", []), name.get("family", "")]).strip()}
-        res: dict[str, Any] = {"resourceType": "Practitioner", "identifier": [ident]}
-        if name:
-            res["name"] = [name]
-        ref = dict(self.b.add(res, ident, mode="create"))
-        if name and "reference" in ref:
-            ref["display"] = " ".join([*name.get("given", []), name.get("family", "")]).strip()
-        return ref
-
-    def practitioner_field(self, seg: Seg | None, n: int) -> list[dict[str, Any]]:
-        return self.v.each(seg, n, self.practitioner)
-
-    def location(self, comps: list[str]) -> dict[str, Any] | None:
-        """PL → a Location entry identified by its components (point of care, room, bed, facility)."""
-        if not comps:
-            return None
-        key = (self.v.ckey, *comps)
-        cache = self.tables._pl_cache
-        hit = cache.get(key, _MISS)
-        if hit is _MISS:  # places recur from message to message: their strings are cached
-            hit = self._pl(comps)
-            if len(cache) >= _CACHE_MAX:
-                cache.clear()
-            cache[key] = hit
-        if hit is None:
-            return None
-        value, name, physical, desc = hit
-        res: dict[str, Any] = {
-            "resourceType": "Location",
-            "identifier": [{"system": self.tables.location_system, "value": value}],
-            "name": name,
-            "mode": "instance",
-        }
-        if physical:
-            res["physicalType"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/location-physical-type", "code": physical}]}
-        if desc:
-            res["description"] = desc
-        return self.b.add(res, res["identifier"][0], mode="create")
-
-    def _pl(self, comps: list[str]) -> tuple[str, str, str, str] | None:
-        d = self.v.dec(comps, 9)
-        parts = d[:3]
-        facility = d[3]
-        if not any(parts) and not facility:
-            return None
-        # the identifier keeps point of care, room, bed, facility, building and floor in their PL positions
-        value = "^".join([*parts, facility, "", "", d[6], d[7]]).rstrip("^")
-        name = " ".join(p for p in parts if p) or facility
-        physical = "bd" if parts[2] else "ro" if parts[1] else ""
-        return value, name, physical, d[8]
-
-    def notes(self, segs: list[Seg]) -> list[dict[str, Any]]:
-        out = []
-        for s in segs:
-            texts = [self.v.text("^".join(c) if len(c) > 1 else c[0]) for c in self.v.reps(s, 3)]
-            text = "\n".join(x for x in texts if x)
-            if text:
-                out.append({"text": text})
-        return out
-
-    def following(self, seg: Seg, names: tuple[str, ...]) -> list[Seg]:
-        """The segments named ``names`` that directly follow ``seg`` (e.g. the NTEs of an OBX)."""
-        out = []
-        segs = self.v.segs
-        i, n = seg.index + 1, len(segs)
-        while i < n and segs[i].name in names:
-            out.append(segs[i])
-            i += 1
-        return out
-
-    # ================================================================ Patient (PID, PD1)
-    def patient(self, pid: Seg | None, pd1: Seg | None = None, *, mode: str | None = None) -> dict[str, Any] | None:
-        if pid is None:
-            return None
-        v, t = self.v, self.t
-        res: dict[str, Any] = {"resourceType": "Patient"}
-        idents = []
-        for n in (3, 2, 4):
-            for comps in v.reps(pid, n):
-                x = t.cx(comps)
-                if x:
-                    idents.append(x)
-        ssn = v.val(pid, 19)
-        if ssn:
-            idents.append(
-                {
-                    "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "SS"}]},
-                    "system": "http://hl7.org/fhir/sid/us-ssn",
-                    "value": ssn,
-                }
-            )
-        if idents:
-            res["identifier"] = idents
-        names = t.xpn_all(pid, 5) + t.xpn_all(pid, 9)
-        if names:
-            res["name"] = names
-        telecom = t.xtn_all(pid, 13, "home") + t.xtn_all(pid, 14, "work") + t.xtn_all(pid, 40)
-        if telecom:
-            res["telecom"] = telecom
-        sex = v.val(pid, 8)
-        if sex:
-            g = self.m.administrative_sex.code(sex)
-            if g:
-                res["gender"] = g
-        birth = v.val(pid, 7)
-        if birth:
-            bd = date_of(birth)
-            if bd:
-                res["birthDate"] = bd
-                if len(birth) > 8:
-                    full = t.dt(birth)
-                    if full and "T" in full:
-                        res["_birthDate"] = {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/patient-birthTime", "valueDateTime": full}]}
-        death = v.val(pid, 29)
-        if death:
-            dd = t.dt(death)
-            if dd:
-                res["deceasedDateTime"] = dd
-        else:
-            flag = v.val(pid, 30)
-            b = self.m.yes_no.code(flag) if flag else None
-            if b in ("true", "false"):
-                res["deceasedBoolean"] = b == "true"
-        addr = t.xad_all(pid, 11)
-        county = v.val(pid, 12)
-        if county and addr and "district" not in addr[0]:
-            addr[0]["district"] = county
-        if addr:
-            res["address"] = addr
-        ms = t.cc_field(pid, 16)
-        if ms:
-            code = ms.get("coding", [{}])[0].get("code")
-            hit = self.m.marital_status.get(code) if code else None
-            if hit:
-                mapped: dict[str, Any] = {"coding": [{"system": hit[1], "code": hit[0], "display": hit[2]}]}
-                if "text" in ms:
-                    mapped["text"] = ms["text"]
-                ms = mapped
-            res["maritalStatus"] = ms
-        order = v.val(pid, 25)
-        if order and order.isdigit():
-            res["multipleBirthInteger"] = int(order)
-        else:
-            flag = v.val(pid, 24)
-            b = self.m.yes_no.code(flag) if flag else None
-            if b in ("true", "false"):
-                res["multipleBirthBoolean"] = b == "true"
-        lang = t.cc_field(pid, 15)
-        if lang:
-            res["communication"] = [{"language": lang, "preferred": True}]
-        ext = []
-        mmn = t.xpn_all(pid, 6)
-        if mmn and mmn[0].get("family"):
-            ext.append({"url": "http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName", "valueString": mmn[0]["family"]})
-        religion = t.cc_field(pid, 17)
-        if religion:
-            ext.append({"url": "http://hl7.org/fhir/StructureDefinition/patient-religion", "valueCodeableConcept": religion})
-        # US Core race/ethnicity (PID-10/PID-22): the IG leaves them to local rules; CDC REC codes go in ombCategory
-        for n, url in ((10, "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race"), (22, "http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity")):
-            parts = []
-            texts = []
-            for comps in v.reps(pid, n):
-                code, disp = v.c(comps, 1), v.c(comps, 2)
-                if code:
-                    coding = {"system": "urn:oid:2.16.840.1.113883.6.238", "code": code}
-                    if disp:
-                        coding["display"] = disp
-                    parts.append({"url": "ombCategory", "valueCoding": coding})
-                if disp or code:
-                    texts.append(disp or code)
-            if parts:
-                ext.append({"url": url, "extension": [*parts, {"url": "text", "valueString": ", ".join(texts)}]})
-        if ext:
-            res["extension"] = ext
-        # the business identifier: the first MR (else the first identifier)
-        key_ident = None
-        for x in idents:
-            typ = x.get("type")
-            if typ is not None and typ["coding"][0].get("code") == "MR":  # cx() types have one coding
-                key_ident = x
-                break
-        if key_ident is None and idents:
-            key_ident = idents[0]
-        self.patient_key = self.ident_key(key_ident)
-        pmode = mode or self.cfg.patient
-        if pmode == "auto":
-            pmode = "update" if self.mtype in ("ADT", "SIU") else "create"
-        ref = self.b.add(res, key_ident, mode=pmode)
-        self.patient_ref = ref
-        if pd1 is not None:  # after the Patient, so the Patient is the first entry
-            gps = self.practitioner_field(pd1, 4)
-            if gps:
-                res["generalPractitioner"] = gps
-        return ref
-
-    # ================================================================ Encounter (PV1, PV2)
-    def encounter(self, pv1: Seg | None, pv2: Seg | None = None, *, event: str = "") -> dict[str, Any] | None:
-        if pv1 is None:
-            return None
-        v, t = self.v, self.t
-        klass = v.val(pv1, 2)
-        visit = v.first(pv1, 19)
-        if (not klass or klass == "N") and not visit and self.mtype != "ADT":
-            return None
-        if klass == "N" and not visit:
-            return None
-        res: dict[str, Any] = {"resourceType": "Encounter"}
-        ident = None
-        if visit:
-            ident = t.cx(visit, with_type=False)
-            if ident:
-                ident["type"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "VN"}]}
-                res["identifier"] = [ident]
-        if ident is None:  # no visit number: one derived from the visit's start, place and class, so a resend updates
-            ident = self.derived("Encounter", v.val(pv1, 44), v.msg.get("PV1-3") or "", klass)
-            res["identifier"] = [ident]
-        # status: the event (A03 finished, A11 cancelled …), else the patient class, else unknown
-        status = self.m.event_encounter_status.code(event) if event else None
-        if status in (None, "unknown"):
-            if v.val(pv1, 45):
-                status = "finished"
-            elif status is None:
-                status = self.m.patient_class_status.code(klass) or "unknown"
-        res["status"] = status
-        cls = self.m.patient_class.get(klass) if klass else None
-        if cls:
-            res["class"] = {"system": cls[1], "code": cls[0], "display": cls[2]} if cls[2] else {"system": cls[1], "code": cls[0]}
-        elif klass:
-            res["class"] = {"system": "http://terminology.hl7.org/CodeSystem/v2-0004", "code": klass}
-        else:
-            res["class"] = {"system": "http://terminology.hl7.org/CodeSystem/v3-NullFlavor", "code": "UNK"}
-        adm_type = v.val(pv1, 4)
-        if adm_type:
-            res["type"] = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0007", "code": adm_type}]}]
-        svc = v.val(pv1, 10)
-        if svc:
-            res["serviceType"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0069", "code": svc}]}
-        if self.patient_ref:
-            res["subject"] = self.patient_ref
-        parts = []
-        for n, code, disp in ((7, "ATND", "attender"), (8, "REF", "referrer"), (9, "CON", "consultant"), (17, "ADM", "admitter")):
-            for ref in self.practitioner_field(pv1, n):
-                parts.append(
-                    {
-                        "type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": code, "display": disp}]}],
-                        "individual": ref,
-                    }
-                )
-        if parts:
-            res["participant"] = parts
-        start, end = t.dt(v.val(pv1, 44)), t.dt(v.val(pv1, 45))
-        if start or end:
-            period = {}
-            if start:
-                period["start"] = start
-            if end:
-                period["end"] = end
-            res["period"] = period
-        locs = []
-        loc = self.location(v.first(pv1, 3))
-        if loc:
-            locs.append({"location": loc, "status": "completed" if status == "finished" else "active"})
-        prior = self.location(v.first(pv1, 6))
-        if prior:
-            locs.append({"location": prior, "status": "completed"})
-        if locs:
-            res["location"] = locs
-        disp = v.val(pv1, 36)
-        adm_src = v.val(pv1, 14)
-        hosp: dict[str, Any] = {}
-        if adm_src:
-            hosp["admitSource"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0023", "code": adm_src}]}
-        readmission = v.val(pv1, 13)
-        if readmission:
-            hosp["reAdmission"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0092", "code": readmission}]}
-        if disp:
-            hosp["dischargeDisposition"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0112", "code": disp}]}
-        if hosp:
-            res["hospitalization"] = hosp
-        if pv2 is not None:
-            reason = t.cc_field(pv2, 3)
-            if reason:
-                res["reasonCode"] = [reason]
-            adm_reason = v.val(pv2, 12)
-            if adm_reason:
-                res.setdefault("text", {"status": "generated", "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{_xml(adm_reason)}</div>'})
-        ref = self.b.add(res, ident, mode="update")
-        self.encounter_ref = ref
-        return ref
-
-    # ================================================================ RelatedPerson (NK1)
-    def related_person(self, nk1: Seg) -> dict[str, Any] | None:
-        v, t = self.v, self.t
-        if self.patient_ref is None:
-            return None
-        res: dict[str, Any] = {"resourceType": "RelatedPerson"}
-        names = t.xpn_all(nk1, 2) + t.xpn_all(nk1, 30)
-        rels = []
-        for n, table in ((3, "relationship"), (7, "contact_role")):
-            for comps in v.reps(nk1, n):
-                cc = t.cc(comps)
-                if not cc:
-                    continue
-                code = v.c(comps, 1)
-                hit = self.cm(table).get(code)
-                if hit and n == 3:
-                    coding = {"system": hit[1], "code": hit[0]}
-                    if hit[2]:
-                        coding["display"] = hit[2]
-                    cc.setdefault("coding", []).append(coding)
-                rels.append(cc)
-        ids = [x for x in (t.cx(c) for c in v.reps(nk1, 12)) if x] + [x for x in (t.cx(c) for c in v.reps(nk1, 33)) if x]
-        ssn = v.val(nk1, 37)
-        if ssn:
-            ids.append({"system": "http://hl7.org/fhir/sid/us-ssn", "value": ssn})
-        key = ids[0] if ids else None
-        if key is None:
-            first_name = names[0] if names else {}
-            key = self.derived("RelatedPerson", first_name.get("family", ""), " ".join(first_name.get("given", [])), v.val(nk1, 3))
-            ids.append(key)
-        res["identifier"] = ids
-        res["patient"] = self.patient_ref
-        if rels:
-            res["relationship"] = rels
-        if names:
-            res["name"] = names
-        telecom = t.xtn_all(nk1, 5, "home") + t.xtn_all(nk1, 6, "work") + t.xtn_all(nk1, 31) + t.xtn_all(nk1, 40)
-        if telecom:
-            res["telecom"] = telecom
-        sex = v.val(nk1, 15)
-        gender = self.m.administrative_sex.code(sex) if sex else None
-        if gender:
-            res["gender"] = gender
-        bd = date_of(v.val(nk1, 16))
-        if bd:
-            res["birthDate"] = bd
-        addr = t.xad_all(nk1, 4) + t.xad_all(nk1, 32)
-        if addr:
-            res["address"] = addr
-        start, end = t.dt(v.val(nk1, 8)), t.dt(v.val(nk1, 9))
-        if start or end:
-            res["period"] = {k: x for k, x in (("start", start), ("end", end)) if x}
-        lang = t.cc_field(nk1, 20)
-        if lang:
-            res["communication"] = [{"language": lang}]
-        return self.b.add(res, key, mode="update")
-
-    # ================================================================ AllergyIntolerance (AL1)
-    def allergy(self, al1: Seg) -> dict[str, Any] | None:
-        v, t = self.v, self.t
-        code = t.cc_field(al1, 3)
-        if code is None or self.patient_ref is None:
-            return None
-        res: dict[str, Any] = {"resourceType": "AllergyIntolerance"}
-        code_value = v.val(al1, 3) or code.get("text", "")
-        ident = self.derived("AllergyIntolerance", v.val(al1, 3, 3), code_value)
-        res["identifier"] = [ident]
-        res["clinicalStatus"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "code": "active"}]}
-        atype = v.val(al1, 2)
-        if atype:
-            cat = self.m.allergen_type.code(atype)
-            if cat:
-                res["category"] = [cat]
-            if atype in ("DA", "FA", "EA", "MA", "AA", "PA", "LA"):
-                res["type"] = "allergy"
-            elif atype in ("DI", "FI", "EI", "MI"):
-                res["type"] = "intolerance"
-        sev = v.val(al1, 4)
-        if sev:
-            crit = self.m.allergy_severity.code(sev)
-            if crit:
-                res["criticality"] = crit
-        res["code"] = code
-        res["patient"] = self.patient_ref
-        onset = t.dt(v.val(al1, 6))
-        if onset:
-            res["onsetDateTime"] = onset
-        reactions = [v.d(c[0]) for c in v.reps(al1, 5) if c and c[0]]
-        if reactions or sev:
-            reaction: dict[str, Any] = {"manifestation": [{"text": r} for r in reactions] or [{"text": "unspecified"}]}
-            sev_map = {"SV": "severe", "MO": "moderate", "MI": "mild"}
-            if sev in sev_map:
-                reaction["severity"] = sev_map[sev]
-            res["reaction"] = [reaction]
-        return self.b.add(res, ident, mode="update")
-
-    # ================================================================ Condition (DG1)
-    def condition(self, dg1: Seg) -> tuple[dict[str, Any], str] | None:
-        v, t = self.v, self.t
-        code = t.cc_field(dg1, 3)
-        if code is None and v.val(dg1, 4):
-            code = {"text": v.val(dg1, 4)}
-        if code is None or self.patient_ref is None:
-            return None
-        res: dict[str, Any] = {"resourceType": "Condition"}
-        ident_comps = v.first(dg1, 20)
-        ident = t.ei(ident_comps) if ident_comps else None
-        if ident is None:
-            ident = self.derived("Condition", v.val(dg1, 3, 3), v.val(dg1, 3))
-        res["identifier"] = [ident]
-        res["clinicalStatus"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]}
-        res["verificationStatus"] = {
-            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "confirmed" if v.val(dg1, 6) == "F" else "provisional"}]
-        }
-        res["category"] = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category", "code": "encounter-diagnosis"}]}]
-        res["code"] = code
-        res["subject"] = self.patient_ref
-        if self.encounter_ref:
-            res["encounter"] = self.encounter_ref
-        onset = t.dt(v.val(dg1, 5))
-        if onset:
-            res["onsetDateTime"] = onset
-        rec = t.dt(v.val(dg1, 19))
-        if rec:
-            res["recordedDate"] = rec
-        clin = self.practitioner_field(dg1, 16)
-        if clin:
-            res["asserter"] = clin[0]
-        ref = self.b.add(res, ident, mode="update")
-        self.condition_refs.append(ref)
-        return ref, v.val(dg1, 6)
-
-    # ================================================================ Coverage (IN1)
-    def coverage(self, in1: Seg) -> dict[str, Any] | None:
-        v, t = self.v, self.t
-        if self.patient_ref is None:
-            return None
-        res: dict[str, Any] = {"resourceType": "Coverage"}
-        payer_ids = [x for x in (t.cx(c) for c in v.reps(in1, 3)) if x]
-        payer_name = v.val(in1, 4)
-        payer_ref = None
-        if payer_ids or payer_name:
-            org: dict[str, Any] = {"resourceType": "Organization"}
-            if payer_ids:
-                org["identifier"] = payer_ids
-            if payer_name:
-                org["name"] = payer_name
-            addr = t.xad_all(in1, 5)
-            if addr:
-                org["address"] = addr
-            tel = t.xtn_all(in1, 7, "work")
-            if tel:
-                org["telecom"] = tel
-            org_key = payer_ids[0] if payer_ids else {"system": self.tables.derived_system("Organization"), "value": _h(payer_name)}
-            if not payer_ids:
-                org["identifier"] = [org_key]
-            payer_ref = self.b.add(org, org_key, mode="create")
-        policy = v.val(in1, 36)
-        idents = []
-        if policy:
-            auth = payer_ids[0]["system"] if payer_ids else self.tables.identifier_system(payer_name or "payer", "MB")
-            idents.append(
-                {
-                    "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MB"}]},
-                    "system": auth,
-                    "value": policy,
-                }
-            )
-        key = idents[0] if idents else self.derived("Coverage", v.val(in1, 2), v.val(in1, 3))
-        if not idents:
-            idents.append(key)
-        res["identifier"] = idents
-        res["status"] = "active"
-        plan_type = v.val(in1, 15)
-        if plan_type:
-            res["type"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0086", "code": plan_type}]}
-        if policy:
-            res["subscriberId"] = policy
-        res["beneficiary"] = self.patient_ref
-        rel = v.val(in1, 17)
-        rel_map = {"SEL": "self", "SPO": "spouse", "CHD": "child", "EME": "other", "OTH": "other", "PAR": "parent", "DOM": "common"}
-        if rel:
-            res["relationship"] = {
-                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/subscriber-relationship", "code": rel_map.get(rel, "other")}],
-                "text": rel,
-            }
-        start, end = t.dt(v.val(in1, 12)), t.dt(v.val(in1, 13))
-        if start or end:
-            res["period"] = {k: x for k, x in (("start", start), ("end", end)) if x}
-        res["payor"] = [payer_ref] if payer_ref else [{"display": payer_name or "unknown payer"}]
-        classes = []
-        plan = v.first(in1, 2)
-        if plan and v.c(plan, 1):
-            classes.append(
-                {
-                    "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/coverage-class", "code": "plan"}]},
-                    "value": v.c(plan, 1),
-                    **({"name": v.c(plan, 2)} if v.c(plan, 2) else {}),
-                }
-            )
-        group = v.val(in1, 8)
-        if group:
-            classes.append(
-                {
-                    "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/coverage-class", "code": "group"}]},
-                    "value": group,
-                    **({"name": v.val(in1, 9)} if v.val(in1, 9) else {}),
-                }
-            )
-        if classes:
-            res["class"] = classes
-        order = v.val(in1, 22)
-        if order.isdigit():
-            res["order"] = int(order)
-        ref = self.b.add(res, key, mode="update")
-        self.coverage_refs.append(ref)
-        return ref
-
-    # ================================================================ Observation (OBX)
-    def observation(
-        self,
-        obx: Seg,
-        *,
-        category: str | None = None,
-        based_on: dict[str, Any] | None = None,
-        default_time: str | None = None,
-        key_prefix: str = "",
-        key_system: str = "",
-    ) -> dict[str, Any] | None:
-        v, t = self.v, self.t
-        val = v.val
-        code = t.cc_field(obx, 3)
-        if code is None:
-            return None
-        res: dict[str, Any] = {"resourceType": "Observation"}
-        ident = None
-        inst = v.first(obx, 21)
-        if inst:
-            ident = t.ei(inst)
-        if ident is None:
-            obs_id, sub_id = val(obx, 3), val(obx, 4)
-            if key_prefix:
-                ident = {"system": key_system, "value": f"{key_prefix}-{obs_id or _h(json.dumps(code))}" + (f"-{sub_id}" if sub_id else "")}
-            else:
-                ident = self.derived("Observation", obs_id, sub_id, val(obx, 14), self.control_id, val(obx, 1))
-        res["identifier"] = [ident]
-        if based_on:
-            res["basedOn"] = [based_on]
-        st = val(obx, 11)
-        res["status"] = self.m.observation_status.code(st, "unknown") if st else "unknown"
-        if category:
-            res["category"] = [{"coding": [{"system": _OBS_CAT, "code": category}]}]
-        res["code"] = code
-        if self.patient_ref:
-            res["subject"] = self.patient_ref
-        if self.encounter_ref:
-            res["encounter"] = self.encounter_ref
-        eff = t.dt(val(obx, 14)) or default_time
-        if eff:
-            res["effectiveDateTime"] = eff
-        issued = val(obx, 19)
-        if issued:
-            issued = t.dt(issued, instant=True)
-            if issued:
-                res["issued"] = issued
-        perf = self.practitioner_field(obx, 16)
-        if perf:
-            res["performer"] = perf
-        self._obs_value(obx, res)
-        flags = v.reps(obx, 8)
-        if flags:
-            interp = []
-            abnormal = self.m.abnormal_flags
-            for comps in flags:
-                flag = v.c(comps, 1)
-                hit = abnormal.get(flag)
-                if hit:
-                    coding = {"system": hit[1], "code": hit[0]}
-                    if hit[2]:
-                        coding["display"] = hit[2]
-                    interp.append({"coding": [coding]})
-                elif flag:
-                    interp.append({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0078", "code": flag}]})
-            if interp:
-                res["interpretation"] = interp
-        rr = val(obx, 7)
-        if rr:
-            res["referenceRange"] = [self._range(rr, v.first(obx, 6))]
-        method = t.cc_field(obx, 17)
-        if method:
-            res["method"] = method
-        nxt = obx.index + 1
-        segs = v.segs
-        if nxt < len(segs) and segs[nxt].name == "NTE":
-            notes = self.notes(self.following(obx, ("NTE",)))
-            if notes:
-                res["note"] = notes
-        return self.b.add(res, ident, mode="update")
-
-    def _range(self, text: str, unit_comps: list[str]) -> dict[str, Any]:
-        t = self.t
-        out: dict[str, Any] = {}
-        unit = t.unit(unit_comps) if unit_comps else {}
-        s = text.strip()
-        lo = hi = None
-        if "-" in s[1:]:
-            i = s.index("-", 1)
-            lo, hi = t.number(s[:i]), t.number(s[i + 1 :])
-        elif s.startswith((">=", "<=")):
-            n = t.number(s[2:])
-            if s.startswith(">="):
-                lo = n
-            else:
-                hi = n
-        elif s[:1] in (">", "<"):
-            n = t.number(s[1:])
-            if s[0] == ">":
-                lo = n
-            else:
-                hi = n
-        if lo is not None:
-            out["low"] = {"value": lo, **unit}
-        if hi is not None:
-            out["high"] = {"value": hi, **unit}
-        out["text"] = s
-        return out
-
-    def _obs_value(self, obx: Seg, res: dict[str, Any]) -> None:
-        v, t = self.v, self.t
-        vt = v.val(obx, 2)
-        reps = v.reps(obx, 5)
-        if not reps:
-            st = res.get("status")
-            res["dataAbsentReason"] = {"coding": [{"system": _DAR, "code": "not-performed" if st == "cancelled" else "unknown"}]}
-            return
-        comps = reps[0]
-        if vt == "NM":
-            n = t.number(v.d(comps[0]))
-            if n is None:
-                raise MappingError(f"OBX-{v.val(obx, 1) or '?'}: OBX-5 is not a number though OBX-2 is NM", location=f"OBX[{self._occ(obx)}]-5", code="102")
-            q = {"value": n, **t.unit(v.first(obx, 6))}
-            res["valueQuantity"] = q
-        elif vt == "ST":
-            res["valueString"] = " ".join(v.d(v.cs.join(c)) for c in reps)
-        elif vt in ("TX", "FT"):
-            res["valueString"] = "\n".join(v.text(v.cs.join(c)) for c in reps)
-        elif vt in ("CE", "CWE", "CNE", "CF"):
-            cc = t.cc(comps)
-            if cc:
-                res["valueCodeableConcept"] = cc
-        elif vt == "SN":
-            comp = v.c(comps, 1)
-            n1, sep, n2 = t.number(v.c(comps, 2)), v.c(comps, 3), t.number(v.c(comps, 4))
-            unit = t.unit(v.first(obx, 6))
-            if sep in (":", "/") and n1 is not None and n2 is not None:
-                res["valueRatio"] = {"numerator": {"value": n1, **unit}, "denominator": {"value": n2}}
-            elif sep == "-" and n1 is not None and n2 is not None:
-                res["valueRange"] = {"low": {"value": n1, **unit}, "high": {"value": n2, **unit}}
-            elif n1 is not None:
-                q: dict[str, Any] = {"value": n1}
-                if comp in ("<", ">", "<=", ">="):
-                    q["comparator"] = comp
-                res["valueQuantity"] = {**q, **unit}
-            else:
-                res["valueString"] = v.d(v.cs.join(comps))
-        elif vt in ("DT", "TS", "DTM"):
-            d = t.dt(v.c(comps, 1))
-            if d:
-                res["valueDateTime"] = d
-        elif vt == "TM":
-            raw = v.c(comps, 1)
-            if len(raw) >= 4 and raw[:4].isdigit():
-                res["valueTime"] = f"{raw[:2]}:{raw[2:4]}:{raw[4:6] if len(raw) >= 6 else '00'}"
-        elif vt == "ED":
-            sub = v.c(comps, 2)
-            kind = v.c(comps, 3)
-            enc = v.c(comps, 4)
-            data = v.c(comps, 5)
-            mime = {"TEXT": "text", "IMAGE": "image", "AP": "application", "Application": "application", "AUDIO": "audio", "VIDEO": "video"}.get(sub, "application")
-            mime = f"{mime}/{(kind or 'octet-stream').lower()}"
-            if enc.upper() == "BASE64":
-                b64 = data
-            else:
-                b64 = base64.b64encode(data.encode("utf-8")).decode("ascii")
-            # R4's Observation has no valueAttachment: the cross-version extension carries R5's value[x]
-            res.setdefault("extension", []).append(
-                {"url": "http://hl7.org/fhir/5.0/StructureDefinition/extension-Observation.value", "valueAttachment": {"contentType": mime, "data": b64}}
-            )
-        elif vt in ("CX", "EI"):
-            res["valueString"] = v.c(comps, 1)
-        else:
-            res["valueString"] = v.d(v.cs.join(comps))
-
-    def _occ(self, seg: Seg) -> int:
-        n = 0
-        for s in self.v.segs[: seg.index + 1]:
-            if s.name == seg.name:
-                n += 1
-        return n
-
-    # ================================================================ orders (ORC + OBR)
-    def service_request(self, orc: Seg | None, obr: Seg | None, tq1: Seg | None = None, *, status: str | None = None) -> dict[str, Any] | None:
-        v, t = self.v, self.t
-        if orc is None and obr is None:
-            return None
-        res: dict[str, Any] = {"resourceType": "ServiceRequest"}
-        idents = []
-        placer = v.first(orc, 2) or v.first(obr, 2)
-        filler = v.first(orc, 3) or v.first(obr, 3)
-        group = v.first(orc, 4)
-        for comps, typ in ((placer, "PLAC"), (filler, "FILL"), (group, "PGN")):
-            if comps:
-                x = t.ei(comps, typ)
-                if x:
-                    idents.append(x)
-        if idents:
-            res["identifier"] = idents
-        if status is None:
-            st5 = v.val(orc, 5)
-            status = self.m.order_status.code(st5) if st5 else None
-            if status is None:
-                st1 = v.val(orc, 1)
-                status = self.m.order_control_status.code(st1) if st1 else None
-        res["status"] = status or "unknown"
-        res["intent"] = "order"
-        prio = v.val(tq1, 9) if tq1 is not None else ""
-        if not prio:
-            prio = v.val(orc, 7, 6) or v.val(obr, 27, 6)
-        pmap = {"S": "stat", "A": "asap", "R": "routine", "P": "routine", "T": "urgent", "C": "urgent"}
-        if prio in pmap:
-            res["priority"] = pmap[prio]
-        code = t.cc_field(obr, 4)
-        if code:
-            res["code"] = code
-        if self.patient_ref:
-            res["subject"] = self.patient_ref
-        if self.encounter_ref:
-            res["encounter"] = self.encounter_ref
-        when = None
-        if tq1 is not None:
-            when = t.dt(v.val(tq1, 7))
-        if not when:
-            when = t.dt(v.val(orc, 7, 4)) or t.dt(v.val(obr, 27, 4))
-        if when:
-            res["occurrenceDateTime"] = when
-        authored = t.dt(v.val(orc, 9))
-        if authored:
-            res["authoredOn"] = authored
-        req = self.practitioner_field(orc, 12) or self.practitioner_field(obr, 16)
-        if req:
-            res["requester"] = req[0]
-        if self.coverage_refs:
-            res["insurance"] = list(self.coverage_refs)
-        key = idents[0] if idents else None
-        return self.b.add(res, key, mode="update")
-
-    # ================================================================ the message types
-    def adt(self) -> None:
-        v = self.v
-        trig = self.trigger or v.val(v.seg("EVN"), 1)
-        pid = v.seg("PID")
-        if pid is None:
-            raise MappingError(f"ADT^{trig} has no PID segment", location="PID", code="100")
-        if trig == "A40":
-            self.merge(pid)
-            return
-        self.patient(pid, v.seg("PD1"))
-        self.encounter(v.seg("PV1"), v.seg("PV2"), event=trig)
-        for s in v.all("NK1"):
-            self.related_person(s)
-        for s in v.all("AL1"):
-            self.allergy(s)
-        diags = []
-        for s in v.all("DG1"):
-            r = self.condition(s)
-            if r:
-                diags.append(r)
-        if diags and self.encounter_ref:
-            enc = self._resource_of(self.encounter_ref)
-            if enc is not None:
-                dmap = self.m.diagnosis_type
-                enc["diagnosis"] = []
-                for ref, typ in diags:
-                    d: dict[str, Any] = {"condition": ref}
-                    hit = dmap.get(typ)
-                    if hit:
-                        d["use"] = {"coding": [{"system": hit[1], "code": hit[0]}]}
-                    enc["diagnosis"].append(d)
-        for s in v.all("IN1"):
-            self.coverage(s)
-        obxs = v.all("OBX")
-        if obxs:
-            category = self.cfg.adt_observation_category or None
-            default_time = self.t.dt(v.val(v.seg("EVN"), 2))
-            for s in obxs:
-                self.observation(s, category=category, default_time=default_time)
-
-    def _resource_of(self, ref: dict[str, Any]) -> dict[str, Any] | None:
-        return self.b.resource_of(ref)
-
-    def merge(self, pid: Seg) -> None:
-        v, t = self.v, self.t
-        survivor_ref = self.patient(pid, v.seg("PD1"), mode="update")
-        survivor = self._resource_of(survivor_ref) if survivor_ref else None
-        for mrg in v.all("MRG"):
-            old_ids = [x for x in (t.cx(c) for c in v.reps(mrg, 1)) if x]
-            if not old_ids:
-                raise MappingError("ADT^A40: MRG-1 (prior patient identifier list) is empty", location="MRG-1", code="101")
-            key = next((x for x in old_ids if x.get("type", {}).get("coding", [{}])[0].get("code") == "MR"), old_ids[0])
-            old: dict[str, Any] = {"resourceType": "Patient", "identifier": old_ids, "active": False}
-            names = t.xpn_all(mrg, 7)
-            if names:
-                old["name"] = names
-            if survivor_ref:
-                old["link"] = [{"other": survivor_ref, "type": "replaced-by"}]
-            old_ref = self.b.add(old, key, mode="update")
-            if survivor is not None:
-                survivor.setdefault("link", []).append({"other": old_ref, "type": "replaces"})
-                survivor["active"] = True
-
-    def siu(self) -> None:
-        v, t = self.v, self.t
-        sch = v.seg("SCH")
-        if sch is None:
-            raise MappingError(f"SIU^{self.trigger} has no SCH segment", location="SCH", code="100")
-        self.patient(v.seg("PID"), v.seg("PD1"))
-        self.encounter(v.seg("PV1"), v.seg("PV2"))
-        res: dict[str, Any] = {"resourceType": "Appointment"}
-        idents = []
-        for n, typ in ((1, "PLAC"), (2, "FILL")):
-            x = t.ei(v.first(sch, n), typ) if v.first(sch, n) else None
-            if x:
-                idents.append(x)
-        if idents:
-            res["identifier"] = idents
-        st = v.val(sch, 25)
-        status = self.m.appointment_status.code(st) if st else None
-        if status is None:
-            status = {"S15": "cancelled", "S17": "entered-in-error", "S26": "noshow"}.get(self.trigger, "booked")
-        if self.trigger == "S15":
-            status = "cancelled"
-        res["status"] = status
-        if status == "cancelled":
-            reason = t.cc_field(sch, 6)
-            if reason:
-                res["cancelationReason"] = reason
-        reason = t.cc_field(sch, 7)
-        if reason:
-            res["reasonCode"] = [reason]
-        atype = t.cc_field(sch, 8)
-        if atype:
-            res["appointmentType"] = atype
-        services = [x for x in (t.cc_field(s, 3) for s in v.all("AIS")) if x]
-        if services:
-            res["serviceType"] = services
-        start = t.dt(v.val(sch, 11, 4), instant=True)
-        end = t.dt(v.val(sch, 11, 5), instant=True)
-        ais = v.seg("AIS")
-        if not start and ais is not None:
-            start = t.dt(v.val(ais, 4), instant=True)
-        if start:
-            res["start"] = start
-        if end:
-            res["end"] = end
-        dur = v.val(sch, 9)
-        if dur.isdigit() and (v.val(sch, 10) in ("", "min", "MIN", "m")):
-            res["minutesDuration"] = int(dur)
-        notes = self.notes([s for s in v.all("NTE") if v.segs[s.index - 1].name in ("SCH", "NTE") and s.index < (v.seg("PID").index if v.seg("PID") else 10**9)])
-        if notes:
-            res["comment"] = "\n".join(n["text"] for n in notes)
-        parts: list[dict[str, Any]] = []
-        if self.patient_ref:
-            parts.append({"actor": self.patient_ref, "status": "accepted"})
-        for aip in v.all("AIP"):
-            for ref in self.practitioner_field(aip, 3):
-                p: dict[str, Any] = {"actor": ref, "status": "accepted"}
-                role = t.cc_field(aip, 4)
-                if role:
-                    p["type"] = [role]
-                parts.append(p)
-        for ail in v.all("AIL"):
-            loc = self.location(v.first(ail, 3))
-            if loc:
-                parts.append({"actor": loc, "status": "accepted"})
-        for aig in v.all("AIG"):
-            comps = v.first(aig, 3)
-            if comps and v.c(comps, 1) and not any(True for aip in v.all("AIP") if v.val(aip, 3) == v.c(comps, 1)):
-                p = {"status": "accepted", "type": [t.cc(comps) or {"text": v.c(comps, 1)}]}
-                parts.append(p)
-        if not parts:
-            parts.append({"status": "needs-action", "type": [{"text": "unspecified"}]})
-        res["participant"] = parts
-        created = t.dt(self.v.val(self.msh, 7))
-        if created:
-            res["created"] = created
-        self.b.add(res, idents[0] if idents else None, mode="update")
-
-    def orders(self) -> None:
-        v = self.v
-        self.patient(v.seg("PID"), v.seg("PD1"))
-        self.encounter(v.seg("PV1"), v.seg("PV2"))
-        for s in v.all("IN1"):
-            self.coverage(s)
-        for s in v.all("AL1"):
-            self.allergy(s)
-        conds = [r[0] for r in (self.condition(s) for s in v.all("DG1")) if r]
-        for orc, group in self._order_groups():
-            obr = next((s for s in group if s.name == "OBR"), None)
-            tq1 = next((s for s in group if s.name == "TQ1"), None)
-            ref = self.service_request(orc, obr, tq1)
-            sr = self._resource_of(ref) if ref else None
-            if sr is None:
-                continue
-            if conds:
-                sr["reasonReference"] = list(conds)
-            specs = []
-            for spm in (s for s in group if s.name == "SPM"):
-                sp = self.specimen(spm, ref)
-                if sp:
-                    specs.append(sp)
-            if specs:
-                sr["specimen"] = specs
-            notes = self.notes([s for s in group if s.name == "NTE"])
-            if notes:
-                sr["note"] = notes
-
-    def _order_groups(self) -> list[tuple[Seg | None, list[Seg]]]:
-        """Split the message at each ORC (or each OBR without an ORC before it)."""
-        groups: list[tuple[Seg | None, list[Seg]]] = []
-        cur: list[Seg] | None = None
-        orc: Seg | None = None
-        for s in self.v.segs:
-            if s.name == "ORC":
-                orc = s
-                cur = []
-                groups.append((orc, cur))
-            elif s.name == "OBR":
-                if cur is None or any(x.name == "OBR" for x in cur):
-                    cur = []
-                    groups.append((orc if cur is None else None, cur))
-                cur.append(s)
-            elif cur is not None and s.name not in ("PID", "PD1", "PV1", "PV2", "IN1", "IN2", "GT1", "AL1"):
-                cur.append(s)
-        return groups
-
-    def specimen(self, spm: Seg, sr_ref: dict[str, Any] | None) -> dict[str, Any] | None:
-        v, t = self.v, self.t
-        res: dict[str, Any] = {"resourceType": "Specimen"}
-        ident = None
-        sid = v.first(spm, 2)
-        if sid:
-            ident = t.ei(sid)
-            if ident:
-                res["identifier"] = [ident]
-        typ = t.cc_field(spm, 4)
-        if typ:
-            res["type"] = typ
-        if self.patient_ref:
-            res["subject"] = self.patient_ref
-        if sr_ref:
-            res["request"] = [sr_ref]
-        coll = t.dt(v.val(spm, 17))
-        if coll:
-            res.setdefault("collection", {})["collectedDateTime"] = coll
-        site = t.cc_field(spm, 8)
-        if site:
-            res.setdefault("collection", {})["bodySite"] = site
-        recv = t.dt(v.val(spm, 18))
-        if recv:
-            res["receivedTime"] = recv
-        return self.b.add(res, ident, mode="update")
-
-    def oru(self) -> None:
-        v, t = self.v, self.t
-        self.patient(v.seg("PID"), v.seg("PD1"))
-        self.encounter(v.seg("PV1"), v.seg("PV2"))
-        for s in v.all("NK1"):
-            self.related_person(s)
-        for orc, group in self._order_groups():
-            obr = next((s for s in group if s.name == "OBR"), None)
-            if obr is None:
-                continue
-            tq1 = next((s for s in group if s.name == "TQ1"), None)
-            sr_ref = self.service_request(orc, obr, tq1) if orc is not None else None
-            dr: dict[str, Any] = {"resourceType": "DiagnosticReport"}
-            idents = []
-            for comps, typ in ((v.first(obr, 3) or v.first(orc, 3), "FILL"), (v.first(obr, 2) or v.first(orc, 2), "PLAC")):
-                if comps:
-                    x = t.ei(comps, typ)
-                    if x:
-                        idents.append(x)
-            if idents:
-                dr["identifier"] = idents
-            if sr_ref:
-                dr["basedOn"] = [sr_ref]
-            st = v.val(obr, 25)
-            dr["status"] = self.m.result_status.code(st, "unknown") if st else "unknown"
-            section = v.val(obr, 24)
-            cats = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": section or "LAB"}]}]
-            dr["category"] = cats
-            code = t.cc_field(obr, 4)
-            dr["code"] = code or {"text": "unknown"}
-            if self.patient_ref:
-                dr["subject"] = self.patient_ref
-            if self.encounter_ref:
-                dr["encounter"] = self.encounter_ref
-            start, end = t.dt(v.val(obr, 7)), t.dt(v.val(obr, 8))
-            if start and end:
-                dr["effectivePeriod"] = {"start": start, "end": end}
-            elif start:
-                dr["effectiveDateTime"] = start
-            issued = t.dt(v.val(obr, 22), instant=True)
-            if issued:
-                dr["issued"] = issued
-            interp = self.practitioner_field(obr, 32)
-            if interp:
-                dr["resultsInterpreter"] = interp
-            key = idents[0] if idents else None
-            key_prefix = key["value"] if key else ""
-            key_system = key["system"] if key else ""
-            results = []
-            specs = []
-            for s in group:
-                if s.name == "OBX":
-                    r = self.observation(s, category="laboratory", based_on=sr_ref, default_time=start, key_prefix=key_prefix, key_system=key_system)
-                    if r:
-                        results.append(r)
-                elif s.name == "SPM":
-                    sp = self.specimen(s, sr_ref)
-                    if sp:
-                        specs.append(sp)
-            if specs:
-                dr["specimen"] = specs
-            if results:
-                dr["result"] = results
-            # NTEs right after the OBR are about the order: the report's conclusion text here
-            notes = self.notes(self.following(obr, ("NTE",)))
-            if notes:
-                dr["conclusion"] = "\n".join(n["text"] for n in notes)
-            self.b.add(dr, key, mode="update")
-
-    def rde(self) -> None:
-        v, t = self.v, self.t
-        self.patient(v.seg("PID"), v.seg("PD1"))
-        self.encounter(v.seg("PV1"), v.seg("PV2"))
-        for s in v.all("AL1"):
-            self.allergy(s)
-        for s in v.all("IN1"):
-            self.coverage(s)
-        for orc, group in self._rx_groups("RXE"):
-            rxe = next((s for s in group if s.name == "RXE"), None)
-            if rxe is None:
-                continue
-            res: dict[str, Any] = {"resourceType": "MedicationRequest"}
-            idents = []
-            for n, typ in ((2, "PLAC"), (3, "FILL"), (4, "PGN")):
-                x = t.ei(v.first(orc, n), typ) if v.first(orc, n) else None
-                if x:
-                    idents.append(x)
-            if idents:
-                res["identifier"] = idents
-            st5 = v.val(orc, 5)
-            status = self.m.order_status.code(st5) if st5 else None
-            if status is None:
-                st1 = v.val(orc, 1)
-                status = self.m.order_control_status.code(st1) if st1 else None
-            res["status"] = {"revoked": "cancelled", "draft": "draft", "on-hold": "on-hold", "completed": "completed", "entered-in-error": "entered-in-error"}.get(
-                status or "", "active" if status == "active" else "unknown"
-            )
-            res["intent"] = "order"
-            med = t.cc_field(rxe, 2)
-            res["medicationCodeableConcept"] = med or {"text": "unknown"}
-            if self.patient_ref:
-                res["subject"] = self.patient_ref
-            if self.encounter_ref:
-                res["encounter"] = self.encounter_ref
-            authored = t.dt(v.val(orc, 9))
-            if authored:
-                res["authoredOn"] = authored
-            req = self.practitioner_field(orc, 12)
-            if req:
-                res["requester"] = req[0]
-            dosage: dict[str, Any] = {}
-            instr = v.val(rxe, 7)  # RXE-7 provider's administration instructions (CWE: text in .1 or .2)
-            instr_text = v.val(rxe, 7, 2) or instr
-            if instr_text:
-                dosage["text"] = instr_text
-            tq1 = next((s for s in group if s.name == "TQ1"), None)
-            timing_code = v.val(tq1, 3) if tq1 is not None else ""
-            if not timing_code:
-                timing_code = v.val(rxe, 1, 2)
-            timing: dict[str, Any] = {}
-            if timing_code:
-                timing["code"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation", "code": timing_code}]}
-            if tq1 is not None:
-                start, end = t.dt(v.val(tq1, 7)), t.dt(v.val(tq1, 8))
-                if start or end:
-                    timing["repeat"] = {"boundsPeriod": {k: x for k, x in (("start", start), ("end", end)) if x}}
-            if timing:
-                dosage["timing"] = timing
-            rxr = next((s for s in group if s.name == "RXR"), None)
-            if rxr is not None:
-                route = t.cc_field(rxr, 1)
-                if route:
-                    dosage["route"] = route
-            amount = t.number(v.val(rxe, 3))
-            if amount is not None:
-                dosage["doseAndRate"] = [{"doseQuantity": {"value": amount, **t.unit(v.first(rxe, 5))}}]
-            if dosage:
-                res["dosageInstruction"] = [dosage]
-            disp: dict[str, Any] = {}
-            qty = t.number(v.val(rxe, 10))
-            if qty is not None:
-                disp["quantity"] = {"value": qty, **t.unit(v.first(rxe, 11))}
-            refills = v.val(rxe, 12)
-            if refills.isdigit():
-                disp["numberOfRepeatsAllowed"] = int(refills)
-            if disp:
-                res["dispenseRequest"] = disp
-            if self.coverage_refs:
-                res["insurance"] = list(self.coverage_refs)
-            notes = self.notes([s for s in group if s.name == "NTE"])
-            if notes:
-                res["note"] = notes
-            self.b.add(res, idents[0] if idents else None, mode="update")
-
-    def _rx_groups(self, main: str) -> list[tuple[Seg | None, list[Seg]]]:
-        groups: list[tuple[Seg | None, list[Seg]]] = []
-        cur: list[Seg] | None = None
-        for s in self.v.segs:
-            if s.name == "ORC":
-                cur = []
-                groups.append((s, cur))
-            elif cur is not None:
-                cur.append(s)
-            elif s.name == main:
-                cur = [s]
-                groups.append((None, cur))
-        return groups
-
-    def vxu(self) -> None:
-        v, t = self.v, self.t
-        self.patient(v.seg("PID"), v.seg("PD1"))
-        self.encounter(v.seg("PV1"), v.seg("PV2"))
-        for s in v.all("NK1"):
-            self.related_person(s)
-        for s in v.all("IN1"):
-            self.coverage(s)
-        for orc, group in self._rx_groups("RXA"):
-            rxa = next((s for s in group if s.name == "RXA"), None)
-            if rxa is None:
-                continue
-            res: dict[str, Any] = {"resourceType": "Immunization"}
-            idents = []
-            for n, typ in ((3, "FILL"), (2, "PLAC")):
-                x = t.ei(v.first(orc, n), typ) if v.first(orc, n) else None
-                if x:
-                    idents.append(x)
-            key = idents[0] if idents else self.derived("Immunization", v.val(rxa, 5), v.val(rxa, 3), v.val(rxa, 15))
-            if not idents:
-                idents.append(key)
-            res["identifier"] = idents
-            cs = v.val(rxa, 20)
-            status = self.m.completion_status.code(cs) if cs else "completed"
-            if v.val(rxa, 21) == "D":
-                status = "entered-in-error"
-            res["status"] = status or "completed"
-            if status == "not-done":
-                reason = t.cc_field(rxa, 18)
-                if reason:
-                    res["statusReason"] = reason
-            res["vaccineCode"] = t.cc_field(rxa, 5) or {"text": "unknown"}
-            if self.patient_ref:
-                res["patient"] = self.patient_ref
-            if self.encounter_ref:
-                res["encounter"] = self.encounter_ref
-            when = t.dt(v.val(rxa, 3))
-            if when:
-                res["occurrenceDateTime"] = when
-            else:
-                res["occurrenceString"] = "unknown"
-            info = v.val(rxa, 9)
-            res["primarySource"] = info in ("", "00")
-            if info and info != "00":
-                res["reportOrigin"] = t.cc_field(rxa, 9)
-            lot = v.val(rxa, 15)
-            if lot:
-                res["lotNumber"] = lot
-            exp = date_of(v.val(rxa, 16))
-            if exp:
-                res["expirationDate"] = exp
-            mvx = v.first(rxa, 17)
-            if mvx and v.c(mvx, 1):
-                man: dict[str, Any] = {"identifier": {"system": self.tables.system_uri(v.c(mvx, 3) or "MVX"), "value": v.c(mvx, 1)}}
-                if v.c(mvx, 2):
-                    man["display"] = v.c(mvx, 2)
-                res["manufacturer"] = man
-            rxr = next((s for s in group if s.name == "RXR"), None)
-            if rxr is not None:
-                site = t.cc_field(rxr, 2)
-                if site:
-                    res["site"] = site
-                route = t.cc_field(rxr, 1)
-                if route:
-                    res["route"] = route
-            amount = t.number(v.val(rxa, 6))
-            if amount is not None and amount != 999:
-                res["doseQuantity"] = {"value": amount, **t.unit(v.first(rxa, 7))}
-            perf = []
-            for ref in self.practitioner_field(rxa, 10):
-                perf.append({"function": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0443", "code": "AP"}]}, "actor": ref})
-            for ref in self.practitioner_field(orc, 12):
-                perf.append({"function": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0443", "code": "OP"}]}, "actor": ref})
-            if perf:
-                res["performer"] = perf
-            obxs = [s for s in group if s.name == "OBX"]
-            for obx in obxs:
-                if v.val(obx, 3) == "64994-7":
-                    elig = t.cc_field(obx, 5)
-                    if elig:
-                        res.setdefault("programEligibility", []).append(elig)
-                else:
-                    self.observation(obx, default_time=when)
-            self.b.add(res, key, mode="update")
-
-    def mdm(self) -> None:
-        v, t = self.v, self.t
-        self.patient(v.seg("PID"), v.seg("PD1"))
-        self.encounter(v.seg("PV1"), v.seg("PV2"))
-        txa = v.seg("TXA")
-        if txa is None:
-            raise MappingError("MDM^T02 has no TXA segment", location="TXA", code="100")
-        res: dict[str, Any] = {"resourceType": "DocumentReference"}
-        unique = v.first(txa, 12)
-        master = t.ei(unique) if unique else None
-        if master:
-            res["masterIdentifier"] = master
-            res["identifier"] = [master]
-        res["status"] = "current"
-        comp = v.val(txa, 17)
-        doc_status = {"AU": "final", "LA": "final", "DO": "final", "DI": "preliminary", "IP": "preliminary", "IN": "preliminary", "PA": "preliminary"}.get(comp)
-        if doc_status:
-            res["docStatus"] = doc_status
-        dtype = v.val(txa, 2)
-        if dtype:
-            res["type"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0270", "code": dtype}]}
-        obxs = v.all("OBX")
-        if obxs:
-            code = t.cc_field(obxs[0], 3)
-            if code and code.get("coding"):
-                res.setdefault("type", {"coding": []})["coding"].append(code["coding"][0])
-        if self.patient_ref:
-            res["subject"] = self.patient_ref
-        date = t.dt(v.val(txa, 7), instant=True) or t.dt(v.val(txa, 4), instant=True) or t.dt(v.val(self.msh, 7), instant=True)
-        if date:
-            res["date"] = date
-        authors = self.practitioner_field(txa, 5) or self.practitioner_field(txa, 9)
-        if authors:
-            res["author"] = authors
-        auth = self.practitioner_field(txa, 22)
-        if auth:
-            res["authenticator"] = auth[0]
-        lines = []
-        for obx in obxs:
-            vt = v.val(obx, 2)
-            if vt in ("TX", "FT", "ST", ""):
-                lines.extend(v.text(v.cs.join(c)) for c in v.reps(obx, 5))
-        content = "\n".join(lines)
-        res["content"] = [
-            {
-                "attachment": {
-                    "contentType": "text/plain; charset=utf-8",
-                    "data": base64.b64encode(content.encode("utf-8")).decode("ascii"),
-                    **({"creation": t.dt(v.val(txa, 4))} if t.dt(v.val(txa, 4)) else {}),
-                }
-            }
-        ]
-        ctx: dict[str, Any] = {}
-        if self.encounter_ref:
-            ctx["encounter"] = [self.encounter_ref]
-        when = t.dt(v.val(txa, 4))
-        if when:
-            ctx["period"] = {"start": when}
-        if ctx:
-            res["context"] = ctx
-        self.b.add(res, master, mode="update")
-
-    def dft(self) -> None:
-        v, t = self.v, self.t
-        self.patient(v.seg("PID"), v.seg("PD1"))
-        self.encounter(v.seg("PV1"), v.seg("PV2"))
-        for s in v.all("DG1"):
-            self.condition(s)
-        for s in v.all("IN1"):
-            self.coverage(s)
-        for ft1 in v.all("FT1"):
-            res: dict[str, Any] = {"resourceType": "ChargeItem"}
-            tid = v.val(ft1, 2)
-            ident = {"system": self.tables.identifier_system(v.val(self.msh, 4) or v.val(self.msh, 3), "TXN"), "value": tid} if tid else None
-            if ident is None:
-                ident = self.derived("ChargeItem", v.val(ft1, 7), v.val(ft1, 4), self.control_id, v.val(ft1, 1))
-            res["identifier"] = [ident]
-            ttype = v.val(ft1, 6)
-            res["status"] = {"CG": "billable", "CD": "aborted", "PY": "billed", "AJ": "billed"}.get(ttype, "billable")
-            code = t.cc_field(ft1, 7) or t.cc_field(ft1, 25)
-            res["code"] = code or {"text": v.val(ft1, 8) or "unknown"}
-            if self.patient_ref:
-                res["subject"] = self.patient_ref
-            if self.encounter_ref:
-                res["context"] = self.encounter_ref
-            when = v.first(ft1, 4)
-            start, end = t.dt(v.c(when, 1)), t.dt(v.c(when, 2))
-            if start and end:
-                res["occurrencePeriod"] = {"start": start, "end": end}
-            elif start:
-                res["occurrenceDateTime"] = start
-            posted = t.dt(v.val(ft1, 5))
-            if posted:
-                res["enteredDate"] = posted
-            qty = t.number(v.val(ft1, 10))
-            if qty is not None:
-                res["quantity"] = {"value": qty}
-            price = v.sub(v.first(ft1, 11), 1) if v.first(ft1, 11) else [""]
-            amt = t.number(price[0]) if price and price[0] else None
-            if amt is not None:
-                res["priceOverride"] = {"value": amt, **({"currency": price[1]} if len(price) > 1 and price[1] else {})}
-            ext_price = v.sub(v.first(ft1, 22), 1) if v.first(ft1, 22) else [""]
-            if ext_price and ext_price[0] and amt is None:
-                n = t.number(ext_price[0])
-                if n is not None:
-                    res["priceOverride"] = {"value": n, **({"currency": ext_price[1]} if len(ext_price) > 1 and ext_price[1] else {})}
-            reasons = t.cc_all(ft1, 19)
-            if reasons:
-                res["reason"] = reasons
-            perf = self.practitioner_field(ft1, 20)
-            if perf:
-                res["performer"] = [{"actor": perf[0]}]
-            orderer = self.practitioner_field(ft1, 21)
-            if orderer:
-                res["enterer"] = orderer[0]
-            dept = v.first(ft1, 13)
-            if dept and v.c(dept, 1):
-                res["performingOrganization"] = {"display": v.c(dept, 2) or v.c(dept, 1)}
-            mods = t.cc_all(ft1, 26)
-            if mods:
-                res["extension"] = [{"url": "urn:hub:extension:procedure-code-modifier", "valueCodeableConcept": m} for m in mods]
-            self.b.add(res, ident, mode="update")
-
-    # ================================================================ extensions by rule
-    def apply_extensions(self) -> None:
-        rules = self.tables.extensions
-        if not rules:
-            return
-        v = self.v
-        msg = v.msg
-        for rule in rules:
-            seg_name = _path_segment(rule.source)
-            if seg_name is not None and v.seg(seg_name) is None:  # the usual case: the message has no such Z-segment
-                continue
-            target = self.b.first(rule.resource)
-            if target is None:
-                continue
-            try:
-                values = msg.get_all(rule.source) if rule.repeat else [x for x in [msg.get(rule.source)] if x]
-            except Exception:  # noqa: BLE001 - a path the message does not have
-                continue
-            for raw in values:
-                ext = self._ext_value(rule.type, raw)
-                if ext is not None:
-                    target.setdefault("extension", []).append({"url": rule.url, **ext})
-
-    def _ext_value(self, typ: str, raw: str) -> dict[str, Any] | None:
-        if raw in ("", '""'):
-            return None
-        t = self.t
-        if typ == "CodeableConcept":
-            comps = str(raw).split(self.v.cs) if self.v.cs in str(raw) else [str(raw)]
-            cc = t.cc(comps)
-            return {"valueCodeableConcept": cc} if cc else None
-        text = str(raw)
-        if typ == "boolean":
-            b = self.m.yes_no.code(text)
-            return {"valueBoolean": b == "true"} if b in ("true", "false") else None
-        if typ == "integer":
-            return {"valueInteger": int(text)} if text.lstrip("-").isdigit() else None
-        if typ == "decimal":
-            n = t.number(text)
-            return {"valueDecimal": n} if n is not None else None
-        if typ == "date":
-            d = date_of(text)
-            return {"valueDate": d} if d else None
-        if typ == "dateTime":
-            d = t.dt(text)
-            return {"valueDateTime": d} if d else None
-        if typ == "code":
-            return {"valueCode": text}
-        return {"valueString": text}
-
-    # ================================================================ entry point
-    def run(self) -> dict[str, Any]:
-        name = _HANDLERS.get(self.mtype)
-        handler: Callable[[], None] | None = getattr(self, name) if name else None
-        triggers = SUPPORTED.get(self.mtype)
-        if handler is None or (self.cfg.strict_types and self.trigger not in (triggers or ())):
-            known = ", ".join(f"{k}^{t}" for k in SUPPORTED for t in sorted(SUPPORTED[k]))
-            raise MappingError(
-                f"v2_to_fhir has no mapping for {self.mtype or '?'}^{self.trigger or '?'} (supported: {known})", location="MSH-9", code="200"
-            )
-        handler()
-        self.apply_extensions()
-        meta: dict[str, Any] = {}
-        if self.control_id:
-            meta["identifier"] = {"system": f"urn:hub:message:{self.v.val(self.msh, 3) or 'unknown'}", "value": self.control_id}
-        ts = self.t.dt(self.v.val(self.msh, 7), instant=True)
-        if ts:
-            meta["timestamp"] = ts
-        return self.b.build(meta)
-
-
-_HANDLERS = {"ADT": "adt", "SIU": "siu", "ORM": "orders", "OML": "orders", "ORU": "oru", "RDE": "rde", "VXU": "vxu", "MDM": "mdm", "DFT": "dft"}
-
-
+# ============================================================================================ entry points
 def convert(msg: Hl7Message | bytes | str, tables: Tables | None = None, config: V2ToFhir.Config | None = None) -> dict[str, Any]:
     """One v2 message → a FHIR Bundle (a dict). Raises MappingError for what cannot be mapped."""
     if not isinstance(msg, Hl7Message):
         msg = parse_v2(msg)
-    return _Conv(msg, tables or load_tables(None), config or V2ToFhir.Config(type="v2_to_fhir")).run()
+    return Conversion(msg, tables or load_tables(None), config or V2ToFhir.Config(type="v2_to_fhir")).run()
 
 
-def _xml(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+def explain(msg: Hl7Message | bytes | str, tables: Tables | None = None, config: V2ToFhir.Config | None = None) -> tuple[dict[str, Any], list[tuple[str, str, bool]], list[str]]:
+    """``hub convert --explain``: the Bundle, every populated component with whether it reached the output
+    (:meth:`Conversion.coverage`), and the warnings (values left out as invalid)."""
+    if not isinstance(msg, Hl7Message):
+        msg = parse_v2(msg)
+    conv = Conversion(msg, tables or load_tables(None), config or V2ToFhir.Config(type="v2_to_fhir"), explain=True)
+    bundle = conv.run()
+    return bundle, conv.coverage(), list(conv.warnings)
 
 
 class V2ToFhir:
     class Config(TransformConfig):
-        """HL7 v2 → a FHIR R4 Bundle (IG v2-to-FHIR maps): ``{type: v2_to_fhir, bundle: transaction}``."""
+        """HL7 v2 → a FHIR R4 Bundle by the tables in mappings/fhir: ``{type: v2_to_fhir, bundle: transaction}``."""
 
         type: Literal["v2_to_fhir"] = "v2_to_fhir"
         bundle: Literal["transaction", "batch", "collection"] = Field(
@@ -1587,10 +1266,12 @@ class V2ToFhir:
             description="Bundle type. transaction: all-or-nothing with conditional create/update and references between "
             "entries; batch: independent entries (references by identifier); collection: just the resources.",
         )
-        patient: Literal["auto", "update", "create"] = Field(
+        patient: Literal["auto", "update", "fill", "create"] = Field(
             "auto",
-            description="How the Patient entry is written: update = conditional PUT on the MRN (create or overwrite), "
-            "create = POST with ifNoneExist (never overwrite demographics); auto = update for ADT/SIU, create otherwise.",
+            description="How the Patient entry is written: update = conditional PUT on the MRN (the fhir_rest destination "
+            "merges it into what the server holds: what the message carries wins, nothing else is removed); fill = create "
+            "when absent, else only add what the server lacks; create = create when absent, never touch an existing one; "
+            "auto = update for ADT/SIU/BAR, fill otherwise (a lab's copy of the demographics never overrides the PM's).",
         )
         timezone: str = Field(
             "Z",
@@ -1599,30 +1280,31 @@ class V2ToFhir:
             examples=["Z", "-06:00"],
         )
         mappings: str = Field(
-            "fhir", description="Folder of the code maps, systems and extension rules, relative to the mappings folder."
+            "fhir", description="Folder of the tables (structures, messages, segments, datatypes, codes …), relative to the mappings folder."
         )
-        strict_types: bool = Field(
-            True, description="Reject message types/triggers the converter does not list (false: map what it can)."
-        )
-        adt_observation_category: str = Field(
-            "vital-signs", description="Observation category for OBX in ADT messages ('' for none)."
+        invalid: Literal["warn", "reject"] = Field(
+            "warn",
+            description="A value that is not valid FHIR (a date like 20220229, an hour 26, a code outside its value set): "
+            "warn = leave it out and record a warning on the message (hub show lists it); reject = refuse the message "
+            "with the value's location (AR/AE, 422).",
         )
 
     def __init__(self, config: Config, ctx: Any) -> None:
         self.config = config
         folder = ctx.mappings_dir / config.mappings if ctx is not None else None
         self.tables = load_tables(folder)
+        self.tables.defs()  # problems in the tables are configuration errors (hub check)
 
     def __call__(self, message: Message) -> Message:
         if message.content_type != "hl7v2":
             raise MappingError(f"v2_to_fhir needs an HL7 v2 message, got {message.content_type}")
         msg = message.parsed if isinstance(message.parsed, Hl7Message) else None
         if msg is None:
-            try:
-                msg = parse_v2(message.raw)
-            except Hl7ParseError:
-                raise
-        bundle = _Conv(msg, self.tables, self.config).run()
+            msg = parse_v2(message.raw)
+        conv = Conversion(msg, self.tables, self.config)
+        bundle = conv.run()
         out = message.replace(dumps(bundle), "fhir")
         out.parsed = FhirDocument(bundle, out.raw)
+        if conv.warnings:
+            out.meta["warnings"] = [*out.meta.get("warnings", []), *(f"v2_to_fhir: {w}" for w in conv.warnings)]
         return out

@@ -569,6 +569,11 @@ def _h_appointment(w: _Walk, node: dict[str, Any], path: str) -> None:
 
 
 _QUANTITIES = ("Quantity", "Age", "Count", "Distance", "Duration")
+def _h_service_request(w: _Walk, node: dict[str, Any], path: str) -> None:
+    if "orderDetail" in node and "code" not in node:
+        w.add(_ERROR, "orderDetail only when there is a code (prr-1)", f"{path}.orderDetail", "invariant")
+
+
 _HOOKS: dict[tuple[str, str], list[Callable[..., None]]] = {
     ("Reference", ""): [_h_reference],
     ("Extension", ""): [_h_extension],
@@ -582,6 +587,7 @@ _HOOKS: dict[tuple[str, str], list[Callable[..., None]]] = {
     ("AllergyIntolerance", ""): [_h_allergy],
     ("Condition", ""): [_h_condition],
     ("Appointment", ""): [_h_appointment],
+    ("ServiceRequest", ""): [_h_service_request],
     **{(q, ""): [_h_quantity] for q in _QUANTITIES},
 }
 

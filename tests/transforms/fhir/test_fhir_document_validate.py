@@ -334,6 +334,12 @@ def test_invariants_of_data_types_and_resources():
     assert ("Bundle.entry[0].resource.contact[0]", "invariant") in got
     enc["period"]["end"] = "2026-03-10T16:15:00+01:00"  # the same instant in another zone: not before
     assert ("Bundle.entry[1].resource.period", "invariant") not in found(b)
+    sr = {"resourceType": "ServiceRequest", "status": "active", "intent": "order", "subject": {"display": "x"},
+          "orderDetail": [{"text": "fasting"}]}  # prr-1: an orderDetail without a code
+    b["entry"].append({"fullUrl": "urn:uuid:5a0c1f4e-0000-4000-8000-000000000001", "resource": sr, "request": {"method": "POST", "url": "ServiceRequest"}})
+    assert ("Bundle.entry[3].resource.orderDetail", "invariant") in found(b)
+    sr["code"] = {"text": "glucose"}
+    assert ("Bundle.entry[3].resource.orderDetail", "invariant") not in found(b)
 
 
 def test_bundle_rules():

@@ -1,0 +1,151 @@
+"""v2_to_fhir as an engine of tables: invalid values (warn or reject, with their location), valid system URIs from
+any name, coverage (`hub convert --explain`), warnings kept with the message (`hub show`), refusal of a structure
+without a map, and the reuse of data type results across messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from support import ROOT, SAMPLES, write_config
+from hub.errors import MappingError
+from hub.transforms.fhir.maps import load_tables
+from hub.transforms.fhir.v2_to_fhir import V2ToFhir, convert, explain
+from hub.transforms.fhir.validate import validate
+
+TABLES = load_tables(ROOT / "mappings" / "fhir")
+
+# Values seen in real public-health ORUs: an hour 26, a 29 February in a common year, a 99th month.
+BAD_DATES = (
+    "MSH|^~\\&|LAB|LAB|EHR|CLINIC|20220301120000-0500||ORU^R01^ORU_R01|BAD0001|P|2.5.1\r"
+    "PID|1||MRN7001^^^NIST MPI^MR||TESTER^ALEX||20220229|F|||1 MAIN ST^^TOWN^ST^12345\r"
+    "OBR|1|ORD7001^EHR|FIL7001^LAB|1554-5^GLUCOSE^POST 12H CFST:MCNC:PT:SER/PLAS:QN|||201701222656\r"
+    "OBX|1|NM|1554-5^GLUCOSE^POST 12H CFST:MCNC:PT:SER/PLAS:QN||182|mg/dL^mg/dL^UCUM|70-105|H|||F|||99999999\r"
+)
+
+
+def _all(b: dict, rtype: str) -> list[dict]:
+    return [e["resource"] for e in b.get("entry", []) if e["resource"]["resourceType"] == rtype]
+
+
+def _strings(node) -> list[str]:
+    if isinstance(node, dict):
+        return [s for v in node.values() for s in _strings(v)]
+    if isinstance(node, list):
+        return [s for v in node for s in _strings(v)]
+    return [node] if isinstance(node, str) else []
+
+
+def test_invalid_dates_are_left_out_with_a_warning_that_names_their_place():
+    b, _, warnings = explain(BAD_DATES.encode(), TABLES)
+    (patient,) = _all(b, "Patient")
+    assert "birthDate" not in patient and patient["name"][0]["family"] == "TESTER"
+    (obs,) = _all(b, "Observation")
+    assert obs["valueQuantity"]["value"] == 182  # the rest of the observation is kept
+    assert "effectiveDateTime" not in obs and "issued" not in obs
+    text = " | ".join(warnings)
+    assert "PID-7" in text and "OBX-14" in text and "OBR-7" in text
+    assert not any("2022-02-29" in s or "T26" in s for s in _strings(b))
+    assert [i for i in validate(b) if i.severity == "error"] == []
+
+
+def test_invalid_reject_refuses_the_message_with_the_location():
+    cfg = V2ToFhir.Config(type="v2_to_fhir", invalid="reject")
+    with pytest.raises(MappingError) as err:
+        convert(BAD_DATES.encode(), TABLES, cfg)
+    assert err.value.location.startswith("PID") and "7" in err.value.location
+
+
+def test_system_uris_have_no_spaces_whatever_the_sender_names():
+    b = convert(BAD_DATES.encode(), TABLES)
+    systems = [s for r in (e["resource"] for e in b["entry"]) for s in _systems(r)]
+    assert systems and all(" " not in s and ":" in s for s in systems)
+    assert "urn:hub:id:NIST%20MPI" in systems
+    assert any(s.startswith("urn:hub:code-system:POST%2012H%20CFST") for s in systems)
+    oid = convert(BAD_DATES.replace("NIST MPI", "&2.16.840.1.113883.3.72.5.30.2&ISO").encode(), TABLES)
+    assert "urn:oid:2.16.840.1.113883.3.72.5.30.2" in [s for e in oid["entry"] for s in _systems(e["resource"])]
+
+
+def _systems(node) -> list[str]:
+    if isinstance(node, dict):
+        own = [node["system"]] if isinstance(node.get("system"), str) else []
+        return own + [s for v in node.values() for s in _systems(v)]
+    if isinstance(node, list):
+        return [s for v in node for s in _systems(v)]
+    return []
+
+
+def test_explain_lists_what_no_map_covers_and_counts_the_rest():
+    raw = (SAMPLES / "hl7v2" / "adt_a01.hl7").read_bytes().rstrip(b"\r\n") + b"\rZPI|1|SECRET PREFERENCE\r"
+    _, cov, _ = explain(raw, TABLES)
+    got = {loc: ok for loc, _, ok in cov}
+    assert got["PID-5.1"] and got["PID-3(1).1"] and got["PV1-3.1"]
+    assert got["ZPI-2"] is False  # a Z-segment no extensions.yaml rule names
+    reached = sum(got.values())
+    assert 0 < reached < len(got)
+
+
+def test_hub_convert_explain_prints_the_share_and_the_uncovered(capsys):
+    from hub.cli import main
+
+    assert main(["convert", str(SAMPLES / "hl7v2" / "fhir_oru_types.hl7"), "--to", "fhir", "--explain", "--config", str(ROOT / "config")]) == 0
+    out = capsys.readouterr().out
+    assert "populated components reach the Bundle (" in out and "resources: " in out
+    assert "not mapped (no row of mappings/fhir covers them):" in out and "MSH-12" in out
+
+
+def test_a_structure_without_a_map_is_refused_with_what_is_supported():
+    with pytest.raises(MappingError) as err:
+        convert(b"MSH|^~\\&|A|B|C|D|20260101||RSP^K11^RSP_K11|X1|P|2.5.1\rMSA|AA|X0", TABLES)
+    assert "no mapping for RSP^K11" in str(err.value) and "ADT^A01" in str(err.value) and err.value.location == "MSH-9"
+
+
+def test_results_reused_between_messages_are_copies():
+    raw = (SAMPLES / "hl7v2" / "oru_r01.hl7").read_bytes()
+    first = convert(raw, TABLES)
+    first["entry"][1]["resource"]["identifier"] = "scribbled over"
+    for e in first["entry"]:
+        e["resource"].clear()
+    assert convert(raw, TABLES) == convert(raw, load_tables(ROOT / "mappings" / "fhir"))
+
+
+CHANNEL = """
+name: results
+source: {type: memory, format: hl7v2}
+routes:
+  - name: ehr
+    transforms: [{type: v2_to_fhir}]
+    to: [out]
+destinations:
+  out: {type: memory}
+"""
+
+
+async def test_warnings_are_kept_with_the_message_and_hub_show_lists_them(tmp_path: Path, capsys):
+    from hub.cli import main
+    from hub.engine import Engine
+    from hub.message import Outcome
+    from hub.spec import load_config
+
+    home = tmp_path / "home"
+    home.mkdir()
+    hub_yaml = f"store: {{url: 'sqlite:///{home}/hub.db'}}\nweb: {{enabled: false}}\nhome: {home}\nmappings: {ROOT / 'mappings'}\n"
+    cfg = load_config(write_config(tmp_path / "cfg", hub_yaml, {"results": CHANNEL}))
+    eng = Engine(cfg, idle_poll=0.05, start_web=False)
+    await eng.start()
+    try:
+        receipt = await eng.sources["results"].push(BAD_DATES.encode())
+        assert receipt.outcome is Outcome.ACCEPTED
+        mid = receipt.results[0].message_id
+        await eng.wait_delivered([mid], timeout=10)
+        meta = eng.store.get_message(mid)["meta"]
+        assert any("PID-7" in w for w in meta["warnings"])
+    finally:
+        await eng.stop()
+    capsys.readouterr()
+    assert main(["show", str(mid), "--config", str(tmp_path / "cfg")]) == 0
+    out = capsys.readouterr().out
+    assert "warning: v2_to_fhir: PID-7" in out
+    assert json.loads(json.dumps(meta))  # plain JSON in the store

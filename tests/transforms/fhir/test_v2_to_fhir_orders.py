@@ -1,0 +1,213 @@
+"""v2_to_fhir, orders/results/pharmacy/immunization family: ORU, OUL, ORM, OML, OMG, RDE, RDS, VXU.
+
+Every sample of these types converts to a transaction Bundle that fhir_validate accepts, with the resources the
+message tables make, the references they need resolved inside the Bundle, and the fields the tables map."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from support import ROOT, SAMPLES
+from hub.transforms.fhir.v2_to_fhir import convert
+from hub.transforms.fhir.validate import validate
+
+HL7 = SAMPLES / "hl7v2"
+TYPES = ["oru_r01", "oru_r30", "oul_r21", "oul_r22", "oul_r23", "oul_r24", "omg_o19", "oml_o21", "orm_o01", "rde_o11",
+         "rde_o25", "rds_o13", "vxu_v04"]
+SAMPLE_FILES = [f"types/{t}.hl7" for t in TYPES] + [
+    "oru_r01.hl7", "orm_o01.hl7", "oml_o21.hl7", "rde_o11.hl7", "vxu_v04.hl7", "fhir_oru_types.hl7", "fhir_oru_two_orders.hl7"]
+
+# resource → the reference elements that must be present and resolve inside the Bundle
+REQUIRED_REFS = {
+    "Observation": ["subject"],
+    "DiagnosticReport": ["subject"],
+    "ServiceRequest": ["subject"],
+    "Specimen": ["subject"],
+    "MedicationRequest": ["subject"],
+    "MedicationDispense": ["subject"],
+    "Immunization": ["patient"],
+    "Condition": ["subject"],
+    "AllergyIntolerance": ["patient"],
+    "Coverage": ["beneficiary"],
+}
+
+
+def bundle(name: str) -> dict:
+    return convert((HL7 / name).read_bytes())
+
+
+def of(b: dict, rtype: str) -> list[dict]:
+    return [e["resource"] for e in b["entry"] if e["resource"]["resourceType"] == rtype]
+
+
+def urls(b: dict) -> dict[str, dict]:
+    return {e["fullUrl"]: e["resource"] for e in b["entry"]}
+
+
+def target(b: dict, ref: dict) -> dict:
+    return urls(b)[ref["reference"]]
+
+
+def refs_in(node, out: list) -> list:
+    if isinstance(node, dict):
+        if isinstance(node.get("reference"), str):
+            out.append(node["reference"])
+        for v in node.values():
+            refs_in(v, out)
+    elif isinstance(node, list):
+        for v in node:
+            refs_in(v, out)
+    return out
+
+
+@pytest.mark.parametrize("name", SAMPLE_FILES)
+def test_sample_converts_validates_and_references_resolve(name):
+    b = bundle(name)
+    assert b["type"] == "transaction"
+    assert [i for i in validate(b) if i.severity == "error"] == []
+    known = urls(b)
+    for e in b["entry"]:
+        res = e["resource"]
+        for r in refs_in(res, []):
+            assert r in known, f"{res['resourceType']} refers to {r}, not in the Bundle"
+        for el in REQUIRED_REFS.get(res["resourceType"], []):
+            assert el in res and res[el]["reference"] in known, f"{name}: {res['resourceType']}.{el}"
+
+
+def test_oru_every_obr_a_report_and_an_order_every_obx_an_observation():
+    b = bundle("types/oru_r01.hl7")
+    text = (HL7 / "types/oru_r01.hl7").read_bytes().replace(b"\n", b"\r").split(b"\r")
+    n_obr = sum(1 for s in text if s.startswith(b"OBR|"))
+    n_obx = sum(1 for s in text if s.startswith(b"OBX|"))
+    reports, orders, obs = of(b, "DiagnosticReport"), of(b, "ServiceRequest"), of(b, "Observation")
+    assert len(reports) == n_obr == 4 and len(orders) == n_obr
+    assert len(obs) == n_obx
+    for dr in reports:
+        assert target(b, dr["basedOn"][0])["resourceType"] == "ServiceRequest"
+    assert sum(len(dr.get("result", [])) for dr in reports) == n_obx - 2  # the two OBX before the first order are the patient's
+
+
+def test_oru_repeated_obx5_keeps_every_repetition():
+    b = bundle("types/oru_r01.hl7")
+    (gtt,) = [o for o in of(b, "Observation") if o["code"]["coding"][0]["code"] == "GTTDRAW"]
+    assert [c["valueQuantity"]["value"] for c in gtt["component"]] == [60, 120]
+    assert gtt["component"][1]["valueQuantity"]["code"] == "min"
+
+
+def test_oru_specimen_from_spm_and_obr13_note():
+    b = bundle("types/oru_r01.hl7")
+    (spm,) = of(b, "Specimen")
+    assert spm["type"]["coding"][0]["code"] == "119364003"
+    assert spm["collection"]["method"]["coding"][0]["code"] == "28520004"
+    reports = of(b, "DiagnosticReport")
+    assert any(r.get("specimen") and target(b, r["specimen"][0]) == spm for r in reports)
+    notes = [n["text"] for sr in of(b, "ServiceRequest") for n in sr.get("note", [])]
+    assert "Warfarin 5 mg daily" in notes  # OBR-13 relevant clinical information
+
+
+def test_oru_identifiers_and_report_conclusion():
+    b = bundle("oru_r01.hl7")
+    (dr,) = of(b, "DiagnosticReport")
+    assert {i["type"]["coding"][0]["code"]: i["value"] for i in dr["identifier"]} == {"FILL": "LAB77001", "PLAC": "ORD448811"}
+    (sr,) = of(b, "ServiceRequest")
+    assert sr["status"] == "completed" and sr["requester"]["display"]
+    assert [e for e in b["entry"] if e["resource"] is sr][0]["request"]["url"].endswith("|ORD448811")  # keyed on PLAC
+    types = bundle("fhir_oru_types.hl7")
+    (dr2,) = of(types, "DiagnosticReport")
+    assert dr2["conclusion"] == "Collected at the clinic."
+    sn = {o["code"]["coding"][0]["code"]: o for o in of(types, "Observation")}["5811-5"]
+    assert sn["valueQuantity"]["value"] == 1.015 and "dataAbsentReason" not in sn  # SN ^1.015 is a value
+
+
+def test_oul_specimen_oriented_reports_refer_to_their_specimen():
+    for name in ("types/oul_r22.hl7", "types/oul_r23.hl7", "types/oul_r24.hl7"):
+        b = bundle(name)
+        spms = of(b, "Specimen")
+        assert spms, name
+        for dr in of(b, "DiagnosticReport"):
+            assert dr.get("specimen"), name
+            assert target(b, dr["specimen"][0])["resourceType"] == "Specimen"
+
+
+def test_orm_oml_omg_orders():
+    orm = bundle("orm_o01.hl7")
+    (sr,) = of(orm, "ServiceRequest")
+    assert sr["priority"] == "routine" and sr["status"] == "active" and sr["intent"] == "order"
+    assert target(orm, sr["reasonReference"][0])["code"]["coding"][0]["code"] == "E11.9"
+    assert target(orm, sr["insurance"][0])["resourceType"] == "Coverage"
+    assert sr["requisition"]["value"] == "GRP448811"
+    oml = bundle("oml_o21.hl7")
+    (sr2,) = of(oml, "ServiceRequest")
+    assert sr2["priority"] == "routine"  # TQ1-9
+    assert target(oml, sr2["specimen"][0])["type"]["coding"][0]["code"] == "119297000"
+    omg = bundle("types/omg_o19.hl7")
+    (sr3,) = of(omg, "ServiceRequest")
+    assert sr3["supportingInfo"] and all(target(omg, r)["resourceType"] == "Observation" for r in sr3["supportingInfo"])
+
+
+def test_rde_medication_request():
+    b = bundle("rde_o11.hl7")
+    (mr,) = of(b, "MedicationRequest")
+    assert mr["medicationCodeableConcept"]["coding"][0]["code"] == "860975" and mr["status"] == "active"
+    assert mr["dispenseRequest"]["quantity"] == {"value": 60, "unit": "tablet", "system": "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl", "code": "TAB"}
+    assert mr["dispenseRequest"]["numberOfRepeatsAllowed"] == 3
+    dose = mr["dosageInstruction"][0]
+    assert dose["route"]["coding"][-1]["code"] == "PO" and dose["timing"]["code"]["coding"][0]["code"] == "BID"
+    assert dose["timing"]["repeat"]["boundsPeriod"] == {"start": "2026-03-17", "end": "2026-06-16"}
+    assert dose["doseAndRate"][0]["doseQuantity"]["value"] == 1 and dose["text"] == "Take with meals"
+    assert target(b, mr["subject"])["resourceType"] == "Patient"
+
+
+def test_rds_dispense_points_to_its_prescription():
+    b = bundle("types/rds_o13.hl7")
+    (mr,) = of(b, "MedicationRequest")
+    (md,) = of(b, "MedicationDispense")
+    assert target(b, md["authorizingPrescription"][0]) == mr
+    assert md["status"] == "completed" and md["quantity"]["value"] == 90
+    assert md["substitution"]["wasSubstituted"] is True
+    assert [n["text"] for n in md["note"]] == ["Generic substituted; counseling offered", "Patient picked up at counter."]
+    assert mr["substitution"]["allowedCodeableConcept"]["coding"][0]["code"] == "G"
+
+
+def test_vxu_immunization():
+    b = bundle("vxu_v04.hl7")
+    (imm,) = of(b, "Immunization")
+    assert imm["vaccineCode"]["coding"][0] == {"system": "http://hl7.org/fhir/sid/cvx", "code": "141", "display": "Influenza, seasonal, injectable"}
+    assert imm["status"] == "completed" and imm["lotNumber"] == "LOT12345" and imm["expirationDate"] == "2027-06-30"
+    assert imm["doseQuantity"]["value"] == 0.5 and imm["primarySource"] is True
+    assert imm["programEligibility"][0]["coding"][0]["code"] == "V02"  # OBX 64994-7
+    functions = sorted(p["function"]["coding"][0]["code"] for p in imm["performer"])
+    assert functions == ["AP", "OP"]  # RXA-10 and ORC-12 both kept
+    (obs,) = of(b, "Observation")  # the OBX is an Observation too, part of the immunization
+    assert target(b, obs["partOf"][0]) == imm
+
+
+def test_invalid_dates_are_left_out_not_written():
+    msg = (b"MSH|^~\\&|LAB|LAB|EHR|EHR|20220301||ORU^R01^ORU_R01|X1|P|2.5.1\r"
+           b"PID|1||123^^^HOSP^MR||DOE^JANE||19800101|F\r"
+           b"OBR|1|P1^EHR|F1^LAB|94500-6^SARS-CoV-2 RNA^LN|||201701222656|||||||20220229\r"
+           b"OBX|1|DT|11368-8^Onset^LN||99999999||||||F|||20220229\r"
+           b"SPM|1|S1^EHR||258500001^Nasopharyngeal swab^SCT|||||||||||||20220229|20220230\r")
+    b = convert(msg)
+    assert [i for i in validate(b) if i.severity == "error"] == []
+    text = json.dumps(b)
+    for bad in ("2022-02-29", "2022-02-30", "9999-99-99", "26:56"):
+        assert bad not in text
+
+
+@pytest.mark.skipif(shutil.which("node") is None or not (ROOT / "var/test-peers/medplum").exists(),
+                    reason="node or var/test-peers/medplum (Medplum's validator) not installed")
+def test_medplum_validator_accepts_every_sample(tmp_path):
+    files = []
+    for name in SAMPLE_FILES:
+        p = tmp_path / (name.replace("/", "_") + ".json")
+        p.write_text(json.dumps(bundle(name)))
+        files.append(str(p))
+    out = subprocess.run(["node", "--experimental-websocket", "tools/medplum_validate.mjs", *files], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    lines = [ln for ln in out.stdout.splitlines() if ln.strip()]
+    assert out.returncode == 0 and lines and all(ln.endswith(": OK") for ln in lines), out.stdout + out.stderr
