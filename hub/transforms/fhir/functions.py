@@ -436,5 +436,22 @@ def joined(run: Any, ctx: Any, row: Any, reps: list[list[str]], sep: str = "\n")
     return text or None
 
 
+# ---------------------------------------------------------------------------------------------- resources of several fields
+@register("organization_with")
+def organization_with(run: Any, ctx: Any, row: Any, raw: str, address: Path | None = None, producer: Path | None = None) -> dict[str, Any] | None:
+    """An XON (the row's value, OBX-23) → an Organization as XON[Organization] makes it, with the address at
+    ``address`` (OBX-24, XAD[Address]) and the identifier at ``producer`` (OBX-15, CWE[Identifier]) added: one
+    resource from several fields, which a data type map (one value) cannot say."""
+    maps = run.defs.datatypes
+    org = maps["XON[Organization]"]
+    body = run.apply_datatype(org, raw, 0, ctx) or {}
+    for path, name, target in ((address, "XAD[Address]", "address"), (producer, "CWE[Identifier]", "identifier")):
+        value = ctx.raw(path) if path is not None else ""
+        part = run.apply_datatype(maps[name], value, 0, ctx) if value else None
+        if part:
+            body.setdefault(target, []).append(part)
+    return run.resource_value(org, body) if body else None
+
+
 # Functions of the message families (imported for their registrations).
 from . import functions_adt, functions_pharmacy  # noqa: E402,F401  (per message family: keep each small)

@@ -674,7 +674,8 @@ class Conversion:
         if len(self.warnings) == warned:
             if len(cache) >= _DT_CACHE_SIZE:
                 cache.clear()
-            cache[key] = _copy(val)
+            cache[key] = val  # kept pristine: every caller, this one too, gets a copy
+            return _copy(val)
         return val
 
     def _apply_datatype(self, mp: DatatypeMap, raw: str, level: int, ctx: Ctx) -> Any:

@@ -149,3 +149,21 @@ async def test_warnings_are_kept_with_the_message_and_hub_show_lists_them(tmp_pa
     out = capsys.readouterr().out
     assert "warning: v2_to_fhir: PID-7" in out
     assert json.loads(json.dumps(meta))  # plain JSON in the store
+
+
+def test_the_performing_lab_keeps_its_address_its_producer_id_and_its_director():
+    raw = BAD_DATES.replace(
+        "|||F|||99999999\r",
+        "|||F|||20220301|12D3456789^SAMPLE LAB^CLIA" + "|" * 8  # OBX-14, OBX-15, then OBX-23 …
+        + "SAMPLE LAB^L^^^^CLIA&2.16.840.1.113883.4.7&ISO^XX^^^12D3456789|1 LAB WAY^^LABTOWN^ST^12345|1234^DIRECTOR^DANA^^^DR\r",
+    )
+    b = convert(raw.encode(), TABLES)
+    (obs,) = _all(b, "Observation")
+    by_url = {e["fullUrl"]: e["resource"] for e in b["entry"]}
+    performers = [by_url[p["reference"]] for p in obs["performer"]]
+    (lab,) = [r for r in performers if r["resourceType"] == "Organization"]
+    assert lab["name"] == "SAMPLE LAB" and lab["address"][0]["city"] == "LABTOWN"
+    assert {"12D3456789"} <= {i["value"] for i in lab["identifier"]}
+    (director,) = [r for r in performers if r["resourceType"] == "Practitioner"]
+    assert director["name"][0]["family"] == "DIRECTOR"
+    assert [i for i in validate(b) if i.severity == "error"] == []
