@@ -431,7 +431,7 @@ def field(run: Any, ctx: Any, row: Any, raw: str, path: Path, map_name: str) -> 
 def joined(run: Any, ctx: Any, row: Any, reps: list[list[str]], sep: str = "\n") -> str | None:
     """Every repetition's text, joined (FT/TX repetitions are lines of one text; formatting escapes rendered)."""
     d = run.v
-    parts = [d.text(d.cs.join(c)) for c in reps]
+    parts = [d.text(d.cs.join(c)) for c in reps if any(x and x != '""' for x in c)]  # (``^^^`` is no text)
     text = ("\n" if sep == "\\n" else sep).join(p for p in parts if p)
     return text or None
 

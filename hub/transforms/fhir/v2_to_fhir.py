@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import threading
 from typing import Any, Callable, Literal
 
 from pydantic import Field
@@ -38,6 +39,7 @@ from .conditions import Path
 from .datatypes import V2, Seg, date_of, dtm
 from .document import FhirDocument
 from .mapdefs import Defs, DatatypeMap, MessageDef, MsgRow, Node, Row, SegmentMap, Target
+from .validate import period_reversed, resource_invariants
 from .maps import Tables, load_tables
 
 try:  # orjson is several times faster; the standard library is the fallback
@@ -851,15 +853,24 @@ class Conversion:
             elif target.display:
                 ref["display"] = target.display
         for inst, _, _ in order:
-            _prune(inst.res, r4.TypeRef(inst.type))
-            missing = _missing_reference(inst.res)
+            res = inst.res
+            _FOUND.reversed = []
+            _prune(res, r4.TypeRef(inst.type))
+            for name in _FOUND.reversed:
+                self.invalid(f"{inst.type}.{name}", "the period ends before it starts (per-1): its end")
+            missing = _missing_required(res)
             if missing:  # (an order cancelled by an ORC alone: no PID, so no patient to name)
                 raise MappingError(
-                    f"{inst.type}.{missing} is required and the message does not say who or what it is "
+                    f"{inst.type}.{missing} is required and the message does not give it "
                     f"(no segment the maps take it from{', no PID' if self.v.seg('PID') is None else ''})",
                     location="PID" if self.v.seg("PID") is None else self.structure,
                     code="101",
                 )
+            if "dataAbsentReason" in res and any(k.startswith("value") for k in res):
+                del res["dataAbsentReason"]  # obs-6: a value the sender gave wins over its absence
+            for issue in resource_invariants(res):  # rules across elements (app-3: a booked appointment has a start)
+                if issue.severity == "error":
+                    raise MappingError(f"{inst.type}: {issue.message}", location=self.structure, code="101")
         if self.explain:  # the Bundle's identifier (MSH-3, MSH-10) and timestamp (MSH-7); MSH-9 chose the map
             self.read.update((0, n, 0, 0) for n in (3, 7, 9, 10))
         meta: dict[str, Any] = {}
@@ -1048,24 +1059,32 @@ def _prune(node: dict[str, Any], ref: r4.TypeRef | None) -> bool:
             kid_ref = child.children if child is not None else (_ELEMENT if k[:1] == "_" else None)
             if _prune(x, kid_ref) or (child is not None and child.type == "BackboneElement" and _misses_required(x, kid_ref)):  # type: ignore[arg-type]
                 del node[k]
+            elif kid_ref is _PERIOD and "start" in x and "end" in x and period_reversed(x):
+                _FOUND.reversed.append(k)  # per-1: the sender's end is before its start (build() says so, keeps the start)
+                del x["end"]
         elif x is None:
             del node[k]
     return not node
 
 
-_REQ_REFS: dict[str, tuple[str, ...]] = {}
+_REQ_TOP: dict[str, tuple[str, ...]] = {}
 
 
-def _missing_reference(res: dict[str, Any]) -> str | None:
-    """The first required Reference element (ServiceRequest.subject, Coverage.beneficiary …) ``res`` lacks."""
+def _missing_required(res: dict[str, Any]) -> str | None:
+    """The first required element ``res`` lacks after the defaults of resources.csv (ServiceRequest.subject,
+    Appointment.participant …): what only the message could have said."""
     rtype = res["resourceType"]
-    names = _REQ_REFS.get(rtype)
+    names = _REQ_TOP.get(rtype)
     if names is None:
-        ref = r4.TypeRef(rtype)
-        names = _REQ_REFS[rtype] = tuple(
-            n for n in r4.required_children(ref) if (el := r4.child(ref, n)) is not None and el.type == "Reference"
-        )
-    return next((n for n in names if n not in res), None)
+        names = _REQ_TOP[rtype] = tuple(r4.required_children(r4.TypeRef(rtype)))
+    for n in names:
+        if n.endswith("[x]"):
+            base = n[:-3]
+            if not any(k.startswith(base) and len(k) > len(base) and k[len(base)].isupper() for k in res):
+                return n
+        elif n not in res:
+            return n
+    return None
 
 
 def _checks_required(ref: r4.TypeRef) -> bool:
@@ -1077,6 +1096,8 @@ def _checks_required(ref: r4.TypeRef) -> bool:
 
 
 _CHECKS: dict[r4.TypeRef, bool] = {}
+_PERIOD = r4.TypeRef("Period")
+_FOUND = threading.local()  # .reversed: the periods _prune found reversed during one build() (per thread)
 _REQ_CACHE: dict[r4.TypeRef, tuple[str, ...]] = {}
 _ELEMENT = r4.TypeRef("Element")
 _MISS = object()

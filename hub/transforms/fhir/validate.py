@@ -592,6 +592,25 @@ _HOOKS: dict[tuple[str, str], list[Callable[..., None]]] = {
 }
 
 
+def period_reversed(node: dict[str, Any]) -> bool:
+    """A Period whose end is before its start (per-1)."""
+    w = _Walk()
+    _h_period(w, node, "")
+    return bool(w.issues)
+
+
+def resource_invariants(res: dict[str, Any]) -> list[Issue]:
+    """The invariants of one resource's own level (app-3, obs-6, prr-1 …): what a converter that checks every value
+    as it writes it can still get wrong across elements. Locations are relative to the resource."""
+    hooks = _HOOKS.get((res.get("resourceType", ""), ""))
+    if not hooks:
+        return []
+    w = _Walk()
+    for h in hooks:
+        h(w, res, res["resourceType"])
+    return w.issues
+
+
 # ------------------------------------------------------------------------------------------------ Bundle rules
 def _bundle_rules(w: _Walk, data: dict[str, Any], path: str) -> None:
     btype = data.get("type")
