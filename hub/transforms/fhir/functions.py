@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from .conditions import Path
 from .mapdefs import FUNCTIONS
+from .values import problem
 
 __all__ = ["register"]
 
@@ -370,8 +371,11 @@ def us_core_race(run: Any, ctx: Any, row: Any, reps: list[list[str]], which: str
     parts: list[dict[str, Any]] = []
     texts = []
     for comps in reps:
-        code = d.d(comps[0]) if comps else ""
-        disp = d.d(comps[1]) if len(comps) > 1 else ""
+        code = " ".join(d.d(comps[0]).split()) if comps else ""  # a code has no outer or doubled spaces
+        disp = d.d(comps[1]).strip() if len(comps) > 1 else ""
+        if code and problem("code", code) is not None:
+            run.invalid(run.where(ctx, row), f"race/ethnicity code {code!r} is not a valid code")
+            code = ""
         if code:
             coding = {"system": "urn:oid:2.16.840.1.113883.6.238", "code": code}
             if disp:

@@ -563,7 +563,16 @@ class Conversion:
             c = row.const
             return _copy(c) if isinstance(c, (dict, list)) else c  # each Bundle its own objects
         if kind == "fn":
-            return row.fn(self, ctx, row, raw, *row.args)  # type: ignore[misc]
+            got = row.fn(self, ctx, row, raw, *row.args)  # type: ignore[misc]
+            if type(got) is str and r4.is_primitive(row.ftype) and row.ftype not in _TEXT_TYPES:
+                # a function returns FHIR text (an end instant, a system): checked like any value written
+                got = " ".join(got.split()) if row.ftype == "code" else got.strip()
+                problem = check_value(row.ftype, got) if got else "empty"
+                if problem is not None:
+                    if got:
+                        self.invalid(self.where(ctx, row), problem)
+                    return None
+            return got
         v = self.v
         if kind == "map":
             mp = row.map
