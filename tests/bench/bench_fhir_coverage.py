@@ -1,0 +1,74 @@
+"""v2_to_fhir coverage: the share of populated v2 components that reach the FHIR Bundle (``hub convert --explain``),
+over the project's samples and the third-party corpus (``../shared/corpus/hl7v2`` when present), per message type,
+with the components most often left out. Figures only. Run with `make bench`."""
+
+from __future__ import annotations
+
+from collections import Counter
+import re
+
+from support import ROOT, SAMPLES
+from hub.errors import HubError
+from hub.transforms.fhir.maps import load_tables
+from hub.transforms.fhir.v2_to_fhir import explain
+from hub.transforms.hl7v2 import parse, split_batch
+
+CORPUS = ROOT.parent / "shared" / "corpus" / "hl7v2"
+# not patient data: the envelope (MSH: a transaction Bundle is not a FHIR message, MessageHeader is not made) and
+# the sequence numbers (Set IDs) of repeating segments — the second share leaves them out
+_SET_ID = re.compile(r"^(MSH-|(PID|PV1|NK1|OBR|OBX|NTE|AL1|DG1|PR1|IN1|GT1|SPM|TQ1|AIS|AIG|AIL|AIP|FT1|RXR|RXC|ROL|PRT|IAM|TXA|SFT)(\[\d+\])?-1(\(|$|\.))")
+
+
+def _messages():
+    files = sorted((SAMPLES / "hl7v2").rglob("*.hl7"))
+    if CORPUS.is_dir():
+        files += sorted(p for p in CORPUS.rglob("*") if p.is_file() and not p.name.endswith((".md", ".json", ".txt")))
+    for f in files:
+        try:
+            parts = split_batch(f.read_bytes())
+        except HubError:
+            continue
+        for raw in parts:
+            yield f, raw
+
+
+def test_bench_v2_to_fhir_coverage():
+    tables = load_tables(ROOT / "mappings" / "fhir")
+    per_type: dict[str, list[int]] = {}
+    left: Counter[str] = Counter()
+    refused: Counter[str] = Counter()
+    total = [0, 0, 0]
+    data = [0, 0]
+    for _, raw in _messages():
+        try:
+            msg = parse(raw)
+        except HubError:
+            continue
+        kind = f"{msg.message_type}^{msg.trigger}"
+        try:
+            _, cov, _ = explain(msg, tables)
+        except HubError:
+            refused[kind] += 1
+            continue
+        reached = sum(1 for *_, ok in cov if ok)
+        t = per_type.setdefault(msg.message_type or "?", [0, 0, 0])
+        t[0] += 1
+        t[1] += reached
+        t[2] += len(cov)
+        total[0] += 1
+        total[1] += reached
+        total[2] += len(cov)
+        for loc, _, ok in cov:
+            if not _SET_ID.match(loc):
+                data[0] += ok
+                data[1] += 1
+            if not ok:
+                left[re.sub(r"\[\d+\]|\(\d+\)", "", loc)] += 1
+    print()
+    print(f"v2_to_fhir coverage: {total[1]} of {total[2]} populated components reach the Bundle "
+          f"({100 * total[1] / max(total[2], 1):.1f}%) over {total[0]} messages; refused: {sum(refused.values())} "
+          f"({', '.join(f'{k} {n}' for k, n in refused.most_common())})")
+    print(f"  without the envelope (MSH) and Set IDs: {data[0]} of {data[1]} ({100 * data[0] / max(data[1], 1):.1f}%)")
+    for kind, (n, r, c) in sorted(per_type.items()):
+        print(f"  {kind:5s} {n:4d} messages  {100 * r / max(c, 1):5.1f}%")
+    print("  most often not mapped: " + ", ".join(f"{k} ×{n}" for k, n in left.most_common(30)))
