@@ -31,36 +31,8 @@ from hub.errors import ConfigError
 
 from .values import is_oid, is_uri, is_uuid, name_of_system_uri, system_uri_of
 
-__all__ = ["Tables", "CodeMap", "CodeMaps", "CodeLookup", "ExtensionRule", "load_tables", "CODE_MAPS"]
+__all__ = ["Tables", "CodeMap", "ExtensionRule", "load_tables"]
 
-# The code maps the converters look up (file name without .csv). A missing file is an empty map.
-CODE_MAPS = (
-    "administrative_sex",
-    "patient_class",
-    "patient_class_status",
-    "event_encounter_status",
-    "marital_status",
-    "identifier_type",
-    "abnormal_flags",
-    "observation_status",
-    "result_status",
-    "order_control_status",
-    "order_status",
-    "allergen_type",
-    "allergy_severity",
-    "appointment_status",
-    "relationship",
-    "contact_role",
-    "telecom_use",
-    "telecom_equipment",
-    "address_use",
-    "name_type",
-    "diagnosis_type",
-    "completion_status",
-    "route",
-    "yes_no",
-    "units",
-)
 
 _HL7_TABLE = "http://terminology.hl7.org/CodeSystem/v2-"
 _UNKNOWN_CS = "urn:hub:code-system:"
@@ -85,28 +57,10 @@ class CodeMap:
         hit = self.get(v2_code)
         return hit[0] if hit else default
 
-    def lookup(self) -> CodeLookup:
-        """A dict for hot paths: ``lookup()[code]`` is ``get(code)`` (a plain dict read when the code is mapped)."""
-        return CodeLookup(self.forward)
-
     def back(self, fhir_code: str | None, default: str | None = None) -> str | None:
         if not fhir_code:
             return default
         return self.reverse.get(fhir_code, default)
-
-
-class CodeLookup(dict):  # type: ignore[type-arg]
-    """The forward map of a :class:`CodeMap` with its fallbacks: ``lookup[code]`` is ``CodeMap.get(code)``
-    (the code as given, else upper-cased, else lower-cased; None when unmapped or empty). A snapshot: made from
-    tables once they are loaded (they are not changed afterwards)."""
-
-    __slots__ = ()
-
-    def __missing__(self, key: str) -> tuple[str, str, str] | None:
-        if not key:
-            return None
-        get = dict.get
-        return get(self, key.upper()) or get(self, key.lower())
 
 
 @dataclass
@@ -138,17 +92,9 @@ class Tables:
         self._cs_cache: dict[str, str] = {}
         self._id_cache: dict[tuple[str, str, str, str], str] = {}
         self._derived_cache: dict[str, str] = {}
-        # the readers' caches of values that recur from message to message (they depend on these tables)
-        self._unit_cache: dict[tuple[str, str, str], dict[str, Any]] = {}  # CWE units → Quantity parts
-        self._cc_cache: dict[tuple[str, ...], Any] = {}  # CWE → CodeableConcept
-        self._xcn_cache: dict[tuple[str, ...], Any] = {}  # XCN → (Identifier, HumanName)
-        self._pl_cache: dict[tuple[str, ...], Any] = {}  # PL → Location parts
-        self._idt_cache: dict[str, dict[str, str]] = {}  # identifier type code → Coding
         # v2_to_fhir's results of pure data type maps, per (decoding, timezone): they depend on these tables
         self.dt_caches: dict[tuple[str, str], dict[tuple[str, int, str], Any]] = {}
-        self._maps: CodeMaps | None = None
         self._translations: set[tuple[str, str, str]] | None = None
-        self._lookups: CodeMaps | None = None
         self._defs: Any = None
 
     def defs(self) -> Any:
@@ -175,21 +121,6 @@ class Tables:
             }
         return (str(v2_code or "").upper(), coding.get("code"), coding.get("system", "")) in pairs
 
-    def code_maps(self) -> CodeMaps:
-        """The maps of :data:`CODE_MAPS` as attributes (``tables.code_maps().marital_status``), made once."""
-        m = self._maps
-        if m is None:
-            m = self._maps = CodeMaps(self)
-        return m
-
-    def code_lookups(self) -> CodeMaps:
-        """:meth:`CodeMap.lookup` of each map of :data:`CODE_MAPS` as attributes, made once (for the hot path)."""
-        m = self._lookups
-        if m is None:
-            m = self._lookups = CodeMaps(self, lookup=True)
-        return m
-
-    # ------------------------------------------------------------------ coding systems
     def system_uri(self, name: str) -> str:
         """CWE-3 name → Coding.system ('' for none)."""
         if not name:
@@ -279,43 +210,6 @@ class Tables:
             if len(self._derived_cache) < 1000:
                 self._derived_cache[resource] = hit
         return hit
-
-
-class CodeMaps:
-    """Attribute access to the code maps the converters use (one attribute per name in :data:`CODE_MAPS`): a
-    converter reads ``maps.marital_status`` instead of looking the map up by name for every message."""
-
-    __slots__ = CODE_MAPS
-    administrative_sex: CodeMap
-    patient_class: CodeMap
-    patient_class_status: CodeMap
-    event_encounter_status: CodeMap
-    marital_status: CodeMap
-    identifier_type: CodeMap
-    abnormal_flags: CodeMap
-    observation_status: CodeMap
-    result_status: CodeMap
-    order_control_status: CodeMap
-    order_status: CodeMap
-    allergen_type: CodeMap
-    allergy_severity: CodeMap
-    appointment_status: CodeMap
-    relationship: CodeMap
-    contact_role: CodeMap
-    telecom_use: CodeMap
-    telecom_equipment: CodeMap
-    address_use: CodeMap
-    name_type: CodeMap
-    diagnosis_type: CodeMap
-    completion_status: CodeMap
-    route: CodeMap
-    yes_no: CodeMap
-    units: CodeMap
-
-    def __init__(self, tables: Tables, lookup: bool = False) -> None:
-        for name in CODE_MAPS:
-            m = tables.code_map(name)
-            setattr(self, name, m.lookup() if lookup else m)
 
 
 def _read_codes(path: Path) -> CodeMap:
@@ -416,7 +310,5 @@ def load_tables(folder: str | os.PathLike[str] | None) -> Tables:
             except Exception as exc:  # noqa: BLE001 - reported as a configuration problem
                 raise ConfigError(f"{ext}: rule {i + 1}: {exc}") from None
             t.extensions.append(rule)
-    for name in CODE_MAPS:
-        t.code_map(name)
     _cache[key] = (stamp, t)
     return t

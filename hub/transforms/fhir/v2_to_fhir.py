@@ -38,6 +38,7 @@ from .bundle import BundleBuilder
 from .conditions import Path
 from .datatypes import V2, Seg, date_of, dtm
 from .document import FhirDocument
+from .functions import _number
 from .mapdefs import Defs, DatatypeMap, MessageDef, MsgRow, Node, Row, SegmentMap, Target
 from .validate import period_reversed, resource_invariants
 from .maps import Tables, load_tables
@@ -1205,18 +1206,7 @@ def _time(run: Conversion, text: str) -> str | None:
 
 
 def _decimal(run: Conversion, text: str) -> int | float | None:
-    t = text.strip()
-    if not t or not t.isascii():
-        return None
-    try:
-        if t.lstrip("+-").isdigit():
-            return int(t)
-        f = float(t)
-    except ValueError:
-        return None
-    if f != f or f in (float("inf"), float("-inf")) or "e" in t.lower():
-        return None
-    return f
+    return _number(text)  # a plain number: no exponent, no NaN or infinity (FHIR's decimal)
 
 
 def _integer(run: Conversion, text: str) -> int | None:
