@@ -302,8 +302,11 @@ class Conversion:
         self.read: set[tuple[int, int, int, int]] = set()  # (segment index, field, repetition, component) written
         self.extra: list[Seg] = []
         msh = self.v.segs[0]
-        self.mtype = self.v.val(msh, 9, 1)
-        self.trigger = self.v.val(msh, 9, 2)
+        # senders write "adt^a04", "ADT^A04 " or "ADT_A04": the event all the same
+        self.mtype = self.v.val(msh, 9, 1).strip().upper()
+        self.trigger = self.v.val(msh, 9, 2).strip().upper()
+        if not self.trigger and "_" in self.mtype:
+            self.mtype, _, self.trigger = self.mtype.partition("_")
         self.control_id = self.v.val(msh, 10)
         self.structure = ""
         self.patient_key = ""
@@ -382,7 +385,7 @@ class Conversion:
     def run(self) -> dict[str, Any]:
         defs = self.defs
         v = self.v
-        structure = defs.structure(self.mtype, self.trigger, v.val(v.segs[0], 9, 3))
+        structure = defs.structure(self.mtype, self.trigger, v.val(v.segs[0], 9, 3).strip().upper())
         md = defs.messages.get(structure or "")
         if md is None:
             known = ", ".join(defs.supported())

@@ -219,3 +219,10 @@ def test_mangled_messages_never_crash_the_converter_nor_make_invalid_fhir():
         made += 1
         assert [str(i) for i in validate(b) if i.severity == "error"] == [], k
     assert made > 300
+
+
+@pytest.mark.parametrize("msh9", ["ADT^A04", "adt^a04", "ADT^A04 ", "ADT_A04", "ADT^A04^ADT_A04", "ADT^A04^adt_a01"])
+def test_the_event_is_read_however_the_sender_writes_msh_9(msh9):
+    raw = f"MSH|^~\\&|A|B|C|D|20260101120000||{msh9}|X1|P|2.3\rEVN|A04|20260101\rPID|1||M1^^^C^MR||DOE^J||19800101|F\rPV1|1|O\r"
+    b = convert(raw.encode(), TABLES)
+    assert [e["resource"]["resourceType"] for e in b["entry"]][:2] == ["Patient", "Encounter"]
