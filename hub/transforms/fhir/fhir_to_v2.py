@@ -190,6 +190,8 @@ class _Out:
 
     def xcn(self, ref: Any) -> list[str]:
         res = self.deref(ref)
+        if res is not None and res.get("resourceType") == "PractitionerRole" and res.get("practitioner"):
+            return self.xcn(res["practitioner"])  # (a requester with its facility: the person is the practitioner)
         if res is None:
             display = (ref or {}).get("display", "") if isinstance(ref, dict) else ""
             parts = display.split()

@@ -18,16 +18,21 @@ from .conditions import Path
 from .mapdefs import FUNCTIONS
 from .values import problem
 
-__all__ = ["register"]
+__all__ = ["register", "APPENDED"]
 
 
-def register(name: str, *, whole_field: bool = False, pure: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+APPENDED = "\x00appended"  # a function's answer "written into what an earlier row made" (the lines of one text)
+
+
+def register(name: str, *, whole_field: bool = False, pure: bool = False, reads: tuple[int, ...] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``pure``: the result depends only on the value being mapped (its components) and the tables — never on the
-    patient, other segments or instances — so a data type map made only of such rows may reuse its results."""
+    patient, other segments or instances — so a data type map made only of such rows may reuse its results.
+    ``reads``: the components of the value the function reads besides the row's own (``--explain`` counts them)."""
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         fn.whole_field = whole_field  # type: ignore[attr-defined]
         fn.pure = pure  # type: ignore[attr-defined]
+        fn.reads = reads  # type: ignore[attr-defined]
         FUNCTIONS[name] = fn
         return fn
 
@@ -54,7 +59,7 @@ def identifier_system(run: Any, ctx: Any, row: Any, raw: str, authority: Path, t
     return run.tables.identifier_system(name, t, hd[1], hd[2])
 
 
-@register("ei_system", pure=True)
+@register("ei_system", pure=True, reads=(2, 3, 4))
 def ei_system(run: Any, ctx: Any, row: Any, raw: str) -> str:
     """EI: namespace (EI.2), universal id (EI.3) and its type (EI.4) → Identifier.system, as for an authority."""
     d = _parts(run, ctx, 4)
@@ -102,7 +107,7 @@ def child_id(run: Any, ctx: Any, row: Any, raw: str, parent: str, code: Path, su
 
 
 # ---------------------------------------------------------------------------------------------- telecom, places
-@register("phone", pure=True)
+@register("phone", pure=True, reads=(1, 5, 6, 7, 8, 12))
 def phone(run: Any, ctx: Any, row: Any, raw: str) -> str | None:
     """XTN's number: XTN-12 (unformatted), else +country (area) local xext from XTN-5..8, else XTN-1."""
     d = _parts(run, ctx, 12)
@@ -127,7 +132,7 @@ def _parts(run: Any, ctx: Any, n: int) -> list[str]:
     return out + [""] * (n - len(out))
 
 
-@register("place_identifier", pure=True)
+@register("place_identifier", pure=True, reads=(1, 2, 3, 4, 7, 8))
 def place_identifier(run: Any, ctx: Any, row: Any, raw: str) -> dict[str, Any] | None:
     """PL → the Location's identifier: point of care, room, bed, facility, building and floor in their PL places."""
     d = _parts(run, ctx, 9)
@@ -137,13 +142,13 @@ def place_identifier(run: Any, ctx: Any, row: Any, raw: str) -> dict[str, Any] |
     return {"system": run.tables.location_system, "value": value}
 
 
-@register("place_name", pure=True)
+@register("place_name", pure=True, reads=(1, 2, 3, 4))
 def place_name(run: Any, ctx: Any, row: Any, raw: str) -> str | None:
     d = _parts(run, ctx, 4)
     return " ".join(p for p in d[:3] if p) or d[3] or None
 
 
-@register("place_kind", pure=True)
+@register("place_kind", pure=True, reads=(1, 2, 3))
 def place_kind(run: Any, ctx: Any, row: Any, raw: str) -> dict[str, Any] | None:
     """PL: a bed when PL-3 is valued, else a room when PL-2 is."""
     d = _parts(run, ctx, 3)
@@ -326,7 +331,7 @@ def lines(run: Any, ctx: Any, row: Any, raw: str) -> Any:
         inst.texts[key] = [text]
         return "\x00pending"  # replaced when the Bundle is built
     got.append(text)
-    return None
+    return APPENDED
 
 
 @register("join")
@@ -393,7 +398,7 @@ def hash_of(run: Any, ctx: Any, row: Any, raw: str) -> str:
     return _h(json.dumps(raw))
 
 
-@register("hd_identifier", pure=True)
+@register("hd_identifier", pure=True, reads=(1, 2, 3))
 def hd_identifier(run: Any, ctx: Any, row: Any, raw: str) -> dict[str, Any] | None:
     """HD (namespace, universal id, its type) → an Identifier: a universal id as a URI value (RFC 3986 system),
     else the namespace in the system ``systems.yaml`` gives it (``urn:hub:id:<namespace>`` by default)."""

@@ -67,3 +67,43 @@ def minutes(run: Any, ctx: Any, row: Any, raw: str, units: Path | None = None) -
     if mins is None or mins < 1 or mins != int(mins):
         return None
     return int(mins)
+
+
+@register("reference_to")
+def reference_to(run: Any, ctx: Any, row: Any, raw: str, label: str) -> dict[str, Any] | None:
+    """A Reference to the resource the message table labels ``label`` (the nearest instance): IN1-16 when IN1-17
+    is SEL — the insured is the patient, Coverage.subscriber → ``Patient[1]``. Nothing when there is none."""
+    inst = run.lookup(str(label), ctx.occ)
+    return None if inst is None else run.reference(inst)
+
+
+@register("after_start")
+def after_start(run: Any, ctx: Any, row: Any, raw: str, units: Path | None = None, duration: Path | None = None,
+                duration_units: Path | None = None) -> str | None:
+    """The appointment's start (already written: SCH-11, TQ1) plus an offset (the row's value, in ``units``,
+    minutes when not given) and, when given, a ``duration`` (in ``duration_units``) → an instant: a resource's
+    participant.period when it gives a Start Date/Time Offset instead of a start (AIP-7/AIL-7/AIG-9, IG: ".start +
+    offset"). Nothing when the appointment has no start or a number cannot be read."""
+    inst = ctx.inst
+    start = inst.res.get("start") if inst is not None else None
+    if not isinstance(start, str) or problem("instant", start) is not None:
+        return None
+    mins = _minutes(run.v.d(raw.split(run.v.cs, 1)[0]), ctx.value(units) if units is not None else "")
+    if mins is None:
+        return None
+    if duration is not None:
+        amount = ctx.value(duration)
+        if not amount:
+            return None
+        more = _minutes(amount, ctx.value(duration_units) if duration_units is not None else "")
+        if more is None:
+            return None
+        mins += more
+    try:
+        t = datetime.fromisoformat(start.replace("Z", "+00:00")) + timedelta(minutes=mins)
+    except (ValueError, OverflowError):
+        return None
+    text = t.isoformat()
+    if start.endswith("Z") and text.endswith("+00:00"):
+        text = text[:-6] + "Z"
+    return text

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .functions import _number, register, units_of
+from .conditions import Path
+from .functions import _h, _number, register, units_of
 
 __all__: list[str] = []
 
@@ -26,3 +27,56 @@ def cq_quantity(run: Any, ctx: Any, row: Any, raw: str) -> dict[str, Any] | None
     if len(parts) > 1 and parts[1]:
         q.update(units_of(run, parts[1].split(d.ss) if d.ss else [parts[1]]))
     return q
+
+
+# ---------------------------------------------------------------------------------------------- the requester
+def _with_key(run: Any, mp: Any, body: dict[str, Any], *parts: str) -> dict[str, Any]:
+    """A resource the tables would only name (``without_key: display``: no identifier) but which carries more than
+    its name (an address, a phone): an identifier derived from what was sent (the same for every patient, as
+    ``fn:derived_shared``), so the content reaches the Bundle instead of a bare display."""
+    rule = run.defs.resources.get(mp.type)
+    if body.get("identifier") or rule is None or rule.without_key != "display" or len(body) < 2:
+        return body
+    body["identifier"] = [{"system": run.tables.derived_system(mp.type), "value": _h(mp.type, *parts)}]
+    return body
+
+
+def _part(run: Any, ctx: Any, path: Path | None, name: str) -> Any:
+    value = ctx.raw(path) if path is not None else ""
+    return run.apply_datatype(run.defs.datatypes[name], value, 0, ctx) if value else None
+
+
+@register("requester_with")
+def requester_with(run: Any, ctx: Any, row: Any, raw: str, provider_address: Path | None = None,
+                   facility: Path | None = None, facility_address: Path | None = None,
+                   facility_phone: Path | None = None) -> dict[str, Any] | None:
+    """ORC-12 (the row's XCN) → the requester. The Practitioner as XCN[Practitioner] makes it, with the ordering
+    provider's address (ORC-24) added. When the ordering facility is sent (ORC-21, with its address ORC-22 and phone
+    ORC-23) the requester is the IG's PractitionerRole: that practitioner (``practitioner``) at that Organization
+    (``organization``); else the Practitioner itself (R4 allows it; fhir_to_v2 reads it back as ORC-12). The first
+    repetition of ORC-22 … ORC-24 is read."""
+    maps = run.defs.datatypes
+    xcn, xon = maps["XCN[Practitioner]"], maps["XON[Organization]"]
+    person = run.apply_datatype(xcn, raw, 0, ctx) or {}
+    address = _part(run, ctx, provider_address, "XAD[Address]")
+    if person and address:
+        person["address"] = [address]
+        _with_key(run, xcn, person, raw, ctx.raw(provider_address))
+    practitioner = run.resource_value(xcn, person) if person else None
+    org_raw = ctx.raw(facility) if facility is not None else ""
+    org = run.apply_datatype(xon, org_raw, 0, ctx) if org_raw else None
+    if not org:
+        return practitioner
+    for path, name, target in ((facility_address, "XAD[Address]", "address"), (facility_phone, "XTN[ContactPoint]", "telecom")):
+        part = _part(run, ctx, path, name)
+        if part:
+            org[target] = [part]
+    _with_key(run, xon, org, org_raw, ctx.raw(facility_address) if facility_address is not None else "",
+              ctx.raw(facility_phone) if facility_phone is not None else "")
+    organization = run.resource_value(xon, org)
+    role: dict[str, Any] = {}
+    if practitioner:
+        role["practitioner"] = practitioner
+    if organization:
+        role["organization"] = organization
+    return run.resource_value(maps["XCN[PractitionerRole]"], role) if role else practitioner

@@ -38,7 +38,7 @@ from .bundle import BundleBuilder
 from .conditions import Path
 from .datatypes import V2, Seg, date_of, dtm
 from .document import FhirDocument
-from .functions import _number
+from .functions import APPENDED, _number
 from .mapdefs import Defs, DatatypeMap, MessageDef, MsgRow, Node, Row, SegmentMap, Target
 from .validate import period_reversed, resource_invariants
 from .maps import Tables, load_tables
@@ -499,6 +499,10 @@ class Conversion:
                 val = self.value(row, raw, level, ctx)
                 if val is None:
                     continue
+                if val is APPENDED:  # a further line of a text an earlier row began
+                    if explain:
+                        self.mark(s, n, ri, src.comps[0] if src.comps else 0, row, raw, level)
+                    continue
                 if row.merge:  # $this: the map's content goes into the resource itself (SCH-11 TQ → start, end)
                     if isinstance(val, dict) and val:
                         _merge_into(out, val)
@@ -531,6 +535,8 @@ class Conversion:
                 for a in (*r.args, *r.reads):
                     if isinstance(a, Path) and a.datatype and a.comps:
                         read.add((seg.index, field, rep, a.comps[0]))
+                for c in getattr(r.fn, "reads", ()):  # components a function reads itself (EI.2–4 for a system)
+                    read.add((seg.index, field, rep, c))
         else:
             read.add((seg.index, field, rep, 0))
 

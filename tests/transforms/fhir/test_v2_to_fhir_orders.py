@@ -199,6 +199,70 @@ def test_invalid_dates_are_left_out_not_written():
         assert bad not in text
 
 
+def test_specimen_collection_time_from_spm17():
+    (sp,) = of(bundle("oml_o21.hl7"), "Specimen")
+    assert sp["collection"]["collectedDateTime"] == "2026-03-16T10:10:00-06:00"  # SPM-17 (DR.1 only): a dateTime
+    msg = (b"MSH|^~\\&|LAB|LAB|EHR|EHR|20220301||ORU^R01^ORU_R01|X2|P|2.5.1\r"
+           b"PID|1||123^^^HOSP^MR||DOE^JANE||19800101|F\r"
+           b"OBR|1|P1^EHR|F1^LAB|94500-6^SARS-CoV-2 RNA^LN\r"
+           b"SPM|1|S1^EHR||258500001^Nasopharyngeal swab^SCT|||||||||||||202202280800^202202280815\r")
+    (sp,) = of(convert(msg), "Specimen")
+    assert sp["collection"]["collectedPeriod"] == {"start": "2022-02-28T08:00:00Z", "end": "2022-02-28T08:15:00Z"}  # SPM-17.2: a Period
+
+
+def test_oml_every_order_group_is_a_service_request():
+    """An ORC after SPM/SAC opens the next ORDER (not a prior result): the second order, its TQ1 and OBR, reach
+    the Bundle."""
+    b = bundle("types/oml_o21.hl7")
+    srs = of(b, "ServiceRequest")
+    assert sorted(i["value"] for sr in srs for i in sr["identifier"] if i["type"]["coding"][0]["code"] == "PLAC") == \
+        ["ORD90051", "ORD90052"]
+    second = next(sr for sr in srs if any(i["value"] == "ORD90052" for i in sr["identifier"]))
+    assert second["priority"] == "routine" and second["code"]["coding"][0]["code"] == "3016-3"  # TQ1[2]-9, OBR[2]-4
+    assert second["occurrenceTiming"]["repeat"]["boundsPeriod"]["start"].startswith("2026-05-02")  # TQ1[2]-7
+
+
+def test_ordering_facility_makes_the_requester_a_practitioner_role():
+    b = bundle("types/omg_o19.hl7")
+    (sr,) = of(b, "ServiceRequest")
+    role = target(b, sr["requester"])
+    assert role["resourceType"] == "PractitionerRole"
+    assert target(b, role["practitioner"])["identifier"][0]["value"] == "1234567893"  # ORC-12
+    org = target(b, role["organization"])  # ORC-21, ORC-22, ORC-23
+    assert org["name"] == "EXAMPLE CLINIC" and org["address"][0]["city"] == "Anytown"
+    assert org["telecom"][0]["value"] == "+1 (217) 555-0190"
+    (acct,) = of(b, "Account")  # PID-18
+    assert acct["identifier"][0]["value"] == "ACCT50000707" and target(b, acct["subject"][0])["resourceType"] == "Patient"
+    (mr,) = of(bundle("types/rde_o25.hl7"), "MedicationRequest")
+    assert mr["requester"]["reference"]  # a PractitionerRole too (ORC-21 … ORC-23)
+
+
+def test_ordering_provider_address_and_a_facility_known_by_name_only():
+    msg = (b"MSH|^~\\&|LAB|LAB|EHR|EHR|20220301||ORU^R01^ORU_R01|X3|P|2.5.1\r"
+           b"PID|1||123^^^HOSP^MR||DOE^JANE||19800101|F\r"
+           b"ORC|RE|P1^EHR|F1^LAB|||||||||1234567893^Hane^Cornelius^^^^^^NPI&2.16.840.1.113883.4.6&ISO^^^^NPI|||||||||"
+           b"Any facility USA^L|7143 Wilford Meadow^^Springfield^IL|^WPN^PH^^1^235^6754082|395 Tenesha Stravenue^^Springfield^IL\r"
+           b"OBR|1|P1^EHR|F1^LAB|94500-6^SARS-CoV-2 RNA^LN\r"
+           b"OBX|1|ST|94500-6^SARS-CoV-2 RNA^LN||Detected||||||F\r")
+    b = convert(msg)
+    assert [i for i in validate(b) if i.severity == "error"] == []
+    (sr,) = of(b, "ServiceRequest")
+    role = target(b, sr["requester"])
+    assert target(b, role["practitioner"])["address"][0]["line"] == ["395 Tenesha Stravenue"]  # ORC-24
+    org = target(b, role["organization"])  # no XON identifier: one derived, so its address and phone are kept
+    assert org["name"] == "Any facility USA" and org["identifier"][0]["system"].endswith("Organization")
+    assert org["address"][0]["line"] == ["7143 Wilford Meadow"] and org["telecom"][0]["system"] == "phone"
+    # without a facility the requester stays the Practitioner
+    (sr,) = of(bundle("orm_o01.hl7"), "ServiceRequest")
+    assert sr["requester"]["display"] == "ROBERT A SMITH"
+
+
+def test_obx18_equipment_is_a_device():
+    b = bundle("types/oru_r30.hl7")
+    devices = {target(b, o["device"])["identifier"][0]["value"] for o in of(b, "Observation") if "device" in o}
+    assert devices == {"GM-55501", "CG-22301"}
+
+
 @pytest.mark.skipif(shutil.which("node") is None or not (ROOT / "var/test-peers/medplum").exists(),
                     reason="node or var/test-peers/medplum (Medplum's validator) not installed")
 def test_medplum_validator_accepts_every_sample(tmp_path):
