@@ -226,3 +226,16 @@ def test_the_event_is_read_however_the_sender_writes_msh_9(msh9):
     raw = f"MSH|^~\\&|A|B|C|D|20260101120000||{msh9}|X1|P|2.3\rEVN|A04|20260101\rPID|1||M1^^^C^MR||DOE^J||19800101|F\rPV1|1|O\r"
     b = convert(raw.encode(), TABLES)
     assert [e["resource"]["resourceType"] for e in b["entry"]][:2] == ["Patient", "Encounter"]
+
+
+def test_a_role_in_the_visit_is_a_participant_of_the_encounter():
+    lines = (SAMPLES / "hl7v2" / "adt_a01.hl7").read_bytes().replace(b"\r\n", b"\r").replace(b"\n", b"\r").split(b"\r")
+    at = next(i for i, x in enumerate(lines) if x.startswith(b"PV2|")) + 1
+    lines.insert(at, b"ROL|1|AD|CP^Consulting Provider^HL70443|5555555555^CONSULT^CARL^^^DR^MD^^NPI^L^^^NPI|20260310100000-0600")
+    b = convert(b"\r".join(x for x in lines if x), TABLES)
+    (enc,) = _all(b, "Encounter")
+    by_url = {e["fullUrl"]: e["resource"] for e in b["entry"]}
+    (rol,) = [p for p in enc["participant"] if "CP" in [c["code"] for t in p.get("type", []) for c in t["coding"]]]
+    assert by_url[rol["individual"]["reference"]]["name"][0]["family"] == "CONSULT"
+    assert rol["period"] == {"start": "2026-03-10T10:00:00-06:00"}
+    assert [i for i in validate(b) if i.severity == "error"] == []
