@@ -598,10 +598,8 @@ class Conversion:
                 self.vocab_coding(row, val)
             return val
         if kind in ("text", "formatted"):
-            if level < 2 and v.ss and level == 1:
-                pass
             text = v.text(raw) if kind == "formatted" else v.d(raw)
-            return self.primitive(row, text, ctx, raw_text=True) if text else None
+            return self.primitive(row, text, ctx) if text else None
         # a primitive: the first component (subcomponent) of what the row reads
         if level == 0 and v.cs in raw:
             raw = raw.split(v.cs, 1)[0]
@@ -630,7 +628,7 @@ class Conversion:
             cc.clear()
             cc.update(mapped)
 
-    def primitive(self, row: Row, text: str, ctx: Ctx, raw_text: bool = False) -> Any:
+    def primitive(self, row: Row, text: str, ctx: Ctx) -> Any:
         ftype = row.ftype
         vocab = row.vocab
         if ftype not in _TEXT_TYPES:  # senders pad fields ("DONOR "): a code, date or id carries no outer spaces
