@@ -352,6 +352,8 @@ def _compile_map_rows(
             mp = c.get("map", "")
             value = c.get("value", "")
             vocab = c.get("vocabulary", "")
+            if vocab and not (path.parent.parent / "codes" / f"{vocab}.csv").is_file():  # a typo would map nothing
+                raise ValueError(f"vocabulary {vocab!r}: there is no codes/{vocab}.csv")
             table = c.get("table", "")
             if table and not re.fullmatch(r"HL7\d{4}|\d{4}", table):
                 raise ValueError(f"table {table!r} is not an HL7 table like HL70007")

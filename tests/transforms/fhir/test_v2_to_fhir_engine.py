@@ -239,3 +239,15 @@ def test_a_role_in_the_visit_is_a_participant_of_the_encounter():
     assert by_url[rol["individual"]["reference"]]["name"][0]["family"] == "CONSULT"
     assert rol["period"] == {"start": "2026-03-10T10:00:00-06:00"}
     assert [i for i in validate(b) if i.severity == "error"] == []
+
+
+def test_a_table_naming_a_code_map_that_does_not_exist_is_a_configuration_error(tmp_path):
+    import shutil
+
+    from hub.errors import ConfigError
+
+    shutil.copytree(ROOT / "mappings", tmp_path / "mappings")
+    pid = tmp_path / "mappings" / "fhir" / "segments" / "PID[Patient].csv"
+    pid.write_text(pid.read_text().replace(",administrative_sex,", ",administrativ_sex,", 1))
+    with pytest.raises(ConfigError, match=r"PID\[Patient\]\.csv:\d+: vocabulary 'administrativ_sex': there is no codes/"):
+        load_tables(tmp_path / "mappings" / "fhir").defs()

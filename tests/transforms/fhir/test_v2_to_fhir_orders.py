@@ -263,6 +263,67 @@ def test_obx18_equipment_is_a_device():
     assert devices == {"GM-55501", "CG-22301"}
 
 
+def _with_field(name: str, seg: str, n: int, value: str, nth: int = 1) -> bytes:
+    """A sample with field ``n`` of its ``nth`` ``seg`` segment set to ``value``."""
+    segs = (HL7 / name).read_bytes().replace(b"\r\n", b"\r").replace(b"\n", b"\r").split(b"\r")
+    k = 0
+    for i, s in enumerate(segs):
+        if s.startswith(seg.encode() + b"|"):
+            k += 1
+            if k == nth:
+                f = s.split(b"|")
+                f += [b""] * (n + 1 - len(f))
+                f[n] = value.encode()
+                segs[i] = b"|".join(f)
+                break
+    assert k == nth, f"{name} has no {seg} #{nth}"
+    return b"\r".join(segs)
+
+
+@pytest.mark.parametrize("t", [t for t in TYPES if b"\rPV1|" in (HL7 / f"types/{t}.hl7").read_bytes().replace(b"\n", b"\r")])
+def test_pv1_20_financial_class_is_a_coverage_in_every_order_and_result_message(t):
+    b = convert(_with_field(f"types/{t}.hl7", "PV1", 20, "SP^Self pay^HL70064"))
+    assert [i for i in validate(b) if i.severity == "error"] == []
+    (cov,) = [c for c in of(b, "Coverage") if c.get("type", {}).get("coding", [{}])[0].get("code") == "SP"]
+    patient = of(b, "Patient")[0]
+    assert target(b, cov["beneficiary"]) == patient and target(b, cov["payor"][0]) == patient
+
+
+def test_obr24_diagnostic_service_section_is_the_order_category():
+    (sr,) = of(bundle("types/mdm_t08.hl7"), "ServiceRequest")  # MDM: the OBR is the document's order
+    assert [c["code"] for c in sr["category"][0]["coding"]] == ["RAD", "RAD"]
+    assert sr["category"][0]["coding"][1]["system"] == "http://terminology.hl7.org/CodeSystem/v2-0074"
+    cats = sorted(c["coding"][0]["code"] for sr in of(bundle("types/orm_o01.hl7"), "ServiceRequest") for c in sr["category"])
+    assert cats == ["CH", "CT"]
+
+
+def test_spm14_description_each_repetition_a_note_and_spm20_availability_the_status():
+    b = convert(_with_field("types/oul_r22.hl7", "SPM", 14, "Slightly hemolyzed~Lipemic"))
+    (spm,) = of(b, "Specimen")
+    assert [n["text"] for n in spm["note"]] == ["Slightly hemolyzed", "Lipemic"]
+    assert spm["status"] == "available"  # SPM-20 Y (the code map's name was misspelt: Y was left out as invalid)
+
+
+def test_obx6_units_of_a_numeric_range():
+    b = bundle("types/oru_r01.hl7")
+    (goal,) = [o for o in of(b, "Observation") if o["code"]["coding"][0]["code"] == "INRGOAL"]
+    rng = goal["valueRange"]
+    assert (rng["low"]["value"], rng["high"]["value"]) == (2.0, 3.0)
+    assert rng["low"]["code"] == rng["high"]["code"] == "{INR}" and rng["low"]["system"] == "http://unitsofmeasure.org"
+
+
+def test_nte4_comment_type_on_the_note():
+    b = convert(_with_field("types/oml_o21.hl7", "NTE", 4, "RE^Remark^HL70364", nth=2))  # the second order's NTE
+    notes = [n for sr in of(b, "ServiceRequest") for n in sr.get("note", []) if n["text"] == "Same draw as lipid panel."]
+    (ext,) = notes[0]["extension"]
+    assert ext["url"] == "http://hl7.org/fhir/StructureDefinition/annotationType"
+    assert ext["valueCodeableConcept"]["coding"][0] == {
+        "system": "http://terminology.hl7.org/CodeSystem/v2-0364", "code": "RE", "display": "Remark"}
+    b = convert(_with_field("types/oru_r01.hl7", "NTE", 4, "RE^Remark^HL70364", nth=2))  # after an OBX
+    typed = [n for o in of(b, "Observation") for n in o.get("note", []) if n.get("extension")]
+    assert [n["text"] for n in typed] == ["Non-fasting specimen."]
+
+
 @pytest.mark.skipif(shutil.which("node") is None or not (ROOT / "var/test-peers/medplum").exists(),
                     reason="node or var/test-peers/medplum (Medplum's validator) not installed")
 def test_medplum_validator_accepts_every_sample(tmp_path):
