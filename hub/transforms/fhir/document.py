@@ -171,7 +171,9 @@ class FhirDocument:
         """The resource itself, or a Bundle's entry resources (of ``rtype`` when given)."""
         d = self.data
         if d.get("resourceType") == "Bundle":
-            out = [e.get("resource") for e in d.get("entry") or [] if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+            entries = d.get("entry")
+            entries = entries if isinstance(entries, list) else []  # wrongly shaped JSON: no entries to read
+            out = [e.get("resource") for e in entries if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
         else:
             out = [d]
         return [r for r in out if rtype is None or r.get("resourceType") == rtype]
@@ -322,36 +324,51 @@ def parse(raw: bytes | str) -> FhirDocument:
     return FhirDocument(obj, data)
 
 
+def _scalar(v: Any) -> str | None:
+    """A metadata value: text (a number as text), else None — wrongly shaped JSON puts lists and objects here."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return str(v)
+    return None
+
+
+def _obj(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
 def meta(doc: FhirDocument) -> dict[str, Any]:
     """Indexed metadata: control_id (Bundle.identifier / MessageHeader / id), message_type (``Bundle^transaction``,
-    ``Patient``), trigger, sending_app (MessageHeader.source.name), patient_id (the first Patient's first identifier)."""
+    ``Patient``), trigger, sending_app (MessageHeader.source.name), patient_id (the first Patient's first identifier).
+    Values that are not text (wrongly shaped JSON) are left out."""
     d = doc.data
     rtype = d.get("resourceType")
     out: dict[str, Any] = {}
     if rtype == "Bundle":
-        btype = d.get("type")
+        btype = _scalar(d.get("type"))
         out["message_type"] = f"Bundle^{btype}" if btype else "Bundle"
         out["trigger"] = btype
         ident = d.get("identifier")
         if isinstance(ident, dict):
-            out["control_id"] = ident.get("value")
+            out["control_id"] = _scalar(ident.get("value"))
         if btype == "message":
             for r in doc.resources("MessageHeader")[:1]:
-                ev = r.get("eventCoding") or {}
-                out["trigger"] = ev.get("code") or out.get("trigger")
-                src = r.get("source") or {}
-                out["sending_app"] = src.get("name") or src.get("endpoint")
-                out.setdefault("control_id", r.get("id"))
-        out.setdefault("control_id", d.get("id"))
+                ev = _obj(r.get("eventCoding"))
+                out["trigger"] = _scalar(ev.get("code")) or out.get("trigger")
+                src = _obj(r.get("source"))
+                out["sending_app"] = _scalar(src.get("name")) or _scalar(src.get("endpoint"))
+                out.setdefault("control_id", _scalar(r.get("id")))
+        out.setdefault("control_id", _scalar(d.get("id")))
     else:
         out["message_type"] = rtype
-        out["control_id"] = d.get("id")
+        out["control_id"] = _scalar(d.get("id"))
     patients = doc.resources("Patient")
     pid = None
     if patients:
-        for ident in patients[0].get("identifier") or []:
-            if isinstance(ident, dict) and ident.get("value"):
-                pid = ident["value"]
+        idents = patients[0].get("identifier")
+        for ident in idents if isinstance(idents, list) else []:
+            if isinstance(ident, dict) and _scalar(ident.get("value")):
+                pid = _scalar(ident["value"])
                 break
     else:
         for r in doc.resources()[:1]:
@@ -359,6 +376,6 @@ def meta(doc: FhirDocument) -> dict[str, Any]:
             if isinstance(subj, dict):
                 ident = subj.get("identifier")
                 if isinstance(ident, dict):
-                    pid = ident.get("value")
+                    pid = _scalar(ident.get("value"))
     out["patient_id"] = pid
     return out

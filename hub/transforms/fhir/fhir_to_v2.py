@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from hub.errors import MappingError
+from hub.errors import Issue, MappingError
 from hub.message import Message
 from hub.spec import TransformConfig
 from hub.transforms.hl7v2 import Hl7Message, new_message
@@ -31,6 +31,7 @@ from hub.transforms.hl7v2 import Hl7Message, new_message
 from .document import FhirDocument
 from .document import parse as parse_fhir
 from .maps import Tables, load_tables
+from .validate import validate as validate_fhir
 
 __all__ = ["FhirToV2", "to_v2"]
 
@@ -515,12 +516,12 @@ class _Out:
             r = self.deref(part.get("actor"))
             if r is None or part.get("required") == "information-only":  # SCH-12/16/20 contacts: not resources booked
                 continue
-            if r["resourceType"] == "Location":
+            if r.get("resourceType") == "Location":
                 n_l += 1
                 self.put(f"AIL[{n_l}]-1", n_l)
                 self.put(f"AIL[{n_l}]-2", "A")
                 self.comps(f"AIL[{n_l}]-3", self.pl(part["actor"]))
-            elif r["resourceType"] == "Practitioner":
+            elif r.get("resourceType") == "Practitioner":
                 n_p += 1
                 self.put(f"AIP[{n_p}]-1", n_p)
                 self.put(f"AIP[{n_p}]-2", "A")
@@ -730,13 +731,66 @@ def _esc(text: str, msg: Hl7Message | None) -> str:
     return escape(text.replace("\r\n", "\n").replace("\n", "\\.br\\") if False else text, enc).replace("\\X0A\\", "\\.br\\")
 
 
+# Validator messages that say a value has the wrong JSON shape (a list where R4 has one value, an object where it has
+# a string, a number where it has a string, null, no resourceType …): the mapper reads the JSON as R4 shapes it, so
+# such content is refused before mapping instead of crashing it or being written to v2 as "['x']".
+_SHAPE_PROBLEMS = (
+    "is a list in R4",
+    "is a single value in R4",
+    "must be a JSON object",
+    ": a JSON object",
+    ": must be a JSON",
+    "null is not allowed",
+    "a resource needs a resourceType",
+    "must be a JSON array like",
+    "an element extension must be a non-empty JSON object",
+)
+
+
+def _shape_issues(data: Any) -> list[Issue]:
+    if not isinstance(data, dict):
+        return [Issue("error", "a FHIR resource must be a JSON object", "", "structure")]
+    return [
+        i for i in validate_fhir(data)
+        if i.severity == "error" and any(s in i.message for s in _SHAPE_PROBLEMS)
+    ]
+
+
+def _shape_error(issues: list[Issue]) -> MappingError:
+    first = issues[0]
+    more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
+    return MappingError(
+        f"fhir_to_v2 cannot read the content: {first.location + ': ' if first.location else ''}{first.message}{more}",
+        code="structure",
+        location=first.location,
+        issues=issues,
+    )
+
+
+def _convert(data: Any, tables: Tables, cfg: FhirToV2.Config) -> Hl7Message:
+    """Map after checking the JSON has the shapes R4 gives it; refuse with the validator's first shape problem."""
+    issues = _shape_issues(data)
+    if issues:
+        raise _shape_error(issues)
+    try:
+        return _Out(data, tables, cfg).run()
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
+        # Content of the right shapes that this mapper still cannot read (a bug, or an R4 oddity it does not
+        # expect): the project's error with the validator's first problem when it has one, never a traceback.
+        errors = [i for i in validate_fhir(data) if i.severity == "error"]
+        if errors:
+            raise _shape_error(errors) from exc
+        raise MappingError(f"fhir_to_v2 could not map the content ({type(exc).__name__})", code="exception") from exc
+
+
 def to_v2(data: dict[str, Any] | FhirDocument | bytes, tables: Tables | None = None, config: FhirToV2.Config | None = None) -> Hl7Message:
-    """A Bundle or resource → an HL7 v2 message. Raises MappingError when nothing maps."""
+    """A Bundle or resource → an HL7 v2 message. Raises MappingError when nothing maps or the content is not shaped
+    as R4 has it (the location is the validator's: ``Bundle.entry[0].resource.name[0]``)."""
     if isinstance(data, (bytes, str)):
         data = parse_fhir(data)
     if isinstance(data, FhirDocument):
         data = data.data
-    return _Out(data, tables or load_tables(None), config or FhirToV2.Config(type="fhir_to_v2")).run()
+    return _convert(data, tables or load_tables(None), config or FhirToV2.Config(type="fhir_to_v2"))
 
 
 class FhirToV2:
@@ -768,7 +822,7 @@ class FhirToV2:
         if message.content_type != "fhir":
             raise MappingError(f"fhir_to_v2 needs FHIR content, got {message.content_type}")
         doc = message.parsed if isinstance(message.parsed, FhirDocument) else parse_fhir(message.raw)
-        msg = _Out(doc.data, self.tables, self.config).run()
+        msg = _convert(doc.data, self.tables, self.config)
         out = message.replace(msg.to_bytes(), "hl7v2", parsed=msg)
         from hub.transforms.hl7v2 import meta as v2meta
 

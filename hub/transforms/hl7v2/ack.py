@@ -29,7 +29,9 @@ from .er7 import Hl7Message, format_ts, new_control_id, parse
 from .escaping import DEFAULT_ENCODING_CHARS, EncodingChars, escape
 from .paths import Hl7Path, parse_path
 
-__all__ = ["build_ack", "ack_mode", "ack_code", "accept_ack_wanted", "ack_for_unparseable", "TABLE_0357", "version_tuple"]
+__all__ = [
+    "build_ack", "ack_mode", "ack_code", "accept_ack_wanted", "ack_for_unparseable", "recover_msh", "TABLE_0357", "version_tuple",
+]
 
 TABLE_0357: dict[str, str] = {
     "0": "Message accepted",
@@ -63,7 +65,7 @@ def version_tuple(version: str | None) -> tuple[int, ...]:
         return (2, 5, 1)
     parts: list[int] = []
     for p in version.strip().split("."):
-        if not p.isdigit():
+        if not (p.isascii() and p.isdigit()):  # str.isdigit accepts "²" and other digits int() refuses
             break
         parts.append(int(p))
     return tuple(parts) if parts else (2, 5, 1)
@@ -185,7 +187,7 @@ def build_ack(
         msh.field(12),
     ]
     charset = msh.field(18)
-    if charset:
+    if charset and charset.isprintable():  # a control character there is no character set: not echoed
         msh_fields += ["", "", "", "", "", charset]
     segments = [fs.join(msh_fields)]
 
@@ -218,14 +220,16 @@ def build_ack(
     out = "\r".join(segments) + "\r"
     try:
         return out.encode(msg.codec)
-    except (UnicodeEncodeError, LookupError):
+    except (UnicodeError, LookupError):
         return out.encode("utf-8")
 
 
-def _recover_msh(raw: bytes | str) -> Hl7Message | None:
+def recover_msh(raw: bytes | str) -> Hl7Message | None:
     """A message holding just the MSH of ``raw``, made readable even when MSH-2 is broken; None if there is none."""
     if isinstance(raw, (bytes, bytearray, memoryview)):
         data = bytes(raw)
+        if data[:3] == b"\xef\xbb\xbf":  # a UTF-8 BOM, also in front of bytes that are not UTF-8 after all
+            data = data[3:]
         try:
             text = data.decode("utf-8")
             codec = "utf-8"
@@ -240,37 +244,42 @@ def _recover_msh(raw: bytes | str) -> Hl7Message | None:
         if candidate.startswith("MSH"):
             line = candidate
             break
-    if len(line) < 4:
+    if not line:
         return None
-    fs = line[3]
-    if fs.isalnum() or fs.isspace():
-        return None
+    fs = line[3:4]
+    if not fs or fs.isalnum() or fs.isspace() or not fs.isprintable():
+        # No usable field separator (``MSH``, ``MSHA^~…``, ``MSH\x00|…``): nothing can be read from the header,
+        # but the sender still gets an answer in the standard delimiters (MSA-2 empty).
+        return parse("MSH|" + DEFAULT_ENCODING_CHARS.msh2, encoding=codec)
     fields = line.split(fs)
     msh2 = fields[1] if len(fields) > 1 else ""
     chars = fs + msh2
     good = 1 <= len(msh2) <= 5 and len(set(chars)) == len(chars) and not any(c.isalnum() or c.isspace() for c in msh2)
     if good:
-        header = line
-    else:
-        # Broken MSH-2: keep the field separator (if it does not clash) and use the standard encoding characters;
-        # the copied fields are escaped as text, since their inner structure cannot be known.
-        new_fs = fs if fs not in DEFAULT_ENCODING_CHARS.msh2 else "|"
-        enc = EncodingChars(new_fs)
-        keep = [escape(f, enc) for f in fields[2:18]]
-        header = "MSH" + new_fs + enc.msh2 + (new_fs + new_fs.join(keep) if keep else "")
+        try:
+            return parse(line, encoding=codec)
+        except Hl7ParseError:
+            pass
+    # Broken MSH-2: keep the field separator (if it does not clash) and use the standard encoding characters;
+    # the copied fields are escaped as text, since their inner structure cannot be known.
+    new_fs = fs if fs not in DEFAULT_ENCODING_CHARS.msh2 else "|"
+    enc = EncodingChars(new_fs)
+    keep = [escape(f, enc) for f in fields[2:18]]
+    header = "MSH" + new_fs + enc.msh2 + (new_fs + new_fs.join(keep) if keep else "")
     try:
         return parse(header, encoding=codec)
     except Hl7ParseError:
-        return None
+        return parse("MSH|" + DEFAULT_ENCODING_CHARS.msh2, encoding=codec)
 
 
 def ack_for_unparseable(raw: bytes | str, err: Hl7ParseError) -> bytes | None:
     """An AR (CR in enhanced mode) for input that failed to parse, built from whatever MSH can be recovered.
 
-    Needs at least a line starting with ``MSH`` and a field separator; returns None when there is nothing to
-    answer to (the caller then closes or logs, as the peer cannot correlate an ACK anyway).
+    Any line starting with ``MSH`` is answered (in the standard delimiters, MSA-2 empty, when its MSH-1 is not a
+    usable separator); returns None when there is no MSH at all (the caller then closes or logs, as the peer
+    cannot correlate an ACK anyway).
     """
-    msg = _recover_msh(raw)
+    msg = recover_msh(raw)
     if msg is None:
         return None
     code = "CR" if ack_mode(msg) == "enhanced" else "AR"

@@ -50,6 +50,12 @@ _CODEC_TO_0211 = {
 }
 
 
+# Names Python's codec registry knows that are no character set a sender can mean: decoding with them fails or
+# turns bytes into something else, and an ACK encoded with them would not be HL7 (``unicode_escape`` doubles the
+# escape character of MSH-2).
+_NOT_CHARSETS = frozenset({"idna", "punycode", "undefined", "unicode-escape", "raw-unicode-escape"})
+
+
 def codec_for_charset(charset: str | None) -> str | None:
     """The Python codec for an MSH-18 value, or None when it is empty or unknown.
 
@@ -64,16 +70,21 @@ def codec_for_charset(charset: str | None) -> str | None:
     found = _TABLE_0211.get(key)
     if found:
         return found
-    try:
-        return codecs.lookup(key).name
-    except LookupError:
+    if not key.isprintable():  # a NUL or control character cannot name a codec (codecs.lookup raises ValueError)
         return None
+    try:
+        info = codecs.lookup(key)
+    except (LookupError, ValueError):
+        return None
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
+        return None  # base64, rot13, zlib … (bytes-to-bytes or str-to-str) and the pseudo-codecs above
+    return info.name
 
 
 def charset_for_codec(codec: str) -> str:
     """The table-0211 name for a codec (for MSH-18 of messages the hub builds)."""
     try:
         name = codecs.lookup(codec).name
-    except LookupError:
+    except (LookupError, ValueError):
         return ""
     return _CODEC_TO_0211.get(name, _CODEC_TO_0211.get(codec, ""))

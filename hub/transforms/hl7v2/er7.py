@@ -439,7 +439,7 @@ class Hl7Message:
             return
         try:
             value.encode(self.codec)
-        except UnicodeEncodeError:
+        except UnicodeError:  # UnicodeEncodeError, and the plain UnicodeError some codecs raise
             raise MappingError(
                 f"the value cannot be written in the message's character set ({self.codec}, MSH-18)"
             ) from None
@@ -565,7 +565,7 @@ class Hl7Message:
         text = self.to_text()
         try:
             data = text.encode(self.codec)
-        except (UnicodeEncodeError, LookupError):
+        except (UnicodeError, LookupError):
             data = text.encode("utf-8")
         if not self._dirty:
             self._raw = data
@@ -703,6 +703,13 @@ def _declared_codec(data: bytes) -> tuple[str | None, str | None]:
     if len(enc) >= 1:
         value = value.split(enc[0:1])[0]
     charset = value.decode("latin-1").strip()
+    if charset and not charset.isprintable():  # a NUL or control character: not a table-0211 name, not a codec
+        raise _fail(
+            "MSH-18 (character set) holds a control character",
+            code="102",
+            location="MSH-18",
+            control_id=_control_id_from_bytes(data),
+        )
     return charset or None, codec_for_charset(charset)
 
 
@@ -717,9 +724,9 @@ def _decode(data: bytes, encoding: str | None) -> tuple[str, str]:
             return data.decode(encoding), encoding
         except LookupError:
             raise _fail(f"unknown character encoding {encoding!r}", code="207") from None
-        except UnicodeDecodeError as exc:
+        except UnicodeError as exc:  # UnicodeDecodeError, or the plain UnicodeError of codecs such as idna
             raise _fail(
-                f"the bytes are not valid {encoding} (byte {exc.start})",
+                f"the bytes are not valid {encoding}" + (f" (byte {exc.start})" if isinstance(exc, UnicodeDecodeError) else ""),
                 code="102",
                 location="MSH-18",
                 control_id=_control_id_from_bytes(data),
@@ -731,7 +738,7 @@ def _decode(data: bytes, encoding: str | None) -> tuple[str, str]:
             tried.append(name)
             try:
                 return data.decode(name), name
-            except (UnicodeDecodeError, LookupError):
+            except (UnicodeError, LookupError):
                 continue
     return data.decode("latin-1"), "latin-1"
 

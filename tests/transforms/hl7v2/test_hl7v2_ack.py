@@ -182,6 +182,16 @@ def test_ar_for_second_msh_and_old_version() -> None:
     assert fields(ack, "ERR")[1].endswith("100&Segment sequence error&HL70357")
 
 
-@pytest.mark.parametrize("raw", [b"", b"PID|1||X\r", b"hello", b"MSH", b"MSHA^~\\&|x"])
-def test_no_ack_when_nothing_can_be_recovered(raw: bytes) -> None:
+@pytest.mark.parametrize("raw", [b"", b"PID|1||X\r", b"hello"])
+def test_no_ack_when_there_is_no_msh(raw: bytes) -> None:
     assert ack_for_unparseable(raw, Hl7ParseError("broken")) is None
+
+
+@pytest.mark.parametrize("raw", [b"MSH", b"MSHA^~\\&|x", b"MSH\x00|^~\\&|x", b"MSH |^~\\&|x\rPID|1"])
+def test_a_line_starting_with_msh_is_always_answered(raw: bytes) -> None:
+    # MSH-1 unusable (none, a letter, NUL, a space): nothing can be read from the header, but the sender still gets
+    # an AR in the standard delimiters (issue 13: every frame with an MSH gets an ACK with an MSA)
+    ack = ack_for_unparseable(raw, Hl7ParseError("broken"))
+    assert ack is not None and ack.startswith(b"MSH|^~\\&|")
+    assert fields(ack, "MSA")[:2] == ["MSA", "AR"]
+    assert parse(ack).get("MSA-1") == "AR"
