@@ -17,6 +17,10 @@ from hub.spec import Config, default_config_dir, load_config, parse_duration
 
 __all__ = ["main"]
 
+# The statuses `hub messages --status` takes (hub.store.repository; repeated here so `hub --help` imports no store).
+MESSAGE_STATUSES = ("accepted", "filtered", "rejected", "error")
+DELIVERY_STATUSES = ("queued", "sending", "retry", "sent", "dead")
+
 def _when(value: str | None) -> float | None:
     """``1h`` (ago), ``30d`` (ago), or an ISO date/time → epoch seconds."""
     if value is None:
@@ -54,7 +58,48 @@ def _age(ts: float | None) -> str:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.config)
+    """The config folder of ``--config``; none there (no folder, no hub.yaml) ends the command with exit 2 before
+    anything is opened or created (a store would otherwise be made in a folder that is not a hub's)."""
+    from pathlib import Path
+
+    folder = Path(args.config)
+    if not (folder / "hub.yaml").is_file():
+        raise SystemExit(
+            f"hub: no config in {folder} (no {folder / 'hub.yaml'}); run from a project folder or give --config DIR (or set $HUB_CONFIG)"
+        )
+    return load_config(folder)
+
+
+def _actor() -> str:
+    """Who runs a command, for the audit log: ``cli:<OS user>``."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # noqa: BLE001 - no user name in this environment (a container with a bare uid)
+        import os
+
+        return f"cli:uid{os.getuid()}" if hasattr(os, "getuid") else "cli:?"
+
+
+def _audit(store: Any, action: str, *, message_id: int | None = None, channel: str | None = None, **detail: Any) -> None:
+    """Record a command-line action in the audit log the web app writes (hub.store.auth): the OS user as actor,
+    ``cli`` as where it came from; never message content. An audit entry that cannot be written stops the command."""
+    from hub.store.auth import AuditEntry, AuthStore
+
+    try:
+        AuthStore(store).audit(
+            AuditEntry(
+                username=_actor(),
+                action=action,
+                message_id=message_id,
+                channel=channel,
+                detail={k: v for k, v in detail.items() if v is not None},
+                remote="cli",
+            )
+        )
+    except StoreError as exc:
+        raise SystemExit(f"hub: cannot write the audit log: {exc}") from None
 
 
 def _store(cfg: Config):  # type: ignore[no-untyped-def]
@@ -107,7 +152,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from hub.testrunner import untested_channels
 
     cfg = _config(args)
-    problems = check(cfg)
+    problems = sorted(check(cfg), key=lambda p: (p.file, p.line))  # every problem of a file, in its order
     for p in problems:
         print(p)
     if problems:
@@ -138,12 +183,15 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = _config(args)
+    from hub.engine import channel_states
+
     store = _store(cfg)
     try:
         st = store.status()
+        names = sorted({c.name for c in cfg.channels} | set(st["channels"]) | {k[0] for k in st["destinations"]})
+        states = channel_states(store, names)  # as the running hub last recorded them
     finally:
         store.close()
-    names = sorted({c.name for c in cfg.channels} | set(st["channels"]) | {k[0] for k in st["destinations"]})
     if args.json:
         out = []
         for ch in names:
@@ -151,6 +199,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             out.append(
                 {
                     "channel": ch,
+                    "state": states.get(ch, {}).get("state"),
+                    "error": states.get(ch, {}).get("error"),
                     "received": sum(counts.values()),
                     **{k: counts.get(k, 0) for k in ("accepted", "filtered", "rejected", "error")},
                     "destinations": [
@@ -171,6 +221,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         counts = st["channels"].get(ch, {})
         rej = counts.get("rejected", 0) + counts.get("error", 0)
         print(f"{ch:34} {sum(counts.values()):>8} {counts.get('filtered', 0):>8} {rej:>8}")
+        state = states.get(ch, {})
+        if state.get("state") == "failed":
+            print(f"  FAILED since {_iso(state.get('at'))}" + (f" on {state['node']}" if state.get("node") else "") + f": {state.get('error')}")
         for (c, d), row in sorted(st["destinations"].items()):
             if c != ch:
                 continue
@@ -210,6 +263,9 @@ def cmd_messages(args: argparse.Namespace) -> int:
             )
         else:
             rows = store.search(q)
+        if args.patient_id or args.text or args.control_id:  # a search for a person or for content (as the web's)
+            _audit(store, "search", channel=args.channel, patient_id=args.patient_id, control_id=args.control_id,
+                   text=bool(args.text) or None, claim_status=getattr(args, "claim_status", None), results=len(rows))
     finally:
         store.close()
     if args.json:
@@ -270,6 +326,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     try:
         msg = store.get_message(args.id)
         claims = _claims_of(store, args.id) if msg is not None else []
+        if msg is not None:
+            _audit(store, "view_raw" if args.raw else "view_message", message_id=args.id, channel=msg["channel"])
     finally:
         store.close()
     if msg is not None and claims:
@@ -351,6 +409,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 2
     store = _store(cfg)
     try:
+        if args.ids:
+            missing = [i for i in args.ids if store.get_message(i) is None]
+            if missing:
+                print(f"hub: no message {', '.join(map(str, missing))}; nothing replayed", file=sys.stderr)
+                return 1
         n = store.replay(
             args.ids or None,
             channel=args.channel,
@@ -358,8 +421,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
             statuses=["dead"] if args.dead else None,
         )
         print(f"queued {n} deliver{'y' if n == 1 else 'ies'} again")
+        queued = n
+        reprocessed = 0
         if args.ids:
-            n += _reprocess(cfg, store, args.ids)
+            reprocessed = _reprocess(cfg, store, args.ids)
+            n += reprocessed
+        if args.ids and len(args.ids) == 1:
+            row = store.get_message(args.ids[0])
+            _audit(store, "replay", message_id=args.ids[0], channel=row["channel"] if row else None,
+                   destination=args.destination, queued=queued, reprocessed=reprocessed or None)
+        else:
+            _audit(store, "replay_many", channel=args.channel, destination=args.destination, message_ids=args.ids or None,
+                   dead=args.dead or None, queued=queued, reprocessed=reprocessed or None)
     finally:
         store.close()
     return 0 if n else 1
@@ -371,6 +444,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     store = _store(cfg)
     try:
         n = store.prune(parse_duration(older), keep_unsent=not args.include_unsent)
+        _audit(store, "prune", older_than=older, include_unsent=args.include_unsent or None, pruned=n)
     finally:
         store.close()
     print(f"pruned {n} message(s) older than {older}")
@@ -409,6 +483,7 @@ def cmd_user(args: argparse.Namespace) -> int:
             except ValueError as exc:
                 print(f"hub: {exc}", file=sys.stderr)
                 return 1
+            _audit(store, "user_add", target=user.name, role=user.role)
             print(f"added {user.name} ({user.role})" + ("" if user.has_password else "; token only: make one with `hub user token`"))
         elif args.action == "token":
             try:
@@ -416,6 +491,7 @@ def cmd_user(args: argparse.Namespace) -> int:
             except KeyError:
                 print(f"hub: no user {args.name!r}", file=sys.stderr)
                 return 1
+            _audit(store, "token_create", target=args.name, label=args.label)
             print(token)
         else:
             for u in auth.list_users():
@@ -781,7 +857,8 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_status)
     m = sub.add_parser("messages", parents=[common], help="search messages by channel, status, time, control id, patient id, type, text")
     m.add_argument("--channel")
-    m.add_argument("--status", help="accepted, filtered, rejected, error, or a delivery status: queued, retry, sent, dead")
+    m.add_argument("--status", choices=[*MESSAGE_STATUSES, *DELIVERY_STATUSES], metavar="STATUS",
+                   help=f"a message status ({', '.join(MESSAGE_STATUSES)}) or a delivery status ({', '.join(DELIVERY_STATUSES)})")
     m.add_argument("--destination", help="with --status: deliveries to this destination")
     m.add_argument("--since", help="a duration ago (1h, 7d) or an ISO time")
     m.add_argument("--until", help="a duration ago or an ISO time")
@@ -829,7 +906,7 @@ def parser() -> argparse.ArgumentParser:
     usub = us.add_subparsers(dest="action", metavar="ACTION", required=True)
     ua = usub.add_parser("add", parents=[common], help="add a user (password from $HUB_PASSWORD or asked on the terminal)")
     ua.add_argument("name")
-    ua.add_argument("--role", required=True, choices=["viewer", "operator", "analyst", "admin"])
+    ua.add_argument("--role", required=True, choices=["viewer", "operator", "analyst", "admin", "sender"], help="sender: a sending system that posts to the FHIR endpoints (token only)")
     ua.add_argument("--no-password", action="store_true", help="a token-only user (e.g. for Prometheus)")
     ut = usub.add_parser("token", parents=[common], help="print a new API token for a user (shown once)")
     ut.add_argument("name")

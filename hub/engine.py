@@ -28,7 +28,7 @@ from hub.routes import compile_all, compile_condition
 from hub.spec import Config, Problem, load_config, parse_duration, parse_listen, pydantic_problems
 from hub.store import Claimed, Store
 
-__all__ = ["Engine", "Built", "build", "check", "open_store"]
+__all__ = ["Engine", "Built", "build", "check", "open_store", "CHANNEL_STATE_PREFIX", "channel_states"]
 
 log = logging.getLogger("hub.engine")
 
@@ -136,6 +136,8 @@ def build(cfg: Config, *, store: Store | None = None, engine: Any = None, testin
                 out.destinations[(name, dname)] = dest
 
         # filters and routes
+        fmt = getattr(src_conf, "format", None) or spec.source.get("format") or ("hl7v2" if spec.source.get("type") == "mllp" else None)
+        problems.extend(_path_problems(cfg, spec, fmt, dest_confs))
         filters = compile_all(spec.filters) if spec.filters else None
         routes: list[Route] = []
         for ri, rspec in enumerate(spec.routes):
@@ -171,8 +173,75 @@ def build(cfg: Config, *, store: Store | None = None, engine: Any = None, testin
     return out
 
 
+# Declarative transforms whose settings are paths of the message as it is at that step (hub.transforms.mapping).
+_PATH_KEYS = {"set": ("path",), "copy": ("from", "to"), "delete": ("path", "paths"), "map": ("path", "to")}
+
+
+def _path_problems(cfg: Config, spec: Any, fmt: str | None, dest_confs: dict[str, Any]) -> list[Problem]:
+    """HL7 v2 paths of a channel's filters, routes, declarative transforms and order_by that cannot address
+    anything (``PID-3..1``, ``MSH-99.1x``, ``MSH-55``). In a channel of another named format paths are that
+    format's; when the format is not named, a path written like an HL7 v2 one (``XXX-n…``) is checked."""
+    from hub.transforms.hl7v2.paths import check_path, looks_like_path
+
+    if fmt not in (None, "hl7v2"):
+        return []
+    name = spec.name
+    file = str(cfg.channel_files[name])
+    out: list[Problem] = []
+
+    def one(path: Any, loc: tuple[Any, ...], what: str) -> None:
+        if not isinstance(path, str) or (fmt is None and not looks_like_path(path)):
+            return
+        why = check_path(path)
+        if why is not None:
+            out.append(Problem(file, cfg.line(name, *loc)[1], f"{what}: {why}"))
+
+    def condition(c: Any, loc: tuple[Any, ...]) -> None:
+        if c is None:
+            return
+        if c.path is not None:
+            one(c.path, (*loc, "path"), ".".join(map(str, loc)) + ".path")
+        for key in ("all", "any"):
+            for i, sub in enumerate(getattr(c, key) or ()):
+                condition(sub, (*loc, key, i))
+        if c.not_ is not None:
+            condition(c.not_, (*loc, "not"))
+
+    for i, c in enumerate(spec.filters):
+        condition(c, ("filters", i))
+    for ri, route in enumerate(spec.routes):
+        condition(route.when, ("routes", ri, "when"))
+        for ti, t in enumerate(route.transforms):
+            keys = _PATH_KEYS.get(t.get("type")) if isinstance(t, dict) else None
+            if keys is None:
+                break  # a conversion (v2_to_fhir …) or code: the paths after it may be another format's
+            for key in keys:
+                value = t.get(key)
+                for j, path in enumerate(value if isinstance(value, list) else [value]):
+                    loc = ("routes", ri, "transforms", ti, key, *((j,) if isinstance(value, list) else ()))
+                    one(path, loc, f"routes[{route.name}].transforms[{ti}].{key}")
+    for dname, dconf in dest_confs.items():
+        one(dconf.queue.order_by, ("destinations", dname, "queue", "order_by"), f"destinations.{dname}.queue.order_by")
+    return out
+
+
 def check(cfg: Config) -> list[Problem]:
     return build(cfg).problems
+
+
+def channel_states(store: Store, names: list[str]) -> dict[str, dict[str, Any]]:
+    """Each channel's last state as a running hub recorded it ({state, error, node, at}); channels never started: absent."""
+    import json
+
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        raw = store.get_cursor(f"{CHANNEL_STATE_PREFIX}{name}")
+        if raw:
+            try:
+                out[name] = json.loads(raw)
+            except ValueError:
+                continue
+    return out
 
 
 # Threads for pipelines off the event loop. They share the GIL, so more would not add speed; a few let a quick
@@ -183,6 +252,16 @@ PIPELINE_THREADS = 4
 def open_store(cfg: Config, *, migrate: bool = True) -> Store:
     s = cfg.hub.store
     return Store(cfg.store_url(), batch_max=s.batch_max, synchronous=s.synchronous, pool_size=s.pool_size, node=cfg.hub.node).open(migrate=migrate)
+
+
+#: Prefix of the store cursors holding each channel's last state as the running hub saw it (read by `hub status`).
+CHANNEL_STATE_PREFIX = "channel_state:"
+
+
+def _start_failure(exc: BaseException) -> str:
+    """One line saying why a source did not start: the connector's own words, else the exception's."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return text or type(exc).__name__
 
 
 class Engine:
@@ -201,6 +280,7 @@ class Engine:
         self.pollers: list[Poller] = []
         self.started_at: float | None = None
         self._waiters: dict[int, list[asyncio.Future[None]]] = {}
+        self.failed: dict[str, str] = {}  # channel → why its source could not start (the others run on)
         self.web: Any = None  # the running web app (hub.web.start), when enabled
         self.executor: ThreadPoolExecutor | None = None  # pipelines kept off the event loop (hub.channels.channel)
 
@@ -252,9 +332,36 @@ class Engine:
             worker.start()
         for channel in self.channels.values():
             channel.on_accepted = self._wake
-        for name, src in self.sources.items():
-            await src.start(self.channels[name].receive)
+        self.failed = {}
+        for name, src in list(self.sources.items()):
+            try:
+                await src.start(self.channels[name].receive)
+            except Exception as exc:  # noqa: BLE001 - one channel that cannot start must not stop the others
+                reason = _start_failure(exc)
+                log.error("channel %s failed to start: %s (the other channels run)", name, reason)
+                log.debug("channel %s: start failure", name, exc_info=True)
+                self.failed[name] = reason
+                del self.sources[name]  # not running: nothing to stop; its delivery workers still send what is queued
+                try:
+                    await src.stop()
+                except Exception:  # noqa: BLE001 - undoing a half start
+                    pass
+                await self._record_state(name, "failed", reason)
+                continue
             log.info("channel %s started", name)
+            await self._record_state(name, "running")
+
+    async def _record_state(self, channel: str, state: str, error: str | None = None) -> None:
+        """Keep a channel's state in the store for `hub status` (another process): key ``channel_state:<name>``."""
+        import json
+
+        if self.store is None:
+            return
+        value = json.dumps({"state": state, "error": error, "node": getattr(self.store, "node", None), "at": time.time()})
+        try:
+            await asyncio.to_thread(self.store.set_cursor, f"{CHANNEL_STATE_PREFIX}{channel}", value)
+        except Exception as exc:  # noqa: BLE001 - the state note is informative; the store's own errors show elsewhere
+            log.warning("channel %s: cannot record its state in the store: %s", channel, type(exc).__name__)
 
     async def _stop_channels(self) -> None:
         """Stop taking input, let workers finish what they hold, close the destinations."""
@@ -263,6 +370,9 @@ class Engine:
                 await src.stop()
             except Exception:  # noqa: BLE001
                 log.exception("stopping a source failed")
+        for name in self.failed:  # `hub status` must not go on saying "failed" once this hub has stopped
+            await self._record_state(name, "stopped")
+        self.failed = {}
         await asyncio.gather(*(w.stop() for w in self.workers.values()))
         self.workers = {}
         for dest in self.destinations.values():

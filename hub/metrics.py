@@ -13,7 +13,8 @@ and across several nodes sharing one store.
 Set by connector modules (each imports the gauge from here)::
 
     MLLP_CONNECTIONS.labels(channel, endpoint).inc() / .dec()   # endpoint: "source" or the destination name
-    SFTP_LAST_POLL.labels(channel).set_to_current_time()         # after a poll that reached the server
+    SFTP_LAST_POLL.labels(channel).set_to_current_time()         # after a poll that reached the server (0 from start)
+    SFTP_POLL_ERRORS.labels(channel).inc()                       # a poll that failed
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ __all__ = [
     "MLLP_CONNECTIONS",
     "MLLP_PROBLEMS",
     "SFTP_LAST_POLL",
+    "SFTP_POLL_ERRORS",
     "WEB_LOGINS",
     "QueueCollector",
     "count_received",
@@ -116,7 +118,13 @@ MLLP_PROBLEMS = Counter(
 )
 SFTP_LAST_POLL = Gauge(
     "hub_sftp_last_poll_success_timestamp_seconds",
-    "Unix time of an SFTP source's last poll that reached its server.",
+    "Unix time of an SFTP source's last poll that reached its server (0 from the channel's start until one does).",
+    ["channel"],
+    registry=REGISTRY,
+)
+SFTP_POLL_ERRORS = Counter(
+    "hub_sftp_poll_errors",
+    "SFTP source polls that failed (server unreachable, login refused, key file missing, folder unreadable).",
     ["channel"],
     registry=REGISTRY,
 )
@@ -272,6 +280,7 @@ METRIC_NAMES = frozenset(
         "hub_mllp_connections",
         "hub_mllp_problems_total",
         "hub_sftp_last_poll_success_timestamp_seconds",
+        "hub_sftp_poll_errors_total",
         "hub_web_logins_total",
         "hub_queue_depth",
         "hub_queue_retrying",

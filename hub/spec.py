@@ -487,7 +487,12 @@ def load_config(folder: str | os.PathLike[str] | None = None) -> Config:
             spec = ChannelSpec.model_validate(cdata)
         except ValidationError as exc:
             problems.extend(pydantic_problems(exc, cdata, str(path)))
-            continue
+            # Report every problem in one run: leave out what is broken and check the rest of the channel too (its
+            # source, destinations and transforms are checked when it is built). A channel with problems never runs.
+            salvaged = _salvage(cdata, exc)
+            if salvaged is None:
+                continue
+            spec, cdata = salvaged
         if spec.name in cfg.channel_files:
             problems.append(Problem(str(path), line_of(cdata, ("name",)), f"channel name {spec.name!r} is also used by {cfg.channel_files[spec.name]}"))
             continue
@@ -495,6 +500,71 @@ def load_config(folder: str | os.PathLike[str] | None = None) -> Config:
         cfg.channel_files[spec.name] = path
         cfg.channel_data[spec.name] = cdata
     return cfg
+
+
+def _copy_lines(data: Any) -> Any:
+    """A copy of loaded YAML that keeps the line numbers (one level: values are shared)."""
+    if isinstance(data, LineDict):
+        out = LineDict(data)
+        out.lines = _Lines(data.lines.line)
+        out.lines.items = dict(data.lines.items)
+        return out
+    if isinstance(data, LineList):
+        lst = LineList(data)
+        lst.lines = _Lines(data.lines.line)
+        lst.lines.items = dict(data.lines.items)
+        return lst
+    return data
+
+
+def _without_items(data: Any, drop: set[int]) -> Any:
+    """A LineList without the items at ``drop``, the others keeping their lines."""
+    out = LineList(v for i, v in enumerate(data) if i not in drop)
+    out.lines = _Lines(getattr(getattr(data, "lines", None), "line", 1))
+    kept = [i for i in range(len(data)) if i not in drop]
+    lines = getattr(getattr(data, "lines", None), "items", {})
+    out.lines.items = {n: lines[i] for n, i in enumerate(kept) if i in lines}
+    return out
+
+
+def _salvage(cdata: Any, exc: ValidationError) -> tuple[ChannelSpec, Any] | None:
+    """The channel with the parts that failed validation left out, so the rest can be checked as well; None when
+    what failed is the channel itself (its name or its source)."""
+    data = _copy_lines(cdata)
+    for _ in range(3):
+        drop_filters: set[int] = set()
+        drop_routes: set[int] = set()
+        routes_when: set[int] = set()
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            if not loc or loc[0] in ("name", "source"):
+                return None
+            top = loc[0]
+            if top == "filters" and len(loc) > 1 and isinstance(loc[1], int):
+                drop_filters.add(loc[1])
+            elif top == "routes" and len(loc) > 1 and isinstance(loc[1], int):
+                (routes_when if len(loc) > 2 and loc[2] == "when" else drop_routes).add(loc[1])
+            elif top == "destinations" and len(loc) > 1 and isinstance(data.get("destinations"), dict):
+                dests = _copy_lines(data["destinations"])
+                dests.pop(loc[1], None)
+                data["destinations"] = dests
+            else:
+                data.pop(top, None)  # an unknown key, a bad description/enabled/storage, a list that is not one …
+        if drop_filters and isinstance(data.get("filters"), list):
+            data["filters"] = _without_items(data["filters"], drop_filters)
+        if isinstance(data.get("routes"), list):
+            routes = _copy_lines(data["routes"])
+            for i in routes_when - drop_routes:
+                if i < len(routes) and isinstance(routes[i], dict):
+                    r = _copy_lines(routes[i])
+                    r.pop("when", None)
+                    routes[i] = r
+            data["routes"] = _without_items(routes, drop_routes) if drop_routes else routes
+        try:
+            return ChannelSpec.model_validate(data), data
+        except ValidationError as again:
+            exc = again
+    return None
 
 
 def timedelta_of(value: Duration) -> timedelta:

@@ -116,3 +116,73 @@ def test_cli_prints_problems_and_exits_1(tmp_path, capsys):
 @pytest.mark.parametrize("text,seconds", [("30s", 30), ("5m", 300), ("2h", 7200), ("30d", 2592000), ("250ms", 0.25), (7, 7)])
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
+
+
+# ---------------------------------------------------------------------------------------- every problem in one run
+BROKEN = """\
+name: broken
+source: {type: mllp, listen: '127.0.0.1:0', bogus: 1}
+filters:
+  - {path: PID-3..1, exists: true}
+  - {path: MSH-9, equals: ADT, in: [x]}
+routes:
+  - name: r1
+    when: {path: 'MSH-99.1x', equals: A}
+    transforms:
+      - {type: set, path: MSH-55, value: X}
+      - {type: copy, from: PID-3.1, to: 'PID-3[1]..2'}
+      - {type: nosuch}
+    to: [out]
+  - name: r2
+    to: [missing]
+destinations:
+  out: {type: memory, wrong: 2}
+"""
+
+
+def test_check_reports_every_problem_of_a_file_in_one_run(tmp_path, capsys):
+    cfg = write_config(tmp_path, "", {"broken": BROKEN})
+    assert main(["check", "--config", str(cfg)]) == 1
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.startswith(str(cfg))]
+    found = {int(ln.split(":")[1]): ln for ln in lines}
+    assert "exactly one of equals" in found[5]  # the first problem: before the fix, the only one reported
+    assert "source.bogus: unknown key" in found[2]
+    assert "'PID-3..1'" in found[4]
+    assert "'MSH-99.1x'" in found[8]
+    assert "MSH-55" in found[10] and "25 fields" in found[10]
+    assert "'PID-3[1]..2'" in found[11]
+    assert "unknown transform type 'nosuch'" in found[12]
+    assert "no destination named 'missing'" in found[15]
+    assert "destinations.out.wrong: unknown key" in found[17]
+    assert [int(ln.split(":")[1]) for ln in lines] == sorted(found)  # in the file's order
+    assert out.strip().endswith(f"{len(lines)} problem(s)")
+
+
+@pytest.mark.parametrize("path", ["PID-3..1", "MSH-99.1x", "MSH-55", "PID-0", "OBX[3]-5.x"])
+def test_hl7_paths_that_address_nothing_are_refused(tmp_path, path):
+    channel = (
+        "name: c\nsource: {type: memory}\n"
+        f"filters:\n  - {{path: '{path}', exists: true}}\n"
+        f"routes:\n  - name: r\n    transforms:\n      - {{type: delete, paths: [PID-19, '{path}']}}\n    to: [out]\n"
+        "destinations:\n  out: {type: memory}\n"
+    )
+    problems = [str(p) for p in check(load_config(write_config(tmp_path, "", {"c": channel})))]
+    assert len(problems) == 2, problems
+    assert ":4: filters.0.path" in problems[0]
+    assert ":8: routes[r].transforms[0].paths" in problems[1]
+
+
+def test_paths_of_other_formats_and_z_segments_are_not_hl7_checked(tmp_path):
+    channel = (
+        "name: c\nsource: {type: memory, format: x12}\n"
+        "filters:\n  - {path: 'NM1[85]03', exists: true}\n"
+        "routes:\n  - {name: r, to: [out]}\ndestinations:\n  out: {type: memory}\n"
+    )
+    z = (
+        "name: z\nsource: {type: mllp, listen: '127.0.0.1:0'}\n"
+        "filters:\n  - {path: 'ZPD-99.2', exists: true}\n"
+        "routes:\n  - name: r\n    transforms:\n      - {type: set, path: MSH-25, value: X}\n    to: [out]\n"
+        "destinations:\n  out: {type: memory}\n"
+    )
+    assert check(load_config(write_config(tmp_path, "", {"c": channel, "z": z}))) == []

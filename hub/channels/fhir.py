@@ -13,7 +13,8 @@ other 4xx → dead, with the OperationOutcome stored as the answer and a reason 
 a batch-response whose entries failed is judged by the worst entry.
 
 Source ``fhir`` (served by the hub's web app through :meth:`FhirSource.router`): ``POST /fhir/{channel}`` takes
-a resource or a Bundle, ``POST /fhir/{channel}/{ResourceType}`` a resource of that type. The body is validated
+a resource or a Bundle, ``POST /fhir/{channel}/{ResourceType}`` a resource of that type. The sender authenticates
+with the API token of a ``sender`` user (401 without, 403 for another role or a user not in ``senders``). The body is validated
 (422 with an OperationOutcome listing the issues), then handed to the channel; the answer (201/200 with an
 OperationOutcome naming the message id) comes only after the store has committed it; a store that is down is
 a 503 with ``Retry-After``.
@@ -50,6 +51,12 @@ from hub.spec import DestinationConfig, SourceConfig, parse_duration
 __all__ = ["FhirRestDestination", "FhirSource", "FhirPollSource", "BearerAuth", "SmartAuth"]
 
 log = logging.getLogger("hub.fhir")
+
+# httpx logs every request's URL at INFO ("HTTP Request: PUT …/Patient?identifier=…|MRN …"): a conditional
+# URL carries a patient's identifier, so its request log stays off unless someone set its level on purpose.
+for _name in ("httpx", "httpcore"):
+    if logging.getLogger(_name).level == logging.NOTSET:
+        logging.getLogger(_name).setLevel(logging.WARNING)
 
 FHIR_JSON = "application/fhir+json"
 
@@ -365,6 +372,12 @@ class FhirSource:
         )
         ack_timeout: str | int | float = Field("30s", description="With after_delivery: the longest wait before answering 202.")
         max_bytes: int = Field(20_000_000, ge=1, description="Largest body accepted (413 beyond).")
+        senders: list[str] = Field(
+            default_factory=list,
+            description="Users (role sender) whose tokens may post here; empty: any sender. Every post needs a sender's "
+            "token (`hub user add ehr --role sender --no-password`, `hub user token ehr`): 401 without, 403 for another role or user.",
+            examples=[["ehr"]],
+        )
 
         _v_timeout = field_validator("ack_timeout")(lambda cls, v: (parse_duration(v), v)[1])
 
@@ -383,8 +396,21 @@ class FhirSource:
         self._receive = None
 
     def router(self) -> APIRouter:
-        """The FastAPI router the web app mounts for this source."""
-        router = APIRouter()
+        """The FastAPI router the web app mounts for this source. Nothing is anonymous: every post needs the token
+        (or session) of a user with the ``send`` permission (role ``sender``), one named in ``senders`` when set."""
+        from fastapi import Depends, HTTPException
+
+        from hub.web.security import Principal, require
+
+        allowed = frozenset(self.config.senders)
+        channel = self.ctx.channel
+
+        def sender(p: Principal = Depends(require("send"))) -> Principal:
+            if allowed and p.name not in allowed:
+                raise HTTPException(403, f"user {p.name} may not post to channel {channel} (not one of its senders)")
+            return p
+
+        router = APIRouter(dependencies=[Depends(sender)])
 
         def answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
             return Response(json.dumps(body), status_code=status, media_type=FHIR_JSON, headers=headers)

@@ -36,6 +36,7 @@ import asyncio
 import collections
 import ipaddress
 import logging
+import os
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from hub.errors import ConfigError, Hl7ParseError, PermanentDelivery, RetryableD
 from hub.message import Message, Outcome
 from hub.spec import BackoffSpec, DestinationConfig, SourceConfig, Strict, parse_duration, parse_listen
 from hub.transforms.hl7v2 import Hl7Message, accept_ack_wanted, ack_code, ack_for_unparseable, build_ack, parse
+from hub.transforms.hl7v2.ack import recover_msh
 
 __all__ = [
     "MllpSource",
@@ -443,9 +445,9 @@ class MllpSource:
             self._server = await asyncio.start_server(
                 self._serve, self.host, self.port, reuse_address=True, backlog=512, limit=READ_SIZE * 4
             )
-        except OSError as exc:
-            log.error("channel %s: cannot listen on %s: %s", self.ctx.channel, self.config.listen, exc.strerror or exc)
-            raise
+        except OSError as exc:  # the engine logs it in one line and marks the channel failed; the others run on
+            why = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+            raise OSError(f"cannot listen on {self.host}:{self.port}: {why}") from None
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
         log.info("channel %s: MLLP listening on %s:%d%s", self.ctx.channel, self.host, self.port, " (TLS)" if self._tls else "")
@@ -701,7 +703,9 @@ class MllpSource:
                 try:
                                 msg = parse(content)  # a channel with format: raw still answers in HL7
                 except Hl7ParseError:
-                    return None, True
+                    msg = recover_msh(content)  # accepted as raw although not HL7: answer from what MSH there is
+                    if msg is None:
+                        return None, True
             else:
                 self.counts["unparseable"] += 1
                 ack = self._ack_broken(content, r.reason or "the message cannot be read", r.code or "100", r.location or "")

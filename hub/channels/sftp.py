@@ -36,7 +36,14 @@ repeated in each), each accepted in its own transaction under ``<key>@<n>`` — 
 
 Destination: renders ``path`` (the file destination's template, :func:`hub.channels.file.render_path`),
 creates missing folders, writes to ``.<name>.<delivery id>.tmp`` in the target folder, checks the uploaded
-size, then renames into place (``posix-rename@openssh.com`` when the server has it, which replaces atomically).
+size, then renames into place. A name already taken is never replaced unless ``exists: overwrite``: with ``unique``
+(default) the upload gets the first free name of ``<stem>-2<ext>``, ``-3`` … and with ``error`` the delivery fails
+(dead). Those use the plain SFTP rename, which the protocol (draft-ietf-secsh-filexfer-02 §6.5) defines to fail when
+the new name exists — OpenSSH's sftp-server does it with ``link()``, so two writers cannot take one name; the name
+is also checked just before, for servers that do not follow the draft (there a race of two writers remains).
+A taken name whose file holds exactly the uploaded bytes counts as this delivery's own (a delivery repeated after
+its answer was lost makes no second copy).
+``overwrite`` uses ``posix-rename@openssh.com`` (replaces atomically), or remove + rename when the server lacks it.
 A lost connection, a refused host key or failed login raise :class:`~hub.errors.RetryableDelivery`: the queue
 retries with its backoff (``queue.backoff``) and the messages wait until the peer is back or the settings fixed.
 """
@@ -67,11 +74,11 @@ import yaml
 from pydantic import Field, field_validator, model_validator
 
 from hub.channels.base import Context, Receiver, Result
-from hub.channels.file import check_path_template, render_path
+from hub.channels.file import check_path_template, render_path, unique_names
 from hub.channels.schedule import Poller, check_schedule
 from hub.errors import ConfigError, Hl7ParseError, InputError, PermanentDelivery, RetryableDelivery, classify
 from hub.message import Message, Outcome, sniff_content_type
-from hub.metrics import SFTP_LAST_POLL
+from hub.metrics import SFTP_LAST_POLL, SFTP_POLL_ERRORS
 from hub.spec import DestinationConfig, SourceConfig, Strict, parse_duration
 
 __all__ = ["SftpSource", "SftpDestination", "SftpError", "HostKeyRefused", "parse_size", "hl7_chunks", "csv_chunks"]
@@ -420,6 +427,20 @@ def _exists(sftp: paramiko.SFTPClient, path: str) -> bool:
         raise
 
 
+def _holds(sftp: paramiko.SFTPClient, path: str, data: bytes) -> bool:
+    """Whether the remote file ``path`` holds exactly ``data`` (read only when the size matches)."""
+    try:
+        if sftp.stat(path).st_size != len(data):
+            return False
+        with sftp.open(path, "rb") as fh:
+            fh.prefetch(len(data))
+            return fh.read(len(data) + 1) == data
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return False
+        raise
+
+
 def _unique(sftp: paramiko.SFTPClient, folder: str, name: str) -> str:
     """``folder/name``, or ``folder/stem.<UTC time>.ext`` when that is taken."""
     target = posixpath.join(folder, name)
@@ -682,10 +703,19 @@ class SftpSource:
         self.last_poll: float | None = None
         self.polls = 0
 
+    @property
+    def last_error(self) -> str | None:
+        """Why the last poll failed (None once a poll works): shown with the channel's peers (API, dashboard)."""
+        return self._failing
+
     # ------------------------------------------------------------------ lifecycle
     async def start(self, receive: Receiver) -> None:
         self._receive = receive
         self._stopping = False
+        # The series exist from the start: 0 until a poll reaches the server, so HubSftpPollStale can fire for a
+        # channel that never got through (a missing key file), and the error counter reads 0, not absent.
+        SFTP_LAST_POLL.labels(self.ctx.channel)
+        SFTP_POLL_ERRORS.labels(self.ctx.channel)
         if self.spool is not None:
             self.spool.mkdir(parents=True, exist_ok=True)
         self.poller = Poller(self.config.schedule, self.poll, f"{self.ctx.channel}:sftp")
@@ -780,6 +810,7 @@ class SftpSource:
         level = logging.WARNING if reason != self._failing else logging.DEBUG
         log.log(level, "sftp %s:%s: poll failed, trying again at the next poll: %s", self.settings.label, self.folder, reason)
         self._failing = reason
+        SFTP_POLL_ERRORS.labels(self.ctx.channel).inc()
         if not self.conn.alive():
             self.conn.close()
 
@@ -1075,8 +1106,10 @@ class SftpDestination:
             "{patient_id} {source_name} {ext} {uuid} {received_at:%Y%m%d} {now:%H%M%S}.",
             examples=["inbox/{now:%Y%m%d}/{control_id}.{ext}", "/upload/837/{message_id}.x12"],
         )
-        exists: Literal["overwrite", "unique", "error"] = Field(
-            "overwrite", description="When the file is already there: replace it, add a suffix, or fail (dead)."
+        exists: Literal["unique", "overwrite", "error"] = Field(
+            "unique",
+            description="When the rendered name is already taken on the server: unique (default) uploads as <stem>-2<ext>, "
+            "-3 … and never replaces a file; overwrite replaces it (posix-rename); error fails the delivery (dead). A file already holding exactly the same bytes counts as this delivery's own (a retry makes no copy).",
         )
         mkdirs: bool = Field(True, description="Create missing folders of the path.")
 
@@ -1144,14 +1177,30 @@ class SftpDestination:
         if size != len(data):
             sftp.remove(tmp)
             raise RetryableDelivery(f"{remote}: {size} bytes on the server after upload, {len(data)} sent")
-        target = remote
-        if self.config.exists != "overwrite" and _exists(sftp, target):
+        if self.config.exists == "overwrite":
+            self._rename(sftp, tmp, remote)
+            return f"uploaded {remote} to {self.settings.label} ({len(data)} bytes)"
+        for target in unique_names(remote):
+            if not _exists(sftp, target) and self._rename_new(sftp, tmp, target):
+                return f"uploaded {target} to {self.settings.label} ({len(data)} bytes)"
+            if _holds(sftp, target, data):  # this delivery, repeated after its answer was lost: no second copy
+                sftp.remove(tmp)
+                return f"{target} on {self.settings.label} already holds these {len(data)} bytes (uploaded before)"
             if self.config.exists == "error":
                 sftp.remove(tmp)
-                raise PermanentDelivery(f"{remote} already exists on {self.settings.label}")
-            target = _unique(sftp, folder, name)
-        self._rename(sftp, tmp, target)
-        return f"uploaded {target} to {self.settings.label} ({len(data)} bytes)"
+                raise PermanentDelivery(f"{remote} already exists on {self.settings.label} (exists: error)")
+        sftp.remove(tmp)
+        raise RetryableDelivery(f"no free name for {remote} on {self.settings.label}")
+
+    def _rename_new(self, sftp: paramiko.SFTPClient, tmp: str, target: str) -> bool:
+        """Plain SFTP rename, which must not replace: True when done, False when ``target`` was taken meanwhile."""
+        try:
+            sftp.rename(tmp, target)
+            return True
+        except OSError:
+            if self.conn.alive() and _exists(sftp, target) and _exists(sftp, tmp):
+                return False  # another writer took the name between the check and the rename
+            raise
 
     def _rename(self, sftp: paramiko.SFTPClient, tmp: str, target: str) -> None:
         if self._posix_rename is not False:

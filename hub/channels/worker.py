@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -24,6 +25,22 @@ from hub.store import Claimed, Mark, Store
 __all__ = ["DeliveryWorker", "backoff_delay"]
 
 log = logging.getLogger("hub.worker")
+
+_HTTP_STATUS = re.compile(r"\bHTTP (\d{3})\b")
+
+
+def _brief(exc: BaseException, err: DeliveryError) -> str:
+    """What the log may say about a failed attempt: the error's kind, its cause's class and the HTTP status —
+    never its text, which can quote the content or a URL carrying a patient's identifier (a FHIR conditional
+    update's ``Patient?identifier=…|MRN``). The full reason is stored with the delivery (``hub show``)."""
+    parts = [type(err).__name__]
+    cause = exc.__cause__ if exc is err else exc
+    if cause is not None and not isinstance(cause, DeliveryError):
+        parts.append(type(cause).__name__)
+    status = _HTTP_STATUS.search(str(err))
+    if status:
+        parts.append(f"HTTP {status.group(1)}")
+    return ", ".join(parts)
 
 
 def backoff_delay(queue: QueueSpec, attempts: int) -> float:
@@ -239,12 +256,15 @@ class DeliveryWorker:
         self.last_error = str(err)
         if isinstance(err, PermanentDelivery) or attempt >= self.queue.max_attempts:
             why = "permanent failure" if isinstance(err, PermanentDelivery) else f"gave up after {attempt} attempts"
-            log.warning("delivery %s of message %s to %s/%s is dead (%s): %s", c.id, c.message_id, self.channel, self.name, why, err)
+            log.warning(
+                "delivery %s of message %s to %s/%s is dead (%s): %s; the reason is stored with the delivery (hub show %s)",
+                c.id, c.message_id, self.channel, self.name, why, _brief(exc, err), c.message_id,
+            )
             return Mark(c.id, "dead", attempt, error=str(err), response=err.response)
         delay = backoff_delay(self.queue, attempt)
         if err.retry_after is not None:
             delay = max(delay, err.retry_after)
-        log.info("delivery %s to %s/%s failed (attempt %d), retry in %.1fs: %s", c.id, self.channel, self.name, attempt, delay, err)
+        log.info("delivery %s to %s/%s failed (attempt %d), retry in %.1fs: %s", c.id, self.channel, self.name, attempt, delay, _brief(exc, err))
         return Mark(c.id, "retry", attempt, error=str(err), response=err.response, next_at=time.time() + delay)
 
     async def _attempt(self, c: Claimed) -> Mark:

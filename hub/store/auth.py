@@ -14,7 +14,13 @@ viewer    channels, queues, counts and message metadata; no message content, no 
 operator  viewer + message content (raw, per destination, responses) + replay
 analyst   viewer + channels: pause, resume, check and reload the configuration
 admin     everything, plus users, tokens and the audit log
+sender    only: post messages to the hub's HTTP sources (``POST /fhir/{channel}``) — a machine account for a
+          sending system; a channel may name the senders it takes (``source: {type: fhir, senders: [ehr]}``)
 ========  ======================================================================================
+
+No change leaves the hub without an enabled admin: :meth:`AuthStore.update_user` refuses (:class:`LastAdminError`)
+to disable or demote the last one, checked in the same transaction as the change (two admins demoting each
+other at the same moment cannot both succeed; on PostgreSQL the enabled admins' rows are locked).
 
 Writes go through the store's group writer (:meth:`Store.run_write`); reads use the store's engine.
 """
@@ -32,7 +38,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, or_, select, update
 
 from hub.errors import StoreError
 from hub.store.repository import Repository
@@ -48,14 +54,16 @@ __all__ = [
     "verify_password",
     "check_password_strength",
     "MIN_PASSWORD_LENGTH",
+    "LastAdminError",
 ]
 
-ROLES = ("viewer", "operator", "analyst", "admin")
+ROLES = ("viewer", "operator", "analyst", "admin", "sender")
 PERMISSIONS: dict[str, frozenset[str]] = {
     "viewer": frozenset({"view"}),
     "operator": frozenset({"view", "content", "replay"}),
     "analyst": frozenset({"view", "channels"}),
     "admin": frozenset({"view", "content", "replay", "channels", "users", "audit"}),
+    "sender": frozenset({"send"}),  # a sending system: posts messages, sees nothing
 }
 MIN_PASSWORD_LENGTH = 10
 _NAME = re.compile(r"^[A-Za-z0-9_.@\-]{1,100}$")
@@ -108,6 +116,10 @@ def check_password_strength(password: str) -> None:
         raise ValueError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
     if password.strip() != password or len(set(password)) < 4:
         raise ValueError("that password is too easy to guess")
+
+
+class LastAdminError(ValueError):
+    """The change would leave the hub without an enabled admin (nobody could manage users any more)."""
 
 
 def _digest(token: str) -> str:
@@ -209,16 +221,29 @@ class AuthStore(Repository):
         if disabled is not None:
             values["disabled"] = 1 if disabled else 0
 
-        def op(conn: Connection) -> bool:
-            res = conn.execute(update(users).where(users.c.name == name).values(**values))
+        def op(conn: Connection) -> bool | str:
+            u = users.c
+            stmt = update(users).where(u.name == name)
+            if (role is not None and role != "admin") or disabled:
+                # Never the last enabled admin, decided by the UPDATE itself (atomic on SQLite, also against the
+                # `hub` CLI in another process); on PostgreSQL the enabled admins' rows are locked first, so a
+                # change on another node waits for this one and then counts again.
+                conn.execute(select(u.id).where(u.role == "admin", u.disabled == 0).with_for_update())
+                others = select(func.count()).select_from(users).where(u.role == "admin", u.disabled == 0, u.name != name)
+                stmt = stmt.where(or_(u.role != "admin", u.disabled != 0, others.scalar_subquery() > 0))
+            res = conn.execute(stmt.values(**values))
             if not res.rowcount:
-                return False
+                exists = conn.execute(select(u.id).where(u.name == name)).first() is not None
+                return "last admin" if exists else False  # not raised here: an exception would abort the writer's batch
             if password is not None or disabled or role is not None:  # a changed login ends its sessions
                 uid = conn.execute(select(users.c.id).where(users.c.name == name)).scalar()
                 conn.execute(delete(sessions).where(sessions.c.user_id == uid))
             return True
 
-        if not self._write(op):
+        done = self._write(op)
+        if done == "last admin":
+            raise LastAdminError(f"{name} is the last enabled admin: make another admin first (the hub would have nobody to manage users)")
+        if not done:
             raise KeyError(name)
         user = self.get_user(name)
         assert user is not None

@@ -569,7 +569,8 @@ class Store:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_timeout=10)
             if self.dialect == "postgresql":
                 kwargs["connect_args"] = {"connect_timeout": 10}
-        self.engine: Engine = create_engine(url, **kwargs)
+        # hide_parameters: an error's text never carries the values bound to the statement (patient data)
+        self.engine: Engine = create_engine(url, hide_parameters=True, **kwargs)
         durability: Any = None
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas(synchronous))

@@ -43,7 +43,7 @@ from concurrent.futures import Future
 from typing import Any, Callable, Protocol
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 
 from hub.errors import StoreError
 
@@ -82,13 +82,28 @@ def run_ops(conn: Connection, ops: list[Any]) -> list[Any]:
     return results
 
 
+def _statement_kind(exc: BaseException) -> str:
+    statement = (getattr(exc, "statement", None) or "").lstrip()
+    word = statement.split(None, 1)[0].upper() if statement else ""
+    return f" in {word}" if word.isalpha() else ""
+
+
 def store_error(exc: BaseException) -> StoreError:
+    """The StoreError for a SQLAlchemy error, in words that carry no message content: the error's class and the
+    kind of statement (INSERT, SELECT …); the database's own text only for connection and constraint errors, whose
+    first line names a host, a file or a constraint, never a value ("database is locked", "connection refused",
+    'UNIQUE constraint failed: users.name'). A data error's text quotes the value it choked on (PostgreSQL:
+    'invalid input syntax for type integer: "…"'), and a StatementError's lists the parameters: both are left out."""
     if isinstance(exc, StoreError):
         return exc
+    kind = _statement_kind(exc)
     if isinstance(exc, DBAPIError):
-        detail = str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc)
-        return StoreError(f"store unavailable: {type(exc.orig).__name__ if exc.orig else type(exc).__name__}: {detail}")
-    return StoreError(f"store error: {type(exc).__name__}: {exc}")
+        name = type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__
+        if isinstance(exc, (OperationalError, IntegrityError)) and exc.orig is not None:
+            first = (str(exc.orig).splitlines() or [""])[0][:300]
+            return StoreError(f"store unavailable: {name}{kind}: {first}")
+        return StoreError(f"store unavailable: {name}{kind}")
+    return StoreError(f"store error: {type(exc).__name__}{kind}")
 
 
 class Durability(Protocol):

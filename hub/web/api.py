@@ -16,15 +16,16 @@ import asyncio
 import logging
 import time
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from hub import metrics
 from hub.errors import StoreError
 from hub.spec import parse_duration
 from hub.store import DELIVERY_STATUSES, MESSAGE_STATUSES, SearchQuery
+from hub.store.auth import LastAdminError
 from hub.web import queries
 from hub.web.render import render
 from hub.web.security import COOKIE, Principal, audit, client_ip, principal, require
@@ -34,6 +35,17 @@ __all__ = ["router"]
 log = logging.getLogger("hub.web")
 
 router = APIRouter(prefix="/api")
+
+# Ids are the store's 64-bit integers (SQLite INTEGER, PostgreSQL BIGINT): a larger number is refused with 422 here
+# instead of overflowing in the database driver (HTTP 500).
+ID_MIN, ID_MAX = -(2**63), 2**63 - 1
+PathId = Annotated[int, Path(ge=ID_MIN, le=ID_MAX)]
+StoreId = Annotated[int, Field(ge=ID_MIN, le=ID_MAX)]
+
+
+def _id_query(description: str | None = None) -> Any:
+    return Query(None, ge=ID_MIN, le=ID_MAX, description=description)
+
 
 _SECRET_WORDS = ("password", "secret", "token", "passphrase", "credential", "private_key", "api_key", "apikey", "authorization")
 
@@ -100,9 +112,12 @@ def _age(ts: float | None, now: float) -> float | None:
     return None if ts is None else max(0.0, round(now - ts, 1))
 
 
-def _peers(channel: str) -> dict[str, Any]:
-    """Connection status of MLLP/SFTP peers, read from the gauges their connectors set."""
+def _peers(channel: str, source: Any = None) -> dict[str, Any]:
+    """Connection status of MLLP/SFTP peers, read from the gauges their connectors set; a polling source's failing
+    state (``sftp_error``: why the last poll failed, None once one works) from the source itself."""
     out: dict[str, Any] = {}
+    if source is not None and hasattr(source, "last_error"):
+        out["sftp_error"] = source.last_error
     for metric in metrics.MLLP_CONNECTIONS.collect():
         for s in metric.samples:
             if s.labels.get("channel") == channel:
@@ -110,8 +125,8 @@ def _peers(channel: str) -> dict[str, Any]:
     for metric in metrics.SFTP_LAST_POLL.collect():
         for s in metric.samples:
             if s.labels.get("channel") == channel:
-                out["sftp_last_poll"] = s.value
-                out["sftp_last_poll_age"] = _age(s.value, time.time())
+                out["sftp_last_poll"] = s.value or None  # 0: no poll has reached the server since the start
+                out["sftp_last_poll_age"] = _age(s.value, time.time()) if s.value else None
     return out
 
 
@@ -128,7 +143,10 @@ def _channel_item(hub: Any, name: str, status: dict[str, Any], recent: dict[str,
     last = recent["channels"].get(name, {})
     ch = engine.channels.get(name)
     spec = ch.spec if ch is not None else None
-    if name in hub.paused:
+    failed = getattr(engine, "failed", {}).get(name)
+    if failed is not None:
+        state = "failed"  # its source could not start (e.g. the port is taken); the other channels run
+    elif name in hub.paused:
         state = "paused"
     elif name in engine.sources:
         state = "running"
@@ -166,7 +184,8 @@ def _channel_item(hub: Any, name: str, status: dict[str, Any], recent: dict[str,
         **{k: counts.get(k, 0) for k in MESSAGE_STATUSES},
         "last_hour": {"received": last_received, **{k: last.get(k, 0) for k in MESSAGE_STATUSES}, "per_minute": round(last_received / 60, 2)},
         "destinations": dests,
-        "peers": _peers(name),
+        "peers": _peers(name, engine.sources.get(name)),
+        "error": failed,
     }
 
 
@@ -378,7 +397,7 @@ def dead_letters(
     request: Request,
     channel: str | None = None,
     destination: str | None = None,
-    before_id: int | None = Query(None, description="Page: deliveries with a smaller id."),
+    before_id: int | None = _id_query("Page: deliveries with a smaller id."),
     limit: int = Query(100, ge=1, le=1000),
     p: Principal = Depends(require("view")),
 ) -> dict[str, Any]:
@@ -404,7 +423,7 @@ def search_messages(
     patient_id: str | None = Query(None, description="Needs a role that sees content."),
     message_type: str | None = Query(None, description="ADT (any trigger) or ADT^A04."),
     text: str | None = Query(None, description="Text contained in the raw message. Needs a role that sees content."),
-    before_id: int | None = Query(None, description="Page: messages with a smaller id."),
+    before_id: int | None = _id_query("Page: messages with a smaller id."),
     limit: int = Query(50, ge=1, le=500),
     p: Principal = Depends(require("view")),
 ) -> dict[str, Any]:
@@ -459,7 +478,7 @@ def _delivery_view(d: dict[str, Any], msg: dict[str, Any], show: bool) -> dict[s
 
 
 @router.get("/messages/{message_id}", tags=["messages"], summary="One message: metadata, raw content rendered by format, deliveries, responses, attempts")
-def get_message(message_id: int, request: Request, p: Principal = Depends(require("view"))) -> dict[str, Any]:
+def get_message(message_id: PathId, request: Request, p: Principal = Depends(require("view"))) -> dict[str, Any]:
     hub = _hub(request)
     msg = _store_call(hub.store.get_message, message_id)
     if msg is None:
@@ -485,7 +504,7 @@ def get_message(message_id: int, request: Request, p: Principal = Depends(requir
 
 
 @router.get("/messages/{message_id}/raw", tags=["messages"], summary="The raw bytes of a message (download)")
-def get_raw(message_id: int, request: Request, p: Principal = Depends(require("content"))) -> Response:
+def get_raw(message_id: PathId, request: Request, p: Principal = Depends(require("content"))) -> Response:
     hub = _hub(request)
     msg = _store_call(hub.store.get_message, message_id)
     if msg is None:
@@ -504,7 +523,7 @@ class ReplayOne(BaseModel):
 
 @router.post("/messages/{message_id}/replay", tags=["replay"], summary="Queue a message's deliveries again (attempts reset)")
 def replay_message(
-    message_id: int, request: Request, body: ReplayOne | None = None, p: Principal = Depends(require("replay"))
+    message_id: PathId, request: Request, body: ReplayOne | None = None, p: Principal = Depends(require("replay"))
 ) -> dict[str, Any]:
     hub = _hub(request)
     msg = _store_call(hub.store.get_message, message_id)
@@ -547,7 +566,7 @@ def _reprocess(hub: Any, msg: dict[str, Any]) -> tuple[int, str]:
 
 
 class ReplayMany(BaseModel):
-    message_ids: list[int] | None = Field(None, max_length=10000, description="These messages (else: the filter below).")
+    message_ids: list[StoreId] | None = Field(None, max_length=10000, description="These messages (else: the filter below).")
     channel: str | None = None
     destination: str | None = None
     statuses: list[Literal["queued", "retry", "sent", "dead"]] = Field(
@@ -606,12 +625,12 @@ def replay_many(body: ReplayMany, request: Request, p: Principal = Depends(requi
 # ------------------------------------------------------------------------------------------------ users (admin)
 class UserCreate(BaseModel):
     name: str = Field(max_length=100)
-    role: Literal["viewer", "operator", "analyst", "admin"]
+    role: Literal["viewer", "operator", "analyst", "admin", "sender"]
     password: str | None = Field(None, max_length=1000, description="None: a token-only user (e.g. for Prometheus).")
 
 
 class UserUpdate(BaseModel):
-    role: Literal["viewer", "operator", "analyst", "admin"] | None = None
+    role: Literal["viewer", "operator", "analyst", "admin", "sender"] | None = None
     password: str | None = Field(None, max_length=1000)
     disabled: bool | None = None
 
@@ -642,11 +661,10 @@ def update_user(name: str, body: UserUpdate, request: Request, p: Principal = De
     current = _store_call(auth.get_user, name)
     if current is None:
         raise HTTPException(404, f"no user {name!r}")
-    losing_admin = current.role == "admin" and ((body.role is not None and body.role != "admin") or body.disabled)
-    if losing_admin and _store_call(auth.count_users, "admin") <= 1:
-        raise HTTPException(409, "that would leave the hub without an enabled admin")
-    try:
+    try:  # the store refuses, in the change's own transaction, to remove the last enabled admin
         user = _store_call(auth.update_user, name, role=body.role, password=body.password, disabled=body.disabled)
+    except LastAdminError as exc:
+        raise HTTPException(409, f"that would leave the hub without an enabled admin: {exc}") from None
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
     _store_call(audit, request, p, "user_change", target=name, role=body.role, disabled=body.disabled, password=body.password is not None or None)
@@ -675,7 +693,7 @@ def create_token(name: str, request: Request, body: TokenCreate | None = None, p
 
 
 @router.delete("/tokens/{token_id}", tags=["users"], summary="Revoke an API token")
-def revoke_token(token_id: int, request: Request, p: Principal = Depends(require("users"))) -> dict[str, Any]:
+def revoke_token(token_id: PathId, request: Request, p: Principal = Depends(require("users"))) -> dict[str, Any]:
     if not _store_call(_hub(request).auth.revoke_token, token_id):
         raise HTTPException(404, f"no token {token_id}")
     _store_call(audit, request, p, "token_revoke", token_id=token_id)
@@ -688,11 +706,11 @@ def search_audit(
     request: Request,
     user: str | None = None,
     action: str | None = Query(None, description="login, login_failed, view_message, view_raw, search, replay, replay_many, pause, resume, config_check, config_reload, user_add, user_change, token_create, token_revoke, password_change"),
-    message_id: int | None = None,
+    message_id: int | None = _id_query(),
     channel: str | None = None,
     since: str | None = None,
     until: str | None = None,
-    before_id: int | None = None,
+    before_id: int | None = _id_query(),
     limit: int = Query(100, ge=1, le=1000),
     p: Principal = Depends(require("audit")),
 ) -> dict[str, Any]:

@@ -4,6 +4,10 @@ Every route but ``/healthz``, the login page and its static assets depends on :f
 :func:`require`). A cookie-authenticated request that changes something must also carry the session's CSRF token
 in ``X-CSRF-Token`` (the dashboard's script sends it); bearer-token requests need none, since a browser never
 attaches them by itself. The session cookie is HttpOnly and SameSite=Strict, and Secure under HTTPS.
+
+Sending systems are users too: the ``fhir`` sources' ``POST /fhir/{channel}`` needs ``require("send")`` — the
+token of a ``sender`` user, one the channel names in ``senders`` when it names any (see
+:meth:`hub.channels.fhir.FhirSource.router`). The web port checks no client certificates (no mutual TLS).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from hub.engine import Engine
 from hub.errors import PermanentDelivery, RetryableDelivery, StoreError
 from hub.message import Message
 from hub.spec import load_config
+from hub.store import SearchQuery
 from hub.transforms.fhir.v2_to_fhir import convert, dumps
 
 BUNDLE = dumps(convert((SAMPLES / "hl7v2" / "adt_a04.hl7").read_bytes()))
@@ -623,15 +624,25 @@ async def _engine(tmp_path, channel: str = CHANNEL) -> Engine:
     return eng
 
 
-async def test_the_http_source_validates_stores_then_answers(tmp_path):
-    from fastapi import FastAPI
+def _sender_app(eng: Engine, *users: tuple[str, str]) -> tuple[object, dict[str, str]]:
+    """The web app (it serves every source's router()) and an API token per (user, role)."""
+    from hub.web.app import create_app
 
+    app = create_app(eng)
+    auth = app.state.hub.auth
+    tokens = {}
+    for name, role in users:
+        auth.add_user(name, role)
+        tokens[name] = auth.create_token(name)
+    return app, tokens
+
+
+async def test_the_http_source_validates_stores_then_answers(tmp_path):
     eng = await _engine(tmp_path)
     try:
-        src = eng.sources["ehr_in"]
-        app = FastAPI()
-        app.include_router(src.router())  # what the web app does with every source that has router()
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as client:
+        app, tokens = _sender_app(eng, ("ehr", "sender"))
+        auth = {"Authorization": f"Bearer {tokens['ehr']}"}
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub", headers=auth) as client:
             patient = {"resourceType": "Patient", "identifier": [{"system": "urn:x", "value": "1"}], "gender": "female"}
             r = await client.post("/fhir/ehr_in/Patient", json=patient)
             assert r.status_code == 201 and r.headers["content-type"].startswith("application/fhir+json")
@@ -666,6 +677,39 @@ async def test_the_http_source_validates_stores_then_answers(tmp_path):
                 break
             await asyncio.sleep(0.05)
         assert len(dest.sent) == 2
+    finally:
+        await eng.stop()
+
+
+async def test_the_http_source_takes_nothing_anonymous_only_a_senders_token(tmp_path):
+    """No credentials → 401; a token of another role → 403; ``senders`` binds the channel to named sender users."""
+    bound = CHANNEL.replace("resource_types: [Patient, Bundle]}", "resource_types: [Patient, Bundle], senders: [ehr]}")
+    eng = await _engine(tmp_path, bound)
+    try:
+        app, tokens = _sender_app(eng, ("ehr", "sender"), ("lab", "sender"), ("ops", "operator"), ("boss", "admin"))
+        patient = {"resourceType": "Patient", "identifier": [{"system": "urn:x", "value": "SYNTH-1"}], "gender": "female"}
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as client:
+
+            async def post(path: str, who: str | None) -> httpx.Response:
+                headers = {"Authorization": f"Bearer {tokens[who]}"} if who else {}
+                return await client.post(path, json=patient, headers=headers)
+
+            for path in ("/fhir/ehr_in", "/fhir/ehr_in/Patient"):
+                r = await post(path, None)
+                assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer"
+                r = await client.post(path, json=patient, headers={"Authorization": "Bearer hub_not-a-token"})
+                assert r.status_code == 401
+                for who in ("ops", "boss"):  # content readers and admins are not sending systems
+                    r = await post(path, who)
+                    assert r.status_code == 403 and "send" in r.json()["detail"]
+                r = await post(path, "lab")  # a sender, but not one of this channel's
+                assert r.status_code == 403 and "may not post to channel ehr_in" in r.json()["detail"]
+            assert eng.store.search(SearchQuery(channel="ehr_in")) == []  # nothing refused was stored
+            assert (await post("/fhir/ehr_in/Patient", "ehr")).status_code == 201
+            assert (await post("/fhir/ehr_in", "ehr")).status_code == 200
+            assert len(eng.store.search(SearchQuery(channel="ehr_in"))) == 2
+            app.state.hub.auth.update_user("ehr", disabled=True)  # a disabled sender's token stops working
+            assert (await post("/fhir/ehr_in", "ehr")).status_code == 401
     finally:
         await eng.stop()
 

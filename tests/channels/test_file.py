@@ -4,16 +4,25 @@ half-written files, atomic writes, path templates, an unwritable destination."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import itertools
 import os
+import re
+import signal
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from support import until, write_config
-from hub.channels.file import FileDestination, render_path
+from support import ROOT, until, write_config
+from hub.channels.base import Context
+from hub.channels.file import TEMPLATE_FIELDS, FileDestination, render_path, unique_names
+from hub.cli import main
 from hub.engine import Engine
+from hub.errors import PermanentDelivery
 from hub.message import Message
 from hub.spec import load_config
 from hub.store import NewDelivery, NewMessage, SearchQuery, Store
@@ -205,8 +214,216 @@ destinations:
         await until(lambda: all((home / "out" / f"m{i}.txt").exists() for i in (1, 3, 4)))
         assert batches[:2] == [4, 2]  # all four handed over at once; after m2 failed, m3 and m4 together
         assert (home / "out" / "m2.txt").read_text() == "already here"
+        # the files are in place a moment before the worker records them as sent
+        await until(lambda: len(eng.store.search(SearchQuery(status="sent"))) == 3, what="three deliveries marked sent")
         dead = eng.store.search(SearchQuery(status="dead"))
         assert [row["control_id"] for row in dead] == ["m2"]
         assert len(eng.store.search(SearchQuery(status="sent"))) == 3
     finally:
         await eng.stop()
+
+
+# ============================================================================================ nothing overwritten
+def adt(control_id: str | None, body: str) -> Message:
+    return Message(body.encode(), "hl7v2", meta={"control_id": control_id} if control_id else {}, channel="files")
+
+
+def destination(home: Path, path: str = "out/{control_id}.hl7", **over: object) -> FileDestination:
+    return FileDestination(FileDestination.Config(type="file", path=path, **over), Context(home=home))
+
+
+def contents(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+async def test_a_reused_control_id_or_a_missing_one_never_replaces_another_delivery(tmp_path):
+    """Senders reuse MSH-10 and FHIR orders have none: by default (exists: unique) every delivery keeps its file."""
+    d = destination(tmp_path)
+    answers = [await d.send(adt("ADT00002", f"message {i}")) for i in (1, 2, 3)]
+    answers += [await d.send(adt(None, f"no control id {i}")) for i in (1, 2)]
+    assert contents(tmp_path / "out") == {
+        "ADT00002.hl7": b"message 1",
+        "ADT00002-2.hl7": b"message 2",
+        "ADT00002-3.hl7": b"message 3",
+        "_.hl7": b"no control id 1",
+        "_-2.hl7": b"no control id 2",
+    }
+    assert "ADT00002-3.hl7" in answers[2], "the answer stored with the delivery names the file it wrote"
+
+
+async def test_overwrite_only_when_the_channel_says_so_and_error_keeps_the_first(tmp_path):
+    d = destination(tmp_path, exists="overwrite")
+    await d.send(adt("A1", "first"))
+    await d.send(adt("A1", "second"))
+    assert contents(tmp_path / "out") == {"A1.hl7": b"second"}
+    d = destination(tmp_path, exists="error")
+    with pytest.raises(PermanentDelivery, match="already exists"):
+        await d.send(adt("A1", "third"))
+    assert contents(tmp_path / "out") == {"A1.hl7": b"second"}, "no temporary file left, the file kept"
+    assert FileDestination.Config(type="file", path="x").exists == "unique"
+
+
+async def test_a_name_taken_between_the_check_and_the_write_is_not_replaced(tmp_path, monkeypatch):
+    """Another writer (a second hub node, a second worker) creates the same name while this one writes its
+    temporary file: the hard link fails instead of replacing the other's file, and the next free name is used."""
+    d = destination(tmp_path)
+    real_fsync = os.fsync
+    raced: list[bool] = []
+
+    def other_writer_meanwhile(fd: int) -> None:
+        real_fsync(fd)
+        if not raced:
+            raced.append(True)
+            (tmp_path / "out" / "ADT00002.hl7").write_bytes(b"the other writer's message")
+
+    monkeypatch.setattr(os, "fsync", other_writer_meanwhile)
+    await d.send(adt("ADT00002", "this writer's message"))
+    assert raced
+    assert contents(tmp_path / "out") == {"ADT00002.hl7": b"the other writer's message", "ADT00002-2.hl7": b"this writer's message"}
+
+
+async def test_without_hard_links_names_are_reserved_with_o_excl(tmp_path, monkeypatch):
+    """A file system without hard links (FAT, some network mounts): the name is claimed with O_EXCL instead."""
+    def no_links(src, dst, **kw):  # type: ignore[no-untyped-def]
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    d = destination(tmp_path)
+    for i in (1, 2):
+        await d.send(adt("ADT00002", f"message {i}"))
+    assert contents(tmp_path / "out") == {"ADT00002.hl7": b"message 1", "ADT00002-2.hl7": b"message 2"}
+
+
+def test_unique_names_keep_the_extension():
+    names = list(itertools.islice(unique_names("var/out/ADT00002.hl7"), 3))
+    assert names == ["var/out/ADT00002.hl7", "var/out/ADT00002-2.hl7", "var/out/ADT00002-3.hl7"]
+    assert list(itertools.islice(unique_names("out/README"), 2)) == ["out/README", "out/README-2"]
+    assert list(itertools.islice(unique_names(".hidden"), 2)) == [".hidden", ".hidden-2"]
+    tail = list(unique_names("a.b.x12"))[98:]
+    assert tail[0] == "a.b-99.x12" and all(n.startswith("a.b-") and n.endswith(".x12") for n in tail[1:])
+
+
+# ============================================================================================ template fields
+def test_hub_check_rejects_an_unknown_template_field_naming_the_destination_and_field(tmp_path, capsys):
+    channel = """
+name: typo
+source: {type: file, path: in}
+routes: [{name: r, to: [good, archive]}]
+destinations:
+  good: {type: file, path: "out/{received_at:%Y/%m}/{control_id}-{delivery_id}.{ext}"}
+  archive: {type: file, path: "archive/{control_idd}.hl7"}
+"""
+    folder = write_config(tmp_path / "cfg", "web: {enabled: false}\n", {"typo": channel})
+    assert main(["check", "--config", str(folder)]) == 1
+    out = capsys.readouterr().out
+    [problem] = [line for line in out.splitlines() if "control_idd" in line]
+    assert problem.startswith(f"{folder / 'channels' / 'typo.yaml'}:7: destinations.archive.path:")
+    assert "unknown field {control_idd}" in problem and "control_id," in problem  # the known fields are listed
+    assert "good" not in out
+
+
+@pytest.mark.parametrize(
+    "template, complaint",
+    [
+        ("out/{control_idd}.hl7", "unknown field {control_idd}"),
+        ("out/{Control_ID}.hl7", "unknown field {Control_ID}"),
+        ("out/{}.hl7", "has no name"),
+        ("out/{0}.hl7", "has no name"),
+        ("out/{control_id:%Y}.hl7", "bad path template"),
+        ("out/{control_id.hl7", "bad path template"),
+    ],
+)
+def test_template_fields_are_checked(template, complaint):
+    with pytest.raises(ValidationError, match=re.escape(complaint)):
+        FileDestination.Config(type="file", path=template)
+
+
+def test_every_field_render_path_fills_is_accepted():
+    for field in TEMPLATE_FIELDS:
+        spec = ":%Y%m%d" if field in ("received_at", "now") else ""
+        FileDestination.Config(type="file", path=f"out/{{{field}{spec}}}.dat")
+    FileDestination.Config(type="file", path="out/{received_at.year}/{now:%H%M%S}-{uuid}.{ext}")
+
+
+# ============================================================================================ temporary files
+KILLED_WRITER = """
+import asyncio, os, signal, sys
+from pathlib import Path
+from hub.channels.base import Context
+from hub.channels.file import FileDestination
+from hub.message import Message
+
+d = FileDestination(FileDestination.Config(type="file", path="out/{control_id}.hl7"), Context(home=Path(sys.argv[1])))
+os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # killed with the temporary file written, not yet in place
+asyncio.run(d.send(Message(b"never finished", "hl7v2", meta={"control_id": "ADT00001"})))
+"""
+
+
+async def test_a_temporary_file_left_by_kill_9_is_removed_by_the_next_run_and_nothing_else(tmp_path):
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", KILLED_WRITER, str(tmp_path), cwd=str(ROOT))
+    assert await proc.wait() == -signal.SIGKILL
+    out = tmp_path / "out"
+    [stale] = [p.name for p in out.iterdir()]
+    assert stale.startswith(".ADT00001.hl7.hub-") and stale.endswith(".tmp"), "the killed write left its temporary file"
+    others = {".notes.tmp": b"someone else's", ".ADT00009.hl7.1234abcd.tmp": b"not our pattern", "keep.hl7": b"a delivered file"}
+    for name, data in others.items():
+        (out / name).write_bytes(data)
+
+    d = destination(tmp_path)  # the hub starts again; the delivery that was cut short is sent again
+    await d.send(adt("ADT00001", "sent again"))
+    assert contents(out) == {**others, "ADT00001.hl7": b"sent again"}
+
+
+async def test_stale_temporary_files_go_from_the_fixed_folder_and_each_folder_written_but_a_newer_one_stays(tmp_path):
+    d = destination(tmp_path, path="out/{received_at:%Y}/{control_id}.hl7")
+    msg = adt("A1", "x")
+    dated = tmp_path / "out" / f"{msg.received_at:%Y}"
+    dated.mkdir(parents=True)
+    old = time.time() - 3600
+    stale = [tmp_path / "out" / ".B7.hl7.hub-0123456789ab.tmp", dated / ".A0.hl7.hub-abcdef012345.tmp"]
+    for p in stale:
+        p.write_bytes(b"half")
+        os.utime(p, (old, old))
+    in_progress = dated / ".A2.hl7.hub-fedcba987654.tmp"  # another hub process writing right now: newer than d
+    in_progress.write_bytes(b"being written")
+    future = time.time() + 5
+    os.utime(in_progress, (future, future))
+    await d.send(msg)
+    assert not any(p.exists() for p in stale)
+    assert in_progress.exists() and (dated / "A1.hl7").read_bytes() == b"x"
+
+
+def test_the_example_clinic_writes_names_that_cannot_collide():
+    """Every file and SFTP destination of config/ names its files after the message or delivery (unique per
+    delivery) and keeps the default exists: unique, so neither a reused control id nor a replay replaces a file."""
+    cfg = load_config(ROOT / "config")
+    checked = 0
+    for spec in cfg.channels:
+        for name, data in spec.destinations.items():
+            if data.get("type") not in ("file", "sftp"):
+                continue
+            checked += 1
+            where = f"{spec.name}.{name}: {data['path']}"
+            assert data.get("exists", "unique") != "overwrite", where
+            assert FileDestination.Config(type="file", path=data["path"]).exists == "unique"
+            assert any(f"{{{f}}}" in data["path"] for f in ("message_id", "delivery_id", "uuid")), where
+    assert checked >= 15
+
+
+async def test_a_delivery_repeated_after_a_crash_finds_its_own_file_instead_of_making_a_copy(tmp_path):
+    """The worker writes, then marks sent: a crash in between sends the same delivery again. Its file is already
+    there with the same bytes, so that counts as done (exists: unique and exists: error alike)."""
+    d = destination(tmp_path / "u")
+    assert "wrote" in await d.send(adt("ADT00002", "message 1"))
+    assert "wrote" in await d.send(adt("ADT00002", "message 2"))
+    assert "ADT00002.hl7 already holds" in await d.send(adt("ADT00002", "message 1"))  # the first, sent again
+    assert "ADT00002-2.hl7 already holds" in await d.send(adt("ADT00002", "message 2"))
+    assert "wrote" in await d.send(adt("ADT00002", "message 3"))
+    assert contents(tmp_path / "u" / "out") == {"ADT00002.hl7": b"message 1", "ADT00002-2.hl7": b"message 2", "ADT00002-3.hl7": b"message 3"}
+
+    d = destination(tmp_path / "e", exists="error")
+    await d.send(adt("ADT00002", "message 1"))
+    assert "already holds" in await d.send(adt("ADT00002", "message 1")), "sent again: done, not dead"
+    with pytest.raises(PermanentDelivery):
+        await d.send(adt("ADT00002", "message 2"))
+    assert contents(tmp_path / "e" / "out") == {"ADT00002.hl7": b"message 1"}

@@ -391,9 +391,10 @@ async def test_example_clinic_takes_pm_messages_over_mllp_and_queues_lab_orders_
         s12 = normalise_segments((clinic / "tests/samples/hl7v2/siu_s12.hl7").read_bytes())
         assert msa(await pm.send(s12))[:2] == ["CA", "SIU00001"]
         pm.close()
-        await until(lambda: (clinic / "var/outbox/ehr/ADT00002.hl7").exists() and (clinic / "var/outbox/scheduling/SIU00001.hl7").exists())
-        assert b"|EHR|" in (clinic / "var/outbox/ehr/ADT00002.hl7").read_bytes()
-        await until(lambda: (clinic / "var/outbox/lab/ADT00002.hl7").exists())  # via the lab_patient_feed channel
+        out = clinic / "var/outbox"  # files are named <control id>_<message id>.hl7
+        await until(lambda: any(out.glob("ehr/ADT00002_*.hl7")) and any(out.glob("scheduling/SIU00001_*.hl7")))
+        assert b"|EHR|" in next(out.glob("ehr/ADT00002_*.hl7")).read_bytes()
+        await until(lambda: any(out.glob("lab/ADT00002_*.hl7")))  # via the lab_patient_feed channel
 
         lab = await Client.connect(eng.sources["lab_results"].port)
         oru = normalise_segments((clinic / "tests/samples/hl7v2/oru_r01.hl7").read_bytes())

@@ -649,7 +649,7 @@ def dest_for(server: SshServer, tmp_path: Path, path: str, **over: object) -> Sf
 async def test_uploads_make_folders_render_templates_and_follow_the_exists_policy(server, tmp_path):
     out = server.root / "t13"
     msg = Message(adt(1), "hl7v2", meta={"control_id": "CTL/../1", "delivery_id": 77}, id=5, channel="ch")
-    d = dest_for(server, tmp_path, f"{out}/{{received_at:%Y}}/deep/{{control_id}}.{{ext}}")
+    d = dest_for(server, tmp_path, f"{out}/{{received_at:%Y}}/deep/{{control_id}}.{{ext}}", exists="overwrite")
     answer = await d.send(msg)
     target = out / f"{msg.received_at:%Y}/deep/CTL_.._1.hl7"
     assert target.read_bytes() == adt(1) and f"({len(adt(1))} bytes)" in answer
@@ -659,7 +659,7 @@ async def test_uploads_make_folders_render_templates_and_follow_the_exists_polic
     d = dest_for(server, tmp_path, f"{out}/u/{{channel}}.txt", exists="unique")
     for body in (b"1", b"2", b"3"):
         await d.send(Message(body, channel="ch"))
-    assert sorted(p.read_bytes() for p in (out / "u").iterdir()) == [b"1", b"2", b"3"]
+    assert {p.name: p.read_bytes() for p in (out / "u").iterdir()} == {"ch.txt": b"1", "ch-2.txt": b"2", "ch-3.txt": b"3"}
     await d.close()
     d = dest_for(server, tmp_path, f"{out}/e/{{channel}}.txt", exists="error")
     await d.send(Message(b"first", channel="ch"))
@@ -668,6 +668,63 @@ async def test_uploads_make_folders_render_templates_and_follow_the_exists_polic
     assert (out / "e/ch.txt").read_bytes() == b"first"
     await d.close()
     await d.close()  # idempotent
+
+
+async def test_uploads_never_replace_a_file_by_default(server, tmp_path):
+    """Senders reuse MSH-10, messages without one render `_`: each upload keeps its own file unless exists: overwrite."""
+    out = server.root / "t13d"
+    d = dest_for(server, tmp_path, f"{out}/{{control_id}}.hl7")
+    for i in (1, 2, 3):
+        await d.send(Message(f"reused {i}".encode(), "hl7v2", meta={"control_id": "ADT00002"}))
+    await d.send(Message(b"no control id", "hl7v2"))
+    await d.close()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == {
+        "ADT00002.hl7": b"reused 1", "ADT00002-2.hl7": b"reused 2", "ADT00002-3.hl7": b"reused 3", "_.hl7": b"no control id",
+    }
+
+
+async def test_an_upload_does_not_replace_a_file_put_there_after_the_name_was_checked(server, tmp_path, monkeypatch):
+    """Another writer takes the name between the existence check and the rename: the plain SFTP rename fails
+    (OpenSSH renames with link(), which never replaces) and the next free name is used; the other file is kept."""
+    import hub.channels.sftp as sftp_module
+
+    out = server.folder("t13r")
+    real = sftp_module._exists
+    raced: list[str] = []
+
+    def other_writer_after_the_check(sftp, path):  # type: ignore[no-untyped-def]
+        found = real(sftp, path)
+        if path.endswith("/ADT00002.hl7") and not raced:
+            raced.append(path)
+            (out / "ADT00002.hl7").write_bytes(b"the other writer's message")
+        return found
+
+    monkeypatch.setattr(sftp_module, "_exists", other_writer_after_the_check)
+    d = dest_for(server, tmp_path, f"{out}/{{control_id}}.hl7")
+    answer = await d.send(Message(b"this writer's message", "hl7v2", meta={"control_id": "ADT00002"}))
+    await d.close()
+    assert raced and "ADT00002-2.hl7" in answer
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == {
+        "ADT00002.hl7": b"the other writer's message", "ADT00002-2.hl7": b"this writer's message",
+    }
+
+
+async def test_an_upload_repeated_after_its_answer_was_lost_makes_no_second_copy(server, tmp_path):
+    out = server.root / "t13s"
+    d = dest_for(server, tmp_path, f"{out}/{{control_id}}.x12")
+    claim = Message(b"ISA*00*claim one~", "x12", meta={"control_id": "000000001"})
+    assert "uploaded" in await d.send(claim)
+    assert "already holds" in await d.send(claim), "the same delivery again: done, no 000000001-2.x12"
+    assert "uploaded" in await d.send(Message(b"ISA*00*claim two~", "x12", meta={"control_id": "000000001"}))
+    await d.close()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == {"000000001.x12": b"ISA*00*claim one~", "000000001-2.x12": b"ISA*00*claim two~"}
+
+
+def test_an_unknown_template_field_in_an_upload_path_is_refused():
+    base = dict(type="sftp", host="127.0.0.1", user="u", key_file="k", host_key_fingerprint="SHA256:" + "A" * 43)
+    with pytest.raises(Exception, match=r"unknown field \{control_idd\}"):
+        SftpDestination.Config(**base, path="inbox/{control_idd}.hl7")
+    assert SftpDestination.Config(**base, path="inbox/{control_id}.hl7").exists == "unique"
 
 
 async def test_the_connection_is_reused_and_opened_again_after_it_dropped(server, tmp_path):

@@ -416,6 +416,22 @@ async def test_admin_manages_users_and_tokens(hub):
     assert actions.count("user_add") == 1 and actions.count("user_change") == 1 and actions.count("token_create") == 1
 
 
+async def test_two_admins_disabling_each_other_at_once_cannot_lock_everyone_out(hub):
+    await asyncio.to_thread(hub.auth.add_user, "boss", "admin")
+    boss = hub.client()
+    boss.headers["Authorization"] = f"Bearer {await asyncio.to_thread(hub.auth.create_token, 'boss')}"
+    admin = hub.client("admin")
+    r1, r2 = await asyncio.gather(admin.patch("/api/users/boss", json={"disabled": True}), boss.patch("/api/users/admin", json={"disabled": True}))
+    assert sorted([r1.status_code, r2.status_code]) == [200, 409]
+    refused = r1 if r1.status_code == 409 else r2
+    assert "without an enabled admin" in refused.json()["detail"] and "last enabled admin" in refused.json()["detail"]
+    left = [u for u in await asyncio.to_thread(hub.auth.list_users) if u.role == "admin" and not u.disabled]
+    assert len(left) == 1
+    me = admin if left[0].name == "admin" else boss  # the one left cannot demote itself either
+    r = await me.patch(f"/api/users/{left[0].name}", json={"role": "sender"})
+    assert r.status_code == 409 and "last enabled admin" in r.json()["detail"]
+
+
 async def test_audit_log_is_searchable_by_user_action_message_and_time(hub):
     ids, _, _ = await seeded(hub)
     op = hub.client("operator")

@@ -9,7 +9,7 @@ from sqlalchemy import inspect
 
 from support import write_config
 from hub.cli import main
-from hub.store.auth import PERMISSIONS, ROLES, AuditEntry, AuthStore, hash_password, verify_password
+from hub.store.auth import PERMISSIONS, ROLES, AuditEntry, AuthStore, LastAdminError, hash_password, verify_password
 
 PW = "a-long-synthetic-pass"
 
@@ -23,11 +23,67 @@ def test_passwords_are_hashed_with_scrypt_and_salted():
 
 
 def test_roles_and_their_permissions():
-    assert ROLES == ("viewer", "operator", "analyst", "admin")
+    assert ROLES == ("viewer", "operator", "analyst", "admin", "sender")
     assert "content" not in PERMISSIONS["viewer"] and "content" not in PERMISSIONS["analyst"]
     assert {"content", "replay"} <= PERMISSIONS["operator"] and "channels" not in PERMISSIONS["operator"]
     assert "channels" in PERMISSIONS["analyst"] and "users" not in PERMISSIONS["analyst"]
-    assert PERMISSIONS["admin"] >= set().union(*PERMISSIONS.values())
+    # a sending system posts messages and sees nothing; posting is for senders only, not for people
+    assert PERMISSIONS["sender"] == {"send"} and not any("send" in PERMISSIONS[r] for r in ROLES if r != "sender")
+    assert PERMISSIONS["admin"] >= set().union(*PERMISSIONS.values()) - {"send"}
+
+
+def test_the_last_enabled_admin_can_be_neither_disabled_nor_demoted(store):
+    auth = AuthStore(store)
+    auth.add_user("root", "admin")
+    for change in ({"disabled": True}, {"role": "viewer"}, {"role": "sender", "disabled": True}):
+        with pytest.raises(LastAdminError, match="root is the last enabled admin"):
+            auth.update_user("root", **change)
+    assert auth.get_user("root").role == "admin" and not auth.get_user("root").disabled
+    auth.update_user("root", password=PW)  # other changes still go through
+    auth.add_user("old", "admin")
+    auth.update_user("old", disabled=True)  # a second admin may go …
+    with pytest.raises(LastAdminError):
+        auth.update_user("root", role="operator")  # … a disabled one does not count
+    auth.update_user("old", role="viewer")  # demoting a disabled admin leaves root in place: fine
+    assert [u.name for u in auth.list_users() if u.role == "admin" and not u.disabled] == ["root"]
+
+
+def test_two_admins_removing_each_other_at_once_leave_one(store_url):
+    """Two nodes (two stores on one database), each disabling the other admin at the same moment: one wins."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from hub.errors import StoreError
+    from hub.store import Store
+
+    one, two = Store(store_url, node="one").open(), Store(store_url, node="two").open()
+    try:
+        a1, a2 = AuthStore(one), AuthStore(two)
+        a1.add_user("ann", "admin")
+        a1.add_user("bob", "admin")
+        for _ in range(5):
+            gate = Barrier(2)
+
+            def change(auth: AuthStore, name: str, disabled: bool) -> str:
+                gate.wait()
+                try:
+                    auth.update_user(name, disabled=disabled)
+                    return "done"
+                except LastAdminError:
+                    return "refused"
+                except StoreError:  # SQLite: the second writer found the database busy — also not applied
+                    return "failed"
+
+            with ThreadPoolExecutor(2) as pool:
+                got = sorted(f.result() for f in [pool.submit(change, a1, "ann", True), pool.submit(change, a2, "bob", True)])
+            assert got.count("done") <= 1
+            enabled = [u.name for u in a1.list_users() if u.role == "admin" and not u.disabled]
+            assert len(enabled) >= 1
+            for name in ("ann", "bob"):
+                a1.update_user(name, disabled=False)
+    finally:
+        one.close()
+        two.close()
 
 
 def test_migration_adds_the_tables(store):

@@ -24,7 +24,7 @@ from .ack import ack_code, ack_for_unparseable, ack_mode, accept_ack_wanted, bui
 from .batch import is_batch, split_batch
 from .er7 import NULL, Er7, Hl7Message, Segment, format_ts, meta, new_control_id, new_message, parse
 from .escaping import DEFAULT_ENCODING_CHARS, EncodingChars, escape, unescape
-from .paths import Hl7Path, parse_path
+from .paths import Hl7Path, check_path, parse_path
 from .validation import check_basic, validate
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "DEFAULT_ENCODING_CHARS",
     "Hl7Path",
     "parse_path",
+    "check_path",
     "build_ack",
     "ack_mode",
     "ack_code",

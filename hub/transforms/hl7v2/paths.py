@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from hub.errors import MappingError
 
-__all__ = ["Hl7Path", "parse_path"]
+__all__ = ["Hl7Path", "parse_path", "check_path", "looks_like_path"]
 
 _PATH_RE = re.compile(
     r"([A-Z][A-Z0-9]{2})(?:\[(\d+)\])?"  # segment and occurrence
@@ -72,3 +72,44 @@ def parse_path(path: str) -> Hl7Path:
     if len(_cache) < 4096:  # paths come from configuration, so the set is small; the bound guards misuse
         _cache[path] = parsed
     return parsed
+
+
+# Segments and how many fields each has in the latest version hl7apy knows (a later version only adds fields, so
+# the latest is the bound); read once, when a configuration is checked. Z segments are the site's own: no bound.
+_FIELD_COUNTS: dict[str, int] | None = None
+_LOOKS = re.compile(r"[A-Z][A-Z0-9]{2}(?:\[[^\]]*\])?-")
+
+
+def _field_counts() -> dict[str, int]:
+    global _FIELD_COUNTS
+    if _FIELD_COUNTS is None:
+        counts: dict[str, int] = {}
+        try:
+            from hl7apy import load_library
+
+            for version in ("2.5.1", "2.8.2"):
+                for name, (_, children) in load_library(version).ELEMENTS["Segment"].items():
+                    counts[name] = max(counts.get(name, 0), len(children))
+        except Exception:  # noqa: BLE001 - without hl7apy's tables fields are not bounded
+            counts = {}
+        _FIELD_COUNTS = counts
+    return _FIELD_COUNTS
+
+
+def looks_like_path(path: str) -> bool:
+    """Whether ``path`` is meant as an HL7 v2 path with a field (``PID-3…``), in a channel whose format is not named."""
+    return isinstance(path, str) and _LOOKS.match(path.strip()) is not None
+
+
+def check_path(path: str) -> str | None:
+    """The problem of an HL7 v2 path written in a configuration (None when it is fine): the grammar of
+    :func:`parse_path`, and a field number the segment has (``MSH-55`` is not a field of MSH)."""
+    try:
+        p = parse_path(path)
+    except MappingError as exc:
+        return str(exc)
+    if p.field is not None and not p.segment.startswith("Z"):
+        n = _field_counts().get(p.segment)
+        if n is not None and p.field > n:
+            return f"{path!r}: {p.segment} has {n} fields; there is no {p.segment}-{p.field}"
+    return None

@@ -103,7 +103,8 @@ async function pageOverview() {
   for (const c of channels) {
     const peers = [];
     if (c.peers.mllp) for (const [ep, n] of Object.entries(c.peers.mllp)) peers.push(`MLLP ${ep}: ${n} open`);
-    if (c.peers.sftp_last_poll_age !== undefined) peers.push(`SFTP polled ${age(c.peers.sftp_last_poll_age)} ago`);
+    if (c.peers.sftp_last_poll_age !== undefined) peers.push(c.peers.sftp_last_poll_age === null ? "SFTP: no poll has reached the server yet" : `SFTP polled ${age(c.peers.sftp_last_poll_age)} ago`);
+    if (c.peers.sftp_error) peers.push(`SFTP poll failing: ${c.peers.sftp_error}`);
     const controls = el("td");
     if (can("channels") && (c.state === "running" || c.state === "paused")) {
       const paused = c.state === "paused";
@@ -122,7 +123,8 @@ async function pageOverview() {
     body.append(el("tr", { class: "channel", "data-channel": c.name },
       el("td", {}, el("a", { href: "/messages?channel=" + encodeURIComponent(c.name), text: c.name }),
         c.description ? el("div", { class: "muted", text: c.description }) : null),
-      el("td", {}, badge(c.state), el("div", { class: "muted", text: c.source || "" })),
+      el("td", {}, badge(c.state), el("div", { class: "muted", text: c.source || "" }),
+        c.error ? el("div", { class: "bad-text", text: c.error }) : null),
       num(c.received), num(c.last_hour.received), num(c.last_hour.per_minute), num(c.filtered),
       num(c.rejected + c.error, c.rejected + c.error ? "warn-text" : ""),
       el("td"), el("td"), el("td"), el("td"), el("td"),
@@ -378,7 +380,7 @@ async function pageUsers() {
     } }))));
   const form = el("form", { class: "search" },
     el("label", {}, "Name", el("input", { name: "name", required: true })),
-    el("label", {}, "Role", el("select", { name: "role" }, ["viewer", "operator", "analyst", "admin"].map((r) => el("option", { value: r, text: r })))),
+    el("label", {}, "Role", el("select", { name: "role" }, ["viewer", "operator", "analyst", "admin", "sender"].map((r) => el("option", { value: r, text: r })))),
     el("label", {}, "Password (empty: token only)", el("input", { name: "password", type: "password", autocomplete: "new-password" })),
     el("div", {}, el("button", { type: "submit", class: "primary", text: "Add user" })));
   form.addEventListener("submit", async (ev) => {
