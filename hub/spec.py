@@ -103,6 +103,18 @@ class StoreSpec(Strict):
 class WebTlsSpec(Strict):
     cert: str = Field(description="PEM certificate (chain) file, relative to home.", examples=["/etc/hub/tls/hub.crt"])
     key: str = Field(description="PEM private key file, relative to home.", examples=["/etc/hub/tls/hub.key"])
+    ca: str | None = Field(None, description="PEM CA bundle that signs the clients' certificates (mutual TLS), relative to home.")
+    client_cert: Literal["none", "optional", "required"] = Field(
+        "none",
+        description="Mutual TLS: required = every connection (dashboard, API, senders) must present a certificate signed "
+        "by ca — a sending system then proves itself twice, by certificate and by its token; optional = checked when given.",
+    )
+
+    @model_validator(mode="after")
+    def _ca_for_clients(self) -> WebTlsSpec:
+        if self.client_cert != "none" and not self.ca:
+            raise ValueError("web.tls: client_cert needs ca (the CA that signs the clients' certificates)")
+        return self
 
 
 class WebSpec(Strict):

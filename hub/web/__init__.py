@@ -97,11 +97,17 @@ async def start(engine: Any, *, env: dict[str, str] | None = None) -> WebServer:
     scheme = "http"
     if web.tls is not None:
         cert, key = cfg.resolve(web.tls.cert), cfg.resolve(web.tls.key)
+        ca = cfg.resolve(web.tls.ca) if web.tls.ca else None
         try:
-            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(cert, key)
+            if ca is not None:
+                ctx.load_verify_locations(cafile=str(ca))
         except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"web.tls: cannot load {cert} / {key}: {exc}", [(str(cfg.folder / "hub.yaml"), 0, f"web.tls: {exc}")]) from None
+            raise ConfigError(f"web.tls: cannot load {cert} / {key}{f' / {ca}' if ca else ''}: {exc}", [(str(cfg.folder / "hub.yaml"), 0, f"web.tls: {exc}")]) from None
         kwargs.update(ssl_certfile=str(cert), ssl_keyfile=str(key))
+        if web.tls.client_cert != "none":  # mutual TLS: the handshake fails without a certificate signed by ca
+            kwargs.update(ssl_ca_certs=str(ca), ssl_cert_reqs=ssl.CERT_REQUIRED if web.tls.client_cert == "required" else ssl.CERT_OPTIONAL)
         scheme = "https"
     try:
         sock = _bind(host, port)

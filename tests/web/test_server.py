@@ -124,3 +124,38 @@ async def test_routes_of_sources_with_a_router_are_served_by_the_app(tmp_path):
             assert (await c.get("/fhir/metadata")).json() == {"resourceType": "CapabilityStatement"}
     finally:
         await hub.close()
+
+
+async def test_mutual_tls_on_the_web_port_takes_only_clients_with_a_certificate_from_its_ca(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "channels"))
+    from test_mllp_support import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    port = free_port()
+    tls = f"  tls: {{cert: '{pki.server_cert}', key: '{pki.server_key}', ca: '{pki.ca}', client_cert: required}}\n"
+    eng = Engine(config(tmp_path, port, tls), idle_poll=0.05)
+    await eng.start()
+    try:
+        def ctx(cert=None, key=None):
+            c = ssl.create_default_context(cafile=str(pki.ca))
+            if cert:
+                c.load_cert_chain(str(cert), str(key))
+            return c
+
+        async with httpx.AsyncClient(base_url=eng.web.url, verify=ctx(pki.client_cert, pki.client_key), timeout=10) as c:
+            assert (await c.get("/healthz")).json() == {"status": "ok"}
+            assert (await c.get("/api/channels")).status_code == 401  # the certificate opens the door, not the API
+        for bad in (ctx(), ctx(pki.rogue_cert, pki.rogue_key)):  # no certificate; one from another CA
+            async with httpx.AsyncClient(base_url=eng.web.url, verify=bad, timeout=5) as c:
+                with pytest.raises((httpx.HTTPError, ssl.SSLError)):
+                    (await c.get("/healthz")).raise_for_status()
+    finally:
+        await eng.stop()
+
+
+def test_a_client_certificate_needs_the_ca_that_signs_it(tmp_path):
+    cfg = config(tmp_path, free_port(), "  tls: {cert: a.crt, key: a.key, client_cert: required}\n")
+    assert any("client_cert needs ca" in str(p) for p in cfg.problems)
