@@ -379,6 +379,7 @@ async def test_example_clinic_takes_pm_messages_over_mllp_and_queues_lab_orders_
 
     monkeypatch.setenv("PM_MLLP_LISTEN", f"127.0.0.1:{free_port()}")  # not 2575/2576: a hub may be running here
     monkeypatch.setenv("LAB_RESULTS_MLLP_LISTEN", f"127.0.0.1:{free_port()}")
+    monkeypatch.setenv("CHARGES_MLLP_LISTEN", f"127.0.0.1:{free_port()}")
     monkeypatch.setenv("LAB_ORDERS_MLLP_ADDRESS", f"127.0.0.1:{lab_port}")
     cfg = load_config(clinic / "config")
     assert not cfg.problems
