@@ -20,7 +20,6 @@ hint (merge | fill | replace, read and stripped here), else the rules' ``how`` f
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
 import time
@@ -34,6 +33,7 @@ from urllib.parse import parse_qsl
 import httpx
 import yaml
 
+from hub.transforms.fhir import r4
 from hub.errors import ConfigError, DeliveryError, PermanentDelivery, RetryableDelivery, retryable_http_status
 
 __all__ = ["MergeRules", "load_merge_rules", "merge_resource", "element_of", "plan", "BundleDelivery", "MERGE_HINT", "outcome_summary", "retry_after_seconds"]
@@ -97,16 +97,9 @@ def _at(item: Any, path: KeyPath) -> Any:
     return item
 
 
-_R4_INDEX = Path(__file__).resolve().parents[1] / "transforms" / "fhir" / "r4_index.json.gz"
-
-
-@lru_cache(maxsize=1)
 def _r4_types() -> dict[str, Any]:
-    """The resource types of the FHIR R4 element index (tools/gen_r4_index.py); empty if it cannot be read."""
-    try:
-        return dict(json.loads(gzip.decompress(_R4_INDEX.read_bytes())).get("types") or {})
-    except (OSError, ValueError, AttributeError):
-        return {}
+    """The types of the FHIR R4 element index the converter and the validator read (tools/gen_r4_index.py)."""
+    return r4.index()["types"]  # type: ignore[no-any-return]
 
 
 @lru_cache(maxsize=256)

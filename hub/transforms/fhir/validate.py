@@ -38,12 +38,9 @@ issues for an HTTP answer.
 
 from __future__ import annotations
 
-import gzip
-import json
 import re
 from datetime import datetime
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Callable, Literal
 
 from pydantic import Field
@@ -52,13 +49,12 @@ from hub.errors import Issue, ValidationError
 from hub.message import Message
 from hub.spec import TransformConfig
 
+from . import r4
 from . import values as _v
 from .document import FhirDocument
 from .document import parse as parse_fhir
 
 __all__ = ["validate", "check_basic", "operation_outcome", "FhirValidate", "resource_types"]
-
-_INDEX = Path(__file__).with_name("r4_index.json.gz")
 
 _PRIM, _COMPLEX, _RESOURCE, _ANY = 0, 1, 2, 3
 _ERROR, _WARNING = "error", "warning"
@@ -85,9 +81,8 @@ _LITERAL_REF = re.compile(r"([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_history/[A
 _CONDITIONAL_REF = re.compile(r"([A-Z][A-Za-z]+)\?\S+")
 
 
-@lru_cache(maxsize=1)
 def _index() -> dict[str, Any]:
-    return json.loads(gzip.decompress(_INDEX.read_bytes()))
+    return r4.index()  # the one loaded copy of r4_index.json.gz
 
 
 @lru_cache(maxsize=1)
