@@ -18,7 +18,7 @@ from .conditions import Path
 from .mapdefs import FUNCTIONS
 from .values import problem
 
-__all__ = ["register", "APPENDED"]
+__all__ = ["register", "APPENDED", "datatype_at", "keyed"]
 
 
 APPENDED = "\x00appended"  # a function's answer "written into what an earlier row made" (the lines of one text)
@@ -446,20 +446,39 @@ def joined(run: Any, ctx: Any, row: Any, reps: list[list[str]], sep: str = "\n")
 
 
 # ---------------------------------------------------------------------------------------------- resources of several fields
+def datatype_at(run: Any, ctx: Any, path: Path | None, name: str) -> Any:
+    """What the data type map ``name`` makes of the value at ``path`` (its first repetition); None when empty."""
+    value = ctx.raw(path) if path is not None else ""
+    return run.apply_datatype(run.defs.datatypes[name], value, 0, ctx) if value else None
+
+
+def keyed(run: Any, mp: Any, body: dict[str, Any], *parts: str) -> dict[str, Any]:
+    """A resource the tables would only name (``without_key: display``: no identifier) but which carries more than
+    its name (an address, a phone): an identifier derived from what was sent (the same for every patient, as
+    ``fn:derived_shared``), so the content reaches the Bundle instead of a bare display."""
+    rule = run.defs.resources.get(mp.type)
+    if body.get("identifier") or rule is None or rule.without_key != "display" or len(body) < 2:
+        return body
+    body["identifier"] = [{"system": run.tables.derived_system(mp.type), "value": _h(mp.type, *parts)}]
+    return body
+
+
 @register("organization_with")
 def organization_with(run: Any, ctx: Any, row: Any, raw: str, address: Path | None = None, producer: Path | None = None) -> dict[str, Any] | None:
     """An XON (the row's value, OBX-23) → an Organization as XON[Organization] makes it, with the address at
     ``address`` (OBX-24, XAD[Address]) and the identifier at ``producer`` (OBX-15, CWE[Identifier]) added: one
-    resource from several fields, which a data type map (one value) cannot say."""
-    maps = run.defs.datatypes
-    org = maps["XON[Organization]"]
+    resource from several fields, which a data type map (one value) cannot say. A lab known only by its name but
+    sent with an address gets a derived identifier (:func:`keyed`), so the address is kept."""
+    org = run.defs.datatypes["XON[Organization]"]
     body = run.apply_datatype(org, raw, 0, ctx) or {}
     for path, name, target in ((address, "XAD[Address]", "address"), (producer, "CWE[Identifier]", "identifier")):
-        value = ctx.raw(path) if path is not None else ""
-        part = run.apply_datatype(maps[name], value, 0, ctx) if value else None
+        part = datatype_at(run, ctx, path, name)
         if part:
             body.setdefault(target, []).append(part)
-    return run.resource_value(org, body) if body else None
+    if not body:
+        return None
+    keyed(run, org, body, raw, ctx.raw(address) if address is not None else "")
+    return run.resource_value(org, body)
 
 
 # Functions of the message families (imported for their registrations).

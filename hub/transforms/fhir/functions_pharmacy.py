@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .conditions import Path
-from .functions import _h, _number, register, units_of
+from .functions import _number, datatype_at, keyed, register, units_of
 
 __all__: list[str] = []
 
@@ -30,22 +30,6 @@ def cq_quantity(run: Any, ctx: Any, row: Any, raw: str) -> dict[str, Any] | None
 
 
 # ---------------------------------------------------------------------------------------------- the requester
-def _with_key(run: Any, mp: Any, body: dict[str, Any], *parts: str) -> dict[str, Any]:
-    """A resource the tables would only name (``without_key: display``: no identifier) but which carries more than
-    its name (an address, a phone): an identifier derived from what was sent (the same for every patient, as
-    ``fn:derived_shared``), so the content reaches the Bundle instead of a bare display."""
-    rule = run.defs.resources.get(mp.type)
-    if body.get("identifier") or rule is None or rule.without_key != "display" or len(body) < 2:
-        return body
-    body["identifier"] = [{"system": run.tables.derived_system(mp.type), "value": _h(mp.type, *parts)}]
-    return body
-
-
-def _part(run: Any, ctx: Any, path: Path | None, name: str) -> Any:
-    value = ctx.raw(path) if path is not None else ""
-    return run.apply_datatype(run.defs.datatypes[name], value, 0, ctx) if value else None
-
-
 @register("requester_with")
 def requester_with(run: Any, ctx: Any, row: Any, raw: str, provider_address: Path | None = None,
                    facility: Path | None = None, facility_address: Path | None = None,
@@ -58,20 +42,20 @@ def requester_with(run: Any, ctx: Any, row: Any, raw: str, provider_address: Pat
     maps = run.defs.datatypes
     xcn, xon = maps["XCN[Practitioner]"], maps["XON[Organization]"]
     person = run.apply_datatype(xcn, raw, 0, ctx) or {}
-    address = _part(run, ctx, provider_address, "XAD[Address]")
+    address = datatype_at(run, ctx, provider_address, "XAD[Address]")
     if person and address:
         person["address"] = [address]
-        _with_key(run, xcn, person, raw, ctx.raw(provider_address))
+        keyed(run, xcn, person, raw, ctx.raw(provider_address))
     practitioner = run.resource_value(xcn, person) if person else None
     org_raw = ctx.raw(facility) if facility is not None else ""
     org = run.apply_datatype(xon, org_raw, 0, ctx) if org_raw else None
     if not org:
         return practitioner
     for path, name, target in ((facility_address, "XAD[Address]", "address"), (facility_phone, "XTN[ContactPoint]", "telecom")):
-        part = _part(run, ctx, path, name)
+        part = datatype_at(run, ctx, path, name)
         if part:
             org[target] = [part]
-    _with_key(run, xon, org, org_raw, ctx.raw(facility_address) if facility_address is not None else "",
+    keyed(run, xon, org, org_raw, ctx.raw(facility_address) if facility_address is not None else "",
               ctx.raw(facility_phone) if facility_phone is not None else "")
     organization = run.resource_value(xon, org)
     role: dict[str, Any] = {}
