@@ -39,6 +39,16 @@ def _minutes(amount: str, units: str) -> float | None:
     return None if factor is None else n * factor
 
 
+def _plus_minutes(start: str, mins: float) -> str | None:
+    """An instant plus some minutes, in the instant's own zone (``Z`` kept)."""
+    try:
+        t = datetime.fromisoformat(start.replace("Z", "+00:00")) + timedelta(minutes=mins)
+    except (ValueError, OverflowError):
+        return None
+    text = t.isoformat()
+    return text[:-6] + "Z" if start.endswith("Z") and text.endswith("+00:00") else text
+
+
 @register("end_after")
 def end_after(run: Any, ctx: Any, row: Any, raw: str, duration: Path, units: Path | None = None) -> str | None:
     """A start time (the row's value, a DTM) plus a duration (``duration`` in ``units``, minutes when not given)
@@ -50,14 +60,7 @@ def end_after(run: Any, ctx: Any, row: Any, raw: str, duration: Path, units: Pat
     mins = _minutes(amount, ctx.value(units) if units is not None else "")
     if mins is None:
         return None
-    try:
-        t = datetime.fromisoformat(start.replace("Z", "+00:00")) + timedelta(minutes=mins)
-    except (ValueError, OverflowError):
-        return None
-    text = t.isoformat()
-    if start.endswith("Z") and text.endswith("+00:00"):
-        text = text[:-6] + "Z"
-    return text
+    return _plus_minutes(start, mins)
 
 
 @register("minutes")
@@ -99,11 +102,4 @@ def after_start(run: Any, ctx: Any, row: Any, raw: str, units: Path | None = Non
         if more is None:
             return None
         mins += more
-    try:
-        t = datetime.fromisoformat(start.replace("Z", "+00:00")) + timedelta(minutes=mins)
-    except (ValueError, OverflowError):
-        return None
-    text = t.isoformat()
-    if start.endswith("Z") and text.endswith("+00:00"):
-        text = text[:-6] + "Z"
-    return text
+    return _plus_minutes(start, mins)

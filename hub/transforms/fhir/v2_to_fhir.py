@@ -190,6 +190,17 @@ class Inst:
         self.entry = ""  # how its entry is written when the message table says (fill, replace …)
 
 
+def _pick(comps: list[str], where: tuple[int, ...], ss: str) -> str:
+    """Component ``where[0]`` of ``comps`` (and its subcomponent ``where[1]``), as written; '' when absent or null."""
+    c = where[0]
+    v = comps[c - 1] if c <= len(comps) else ""
+    if len(where) > 1 and v:
+        subs = v.split(ss)
+        c2 = where[1]
+        v = subs[c2 - 1] if c2 <= len(subs) else ""
+    return "" if v == _NULL else v
+
+
 class Ctx:
     """What a condition or a function reads: the segment being mapped, the field repetition and the data type
     value being mapped, the group occurrence (for segments of the message)."""
@@ -214,13 +225,7 @@ class Ctx:
             parts = self.parts
             if parts is None:
                 return ""
-            c = path.comps[0]
-            v = parts[c - 1] if c <= len(parts) else ""
-            if len(path.comps) > 1 and v:
-                subs = v.split(self.run.v.ss)
-                c2 = path.comps[1]
-                v = subs[c2 - 1] if c2 <= len(subs) else ""
-            return "" if v == _NULL else v
+            return _pick(parts, path.comps, self.run.v.ss)
         seg = self.seg
         if seg is None or path.seg != seg.name:
             seg = self.occ.find(path.seg) or self.run.v.seg(path.seg)
@@ -237,13 +242,7 @@ class Ctx:
                 return ""
         if not path.comps:
             return self.run.v.cs.join(comps) if len(comps) > 1 else ("" if comps[0] == _NULL else comps[0])
-        c = path.comps[0]
-        v = comps[c - 1] if c <= len(comps) else ""
-        if len(path.comps) > 1 and v:
-            subs = v.split(self.run.v.ss)
-            c2 = path.comps[1]
-            v = subs[c2 - 1] if c2 <= len(subs) else ""
-        return "" if v == _NULL else v
+        return _pick(comps, path.comps, self.run.v.ss)
 
     def value(self, path: Path) -> str:
         """The decoded text at ``path`` (its first component/subcomponent when it has several)."""
