@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import threading
 from typing import Any, Callable, Literal
 
 from pydantic import Field
@@ -870,9 +869,9 @@ class Conversion:
                 ref["display"] = target.display
         for inst, _, _ in order:
             res = inst.res
-            _FOUND.reversed = []
-            _prune(res, r4.TypeRef(inst.type))
-            for name in _FOUND.reversed:
+            reversed_periods: list[str] = []
+            _prune(res, r4.TypeRef(inst.type), reversed_periods)
+            for name in reversed_periods:
                 self.invalid(f"{inst.type}.{name}", "the period ends before it starts (per-1): its end")
             missing = _missing_required(res)
             if missing:  # (an order cancelled by an ORC alone: no PID, so no patient to name)
@@ -1036,7 +1035,7 @@ def _finish_text(res: dict[str, Any], tgt: tuple[str, ...], lines: list[str]) ->
         obj[last] = text
 
 
-def _prune(node: dict[str, Any], ref: r4.TypeRef | None) -> bool:
+def _prune(node: dict[str, Any], ref: r4.TypeRef | None, reversed_periods: list[str]) -> bool:
     """Remove empty strings, objects and lists (FHIR's ele-1), references that point nowhere and list items that
     miss a required child (an Encounter.diagnosis whose Condition was not made); True when ``node`` is empty."""
     for k in list(node):
@@ -1048,7 +1047,7 @@ def _prune(node: dict[str, Any], ref: r4.TypeRef | None) -> bool:
             continue
         if t is list:
             if k[:1] == "_":  # a repeating primitive's extensions (_line): items stay at their line's position
-                shadow = [None if type(i) is not dict or _prune(i, _ELEMENT) or _misses_required(i, _ELEMENT) else i for i in x]
+                shadow = [None if type(i) is not dict or _prune(i, _ELEMENT, reversed_periods) or _misses_required(i, _ELEMENT) else i for i in x]
                 base = node.get(k[1:])
                 if type(base) is not list or not any(i is not None for i in shadow[: len(base)]):
                     del node[k]
@@ -1061,7 +1060,7 @@ def _prune(node: dict[str, Any], ref: r4.TypeRef | None) -> bool:
             keep = []
             for item in x:
                 if type(item) is dict:
-                    if _prune(item, kid_ref) or (check and _misses_required(item, kid_ref)):  # type: ignore[arg-type]
+                    if _prune(item, kid_ref, reversed_periods) or (check and _misses_required(item, kid_ref)):  # type: ignore[arg-type]
                         continue
                 elif item is None or item == "":
                     continue
@@ -1073,10 +1072,10 @@ def _prune(node: dict[str, Any], ref: r4.TypeRef | None) -> bool:
         elif t is dict:
             child = r4.child(ref, k) if ref is not None else None
             kid_ref = child.children if child is not None else (_ELEMENT if k[:1] == "_" else None)
-            if _prune(x, kid_ref) or (child is not None and child.type == "BackboneElement" and _misses_required(x, kid_ref)):  # type: ignore[arg-type]
+            if _prune(x, kid_ref, reversed_periods) or (child is not None and child.type == "BackboneElement" and _misses_required(x, kid_ref)):  # type: ignore[arg-type]
                 del node[k]
             elif kid_ref is _PERIOD and "start" in x and "end" in x and period_reversed(x):
-                _FOUND.reversed.append(k)  # per-1: the sender's end is before its start (build() says so, keeps the start)
+                reversed_periods.append(k)  # per-1: the sender's end is before its start (build() says so, keeps the start)
                 del x["end"]
         elif x is None:
             del node[k]
@@ -1113,7 +1112,6 @@ def _checks_required(ref: r4.TypeRef) -> bool:
 
 _CHECKS: dict[r4.TypeRef, bool] = {}
 _PERIOD = r4.TypeRef("Period")
-_FOUND = threading.local()  # .reversed: the periods _prune found reversed during one build() (per thread)
 _REQ_CACHE: dict[r4.TypeRef, tuple[str, ...]] = {}
 _ELEMENT = r4.TypeRef("Element")
 _MISS = object()
