@@ -8,8 +8,9 @@ import json
 import logging
 import sys
 import time
-from datetime import datetime, timezone
-from typing import Any, Sequence
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from hub import __version__
 from hub.errors import ConfigError, StoreError
@@ -20,6 +21,7 @@ __all__ = ["main"]
 # The statuses `hub messages --status` takes (hub.store.repository; repeated here so `hub --help` imports no store).
 MESSAGE_STATUSES = ("accepted", "filtered", "rejected", "error")
 DELIVERY_STATUSES = ("queued", "sending", "retry", "sent", "dead")
+
 
 def _when(value: str | None) -> float | None:
     """``1h`` (ago), ``30d`` (ago), or an ISO date/time → epoch seconds."""
@@ -34,14 +36,14 @@ def _when(value: str | None) -> float | None:
     except ValueError:
         raise SystemExit(f"hub: {value!r} is neither a duration (1h, 30d) nor an ISO date/time") from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
 
 
 def _iso(ts: float | None) -> str:
     if ts is None:
         return "-"
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _age(ts: float | None) -> str:
@@ -76,13 +78,15 @@ def _actor() -> str:
 
     try:
         return f"cli:{getpass.getuser()}"
-    except Exception:  # noqa: BLE001 - no user name in this environment (a container with a bare uid)
+    except Exception:
         import os
 
         return f"cli:uid{os.getuid()}" if hasattr(os, "getuid") else "cli:?"
 
 
-def _audit(store: Any, action: str, *, message_id: int | None = None, channel: str | None = None, **detail: Any) -> None:
+def _audit(
+    store: Any, action: str, *, message_id: int | None = None, channel: str | None = None, **detail: Any
+) -> None:
     """Record a command-line action in the audit log the web app writes (hub.store.auth): the OS user as actor,
     ``cli`` as where it came from; never message content. An audit entry that cannot be written stops the command."""
     from hub.store.auth import AuditEntry, AuthStore
@@ -216,14 +220,20 @@ def cmd_status(args: argparse.Namespace) -> int:
             )
         print(json.dumps(out, indent=2))
         return 0
-    print(f"{'CHANNEL / destination':34} {'received':>8} {'filtered':>8} {'rejected':>8} {'queued':>7} {'retry':>6} {'sent':>8} {'dead':>6} {'oldest':>7}")
+    print(
+        f"{'CHANNEL / destination':34} {'received':>8} {'filtered':>8} {'rejected':>8} {'queued':>7} {'retry':>6} {'sent':>8} {'dead':>6} {'oldest':>7}"
+    )
     for ch in names:
         counts = st["channels"].get(ch, {})
         rej = counts.get("rejected", 0) + counts.get("error", 0)
         print(f"{ch:34} {sum(counts.values()):>8} {counts.get('filtered', 0):>8} {rej:>8}")
         state = states.get(ch, {})
         if state.get("state") == "failed":
-            print(f"  FAILED since {_iso(state.get('at'))}" + (f" on {state['node']}" if state.get("node") else "") + f": {state.get('error')}")
+            print(
+                f"  FAILED since {_iso(state.get('at'))}"
+                + (f" on {state['node']}" if state.get("node") else "")
+                + f": {state.get('error')}"
+            )
         for (c, d), row in sorted(st["destinations"].items()):
             if c != ch:
                 continue
@@ -258,14 +268,27 @@ def cmd_messages(args: argparse.Namespace) -> int:
             from hub.store.claims import ClaimStore
 
             rows = ClaimStore(store).messages(
-                args.claim_status, channel=args.channel, since=q.since, until=q.until, patient_id=args.patient_id,
-                before_id=args.before, limit=args.limit,
+                args.claim_status,
+                channel=args.channel,
+                since=q.since,
+                until=q.until,
+                patient_id=args.patient_id,
+                before_id=args.before,
+                limit=args.limit,
             )
         else:
             rows = store.search(q)
         if args.patient_id or args.text or args.control_id:  # a search for a person or for content (as the web's)
-            _audit(store, "search", channel=args.channel, patient_id=args.patient_id, control_id=args.control_id,
-                   text=bool(args.text) or None, claim_status=getattr(args, "claim_status", None), results=len(rows))
+            _audit(
+                store,
+                "search",
+                channel=args.channel,
+                patient_id=args.patient_id,
+                control_id=args.control_id,
+                text=bool(args.text) or None,
+                claim_status=getattr(args, "claim_status", None),
+                results=len(rows),
+            )
     finally:
         store.close()
     if args.json:
@@ -276,7 +299,9 @@ def cmd_messages(args: argparse.Namespace) -> int:
     if not rows:
         print("no messages")
         return 0
-    print(f"{'ID':>8}  {'RECEIVED':20} {'CHANNEL':20} {'STATUS':9} {'TYPE':10} {'CONTROL ID':20} {'PATIENT':14} DELIVERIES")
+    print(
+        f"{'ID':>8}  {'RECEIVED':20} {'CHANNEL':20} {'STATUS':9} {'TYPE':10} {'CONTROL ID':20} {'PATIENT':14} DELIVERIES"
+    )
     for r in rows:
         dl = " ".join(f"{k}:{v}" for k, v in sorted(r["deliveries"].items())) or "-"
         print(
@@ -286,7 +311,10 @@ def cmd_messages(args: argparse.Namespace) -> int:
         if r["error"]:
             print(f"{'':10}{r['error'][:150]}")
         for c in r.get("claims") or []:  # --claim-status
-            print(f"{'':10}claim {c['patient_control_number']}: {c['status']}" + (f" — {c['status_detail'][:140]}" if c["status_detail"] else ""))
+            print(
+                f"{'':10}claim {c['patient_control_number']}: {c['status']}"
+                + (f" — {c['status_detail'][:140]}" if c["status_detail"] else "")
+            )
     if len(rows) == q.limit:
         print(f"(more: --before {rows[-1]['id']})")
     return 0
@@ -339,6 +367,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(msg["raw"])
         return 0
     if args.json:
+
         def enc(o: Any) -> Any:
             return o.decode("utf-8", errors="replace") if isinstance(o, bytes) else str(o)
 
@@ -355,12 +384,18 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"--- raw ({msg['content_type']}, {msg['size']} bytes)")
     print(_printable(msg["raw"]))
     for d in msg["deliveries"]:
-        print(f"--- delivery {d['id']} → {d['destination']} (route {d['route']}): {d['status']}, {d['attempts']} attempt(s)")
+        print(
+            f"--- delivery {d['id']} → {d['destination']} (route {d['route']}): {d['status']}, {d['attempts']} attempt(s)"
+        )
         if d["content"] is not None:
             print(f"  content ({d['content_type']}):")
             print("    " + _printable(d["content"]).replace("\n", "\n    "))
         elif d["status"] != "sent" or msg["raw"]:
-            print("  content: the raw message" if d["content_type"] == msg["content_type"] else "  content: (dropped after sending)")
+            print(
+                "  content: the raw message"
+                if d["content_type"] == msg["content_type"]
+                else "  content: (dropped after sending)"
+            )
         if d["last_error"]:
             print(f"  last error: {d['last_error']}")
         if d["response"]:  # an HL7 ACK has \r between segments: one line each
@@ -388,16 +423,27 @@ def _reprocess(cfg: Config, store: Any, ids: list[int]) -> int:
         if channel is None:
             print(f"hub: message {mid}: channel {row['channel']} is not in {cfg.folder}", file=sys.stderr)
             continue
-        p = channel.process(Message(raw=row["raw"], content_type=row["content_type"], channel=channel.name, meta=dict(row["meta"])))
+        p = channel.process(
+            Message(raw=row["raw"], content_type=row["content_type"], channel=channel.name, meta=dict(row["meta"]))
+        )
         store.reprocess(
             mid,
             NewMessage(
-                channel.name, row["raw"], row["content_type"], status=p.status, meta=p.message.meta,
-                error=p.reason if p.status in ("rejected", "error") else None, error_code=p.code,
+                channel.name,
+                row["raw"],
+                row["content_type"],
+                status=p.status,
+                meta=p.message.meta,
+                error=p.reason if p.status in ("rejected", "error") else None,
+                error_code=p.code,
                 deliveries=p.deliveries if p.status == "accepted" else [],
             ),
         )
-        print(f"message {mid}: reprocessed: {p.status}" + (f" ({p.reason})" if p.reason else "") + (f", {len(p.deliveries)} deliveries queued" if p.status == "accepted" else ""))
+        print(
+            f"message {mid}: reprocessed: {p.status}"
+            + (f" ({p.reason})" if p.reason else "")
+            + (f", {len(p.deliveries)} deliveries queued" if p.status == "accepted" else "")
+        )
         n += p.status == "accepted"
     return n
 
@@ -428,11 +474,26 @@ def cmd_replay(args: argparse.Namespace) -> int:
             n += reprocessed
         if args.ids and len(args.ids) == 1:
             row = store.get_message(args.ids[0])
-            _audit(store, "replay", message_id=args.ids[0], channel=row["channel"] if row else None,
-                   destination=args.destination, queued=queued, reprocessed=reprocessed or None)
+            _audit(
+                store,
+                "replay",
+                message_id=args.ids[0],
+                channel=row["channel"] if row else None,
+                destination=args.destination,
+                queued=queued,
+                reprocessed=reprocessed or None,
+            )
         else:
-            _audit(store, "replay_many", channel=args.channel, destination=args.destination, message_ids=args.ids or None,
-                   dead=args.dead or None, queued=queued, reprocessed=reprocessed or None)
+            _audit(
+                store,
+                "replay_many",
+                channel=args.channel,
+                destination=args.destination,
+                message_ids=args.ids or None,
+                dead=args.dead or None,
+                queued=queued,
+                reprocessed=reprocessed or None,
+            )
     finally:
         store.close()
     return 0 if n else 1
@@ -462,7 +523,9 @@ def _new_password(args: argparse.Namespace) -> str | None:
     if env:
         return env
     if not sys.stdin.isatty():
-        raise SystemExit("hub: set HUB_PASSWORD (or run on a terminal to be asked; --no-password for a token-only user)")
+        raise SystemExit(
+            "hub: set HUB_PASSWORD (or run on a terminal to be asked; --no-password for a token-only user)"
+        )
     first = getpass.getpass(f"password for {args.name}: ")
     if getpass.getpass("again: ") != first:
         raise SystemExit("hub: the passwords differ")
@@ -484,10 +547,15 @@ def cmd_user(args: argparse.Namespace) -> int:
                 print(f"hub: {exc}", file=sys.stderr)
                 return 1
             _audit(store, "user_add", target=user.name, role=user.role)
-            print(f"added {user.name} ({user.role})" + ("" if user.has_password else "; token only: make one with `hub user token`"))
+            print(
+                f"added {user.name} ({user.role})"
+                + ("" if user.has_password else "; token only: make one with `hub user token`")
+            )
         elif args.action == "token":
             try:
-                token = auth.create_token(args.name, label=args.label, ttl=parse_duration(args.ttl) if args.ttl else None)
+                token = auth.create_token(
+                    args.name, label=args.label, ttl=parse_duration(args.ttl) if args.ttl else None
+                )
             except KeyError:
                 print(f"hub: no user {args.name!r}", file=sys.stderr)
                 return 1
@@ -495,7 +563,9 @@ def cmd_user(args: argparse.Namespace) -> int:
             print(token)
         else:
             for u in auth.list_users():
-                print(f"{u.name:30} {u.role:9} {'disabled' if u.disabled else 'active':9} {'password' if u.has_password else 'token only'}")
+                print(
+                    f"{u.name:30} {u.role:9} {'disabled' if u.disabled else 'active':9} {'password' if u.has_password else 'token only'}"
+                )
     finally:
         store.close()
     return 0
@@ -505,7 +575,14 @@ def cmd_send(args: argparse.Namespace) -> int:
     """``hub send mllp://host:port FILE...``: each message on one connection, one line per ACK; exit 1 unless all AA/CA."""
     from pathlib import Path
 
-    from hub.channels.mllp import MllpTls, ack_summary, client_context, normalise_segments, parse_mllp_url, send_messages
+    from hub.channels.mllp import (
+        MllpTls,
+        ack_summary,
+        client_context,
+        normalise_segments,
+        parse_mllp_url,
+        send_messages,
+    )
     from hub.errors import Hl7ParseError
     from hub.transforms.hl7v2 import split_batch
 
@@ -538,11 +615,17 @@ def cmd_send(args: argparse.Namespace) -> int:
             print(f"hub: tls: {exc}", file=sys.stderr)
             return 2
     results = asyncio.run(
-        send_messages(host, port, payloads, ack_timeout=parse_duration(args.timeout), connect_timeout=parse_duration(args.timeout),
-                      ssl_context=context)
+        send_messages(
+            host,
+            port,
+            payloads,
+            ack_timeout=parse_duration(args.timeout),
+            connect_timeout=parse_duration(args.timeout),
+            ssl_context=context,
+        )
     )
     failed = 0
-    for label, r in zip(labels, results):
+    for label, r in zip(labels, results, strict=False):
         if r.ack is None:
             failed += 1
             print(f"{label}: - ERROR {r.error}")
@@ -592,7 +675,9 @@ def _validate_x12(data: bytes, args: argparse.Namespace) -> tuple[int, list[tupl
         count = sum(1 for seg in iter_segments(data) if seg.id == "ST")
     except X12ParseError:
         count = 0
-    problems = [("", f"{i}" + (f" (code {i.code})" if i.code else ""), i.severity in ("error", "fatal")) for i in validate(data)]
+    problems = [
+        ("", f"{i}" + (f" (code {i.code})" if i.code else ""), i.severity in ("error", "fatal")) for i in validate(data)
+    ]
     return count, problems
 
 
@@ -632,10 +717,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def _convert_v2_to_fhir(raw: bytes, args: argparse.Namespace, ctx: Any) -> tuple[list[str], list[str]]:
     """HL7 v2 (one message or a batch) → FHIR Bundles; (outputs, problems)."""
     from hub.errors import InputError
+    from hub.message import Message
     from hub.transforms.fhir.v2_to_fhir import V2ToFhir
     from hub.transforms.fhir.validate import validate
     from hub.transforms.hl7v2 import parse, split_batch
-    from hub.message import Message
 
     conv = V2ToFhir(V2ToFhir.Config(type="v2_to_fhir", bundle=args.bundle), ctx)
     outputs, problems = [], []
@@ -747,7 +832,10 @@ def _convert_to_x12(raw: bytes, args: argparse.Namespace, ctx: Any, source: str)
         claims = [c for c, k in found if k == kind]
         for c, k in found:
             if k != kind:  # --kind chose: the others are named, not silently dropped
-                print(f"note: claim {c.patient_control_number} is an 837{k} claim, left out of this 837{kind}", file=sys.stderr)
+                print(
+                    f"note: claim {c.patient_control_number} is an 837{k} claim, left out of this 837{kind}",
+                    file=sys.stderr,
+                )
     if problems or not claims:
         return [], problems or ["no claim to write"]
     try:
@@ -814,7 +902,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     fn = CONVERTERS.get((source, args.to))
     if fn is None:
         pairs = ", ".join(f"{a} → {b}" for a, b in CONVERTERS)
-        print(f"hub: cannot convert {source} to {args.to} (known: {pairs}); use --from to name the input format", file=sys.stderr)
+        print(
+            f"hub: cannot convert {source} to {args.to} (known: {pairs}); use --from to name the input format",
+            file=sys.stderr,
+        )
         return 1
     try:
         cfg = load_config(args.config)
@@ -844,21 +935,44 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"hub {__version__}")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", default=str(default_config_dir()), metavar="DIR", help="config folder (default: ./config or $HUB_CONFIG)")
+    common.add_argument(
+        "--config",
+        default=str(default_config_dir()),
+        metavar="DIR",
+        help="config folder (default: ./config or $HUB_CONFIG)",
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    sub.add_parser("run", parents=[common], help="start the hub on the config folder: sources, delivery workers, retention").set_defaults(fn=cmd_run)
-    sub.add_parser("check", parents=[common], help="validate hub.yaml and every channel (file:line: problem; exit 1 if any)").set_defaults(fn=cmd_check)
-    t = sub.add_parser("test", parents=[common], help="run every channel's *_test.yaml with in-memory sources and destinations")
+    sub.add_parser(
+        "run", parents=[common], help="start the hub on the config folder: sources, delivery workers, retention"
+    ).set_defaults(fn=cmd_run)
+    sub.add_parser(
+        "check", parents=[common], help="validate hub.yaml and every channel (file:line: problem; exit 1 if any)"
+    ).set_defaults(fn=cmd_check)
+    t = sub.add_parser(
+        "test", parents=[common], help="run every channel's *_test.yaml with in-memory sources and destinations"
+    )
     t.add_argument("--channel", help="only this channel")
     t.set_defaults(fn=cmd_test)
-    s = sub.add_parser("status", parents=[common], help="per channel and destination: received, filtered, rejected, queued, retry, sent, dead, oldest queued")
+    s = sub.add_parser(
+        "status",
+        parents=[common],
+        help="per channel and destination: received, filtered, rejected, queued, retry, sent, dead, oldest queued",
+    )
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_status)
-    m = sub.add_parser("messages", parents=[common], help="search messages by channel, status, time, control id, patient id, type, text")
+    m = sub.add_parser(
+        "messages",
+        parents=[common],
+        help="search messages by channel, status, time, control id, patient id, type, text",
+    )
     m.add_argument("--channel")
-    m.add_argument("--status", choices=[*MESSAGE_STATUSES, *DELIVERY_STATUSES], metavar="STATUS",
-                   help=f"a message status ({', '.join(MESSAGE_STATUSES)}) or a delivery status ({', '.join(DELIVERY_STATUSES)})")
+    m.add_argument(
+        "--status",
+        choices=[*MESSAGE_STATUSES, *DELIVERY_STATUSES],
+        metavar="STATUS",
+        help=f"a message status ({', '.join(MESSAGE_STATUSES)}) or a delivery status ({', '.join(DELIVERY_STATUSES)})",
+    )
     m.add_argument("--destination", help="with --status: deliveries to this destination")
     m.add_argument("--since", help="a duration ago (1h, 7d) or an ISO time")
     m.add_argument("--until", help="a duration ago or an ISO time")
@@ -869,10 +983,15 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--limit", type=int, default=50)
     m.add_argument("--before", type=int, metavar="ID", help="page: messages older than this id")
     m.add_argument("--json", action="store_true", help="print one JSON array")
-    m.add_argument("--claim-status", choices=["submitted", "acknowledged", "accepted", "pending", "rejected"],
-                   help="charge messages whose X12 claim has this status (from the clearinghouse's 999/277CA)")
+    m.add_argument(
+        "--claim-status",
+        choices=["submitted", "acknowledged", "accepted", "pending", "rejected"],
+        help="charge messages whose X12 claim has this status (from the clearinghouse's 999/277CA)",
+    )
     m.set_defaults(fn=cmd_messages)
-    sh = sub.add_parser("show", parents=[common], help="one message: raw, per-destination content, responses, attempts, errors")
+    sh = sub.add_parser(
+        "show", parents=[common], help="one message: raw, per-destination content, responses, attempts, errors"
+    )
     sh.add_argument("id", type=int)
     sh.add_argument("--raw", action="store_true", help="print only the raw bytes")
     sh.add_argument("--json", action="store_true")
@@ -888,25 +1007,53 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--channel")
     r.add_argument("--destination")
     r.set_defaults(fn=cmd_replay)
-    pr = sub.add_parser("prune", parents=[common], help="delete messages older than a duration (what retention does on schedule)")
+    pr = sub.add_parser(
+        "prune", parents=[common], help="delete messages older than a duration (what retention does on schedule)"
+    )
     pr.add_argument("--older-than", metavar="DURATION", help="e.g. 30d (default: retention.messages in hub.yaml)")
     pr.add_argument("--include-unsent", action="store_true", help="also delete messages with queued or dead deliveries")
     pr.set_defaults(fn=cmd_prune)
-    cv = sub.add_parser("convert", parents=[common], help="convert a file: HL7 v2 → FHIR Bundle or FHIR → HL7 v2 (stdout; problems → exit 1)")
+    cv = sub.add_parser(
+        "convert",
+        parents=[common],
+        help="convert a file: HL7 v2 → FHIR Bundle or FHIR → HL7 v2 (stdout; problems → exit 1)",
+    )
     cv.add_argument("file", metavar="FILE", help="the input file ('-' for standard input)")
     cv.add_argument("--to", required=True, choices=sorted({b for _, b in CONVERTERS}), help="output format")
-    cv.add_argument("--from", dest="source", choices=sorted({a for a, _ in CONVERTERS}), help="input format (default: detected)")
-    cv.add_argument("--bundle", default="transaction", choices=["transaction", "batch", "collection"], help="to fhir: the Bundle type")
-    cv.add_argument("--explain", action="store_true", help="to fhir: instead of the Bundle, list which v2 fields reached it, which no map covers and which values were left out as invalid")
+    cv.add_argument(
+        "--from", dest="source", choices=sorted({a for a, _ in CONVERTERS}), help="input format (default: detected)"
+    )
+    cv.add_argument(
+        "--bundle",
+        default="transaction",
+        choices=["transaction", "batch", "collection"],
+        help="to fhir: the Bundle type",
+    )
+    cv.add_argument(
+        "--explain",
+        action="store_true",
+        help="to fhir: instead of the Bundle, list which v2 fields reached it, which no map covers and which values were left out as invalid",
+    )
     cv.add_argument("--trigger", help="to hl7v2: the ADT trigger for Patient/Encounter content (A04, A08 …)")
-    cv.add_argument("--partner", help="to x12: the trading partner in <mappings>/x12/partners.yaml (default: the only one)")
-    cv.add_argument("--kind", choices=["P", "I"], help="to x12: 837P or 837I (default: P for a DFT, the Claim's type for FHIR)")
+    cv.add_argument(
+        "--partner", help="to x12: the trading partner in <mappings>/x12/partners.yaml (default: the only one)"
+    )
+    cv.add_argument(
+        "--kind", choices=["P", "I"], help="to x12: 837P or 837I (default: P for a DFT, the Claim's type for FHIR)"
+    )
     cv.set_defaults(fn=cmd_convert)
     us = sub.add_parser("user", help="dashboard and API users: add NAME --role ROLE, token NAME, list")
     usub = us.add_subparsers(dest="action", metavar="ACTION", required=True)
-    ua = usub.add_parser("add", parents=[common], help="add a user (password from $HUB_PASSWORD or asked on the terminal)")
+    ua = usub.add_parser(
+        "add", parents=[common], help="add a user (password from $HUB_PASSWORD or asked on the terminal)"
+    )
     ua.add_argument("name")
-    ua.add_argument("--role", required=True, choices=["viewer", "operator", "analyst", "admin", "sender"], help="sender: a sending system that posts to the FHIR endpoints (token only)")
+    ua.add_argument(
+        "--role",
+        required=True,
+        choices=["viewer", "operator", "analyst", "admin", "sender"],
+        help="sender: a sending system that posts to the FHIR endpoints (token only)",
+    )
     ua.add_argument("--no-password", action="store_true", help="a token-only user (e.g. for Prometheus)")
     ut = usub.add_parser("token", parents=[common], help="print a new API token for a user (shown once)")
     ut.add_argument("name")
@@ -916,7 +1063,9 @@ def parser() -> argparse.ArgumentParser:
     us.set_defaults(fn=cmd_user)
     se = sub.add_parser("send", help="send HL7 v2 files over MLLP and print each ACK code (exit 1 unless all AA/CA)")
     se.add_argument("url", metavar="mllp://HOST:PORT", help="where to send (mllps:// for TLS)")
-    se.add_argument("files", nargs="+", metavar="FILE", help="one message per file, several separated by blank lines, or a batch")
+    se.add_argument(
+        "files", nargs="+", metavar="FILE", help="one message per file, several separated by blank lines, or a batch"
+    )
     se.add_argument("--timeout", default="30s", help="connect and ACK timeout (default 30s)")
     se.add_argument("--tls", action="store_true", help="use TLS (as mllps:// does)")
     se.add_argument("--ca", help="CA certificate(s) to verify the server with (PEM)")
@@ -924,9 +1073,15 @@ def parser() -> argparse.ArgumentParser:
     se.add_argument("--key", help="private key of --cert (PEM)")
     se.add_argument("--insecure", action="store_true", help="do not verify the server's certificate")
     se.set_defaults(fn=cmd_send)
-    va = sub.add_parser("validate", help="report structure problems of message files (HL7 v2: segments, fields, data types, tables)")
+    va = sub.add_parser(
+        "validate", help="report structure problems of message files (HL7 v2: segments, fields, data types, tables)"
+    )
     va.add_argument("files", nargs="+", metavar="FILE")
-    va.add_argument("--format", choices=["hl7v2", "x12", "fhir", "csv"], help="the content type (default: detected from the content)")
+    va.add_argument(
+        "--format",
+        choices=["hl7v2", "x12", "fhir", "csv"],
+        help="the content type (default: detected from the content)",
+    )
     va.add_argument("--hl7-version", help="HL7 v2: validate against this version instead of MSH-12")
     va.set_defaults(fn=cmd_validate)
     return p

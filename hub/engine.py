@@ -50,7 +50,9 @@ def _normalise_transform(t: Any) -> Any:
     return t
 
 
-def _component(kind: str, data: Any, ctx: Context, cfg: Config, channel: str, loc: tuple[Any, ...], problems: list[Problem]) -> tuple[Any, Any]:
+def _component(
+    kind: str, data: Any, ctx: Context, cfg: Config, channel: str, loc: tuple[Any, ...], problems: list[Problem]
+) -> tuple[Any, Any]:
     """Validate ``data`` with the component's own model and construct it; (config, instance) or (None, None)."""
     file = str(cfg.channel_files[channel])
     cdata = cfg.channel_data[channel]
@@ -60,7 +62,9 @@ def _component(kind: str, data: Any, ctx: Context, cfg: Config, channel: str, lo
     try:
         cls = registry.lookup(kind, str(data["type"]))
     except KeyError as exc:
-        problems.append(Problem(file, cfg.line(channel, *loc, "type")[1], f"{'.'.join(map(str, loc))}.type: {exc.args[0]}"))
+        problems.append(
+            Problem(file, cfg.line(channel, *loc, "type")[1], f"{'.'.join(map(str, loc))}.type: {exc.args[0]}")
+        )
         return None, None
     try:
         conf = cls.Config.model_validate(data)
@@ -96,7 +100,13 @@ def build(cfg: Config, *, store: Store | None = None, engine: Any = None, testin
         name = spec.name
         file = str(cfg.channel_files[name])
         ctx = Context(
-            home=cfg.home, mappings_dir=cfg.mappings_dir, config=cfg, store=store, engine=engine, channel=name, testing=testing,
+            home=cfg.home,
+            mappings_dir=cfg.mappings_dir,
+            config=cfg,
+            store=store,
+            engine=engine,
+            channel=name,
+            testing=testing,
             executor=getattr(engine, "executor", None),
         )
 
@@ -113,7 +123,11 @@ def build(cfg: Config, *, store: Store | None = None, engine: Any = None, testin
             else:
                 if addr[1] != 0 and addr in listens:  # port 0: any free port, never a clash
                     problems.append(
-                        Problem(file, cfg.line(name, "source", "listen")[1], f"source.listen {listen} is already used by {listens[addr]}")
+                        Problem(
+                            file,
+                            cfg.line(name, "source", "listen")[1],
+                            f"source.listen {listen} is already used by {listens[addr]}",
+                        )
                     )
                 listens[addr] = f"channel {name}"
 
@@ -129,14 +143,26 @@ def build(cfg: Config, *, store: Store | None = None, engine: Any = None, testin
                 dest_confs[dname] = dconf
                 out.queues[(name, dname)] = dconf.queue
                 if dconf.batch is not None:
-                    _, assembler = _component("assembler", dconf.batch.assemble, ctx, cfg, name, ("destinations", dname, "batch", "assemble"), problems)
+                    _, assembler = _component(
+                        "assembler",
+                        dconf.batch.assemble,
+                        ctx,
+                        cfg,
+                        name,
+                        ("destinations", dname, "batch", "assemble"),
+                        problems,
+                    )
                     if assembler is not None:
                         out.batches[(name, dname)] = (dconf.batch, assembler)
             if dest is not None:
                 out.destinations[(name, dname)] = dest
 
         # filters and routes
-        fmt = getattr(src_conf, "format", None) or spec.source.get("format") or ("hl7v2" if spec.source.get("type") == "mllp" else None)
+        fmt = (
+            getattr(src_conf, "format", None)
+            or spec.source.get("format")
+            or ("hl7v2" if spec.source.get("type") == "mllp" else None)
+        )
         problems.extend(_path_problems(cfg, spec, fmt, dest_confs))
         filters = compile_all(spec.filters) if spec.filters else None
         routes: list[Route] = []
@@ -144,7 +170,11 @@ def build(cfg: Config, *, store: Store | None = None, engine: Any = None, testin
             for ti, dname in enumerate(rspec.to):
                 if dname not in spec.destinations:
                     problems.append(
-                        Problem(file, cfg.line(name, "routes", ri, "to", ti)[1], f"routes[{rspec.name}].to: no destination named {dname!r}")
+                        Problem(
+                            file,
+                            cfg.line(name, "routes", ri, "to", ti)[1],
+                            f"routes[{rspec.name}].to: no destination named {dname!r}",
+                        )
                     )
             transforms = []
             for ti, tdata in enumerate(rspec.transforms):
@@ -153,12 +183,23 @@ def build(cfg: Config, *, store: Store | None = None, engine: Any = None, testin
                 if t is not None:
                     transforms.append(t)
             routes.append(
-                Route(rspec.name, compile_condition(rspec.when) if rspec.when else None, transforms, [d for d in rspec.to if d in spec.destinations])
+                Route(
+                    rspec.name,
+                    compile_condition(rspec.when) if rspec.when else None,
+                    transforms,
+                    [d for d in rspec.to if d in spec.destinations],
+                )
             )
         for dname, dconf in dest_confs.items():
             target = getattr(dconf, "channel", None)
             if dconf.type == "channel" and target not in {c.name for c in cfg.channels}:
-                problems.append(Problem(file, cfg.line(name, "destinations", dname, "channel")[1], f"destinations.{dname}.channel: no channel named {target!r}"))
+                problems.append(
+                    Problem(
+                        file,
+                        cfg.line(name, "destinations", dname, "channel")[1],
+                        f"destinations.{dname}.channel: no channel named {target!r}",
+                    )
+                )
         if src_conf is None:
             continue
         out.channels[name] = Channel(
@@ -251,7 +292,9 @@ PIPELINE_THREADS = 4
 
 def open_store(cfg: Config, *, migrate: bool = True) -> Store:
     s = cfg.hub.store
-    return Store(cfg.store_url(), batch_max=s.batch_max, synchronous=s.synchronous, pool_size=s.pool_size, node=cfg.hub.node).open(migrate=migrate)
+    return Store(
+        cfg.store_url(), batch_max=s.batch_max, synchronous=s.synchronous, pool_size=s.pool_size, node=cfg.hub.node
+    ).open(migrate=migrate)
 
 
 #: Prefix of the store cursors holding each channel's last state as the running hub saw it (read by `hub status`).
@@ -267,7 +310,9 @@ def _start_failure(exc: BaseException) -> str:
 class Engine:
     """The running hub: ``await Engine(cfg).start()`` … ``await engine.stop()``."""
 
-    def __init__(self, cfg: Config, *, store: Store | None = None, idle_poll: float = 1.0, start_web: bool = True) -> None:
+    def __init__(
+        self, cfg: Config, *, store: Store | None = None, idle_poll: float = 1.0, start_web: bool = True
+    ) -> None:
         self.cfg = cfg
         self.start_web = start_web
         self.store = store
@@ -301,7 +346,9 @@ class Engine:
         if self.cfg.hub.web.enabled and self.start_web:
             import hub.web
 
-            if hasattr(hub.web, "start"):  # the web app (API, dashboard, /metrics): `await start(engine)` → has `stop()`
+            if hasattr(
+                hub.web, "start"
+            ):  # the web app (API, dashboard, /metrics): `await start(engine)` → has `stop()`
                 self.web = await hub.web.start(self)
         retention = self.cfg.hub.retention
         self.pollers.append(Poller(retention.schedule, self.prune, "retention", run_first=False))
@@ -336,7 +383,7 @@ class Engine:
         for name, src in list(self.sources.items()):
             try:
                 await src.start(self.channels[name].receive)
-            except Exception as exc:  # noqa: BLE001 - one channel that cannot start must not stop the others
+            except Exception as exc:
                 reason = _start_failure(exc)
                 log.error("channel %s failed to start: %s (the other channels run)", name, reason)
                 log.debug("channel %s: start failure", name, exc_info=True)
@@ -344,7 +391,7 @@ class Engine:
                 del self.sources[name]  # not running: nothing to stop; its delivery workers still send what is queued
                 try:
                     await src.stop()
-                except Exception:  # noqa: BLE001 - undoing a half start
+                except Exception:
                     pass
                 await self._record_state(name, "failed", reason)
                 continue
@@ -357,10 +404,12 @@ class Engine:
 
         if self.store is None:
             return
-        value = json.dumps({"state": state, "error": error, "node": getattr(self.store, "node", None), "at": time.time()})
+        value = json.dumps(
+            {"state": state, "error": error, "node": getattr(self.store, "node", None), "at": time.time()}
+        )
         try:
             await asyncio.to_thread(self.store.set_cursor, f"{CHANNEL_STATE_PREFIX}{channel}", value)
-        except Exception as exc:  # noqa: BLE001 - the state note is informative; the store's own errors show elsewhere
+        except Exception as exc:
             log.warning("channel %s: cannot record its state in the store: %s", channel, type(exc).__name__)
 
     async def _stop_channels(self) -> None:
@@ -368,7 +417,7 @@ class Engine:
         for src in self.sources.values():
             try:
                 await src.stop()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("stopping a source failed")
         for name in self.failed:  # `hub status` must not go on saying "failed" once this hub has stopped
             await self._record_state(name, "stopped")
@@ -378,7 +427,7 @@ class Engine:
         for dest in self.destinations.values():
             try:
                 await dest.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("closing a destination failed")
         self.sources, self.destinations = {}, {}
 
@@ -450,7 +499,7 @@ class Engine:
                         break
                     try:
                         await asyncio.wait_for(fut, timeout=min(left, 1.0))  # re-read at least every second
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
                 finally:
                     waiters = self._waiters.get(mid, [])

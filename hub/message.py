@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 __all__ = ["Message", "Outcome", "CONTENT_TYPES", "sniff_content_type", "utcnow"]
@@ -23,7 +23,7 @@ INDEXED_META = (
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Outcome(str, enum.Enum):

@@ -22,7 +22,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -71,7 +72,10 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 _DELIVERY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 
 MESSAGES_RECEIVED = Counter(
-    "hub_messages_received", "Messages received by a channel (after splitting batches), whatever their outcome.", ["channel"], registry=REGISTRY
+    "hub_messages_received",
+    "Messages received by a channel (after splitting batches), whatever their outcome.",
+    ["channel"],
+    registry=REGISTRY,
 )
 MESSAGES = Counter(
     "hub_messages",
@@ -128,7 +132,9 @@ SFTP_POLL_ERRORS = Counter(
     ["channel"],
     registry=REGISTRY,
 )
-WEB_LOGINS = Counter("hub_web_logins", "Dashboard logins by outcome: ok, failed, locked.", ["outcome"], registry=REGISTRY)
+WEB_LOGINS = Counter(
+    "hub_web_logins", "Dashboard logins by outcome: ok, failed, locked.", ["outcome"], registry=REGISTRY
+)
 
 # Hot-path caches of label children: .labels() parses its arguments on every call; a dict lookup does not.
 _received: dict[str, Any] = {}
@@ -218,7 +224,7 @@ class QueueCollector(Collector):
                 try:
                     self._rows = self.read()
                     self._up = 1
-                except Exception as exc:  # noqa: BLE001 - a scrape must not fail because the store is down
+                except Exception as exc:
                     count_store_error("read")
                     log.warning("metrics: cannot read queue depths from the store: %s", exc)
                     self._up = 0
@@ -229,12 +235,22 @@ class QueueCollector(Collector):
         rows, up = self._snapshot()
         now = time.time()
         depth = GaugeMetricFamily(
-            "hub_queue_depth", "Deliveries waiting to be sent (queued, retrying or being sent).", labels=["channel", "destination"]
+            "hub_queue_depth",
+            "Deliveries waiting to be sent (queued, retrying or being sent).",
+            labels=["channel", "destination"],
         )
-        retrying = GaugeMetricFamily("hub_queue_retrying", "Deliveries waiting for a retry after a failure.", labels=["channel", "destination"])
-        dead = GaugeMetricFamily("hub_dead_letters", "Dead deliveries: kept, waiting for a person to replay them.", labels=["channel", "destination"])
+        retrying = GaugeMetricFamily(
+            "hub_queue_retrying", "Deliveries waiting for a retry after a failure.", labels=["channel", "destination"]
+        )
+        dead = GaugeMetricFamily(
+            "hub_dead_letters",
+            "Dead deliveries: kept, waiting for a person to replay them.",
+            labels=["channel", "destination"],
+        )
         oldest = GaugeMetricFamily(
-            "hub_queue_oldest_age_seconds", "Age of the oldest delivery still waiting (0 when none).", labels=["channel", "destination"]
+            "hub_queue_oldest_age_seconds",
+            "Age of the oldest delivery still waiting (0 when none).",
+            labels=["channel", "destination"],
         )
         acc: dict[tuple[str, str], dict[str, Any]] = {}
         for pair in self.known() if self.known is not None else ():
@@ -262,7 +278,9 @@ class QueueCollector(Collector):
         store_up.add_metric([], up)
         yield store_up
         if self.running is not None:
-            running = GaugeMetricFamily("hub_channel_running", "1 when a channel's source is running, 0 when paused.", labels=["channel"])
+            running = GaugeMetricFamily(
+                "hub_channel_running", "1 when a channel's source is running, 0 when paused.", labels=["channel"]
+            )
             for ch, v in sorted(self.running().items()):
                 running.add_metric([ch], v)
             yield running

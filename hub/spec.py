@@ -89,8 +89,12 @@ def _check_duration(v: Any) -> Any:
 
 # --------------------------------------------------------------------------------------------------- hub.yaml
 class StoreSpec(Strict):
-    url: str = Field("sqlite:///var/hub.db", description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db")
-    batch_max: int = Field(500, ge=1, description="Most operations the writer commits in one transaction (group commit).")
+    url: str = Field(
+        "sqlite:///var/hub.db", description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db"
+    )
+    batch_max: int = Field(
+        500, ge=1, description="Most operations the writer commits in one transaction (group commit)."
+    )
     synchronous: Literal["full", "normal"] = Field(
         "full",
         description="SQLite only: 'full' flushes the WAL to disk before a message is acknowledged (survives power loss); "
@@ -103,7 +107,9 @@ class StoreSpec(Strict):
 class WebTlsSpec(Strict):
     cert: str = Field(description="PEM certificate (chain) file, relative to home.", examples=["/etc/hub/tls/hub.crt"])
     key: str = Field(description="PEM private key file, relative to home.", examples=["/etc/hub/tls/hub.key"])
-    ca: str | None = Field(None, description="PEM CA bundle that signs the clients' certificates (mutual TLS), relative to home.")
+    ca: str | None = Field(
+        None, description="PEM CA bundle that signs the clients' certificates (mutual TLS), relative to home."
+    )
     client_cert: Literal["none", "optional", "required"] = Field(
         "none",
         description="Mutual TLS: required = every connection (dashboard, API, senders) must present a certificate signed "
@@ -120,10 +126,13 @@ class WebTlsSpec(Strict):
 class WebSpec(Strict):
     listen: str = Field("127.0.0.1:8080", description="host:port of the API, dashboard and /metrics")
     enabled: bool = True
-    tls: WebTlsSpec | None = Field(None, description="Serve HTTPS with this certificate and key (session cookies are then Secure).")
+    tls: WebTlsSpec | None = Field(
+        None, description="Serve HTTPS with this certificate and key (session cookies are then Secure)."
+    )
     session_ttl: Duration = Field("12h", description="How long a dashboard login lasts.")
     secure_cookies: bool | None = Field(
-        None, description="Mark the session cookie Secure (HTTPS only). Default: on when tls is set; set true behind a TLS proxy."
+        None,
+        description="Mark the session cookie Secure (HTTPS only). Default: on when tls is set; set true behind a TLS proxy.",
     )
 
     _v_listen = field_validator("listen")(lambda cls, v: (parse_listen(v), v)[1])
@@ -139,17 +148,27 @@ class RetentionSpec(Strict):
 
 
 class HubSpec(Strict):
-    home: str = Field(".", description="Folder that relative paths (store, files, mappings, samples) resolve against; relative to the config folder.")
+    home: str = Field(
+        ".",
+        description="Folder that relative paths (store, files, mappings, samples) resolve against; relative to the config folder.",
+    )
     node: str | None = Field(
-        None, description="This node's name in a shared store (default: the hostname); give each hub process on one host its own."
+        None,
+        description="This node's name in a shared store (default: the hostname); give each hub process on one host its own.",
     )
     store: StoreSpec = Field(default_factory=StoreSpec)
     web: WebSpec = Field(default_factory=WebSpec)
-    channels: str | list[str] = Field("channels/*.yaml", description="Glob(s) of channel files, relative to the config folder.")
+    channels: str | list[str] = Field(
+        "channels/*.yaml", description="Glob(s) of channel files, relative to the config folder."
+    )
     mappings: str = Field("mappings", description="Folder of mapping tables, relative to home.")
-    python_path: list[str] = Field(default_factory=list, description="Folders (relative to home) added to sys.path for python transforms.")
+    python_path: list[str] = Field(
+        default_factory=list, description="Folders (relative to home) added to sys.path for python transforms."
+    )
     retention: RetentionSpec = Field(default_factory=RetentionSpec)
-    env: dict[str, str] = Field(default_factory=dict, description="Defaults for ${VAR} when the environment lacks them.")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Defaults for ${VAR} when the environment lacks them."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
@@ -216,7 +235,8 @@ class SourceConfig(Strict):
 
     type: str
     format: Literal["hl7v2", "fhir", "x12", "csv", "raw"] | None = Field(
-        None, description="Content type; without it the format is sniffed (MSH|/FHS|/BHS| → hl7v2, ISA → x12, { → fhir)."
+        None,
+        description="Content type; without it the format is sniffed (MSH|/FHS|/BHS| → hl7v2, ISA → x12, { → fhir).",
     )
     split: Literal["none", "hl7_batch", "x12_transaction", "csv_row", "auto"] = Field(
         "auto", description="Where one input holds many messages: auto splits HL7 batches, none keeps it whole."
@@ -234,7 +254,9 @@ class SourceConfig(Strict):
 class BatchSpec(Strict):
     """Send what queued up as one payload on a schedule (e.g. one X12 interchange of claims every 15 minutes)."""
 
-    schedule: str | int | float = Field(description="When to send a batch: a duration (15m) or a cron string.", examples=["15m", "0 * * * *"])
+    schedule: str | int | float = Field(
+        description="When to send a batch: a duration (15m) or a cron string.", examples=["15m", "0 * * * *"]
+    )
     max: int = Field(1000, ge=1, description="Most messages in one batch; more wait for the next one.")
     assemble: dict[str, Any] = Field(
         default_factory=lambda: {"type": "concat"},
@@ -255,7 +277,9 @@ class DestinationConfig(Strict):
 
     type: str
     queue: QueueSpec = Field(default_factory=QueueSpec)
-    batch: BatchSpec | None = Field(None, description="Send queued messages together on a schedule instead of one by one.")
+    batch: BatchSpec | None = Field(
+        None, description="Send queued messages together on a schedule instead of one by one."
+    )
 
 
 class RouteSpec(Strict):
@@ -267,7 +291,8 @@ class RouteSpec(Strict):
 
 class StorageSpec(Strict):
     content: Literal["full", "raw"] = Field(
-        "full", description="full: keep each destination's transformed content; raw: drop it once sent (the raw is always kept)."
+        "full",
+        description="full: keep each destination's transformed content; raw: drop it once sent (the raw is always kept).",
     )
 
 
@@ -286,7 +311,7 @@ class ChannelSpec(Strict):
 class _Lines:
     """Line numbers of the keys of a mapping / items of a list (1-based)."""
 
-    __slots__ = ("line", "items")
+    __slots__ = ("items", "line")
 
     def __init__(self, line: int) -> None:
         self.line = line
@@ -329,7 +354,11 @@ def _make_loader(env: dict[str, str], problems: list[Problem], filename: str) ->
                 return env[name]
             if default is not None:
                 return default
-            problems.append(Problem(filename, line, f"${{{name}}} is not defined (set it in the environment or under env: in hub.yaml)"))
+            problems.append(
+                Problem(
+                    filename, line, f"${{{name}}} is not defined (set it in the environment or under env: in hub.yaml)"
+                )
+            )
             return ""
 
         return _ENV.sub(sub, text) if "$" in text else text
@@ -372,7 +401,7 @@ def load_yaml(path: Path, env: dict[str, str] | None = None, problems: list[Prob
         problems.append(Problem(name, 0, f"cannot read: {exc.strerror or exc}"))
         return None
     try:
-        return yaml.load(text, Loader=_make_loader(env or {}, problems, name))  # noqa: S506 - SafeLoader subclass
+        return yaml.load(text, Loader=_make_loader(env or {}, problems, name))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else 0
@@ -392,7 +421,9 @@ def line_of(data: Any, loc: tuple[Any, ...]) -> int:
         key = part
         if isinstance(node, LineDict) and key not in node and isinstance(key, str) and key.endswith("_"):
             key = key[:-1]  # in_ / not_ are written in / not
-        if isinstance(node, LineList) and isinstance(key, int) and 0 <= key < len(node) or isinstance(node, LineDict) and key in node:
+        if (isinstance(node, LineList) and isinstance(key, int) and 0 <= key < len(node)) or (
+            isinstance(node, LineDict) and key in node
+        ):
             line = lines.items.get(key, line)
             node = node[key]
         else:
@@ -506,7 +537,13 @@ def load_config(folder: str | os.PathLike[str] | None = None) -> Config:
                 continue
             spec, cdata = salvaged
         if spec.name in cfg.channel_files:
-            problems.append(Problem(str(path), line_of(cdata, ("name",)), f"channel name {spec.name!r} is also used by {cfg.channel_files[spec.name]}"))
+            problems.append(
+                Problem(
+                    str(path),
+                    line_of(cdata, ("name",)),
+                    f"channel name {spec.name!r} is also used by {cfg.channel_files[spec.name]}",
+                )
+            )
             continue
         cfg.channels.append(spec)
         cfg.channel_files[spec.name] = path

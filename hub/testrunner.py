@@ -181,7 +181,9 @@ def _run_case(channel: Channel, case: Case, cfg: Config, batches: dict[str, Any]
 
     exp = case.expect
     if exp.outcome is not None and outcome != exp.outcome:
-        res.failures.append(f"outcome is {outcome}, expected {exp.outcome}" + (f" ({'; '.join(reasons)})" if reasons else ""))
+        res.failures.append(
+            f"outcome is {outcome}, expected {exp.outcome}" + (f" ({'; '.join(reasons)})" if reasons else "")
+        )
     if exp.reason_contains is not None and not any(exp.reason_contains in r for r in reasons):
         res.failures.append(f"no reason contains {exp.reason_contains!r} (reasons: {reasons or 'none'})")
     for dest, matchers in exp.outputs.items():
@@ -197,7 +199,7 @@ def _run_case(channel: Channel, case: Case, cfg: Config, batches: dict[str, Any]
             outs = [outs[0].replace(assembled.content, assembled.content_type)]
         if len(outs) != len(matchers):
             res.failures.append(f"{dest}: {len(outs)} message(s) sent, expected {len(matchers)}")
-        for i, (m, o) in enumerate(zip(matchers, outs)):
+        for i, (m, o) in enumerate(zip(matchers, outs, strict=False)):
             for problem in _check_output(m, o, cfg):
                 res.failures.append(f"{dest}[{i}]: {problem}")
     res.ok = not res.failures
@@ -231,6 +233,8 @@ def run_tests(cfg: Config, only: str | None = None) -> tuple[list[CaseResult], l
 
 
 def untested_channels(cfg: Config) -> list[str]:
-    return [c.name for c in cfg.channels if not cfg.channel_files[c.name].with_name(cfg.channel_files[c.name].stem + "_test.yaml").is_file()]
-
-
+    return [
+        c.name
+        for c in cfg.channels
+        if not cfg.channel_files[c.name].with_name(cfg.channel_files[c.name].stem + "_test.yaml").is_file()
+    ]

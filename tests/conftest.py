@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from support import CORPUS, ROOT, SAMPLES, need_peer, write_config  # noqa: F401 - re-exported for tests
+
 PG_HOST = os.environ.get("HUB_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("HUB_TEST_PG_PORT", "5432"))
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from support import ROOT, write_config
 from hub import registry
 from hub.cli import main
 from hub.engine import check
 from hub.spec import SourceConfig, load_config, parse_duration
+from support import ROOT, write_config
 
 GOOD = """
 name: good
@@ -50,7 +50,9 @@ def test_unknown_destination_in_to(tmp_path):
 
 
 def test_missing_mapping_table(tmp_path):
-    text = GOOD.replace("{name: r, to: [out]}", "{name: r, transforms: [{type: map, path: PV1-2, table: nope.csv}], to: [out]}")
+    text = GOOD.replace(
+        "{name: r, to: [out]}", "{name: r, transforms: [{type: map, path: PV1-2, table: nope.csv}], to: [out]}"
+    )
     probs = problems_of(tmp_path, text)
     assert line_of(probs, "mapping table nope.csv not found") == 5
 
@@ -70,7 +72,9 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
 
 
 def test_bad_values_are_explained(tmp_path):
-    probs = problems_of(tmp_path, GOOD.replace("{type: file, path: \"out", "{type: file, queue: {max_attempts: 0}, path: \"out"))
+    probs = problems_of(
+        tmp_path, GOOD.replace('{type: file, path: "out', '{type: file, queue: {max_attempts: 0}, path: "out')
+    )
     assert line_of(probs, "max_attempts") == 7
     probs = problems_of(tmp_path, GOOD.replace("type: file, path: in", "type: ftp, path: in"))
     assert any("unknown source type 'ftp'" in p for p in probs)
@@ -93,7 +97,11 @@ def test_duplicate_listen_ports(tmp_path, monkeypatch):
         write_config(
             tmp_path / "cfg",
             "web: {listen: 127.0.0.1:18080}\n",
-            {"a": chan.format(n="a", port=2575), "b": chan.format(n="b", port=2575), "c": chan.format(n="c", port=18080)},
+            {
+                "a": chan.format(n="a", port=2575),
+                "b": chan.format(n="b", port=2575),
+                "c": chan.format(n="c", port=18080),
+            },
         )
     )
     probs = [str(p) for p in check(cfg)]
@@ -113,7 +121,9 @@ def test_cli_prints_problems_and_exits_1(tmp_path, capsys):
     assert f"{folder / 'channels' / 'c.yaml'}:5: routes[r].to: no destination named 'gone'" in out
 
 
-@pytest.mark.parametrize("text,seconds", [("30s", 30), ("5m", 300), ("2h", 7200), ("30d", 2592000), ("250ms", 0.25), (7, 7)])
+@pytest.mark.parametrize(
+    "text,seconds", [("30s", 30), ("5m", 300), ("2h", 7200), ("30d", 2592000), ("250ms", 0.25), (7, 7)]
+)
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 

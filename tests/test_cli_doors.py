@@ -9,12 +9,12 @@ import json
 
 import pytest
 
-from support import write_config
 from hub.cli import main
 from hub.engine import open_store
 from hub.spec import load_config
 from hub.store import NewDelivery, NewMessage
 from hub.store.auth import AuthStore
+from support import write_config
 
 HUB = "store: {{url: 'sqlite:///{db}'}}\nweb: {{enabled: false}}\n"
 CHANNEL = """
@@ -31,7 +31,17 @@ destinations:
 def project(tmp_path):
     cfg = write_config(tmp_path / "cfg", HUB.format(db=tmp_path / "hub.db"), {"relay": CHANNEL})
     store = open_store(load_config(cfg))
-    [a] = store.accept([NewMessage("relay", b"MSH|one", "raw", meta={"control_id": "C1", "patient_id": "MRN7"}, deliveries=[NewDelivery("out")])])
+    [a] = store.accept(
+        [
+            NewMessage(
+                "relay",
+                b"MSH|one",
+                "raw",
+                meta={"control_id": "C1", "patient_id": "MRN7"},
+                deliveries=[NewDelivery("out")],
+            )
+        ]
+    )
     store.close()
     return cfg, a.message_id
 
@@ -82,7 +92,12 @@ def test_command_line_actions_are_in_the_audit_log(project, capsys, monkeypatch)
 
     assert main(["show", str(mid), *args]) == 0
     [row] = _audit(cfg)
-    assert row["username"] == actor and row["action"] == "view_message" and row["message_id"] == mid and row["channel"] == "relay"
+    assert (
+        row["username"] == actor
+        and row["action"] == "view_message"
+        and row["message_id"] == mid
+        and row["channel"] == "relay"
+    )
 
     assert main(["messages", "--patient-id", "MRN7", *args]) == 0
     assert main(["messages", "--text", "one", *args]) == 0
@@ -97,7 +112,11 @@ def test_command_line_actions_are_in_the_audit_log(project, capsys, monkeypatch)
     assert all(r["username"] == actor for r in rows)
     actions = sorted(r["action"] for r in rows)
     assert actions == sorted(["view_message", "search", "search", "replay", "prune", "user_add", "token_create"])
-    searches = [json.loads(r["detail"]) if isinstance(r["detail"], str) else r["detail"] for r in rows if r["action"] == "search"]
+    searches = [
+        json.loads(r["detail"]) if isinstance(r["detail"], str) else r["detail"]
+        for r in rows
+        if r["action"] == "search"
+    ]
     assert any(d.get("patient_id") == "MRN7" for d in searches) and any(d.get("text") is True for d in searches)
     assert all("one" not in json.dumps(d) for d in searches)  # the searched text is not kept, only that there was one
     assert token not in json.dumps(rows, default=str)  # never a secret

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from support import ROOT, write_config
 from hub.cli import main
+from support import ROOT, write_config
 
 HUB = "home: ..\nstore: {{url: '{url}'}}\nweb: {{enabled: false}}\n"
 CHANNEL = """
@@ -72,7 +72,11 @@ def test_kill_9_loses_nothing_accepted_and_resumes_in_flight(tmp_path, store_url
     proc = start_hub(cfg, log)
     try:
         wait_for(
-            lambda: len(list(out.glob("*.txt"))) == n and len(list((home / "copy").glob("*.txt"))) == n and not list(inbox.glob("*.txt")),
+            lambda: (
+                len(list(out.glob("*.txt"))) == n
+                and len(list((home / "copy").glob("*.txt"))) == n
+                and not list(inbox.glob("*.txt"))
+            ),
             proc=proc,
             log=log,
         )
@@ -89,9 +93,18 @@ def test_kill_9_loses_nothing_accepted_and_resumes_in_flight(tmp_path, store_url
 
 
 def _status(cfg: Path) -> dict:
-    r = subprocess.run([sys.executable, "-m", "hub", "status", "--json", "--config", str(cfg)], capture_output=True, text=True, check=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "hub", "status", "--json", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     [ch] = json.loads(r.stdout)
-    return {"received": ch["received"], "sent": sum(d["sent"] for d in ch["destinations"]), "dead": sum(d["dead"] for d in ch["destinations"])}
+    return {
+        "received": ch["received"],
+        "sent": sum(d["sent"] for d in ch["destinations"]),
+        "dead": sum(d["dead"] for d in ch["destinations"]),
+    }
 
 
 def test_operations_commands(tmp_path, capsys):
@@ -103,17 +116,26 @@ def test_operations_commands(tmp_path, capsys):
 
     store = open_store(load_config(cfg))
     old = time.time() - 40 * 86400
-    [a, b] = store.accept(
+    [a, _b] = store.accept(
         [
-            NewMessage("relay", b"MSH|one", "raw", meta={"control_id": "CTRL1", "patient_id": "MRN9", "message_type": "ADT^A04"},
-                       deliveries=[NewDelivery("out"), NewDelivery("copy", content=b"changed")]),
+            NewMessage(
+                "relay",
+                b"MSH|one",
+                "raw",
+                meta={"control_id": "CTRL1", "patient_id": "MRN9", "message_type": "ADT^A04"},
+                deliveries=[NewDelivery("out"), NewDelivery("copy", content=b"changed")],
+            ),
             NewMessage("relay", b"old one", "raw", received_at=old, meta={"control_id": "CTRL0"}),
         ]
     )
     with store.engine.begin() as c:
         from hub.store.schema import deliveries
 
-        c.execute(deliveries.update().where(deliveries.c.id == a.delivery_ids[0]).values(status="dead", attempts=3, last_error="peer said no"))
+        c.execute(
+            deliveries.update()
+            .where(deliveries.c.id == a.delivery_ids[0])
+            .values(status="dead", attempts=3, last_error="peer said no")
+        )
     store.close()
     args = ["--config", str(cfg)]
 
@@ -152,15 +174,23 @@ def test_hub_test_passes_on_the_example_clinic(capsys):
 
 def test_hub_test_reports_a_failing_case_with_a_diff(clinic, capsys):
     t = clinic / "config" / "channels" / "pm_adt_test.yaml"
-    t.write_text(t.read_text().replace("ehr_inbox: [{paths: {MSH-5: EHR, MSH-9.2: A04}}]", "ehr_inbox: [{paths: {MSH-5: LAB}}]"))
+    t.write_text(
+        t.read_text().replace("ehr_inbox: [{paths: {MSH-5: EHR, MSH-9.2: A04}}]", "ehr_inbox: [{paths: {MSH-5: LAB}}]")
+    )
     assert main(["test", "--config", str(clinic / "config")]) == 1
     out = capsys.readouterr().out
     assert "FAIL pm_adt :: A04 goes to the EHR" in out and "MSH-5 is 'EHR', expected 'LAB'" in out
 
 
 def test_hub_run_names_an_unreachable_store(tmp_path):
-    cfg = write_config(tmp_path / "cfg", "store: {url: 'postgresql+psycopg://postgres@127.0.0.1:1/none'}\nweb: {enabled: false}\n", {"relay": CHANNEL})
-    r = subprocess.run([sys.executable, "-m", "hub", "run", "--config", str(cfg)], capture_output=True, text=True, timeout=60)
+    cfg = write_config(
+        tmp_path / "cfg",
+        "store: {url: 'postgresql+psycopg://postgres@127.0.0.1:1/none'}\nweb: {enabled: false}\n",
+        {"relay": CHANNEL},
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "hub", "run", "--config", str(cfg)], capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 1 and "store unavailable" in r.stderr and "127.0.0.1" in r.stderr
 
 
@@ -172,13 +202,20 @@ def test_scheduled_retention_prunes(tmp_path):
     from hub.store import NewMessage, SearchQuery
 
     url = f"sqlite:///{tmp_path / 'hub.db'}"
-    cfg = write_config(tmp_path / "cfg", HUB.format(url=url) + "retention: {messages: 1d, schedule: 100ms}\n", {"relay": CHANNEL})
+    cfg = write_config(
+        tmp_path / "cfg", HUB.format(url=url) + "retention: {messages: 1d, schedule: 100ms}\n", {"relay": CHANNEL}
+    )
 
     async def go():
         eng = Engine(load_config(cfg), start_web=False)
         await eng.start()
         try:
-            eng.store.accept([NewMessage("relay", b"old", "raw", received_at=time.time() - 2 * 86400), NewMessage("relay", b"new", "raw")])
+            eng.store.accept(
+                [
+                    NewMessage("relay", b"old", "raw", received_at=time.time() - 2 * 86400),
+                    NewMessage("relay", b"new", "raw"),
+                ]
+            )
             for _ in range(100):
                 if len(eng.store.search(SearchQuery())) == 1:
                     return True
@@ -199,7 +236,11 @@ def test_replay_reprocesses_a_rejected_message_after_the_mapping_is_fixed(clinic
 
     cfg_dir = clinic / "config"  # the clinic's store is clinic/var/hub.db (home: ..)
     chan = cfg_dir / "channels" / "pm_adt.yaml"
-    chan.write_text(chan.read_text().replace("table: codes/pm_patient_class.csv, on_missing: keep", "table: codes/pm_patient_class.csv"))
+    chan.write_text(
+        chan.read_text().replace(
+            "table: codes/pm_patient_class.csv, on_missing: keep", "table: codes/pm_patient_class.csv"
+        )
+    )
     raw = re.sub(rb"PV1\|1\|[^|]*", b"PV1|1|HOSPICE", (clinic / "tests/samples/hl7v2/adt_a04.hl7").read_bytes())
     store = open_store(load_config(cfg_dir))
     channel = build(load_config(cfg_dir), store=store).channels["pm_adt"]

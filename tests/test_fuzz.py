@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from support import SAMPLES
-from hub.errors import HubError, Hl7ParseError
+from hub.errors import Hl7ParseError, HubError
 from hub.message import Message
+from support import SAMPLES
 
 EXAMPLES = int(os.environ.get("HUB_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(
@@ -50,12 +51,79 @@ X12_SEEDS = _read(SAMPLES / "x12", "*.8*", "*.2*", "*.999")
 CSV_SEEDS = _read(SAMPLES / "csv", "*.csv", limit=20)
 FHIR_SEEDS = [json.loads(b) for b in _read(GOLDEN, "*.json")]
 
-HL7_TOKENS = [b"|", b"^", b"~", b"\\", b"&", b"\r", b"\n", b"\x00", b"\xc2\xb2", b"MSH|", b"\rMSH|^~\\&|", b"\x0b", b"\x1c",
-              b"\xff", b"\xe9", b"PID|", b"OBX|1|NM|", b"\\X0D\\", b"\\.br\\", b"\\H\\", b"\"\"", b"9" * 25, b"-1",
-              b"||||||idna\r", b"||||||UNICODE UTF-16\r", b"||||||8859/1\r", b"|||AL|NE", b"FHS|", b"BTS|x", b" "]
-X12_TOKENS = [b"*", b"~", b":", b"^", b"\n", b"\x00", b"\xc2\xb2", b"ISA*", b"GS*", b"ST*", b"SE*", b"GE*", b"IEA*",
-              b"CLM*", b"NM1*", b"HL*", b"SV1*", b"CLP*", b"9" * 20, b"-", b"\xff", b"00501", b"~ISA*00*"]
-CSV_TOKENS = [b",", b";", b"\t", b"|", b'"', b'""', b"\r\n", b"\n", b"\r", b"\x00", b"\xff", b"\xef\xbb\xbf", b"\xc2\xb2", b"=1"]
+HL7_TOKENS = [
+    b"|",
+    b"^",
+    b"~",
+    b"\\",
+    b"&",
+    b"\r",
+    b"\n",
+    b"\x00",
+    b"\xc2\xb2",
+    b"MSH|",
+    b"\rMSH|^~\\&|",
+    b"\x0b",
+    b"\x1c",
+    b"\xff",
+    b"\xe9",
+    b"PID|",
+    b"OBX|1|NM|",
+    b"\\X0D\\",
+    b"\\.br\\",
+    b"\\H\\",
+    b'""',
+    b"9" * 25,
+    b"-1",
+    b"||||||idna\r",
+    b"||||||UNICODE UTF-16\r",
+    b"||||||8859/1\r",
+    b"|||AL|NE",
+    b"FHS|",
+    b"BTS|x",
+    b" ",
+]
+X12_TOKENS = [
+    b"*",
+    b"~",
+    b":",
+    b"^",
+    b"\n",
+    b"\x00",
+    b"\xc2\xb2",
+    b"ISA*",
+    b"GS*",
+    b"ST*",
+    b"SE*",
+    b"GE*",
+    b"IEA*",
+    b"CLM*",
+    b"NM1*",
+    b"HL*",
+    b"SV1*",
+    b"CLP*",
+    b"9" * 20,
+    b"-",
+    b"\xff",
+    b"00501",
+    b"~ISA*00*",
+]
+CSV_TOKENS = [
+    b",",
+    b";",
+    b"\t",
+    b"|",
+    b'"',
+    b'""',
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b"\x00",
+    b"\xff",
+    b"\xef\xbb\xbf",
+    b"\xc2\xb2",
+    b"=1",
+]
 
 
 @st.composite
@@ -135,7 +203,15 @@ def test_v2_to_fhir_raises_only_hub_errors(raw: bytes) -> None:
 @FUZZ
 @given(inputs(X12_SEEDS, X12_TOKENS))
 def test_x12_reader_raises_only_hub_errors(raw: bytes) -> None:
-    from hub.transforms.x12 import iter_transactions, meta, parse_document, read_277ca, read_999, remit_to_rows, split_transactions
+    from hub.transforms.x12 import (
+        iter_transactions,
+        meta,
+        parse_document,
+        read_277ca,
+        read_999,
+        remit_to_rows,
+        split_transactions,
+    )
 
     doc = only_hub_errors(parse_document, raw)
     if doc is not None:
@@ -163,14 +239,67 @@ def test_csv_reader_raises_only_hub_errors(raw: bytes) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ FHIR
-KEYS = ["resourceType", "id", "name", "family", "given", "identifier", "system", "value", "code", "coding", "display",
-        "telecom", "address", "line", "birthDate", "gender", "entry", "resource", "fullUrl", "subject", "reference",
-        "status", "extension", "url", "valueString", "period", "start", "type", "text", "note", "result", "type"]
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False), st.text(max_size=12),
-                    st.sampled_from(["Patient", "Bundle", "Encounter", "Observation", "DiagnosticReport", "ServiceRequest",
-                                     "Appointment", "MedicationRequest", "2026-01-01", "Patient/1", "urn:uuid:1"]))
-JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(KEYS), inner, max_size=4),
-                    max_leaves=12)
+KEYS = [
+    "resourceType",
+    "id",
+    "name",
+    "family",
+    "given",
+    "identifier",
+    "system",
+    "value",
+    "code",
+    "coding",
+    "display",
+    "telecom",
+    "address",
+    "line",
+    "birthDate",
+    "gender",
+    "entry",
+    "resource",
+    "fullUrl",
+    "subject",
+    "reference",
+    "status",
+    "extension",
+    "url",
+    "valueString",
+    "period",
+    "start",
+    "type",
+    "text",
+    "note",
+    "result",
+    "type",
+]
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False),
+    st.text(max_size=12),
+    st.sampled_from(
+        [
+            "Patient",
+            "Bundle",
+            "Encounter",
+            "Observation",
+            "DiagnosticReport",
+            "ServiceRequest",
+            "Appointment",
+            "MedicationRequest",
+            "2026-01-01",
+            "Patient/1",
+            "urn:uuid:1",
+        ]
+    ),
+)
+JSON = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(KEYS), inner, max_size=4),
+    max_leaves=12,
+)
 
 
 def _paths(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -203,8 +332,12 @@ def fhir_documents(draw: Any) -> Any:
     return doc
 
 
-FHIR_INPUTS = st.one_of(fhir_documents(), fhir_documents(), st.dictionaries(st.sampled_from(KEYS), JSON, max_size=6)
-                        .map(lambda d: {"resourceType": "Patient", **d}), JSON)
+FHIR_INPUTS = st.one_of(
+    fhir_documents(),
+    fhir_documents(),
+    st.dictionaries(st.sampled_from(KEYS), JSON, max_size=6).map(lambda d: {"resourceType": "Patient", **d}),
+    JSON,
+)
 
 
 @FUZZ
@@ -225,7 +358,9 @@ def test_fhir_parse_fhir_to_v2_and_validate_raise_only_hub_errors(data: Any) -> 
     check_basic(doc)
     only_hub_errors(to_v2, doc)
     only_hub_errors(FhirToV2(FhirToV2.Config(type="fhir_to_v2"), None), Message(raw=raw, content_type="fhir"))
-    only_hub_errors(FhirValidate(FhirValidate.Config(type="fhir_validate"), None), Message(raw=raw, content_type="fhir"))
+    only_hub_errors(
+        FhirValidate(FhirValidate.Config(type="fhir_validate"), None), Message(raw=raw, content_type="fhir")
+    )
 
 
 @pytest.mark.parametrize("raw", [b"{", b"[]", b"null", b'"x"', b"\xff\xfe", b'{"resourceType": 5}', b"{}" * 3])

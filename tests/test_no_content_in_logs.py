@@ -13,11 +13,11 @@ import httpx
 import pytest
 from sqlalchemy import DateTime, bindparam, text
 
-from support import until, write_config
 from hub.engine import Engine
 from hub.errors import StoreError
 from hub.spec import load_config
 from hub.store import SearchQuery
+from support import until, write_config
 
 MRN = "SYNTH-MRN-4711"  # a made-up patient identifier; it must appear in no log line
 HUB = "home: ..\nstore: {{url: '{url}'}}\nweb: {{enabled: false}}\npython_path: [py]\n"
@@ -37,12 +37,12 @@ destinations:
   out: {type: memory}
 """
 
-BUGGY = '''
+BUGGY = """
 def transform(message):
     if b"BUG" in message.raw:
         raise ValueError(f"cannot map {message.raw!r}")  # a bug whose text quotes the content
     return message
-'''
+"""
 
 
 def _drop(folder: Path, name: str, data: bytes, age: float) -> None:
@@ -94,7 +94,10 @@ async def test_the_worker_logs_no_conditional_url_carrying_an_mrn(tmp_path, stor
 
     def handler(req: httpx.Request) -> httpx.Response:
         seen.append(str(req.url))
-        oo = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "invalid", "diagnostics": "no"}]}
+        oo = {
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "error", "code": "invalid", "diagnostics": "no"}],
+        }
         return httpx.Response(answers.pop(0), json=oo, headers={"Content-Type": "application/fhir+json"})
 
     try:
@@ -105,7 +108,11 @@ async def test_the_worker_logs_no_conditional_url_carrying_an_mrn(tmp_path, stor
             "type": "collection",
             "entry": [
                 {
-                    "resource": {"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": MRN}], "gender": "female"},
+                    "resource": {
+                        "resourceType": "Patient",
+                        "identifier": [{"system": "urn:mrn", "value": MRN}],
+                        "gender": "female",
+                    },
                     "request": {"method": "PUT", "url": f"Patient?identifier=urn:mrn|{MRN}"},
                 }
             ],

@@ -100,8 +100,15 @@ def main(src: Path) -> None:
             for t in el.get("type") or []:
                 code = t["code"]
                 if code.startswith("http://hl7.org/fhirpath/System."):
-                    code = {"String": "string", "Boolean": "boolean", "Integer": "integer", "Decimal": "decimal",
-                            "Date": "date", "DateTime": "dateTime", "Time": "time"}.get(code.rsplit(".", 1)[1], "string")
+                    code = {
+                        "String": "string",
+                        "Boolean": "boolean",
+                        "Integer": "integer",
+                        "Decimal": "decimal",
+                        "Date": "date",
+                        "DateTime": "dateTime",
+                        "Time": "time",
+                    }.get(code.rsplit(".", 1)[1], "string")
                 codes.append(code)
             if el.get("contentReference"):
                 codes = ["@" + el["contentReference"].lstrip("#")]
@@ -115,13 +122,19 @@ def main(src: Path) -> None:
                         required[url] = sorted(set(exp))
                 binding = url if url in required else None
             elements[rel] = [int(el.get("min") or 0), el.get("max") not in ("0", "1"), codes, binding]
-        types[root] = {"kind": sd["kind"], "base": (sd.get("baseDefinition") or "").rsplit("/", 1)[-1], "elements": elements}
+        types[root] = {
+            "kind": sd["kind"],
+            "base": (sd.get("baseDefinition") or "").rsplit("/", 1)[-1],
+            "elements": elements,
+        }
     systems = {url: sorted(set(systems_of(url))) for url in required}
     out = {"fhirVersion": "4.0.1", "types": types, "valuesets": required, "systems": systems}
     data = json.dumps(out, separators=(",", ":"), sort_keys=True).encode()
     OUT.write_bytes(gzip.compress(data, mtime=0))
-    print(f"{OUT.relative_to(ROOT)}: {len(types)} types, {sum(len(t['elements']) for t in types.values())} elements, "
-          f"{len(required)} required value sets, {len(data)} bytes ({OUT.stat().st_size} gzipped)")
+    print(
+        f"{OUT.relative_to(ROOT)}: {len(types)} types, {sum(len(t['elements']) for t in types.values())} elements, "
+        f"{len(required)} required value sets, {len(data)} bytes ({OUT.stat().st_size} gzipped)"
+    )
 
 
 if __name__ == "__main__":

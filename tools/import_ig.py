@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hub.transforms.fhir import r4  # noqa: E402
-from hub.transforms.fhir.conditions import ConditionError, parse_condition, parse_source  # noqa: E402
+from hub.transforms.fhir.conditions import ConditionError, parse_condition  # noqa: E402
 from hub.transforms.fhir.mapdefs import compile_target  # noqa: E402
 
 # IG concept map names → the hub's code map files (mappings/fhir/codes/<name>.csv)
@@ -157,7 +157,9 @@ def import_map(path: Path, kind: str, out_dir: Path, known_maps: set[str]) -> tu
             reason = f"map {mp} not imported"
         vocab = vocab_name(voc) if voc else ""
         if reason is None and mp and "[" in mp:
-            mtype = TYPE_ALIASES.get(mp.split("[", 1)[1].rstrip("]").split("-")[0], mp.split("[", 1)[1].rstrip("]").split("-")[0])
+            mtype = TYPE_ALIASES.get(
+                mp.split("[", 1)[1].rstrip("]").split("-")[0], mp.split("[", 1)[1].rstrip("]").split("-")[0]
+            )
             if mtype == typ and t != "$this":
                 t = "$this"  # FN[HumanName] inside XPN[HumanName], SAD[Address] inside XAD[Address]: same value
             elif t == "$this" and mtype != typ:
@@ -169,8 +171,24 @@ def import_map(path: Path, kind: str, out_dir: Path, known_maps: set[str]) -> tu
 
             prim = r4.is_primitive(typ)
             try:
-                _compile_map_rows(path, [(0, dict(zip([src_col, "condition", "target", "map", "vocabulary", "table", "value"], row)))],
-                                  None if prim else r4.TypeRef(typ), src_col, typ if prim else "")
+                _compile_map_rows(
+                    path,
+                    [
+                        (
+                            0,
+                            dict(
+                                zip(
+                                    [src_col, "condition", "target", "map", "vocabulary", "table", "value"],
+                                    row,
+                                    strict=False,
+                                )
+                            ),
+                        )
+                    ],
+                    None if prim else r4.TypeRef(typ),
+                    src_col,
+                    typ if prim else "",
+                )
             except ConfigError as exc:
                 reason = str(exc).split(": ", 1)[-1]
         if reason is not None:
@@ -221,7 +239,9 @@ def import_message(path: Path, out_dir: Path, segment_maps: set[str]) -> tuple[s
                 reason = f"{smap} does not fill a {target.split('[')[0]}"
             elif cond:
                 reason = _condition_ok(cond)
-            ref_text = "; ".join(p.strip() for p in re.split(r";|\s(?=[A-Z][A-Za-z]+(?:\[\w+\])?\.)", refs) if p.strip())
+            ref_text = "; ".join(
+                p.strip() for p in re.split(r";|\s(?=[A-Z][A-Za-z]+(?:\[\w+\])?\.)", refs) if p.strip()
+            )
             if reason is None and ref_text:
                 try:
                     from hub.transforms.fhir.mapdefs import _refs
@@ -255,7 +275,13 @@ def import_codes(path: Path, out_dir: Path, existing: set[str]) -> str | None:
     w.writerow(["v2_code", "fhir_code", "fhir_system", "fhir_display", "v2_display"])
     n = 0
     for r in rows[2:]:
-        code, text, fcode, fdisp, fsys = r[0].strip(), r[1].strip(), r[6].strip(), r[8].strip() or r[7].strip(), r[9].strip()
+        code, text, fcode, fdisp, fsys = (
+            r[0].strip(),
+            r[1].strip(),
+            r[6].strip(),
+            r[8].strip() or r[7].strip(),
+            r[9].strip(),
+        )
         if code and fcode:
             w.writerow([code, fcode, fsys, fdisp, text])
             n += 1

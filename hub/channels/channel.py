@@ -21,8 +21,9 @@ import asyncio
 import logging
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -115,7 +116,9 @@ class Channel:
         self.order_by = order_by
         self.drop_content = spec.storage.content == "raw"
         # The pipeline may run on the event loop (see the module's docstring); a transform says so with `light`.
-        self.inline = source_config.validate_ != "strict" and all(getattr(t, "light", False) for r in routes for t in r.transforms)
+        self.inline = source_config.validate_ != "strict" and all(
+            getattr(t, "light", False) for r in routes for t in r.transforms
+        )
         self.on_accepted: Callable[[str, list[NewDelivery]], None] | None = None  # engine wakes workers
 
     # ------------------------------------------------------------------ pure pipeline
@@ -138,11 +141,18 @@ class Channel:
                 doc = document_of(message)
                 message.meta.update(extract_meta(message.content_type, doc))
                 if self.source_config.validate_ != "none":
-                    errors = [i for i in validate_document(message.content_type, doc, self.source_config.validate_) if i.severity == "error"]
+                    errors = [
+                        i
+                        for i in validate_document(message.content_type, doc, self.source_config.validate_)
+                        if i.severity == "error"
+                    ]
                     if errors:
                         first = errors[0]
                         raise ValidationError(
-                            "; ".join(str(i) for i in errors[:5]), code=first.code, location=first.location, issues=errors
+                            "; ".join(str(i) for i in errors[:5]),
+                            code=first.code,
+                            location=first.location,
+                            issues=errors,
                         )
         except InputError as exc:
             return self._rejected(message, exc)
@@ -158,10 +168,14 @@ class Channel:
                     result = message.replace(message.raw)  # the route's own copy: transforms change it freely
                     for t in route.transforms:
                         result = t(result)
-                    for w in result.meta.get("warnings") or ():  # values a transform left out: kept with the message (hub show)
+                    for w in (
+                        result.meta.get("warnings") or ()
+                    ):  # values a transform left out: kept with the message (hub show)
                         if w not in message.meta.setdefault("warnings", []):
                             message.meta["warnings"].append(w)
-                content = None if result.raw == message.raw and result.content_type == message.content_type else result.raw
+                content = (
+                    None if result.raw == message.raw and result.content_type == message.content_type else result.raw
+                )
                 for dest in route.to:
                     out.deliveries.append(
                         NewDelivery(
@@ -178,11 +192,16 @@ class Channel:
             return out
         except InputError as exc:
             return self._rejected(message, exc)
-        except Exception as exc:  # noqa: BLE001 - a bug in a transform: keep the message, answer error
+        except Exception as exc:
             # No exception text in the log: it may quote the content. The full reason is stored with the message.
             tb = traceback.extract_tb(exc.__traceback__)
             where = f"{tb[-1].filename}:{tb[-1].lineno}" if tb else "?"
-            log.error("channel %s: a transform failed unexpectedly (%s at %s); message kept as error", self.name, type(exc).__name__, where)
+            log.error(
+                "channel %s: a transform failed unexpectedly (%s at %s); message kept as error",
+                self.name,
+                type(exc).__name__,
+                where,
+            )
             return Processed(message, "error", reason=f"{type(exc).__name__}: {exc}", code="207")
 
     def _rejected(self, message: Message, exc: InputError) -> Processed:
@@ -227,7 +246,9 @@ class Channel:
         if self.inline and len(raw) <= INLINE_MAX_BYTES:
             processed = self.process_input(raw, meta)
         else:
-            processed = await asyncio.get_running_loop().run_in_executor(self.ctx.executor, self.process_input, raw, meta)
+            processed = await asyncio.get_running_loop().run_in_executor(
+                self.ctx.executor, self.process_input, raw, meta
+            )
         items = []
         for i, p in enumerate(processed):
             key = None
@@ -256,7 +277,7 @@ class Channel:
             metrics.count_received(self.name, ["error"] * len(processed), time.time() - received_at)
             return Receipt([Result(Outcome.ERROR, reason=str(exc), code="207", message=p.message) for p in processed])
         results = []
-        for p, a, item in zip(processed, accepted, items):
+        for p, a, item in zip(processed, accepted, items, strict=False):
             outcome = Outcome(p.status)
             results.append(
                 Result(
@@ -303,7 +324,9 @@ class ChannelDestination:
         if outcome is Outcome.ERROR:
             raise RetryableDelivery(f"{self.config.channel}: {'; '.join(receipt.reasons)}")
         if outcome is Outcome.REJECTED:
-            raise PermanentDelivery(f"{self.config.channel} rejected it: {'; '.join(receipt.reasons)}", response=f"rejected {ids}")
+            raise PermanentDelivery(
+                f"{self.config.channel} rejected it: {'; '.join(receipt.reasons)}", response=f"rejected {ids}"
+            )
         return f"{outcome.value} by {self.config.channel} as message {ids}"
 
     async def close(self) -> None:

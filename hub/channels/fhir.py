@@ -77,11 +77,15 @@ class SmartAuth(_AuthBase):
     """SMART backend services: client-credentials grant with a signed JWT client assertion."""
 
     type: Literal["smart"] = "smart"
-    token_url: str = Field(description="The authorization server's token endpoint.", examples=["https://ehr.example.org/oauth2/token"])
+    token_url: str = Field(
+        description="The authorization server's token endpoint.", examples=["https://ehr.example.org/oauth2/token"]
+    )
     client_id: str = Field(description="The client id registered with the EHR.")
     private_key_file: str = Field(description="PEM private key (RSA or EC) that signs the assertion; relative to home.")
     key_id: str | None = Field(None, description="The 'kid' of the key in the client's JWKS.")
-    algorithm: Literal["RS384", "ES384", "RS256", "ES256"] = Field("RS384", description="JWT signing algorithm (SMART asks for RS384 or ES384).")
+    algorithm: Literal["RS384", "ES384", "RS256", "ES256"] = Field(
+        "RS384", description="JWT signing algorithm (SMART asks for RS384 or ES384)."
+    )
     scope: str = Field("system/*.write system/*.read", description="Scopes requested.")
 
 
@@ -126,9 +130,18 @@ class _TokenSource:
             try:
                 self._key = self.ctx.resolve(auth.private_key_file).read_bytes()
             except OSError as exc:
-                raise PermanentDelivery(f"cannot read the SMART private key {auth.private_key_file}: {exc.strerror or exc}") from None
+                raise PermanentDelivery(
+                    f"cannot read the SMART private key {auth.private_key_file}: {exc.strerror or exc}"
+                ) from None
         now = int(time.time())
-        claims = {"iss": auth.client_id, "sub": auth.client_id, "aud": auth.token_url, "exp": now + 300, "iat": now, "jti": uuid.uuid4().hex}
+        claims = {
+            "iss": auth.client_id,
+            "sub": auth.client_id,
+            "aud": auth.token_url,
+            "exp": now + 300,
+            "iat": now,
+            "jti": uuid.uuid4().hex,
+        }
         headers = {"kid": auth.key_id} if auth.key_id else None
         return jwt.encode(claims, self._key, algorithm=auth.algorithm, headers=headers)
 
@@ -140,21 +153,29 @@ class _TokenSource:
             "client_assertion": self.assertion(auth),
         }
         try:
-            r = await client.post(auth.token_url, data=form, headers={"Accept": "application/json"}, timeout=self.timeout)
+            r = await client.post(
+                auth.token_url, data=form, headers={"Accept": "application/json"}, timeout=self.timeout
+            )
         except httpx.TimeoutException as exc:
             raise RetryableDelivery(f"token request timed out: {exc}") from exc
         except httpx.TransportError as exc:
             raise RetryableDelivery(f"token request failed: {type(exc).__name__}: {exc}") from exc
         if r.status_code != 200:
             err = RetryableDelivery if retryable_http_status(r.status_code) else PermanentDelivery
-            raise err(f"token endpoint answered HTTP {r.status_code}", response=r.text[:4000], retry_after=_retry_after(r))
+            raise err(
+                f"token endpoint answered HTTP {r.status_code}", response=r.text[:4000], retry_after=_retry_after(r)
+            )
         try:
             body = r.json()
             self._token = str(body["access_token"])
         except (ValueError, KeyError, TypeError):
             raise PermanentDelivery("token endpoint answered without an access_token", response=r.text[:4000]) from None
         expires_in = body.get("expires_in")
-        self._expires = time.time() + max(0.0, float(expires_in) - 30) if isinstance(expires_in, (int, float)) else time.time() + 240
+        self._expires = (
+            time.time() + max(0.0, float(expires_in) - 30)
+            if isinstance(expires_in, (int, float))
+            else time.time() + 240
+        )
 
 
 def _check_url(v: str) -> str:
@@ -169,14 +190,21 @@ class FhirRestDestination:
         """Send FHIR to a server: ``{type: fhir_rest, base_url: ${EHR_FHIR_URL}, auth: {type: bearer, token: ...}}``."""
 
         type: Literal["fhir_rest"] = "fhir_rest"
-        base_url: str = Field(description="The server's FHIR base ([base]).", examples=["https://ehr.example.org/fhir/R4"])
-        auth: Auth = Field(default_factory=NoAuth, description="none, bearer (token) or smart (backend services: token_url, client_id, private_key_file).")
+        base_url: str = Field(
+            description="The server's FHIR base ([base]).", examples=["https://ehr.example.org/fhir/R4"]
+        )
+        auth: Auth = Field(
+            default_factory=NoAuth,
+            description="none, bearer (token) or smart (backend services: token_url, client_id, private_key_file).",
+        )
         timeout: str | int | float = Field("30s", description="Time allowed for each HTTP request.")
         headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers (e.g. a tenant header).")
         prefer: Literal["minimal", "representation", "OperationOutcome"] = Field(
             "minimal", description="The Prefer: return= header: what the server sends back for each entry."
         )
-        verify_tls: bool | str = Field(True, description="Check the server's certificate (true), not (false), or against this CA file.")
+        verify_tls: bool | str = Field(
+            True, description="Check the server's certificate (true), not (false), or against this CA file."
+        )
         mode: Literal["transaction", "batch", "resources"] = Field(
             "transaction",
             description="How a transaction Bundle is written: transaction (chunks that each succeed or fail whole), batch "
@@ -243,7 +271,15 @@ class FhirRestDestination:
             c = self.config
             # a batch's entries may fail one by one: they are not made all-or-nothing here
             mode = "batch" if data["type"] == "batch" and c.mode == "transaction" else c.mode
-            return await BundleDelivery(self._call, self.base, data, mode=mode, max_entries=c.max_entries, update=c.update, rules=self.merge_rules).run()
+            return await BundleDelivery(
+                self._call,
+                self.base,
+                data,
+                mode=mode,
+                max_entries=c.max_entries,
+                update=c.update,
+                rules=self.merge_rules,
+            ).run()
         entries = (
             [e for e in data.get("entry") or [] if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
             if data["resourceType"] == "Bundle"
@@ -267,7 +303,9 @@ class FhirRestDestination:
             answers.append(await self._request(method, url, body, headers))
         return "\n".join(answers)
 
-    async def _request(self, method: str, url: str, body: bytes, extra: dict[str, str], *, bundle_type: str | None = None) -> str:
+    async def _request(
+        self, method: str, url: str, body: bytes, extra: dict[str, str], *, bundle_type: str | None = None
+    ) -> str:
         r = await self._call(method, url, body, extra)
         return self._judge(method, url, r, bundle_type)
 
@@ -310,20 +348,33 @@ class FhirRestDestination:
             body = r.json() if text.strip() else None
         except ValueError:
             body = None
-        if isinstance(body, dict) and body.get("resourceType") == "Bundle" and str(body.get("type", "")).endswith("-response"):
+        if (
+            isinstance(body, dict)
+            and body.get("resourceType") == "Bundle"
+            and str(body.get("type", "")).endswith("-response")
+        ):
             worst = None
             for i, e in enumerate(body.get("entry") or []):
                 resp = (e or {}).get("response") or {}
                 st = str(resp.get("status", ""))
                 code = int(st.split()[0]) if st[:3].isdigit() else 0
                 lines.append(f"entry {i}: {st} {resp.get('location') or ''}".rstrip())
-                if code >= 300 and (worst is None or retryable_http_status(code) and not retryable_http_status(worst)):
+                if code >= 300 and (
+                    worst is None or (retryable_http_status(code) and not retryable_http_status(worst))
+                ):
                     worst = code
             if worst is not None:
                 summary = "\n".join(lines)
                 if retryable_http_status(worst):
-                    raise RetryableDelivery(f"{bundle_type or 'bundle'} entries failed (worst HTTP {worst})", response=summary + "\n" + text[:20000], retry_after=_retry_after(r))
-                raise PermanentDelivery(f"{bundle_type or 'bundle'} entries failed (worst HTTP {worst})", response=summary + "\n" + text[:20000])
+                    raise RetryableDelivery(
+                        f"{bundle_type or 'bundle'} entries failed (worst HTTP {worst})",
+                        response=summary + "\n" + text[:20000],
+                        retry_after=_retry_after(r),
+                    )
+                raise PermanentDelivery(
+                    f"{bundle_type or 'bundle'} entries failed (worst HTTP {worst})",
+                    response=summary + "\n" + text[:20000],
+                )
         elif isinstance(body, dict) and body.get("resourceType") and body.get("id") and not loc:
             lines.append(f"location: {body['resourceType']}/{body['id']}")
         return "\n".join(lines)
@@ -340,7 +391,9 @@ def _outcome_summary(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- HTTP source
-def _oo(severity: str, code: str, text: str, expression: str | None = None, issues: list[Any] | None = None) -> dict[str, Any]:
+def _oo(
+    severity: str, code: str, text: str, expression: str | None = None, issues: list[Any] | None = None
+) -> dict[str, Any]:
     if issues:
         from hub.transforms.fhir.validate import operation_outcome
 
@@ -358,7 +411,9 @@ class FhirSource:
 
         type: Literal["fhir"] = "fhir"
         format: Literal["fhir"] | None = Field("fhir", description="Always FHIR JSON.")
-        path: str | None = Field(None, description="URL path served (default /fhir/<channel>).", examples=["/fhir/ehr_orders"])
+        path: str | None = Field(
+            None, description="URL path served (default /fhir/<channel>).", examples=["/fhir/ehr_orders"]
+        )
         validate_: Literal["none", "basic", "strict"] = Field(
             "strict",
             alias="validate",
@@ -366,11 +421,16 @@ class FhirSource:
             "invariants and Bundle rules; 422 with every issue); "
             "basic: only that it is a resource; none: no check.",
         )
-        resource_types: list[str] = Field(default_factory=list, description="Accept only these resource types (empty: any).")
-        ack: Literal["after_store", "after_delivery"] = Field(
-            "after_store", description="Answer once stored (default), or once every destination has it (or ack_timeout passes)."
+        resource_types: list[str] = Field(
+            default_factory=list, description="Accept only these resource types (empty: any)."
         )
-        ack_timeout: str | int | float = Field("30s", description="With after_delivery: the longest wait before answering 202.")
+        ack: Literal["after_store", "after_delivery"] = Field(
+            "after_store",
+            description="Answer once stored (default), or once every destination has it (or ack_timeout passes).",
+        )
+        ack_timeout: str | int | float = Field(
+            "30s", description="With after_delivery: the longest wait before answering 202."
+        )
         max_bytes: int = Field(20_000_000, ge=1, description="Largest body accepted (413 beyond).")
         senders: list[str] = Field(
             default_factory=list,
@@ -426,13 +486,17 @@ class FhirSource:
         async def post_base(request: Request) -> Response:
             return await handle(request, None)
 
-        @router.post(self.path + "/{resource_type}", summary=f"Receive one FHIR resource for channel {self.ctx.channel}")
+        @router.post(
+            self.path + "/{resource_type}", summary=f"Receive one FHIR resource for channel {self.ctx.channel}"
+        )
         async def post_type(request: Request, resource_type: str) -> Response:
             return await handle(request, resource_type)
 
         return router
 
-    async def handle(self, raw: bytes, resource_type: str | None, path: str = "") -> tuple[int, dict[str, Any], dict[str, str]]:
+    async def handle(
+        self, raw: bytes, resource_type: str | None, path: str = ""
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         """Validate, receive, and the HTTP answer: (status, OperationOutcome, headers)."""
         from hub.transforms.fhir.document import parse
         from hub.transforms.fhir.validate import check_basic, validate
@@ -445,9 +509,22 @@ class FhirSource:
             return 422, _oo("error", exc.code or "structure", str(exc), exc.location or None), {}
         rtype = doc.resource_type
         if resource_type is not None and rtype != resource_type:
-            return 422, _oo("error", "invalid", f"the body is a {rtype}, the URL names {resource_type}", "resourceType"), {}
+            return (
+                422,
+                _oo("error", "invalid", f"the body is a {rtype}, the URL names {resource_type}", "resourceType"),
+                {},
+            )
         if self.config.resource_types and rtype not in self.config.resource_types:
-            return 422, _oo("error", "not-supported", f"{rtype} is not accepted here (accepted: {', '.join(self.config.resource_types)})", "resourceType"), {}
+            return (
+                422,
+                _oo(
+                    "error",
+                    "not-supported",
+                    f"{rtype} is not accepted here (accepted: {', '.join(self.config.resource_types)})",
+                    "resourceType",
+                ),
+                {},
+            )
         level = self.config.validate_
         if level != "none":
             issues = validate(doc) if level == "strict" else check_basic(doc)
@@ -456,17 +533,29 @@ class FhirSource:
                 return 422, _oo("error", "invalid", "", issues=issues), {}
         try:
             receipt = await self._receive(raw, source_ref=path or self.path, meta={"resource_type": rtype})
-        except Exception as exc:  # noqa: BLE001 - the store or the engine failed: the peer must retry
+        except Exception as exc:
             log.error("channel %s: receiving failed: %s", self.ctx.channel, type(exc).__name__)
-            return 503, _oo("error", "transient", "the hub could not store the message; try again"), {"Retry-After": "10"}
+            return (
+                503,
+                _oo("error", "transient", "the hub could not store the message; try again"),
+                {"Retry-After": "10"},
+            )
         outcome = receipt.outcome
         if outcome is Outcome.ERROR:
-            return 503, _oo("error", "transient", "; ".join(receipt.reasons) or "the hub could not store the message"), {"Retry-After": "10"}
+            return (
+                503,
+                _oo("error", "transient", "; ".join(receipt.reasons) or "the hub could not store the message"),
+                {"Retry-After": "10"},
+            )
         if outcome is Outcome.REJECTED:
             bad = next(r for r in receipt.results if r.outcome is Outcome.REJECTED)
             return 422, _oo("error", bad.code or "invalid", bad.reason or "rejected", bad.location), {}
         ids = [r.message_id for r in receipt.results if r.message_id is not None]
-        text = f"accepted as message {', '.join(map(str, ids))}" if outcome is Outcome.ACCEPTED else "received; no route wanted it"
+        text = (
+            f"accepted as message {', '.join(map(str, ids))}"
+            if outcome is Outcome.ACCEPTED
+            else "received; no route wanted it"
+        )
         if self.config.ack == "after_delivery" and outcome is Outcome.ACCEPTED and self.ctx.engine is not None and ids:
             states = await self.ctx.engine.wait_delivered(ids, parse_duration(self.config.ack_timeout))
             flat = [s for st in states.values() for s in st]
@@ -489,9 +578,13 @@ class FhirPollSource:
         type: Literal["fhir_poll"] = "fhir_poll"
         format: Literal["fhir"] | None = Field("fhir", description="Always FHIR JSON.")
         base_url: str = Field(description="The server's FHIR base.")
-        search: str = Field(description="Resource type and search parameters.", examples=["Patient", "Observation?category=laboratory"])
+        search: str = Field(
+            description="Resource type and search parameters.", examples=["Patient", "Observation?category=laboratory"]
+        )
         schedule: str | int | float = Field("5m", description="How often to search: a duration or a cron string.")
-        since: str | None = Field(None, description="First _lastUpdated to read from when no cursor is stored (ISO date/time).")
+        since: str | None = Field(
+            None, description="First _lastUpdated to read from when no cursor is stored (ISO date/time)."
+        )
         page_size: int = Field(100, ge=1, le=1000, description="_count per page.")
         max_pages: int = Field(50, ge=1, description="Most pages read in one poll.")
         auth: Auth = Field(default_factory=NoAuth, description="none, bearer or smart, as for fhir_rest.")
@@ -529,14 +622,16 @@ class FhirPollSource:
     async def _poll_safely(self) -> None:
         try:
             await self.poll()
-        except Exception as exc:  # noqa: BLE001 - one failed poll must not end the schedule
+        except Exception as exc:
             log.warning("channel %s: FHIR poll failed: %s", self.ctx.channel, f"{type(exc).__name__}: {exc}"[:300])
 
     async def poll(self) -> int:
         """Run the search once; returns how many resources were taken."""
         assert self._receive is not None
         store = self.ctx.store
-        if store is not None and not await asyncio.to_thread(store.acquire_lease, self.cursor_name, max(60.0, self.timeout * 4)):
+        if store is not None and not await asyncio.to_thread(
+            store.acquire_lease, self.cursor_name, max(60.0, self.timeout * 4)
+        ):
             return 0
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self.timeout, transport=self.transport)
@@ -570,7 +665,9 @@ class FhirPollSource:
                 updated = m.get("lastUpdated")
                 key = f"fhir:{res.get('resourceType')}/{res.get('id')}/{m.get('versionId') or updated or ''}"
                 raw = json.dumps(res, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-                receipt = await self._receive(raw, source_ref=f"{res.get('resourceType')}/{res.get('id')}", dedup_key=key)
+                receipt = await self._receive(
+                    raw, source_ref=f"{res.get('resourceType')}/{res.get('id')}", dedup_key=key
+                )
                 if receipt.outcome is Outcome.ERROR:
                     stop = True
                     break
@@ -583,4 +680,3 @@ class FhirPollSource:
         if store is not None and newest and newest != cursor:
             await asyncio.to_thread(store.set_cursor, self.cursor_name, newest)
         return taken
-

@@ -23,20 +23,31 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
 import yaml
 
-from hub.transforms.fhir import r4
 from hub.errors import ConfigError, DeliveryError, PermanentDelivery, RetryableDelivery, retryable_http_status
+from hub.transforms.fhir import r4
 
-__all__ = ["MergeRules", "load_merge_rules", "merge_resource", "element_of", "plan", "BundleDelivery", "MERGE_HINT", "outcome_summary", "retry_after_seconds"]
+__all__ = [
+    "MergeRules",
+    "load_merge_rules",
+    "merge_resource",
+    "element_of",
+    "plan",
+    "BundleDelivery",
+    "MERGE_HINT",
+    "outcome_summary",
+    "retry_after_seconds",
+]
 
 MERGE_HINT = "urn:hub:fhir:merge"  # entry.request.extension: {url: MERGE_HINT, valueCode: merge | fill | replace}
 HOW = ("merge", "fill", "replace")
@@ -44,7 +55,9 @@ CONFLICT_TRIES = 3  # read-merge-write rounds for one chunk before the delivery 
 FHIR_JSON = "application/fhir+json"
 # what servers say when a transaction or batch holds more than they take (Medplum: "too many entries", "more update
 # operations than allowed"; HAPI: "exceeds the maximum"; proxies: 413 Request Entity Too Large)
-_TOO_BIG = re.compile(r"too many|too large|too costly|too-costly|exceed|maximum|more update operations|entity too large", re.I)
+_TOO_BIG = re.compile(
+    r"too many|too large|too costly|too-costly|exceed|maximum|more update operations|entity too large", re.I
+)
 
 # ---------------------------------------------------------------------------------------------- merge rules
 # Used when mappings/fhir/merge.yaml is absent; the shipped file says the same, with the reasons.
@@ -144,10 +157,12 @@ def _rules(data: Any, source: str) -> MergeRules:
         raise ConfigError(f"{source}: expected a mapping with lists:, how: and together:")
     unknown = set(data) - {"lists", "how", "together"}
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {', '.join(sorted(map(str, unknown)))} (expected lists, how, together)")
+        raise ConfigError(
+            f"{source}: unknown key(s) {', '.join(sorted(map(str, unknown)))} (expected lists, how, together)"
+        )
     for part in ("lists", "how", "together"):
         if not isinstance(data.get(part) or {}, dict):
-            raise ConfigError(f"{source}: {part}: must map resource types (or \"*\") to their rules")
+            raise ConfigError(f'{source}: {part}: must map resource types (or "*") to their rules')
     lists: dict[str, dict[str, tuple[KeyPath, ...]]] = {}
     for rtype, elements in (data.get("lists") or {}).items():
         if not isinstance(elements, dict):
@@ -168,7 +183,9 @@ def _rules(data: Any, source: str) -> MergeRules:
     together: dict[str, tuple[frozenset[str], ...]] = {}
     for rtype, groups in (data.get("together") or {}).items():
         if not isinstance(groups, list) or not all(isinstance(g, list) and len(g) > 1 for g in groups):
-            raise ConfigError(f"{source}: together.{rtype} must be a list of groups such as [status, cancelationReason]")
+            raise ConfigError(
+                f"{source}: together.{rtype} must be a list of groups such as [status, cancelationReason]"
+            )
         together[str(rtype)] = tuple(frozenset(str(x) for x in g) for g in groups)
     return MergeRules(lists, how, together, source)
 
@@ -581,7 +598,15 @@ class BundleDelivery:
     RetryableDelivery); this class decides what to send and judges the answers."""
 
     def __init__(
-        self, call: Call, base: str, bundle: dict[str, Any], *, mode: str, max_entries: int, update: str, rules: MergeRules
+        self,
+        call: Call,
+        base: str,
+        bundle: dict[str, Any],
+        *,
+        mode: str,
+        max_entries: int,
+        update: str,
+        rules: MergeRules,
     ) -> None:
         self.call = call
         self.base = base
@@ -603,7 +628,9 @@ class BundleDelivery:
         last = self.last
         head = f"HTTP {last.status_code} {last.reason_phrase}".rstrip() if last is not None else "nothing to send"
         n = len(self.entries)
-        lines = [f"{head} ({n} entries in {self._units(len(self.steps))}, {self.requests} HTTP request{'s' if self.requests != 1 else ''})"]
+        lines = [
+            f"{head} ({n} entries in {self._units(len(self.steps))}, {self.requests} HTTP request{'s' if self.requests != 1 else ''})"
+        ]
         lines += [f"entry {e.index}: {e.status} {e.shown or e.location or ''}".rstrip() for e in self.entries]
         return "\n".join(lines)
 
@@ -636,9 +663,13 @@ class BundleDelivery:
         if merging:
             # the chunk's conditional creates are looked up too, so that references to them compare as Type/id
             # with the references in the server's copy (a link or generalPractitioner is not added twice)
-            lookups = merging + [e for e, _ in step if e not in merging and e.request.get("ifNoneExist") and e.location is None and e.method == "POST"]
+            lookups = merging + [
+                e
+                for e, _ in step
+                if e not in merging and e.request.get("ifNoneExist") and e.location is None and e.method == "POST"
+            ]
             urls = [e.search for e in lookups]
-            for e, found in zip(lookups, await self._read(k, urls)):
+            for e, found in zip(lookups, await self._read(k, urls), strict=False):
                 if len(found) > 1 and e in merging:
                     what = f"identifier {e.identifier}" if e.identifier else "what its conditional update searches for"
                     raise PermanentDelivery(
@@ -658,7 +689,14 @@ class BundleDelivery:
             if e.resource is None:
                 out.append(_Sent((e, stub), {"request": dict(e.request)}))
                 continue
-            if not stub and e.index not in held and e.created is False and e.status and e.method == "POST" and e.request.get("ifNoneExist"):
+            if (
+                not stub
+                and e.index not in held
+                and e.created is False
+                and e.status
+                and e.method == "POST"
+                and e.request.get("ifNoneExist")
+            ):
                 continue  # its stub found the server's own copy: a conditional create does not touch it
             unresolved: list[str] = []
 
@@ -706,7 +744,11 @@ class BundleDelivery:
                     raise self._failed(k, f"reading {url.split('?')[0]} before writing", r.status_code, r.text, r)
                 out.append(_matches(_json(r)))
             return out
-        bundle = {"resourceType": "Bundle", "type": "batch", "entry": [{"request": {"method": "GET", "url": u}} for u in urls]}
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [{"request": {"method": "GET", "url": u}} for u in urls],
+        }
         r = await self._http("POST", self.base, bundle)
         if r.status_code >= 300:
             raise self._failed(k, "reading what the server holds", r.status_code, r.text, r)
@@ -716,7 +758,13 @@ class BundleDelivery:
             a = answers[i] if i < len(answers) and isinstance(answers[i], dict) else {}
             code = _code((a.get("response") or {}).get("status"))
             if not 200 <= code < 300:
-                raise self._failed(k, f"reading {url.split('?')[0]}", code, (a.get("response") or {}).get("outcome") or a.get("resource"), r)
+                raise self._failed(
+                    k,
+                    f"reading {url.split('?')[0]}",
+                    code,
+                    (a.get("response") or {}).get("outcome") or a.get("resource"),
+                    r,
+                )
             out.append(_matches(a.get("resource")))
         return out
 
@@ -753,13 +801,21 @@ class BundleDelivery:
             detail = "; ".join(f"{e.label} → HTTP {c or '?'}{': ' + o if o else ''}" for e, c, o in failed)
             written = len(sent) - len(failed) - len(conflicts)
             others = f"the other {written} of this batch were written; " if written else ""
-            raise self._error(worst, f"{self._where(k)}: {len(failed)} of {len(sent)} entries failed: {detail}; {others}{self._progress(k)}", r)
+            raise self._error(
+                worst,
+                f"{self._where(k)}: {len(failed)} of {len(sent)} entries failed: {detail}; {others}{self._progress(k)}",
+                r,
+            )
         return conflicts
 
     async def _one(self, k: int, s: _Sent) -> list[_Sent]:
         e, req = s.entry, s.body["request"]
         headers = {}
-        for field_, header in (("ifNoneExist", "If-None-Exist"), ("ifMatch", "If-Match"), ("ifNoneMatch", "If-None-Match")):
+        for field_, header in (
+            ("ifNoneExist", "If-None-Exist"),
+            ("ifMatch", "If-Match"),
+            ("ifNoneMatch", "If-None-Match"),
+        ):
             if req.get(field_):
                 headers[header] = str(req[field_])
         body = s.body.get("resource")
@@ -773,13 +829,21 @@ class BundleDelivery:
         return []
 
     # -- helpers
-    async def _http(self, method: str, url: str, body: dict[str, Any] | None, headers: dict[str, str] | None = None) -> httpx.Response:
-        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8") if body is not None else None
+    async def _http(
+        self, method: str, url: str, body: dict[str, Any] | None, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
+        content = (
+            json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8") if body is not None else None
+        )
         self.requests += 1
         try:
             r = await self.call(method, url, content, headers or {})
         except DeliveryError as exc:  # a timeout, a refused connection, a token endpoint down: same kind, with where
-            raise type(exc)(f"{self._where(self.k)}: {exc}; {self._progress(self.k)}", response=exc.response, retry_after=exc.retry_after) from exc
+            raise type(exc)(
+                f"{self._where(self.k)}: {exc}; {self._progress(self.k)}",
+                response=exc.response,
+                retry_after=exc.retry_after,
+            ) from exc
         self.last = r
         return r
 
@@ -821,7 +885,9 @@ class BundleDelivery:
             again = "every entry is conditional, so a replay updates what is there and creates nothing twice"
         return f"{written}; {again}"
 
-    def _failed(self, k: int, doing: str, code: int, body: Any, r: httpx.Response, entries: list[Entry] | None = None) -> Exception:
+    def _failed(
+        self, k: int, doing: str, code: int, body: Any, r: httpx.Response, entries: list[Entry] | None = None
+    ) -> Exception:
         why = outcome_summary(body)
         held = f"; it held {', '.join(e.label for e in entries)}" if entries else ""
         hint = ""
@@ -861,6 +927,10 @@ def _matches(body: Any) -> list[dict[str, Any]]:
     out = []
     for e in body.get("entry") or []:
         res = e.get("resource") if isinstance(e, dict) else None
-        if isinstance(res, dict) and (e.get("search") or {}).get("mode", "match") == "match" and res.get("resourceType") != "OperationOutcome":
+        if (
+            isinstance(res, dict)
+            and (e.get("search") or {}).get("mode", "match") == "match"
+            and res.get("resourceType") != "OperationOutcome"
+        ):
             out.append(res)
     return out

@@ -30,9 +30,10 @@ import re
 import string
 import time
 import uuid
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -57,7 +58,9 @@ class FileSource:
         type: Literal["file"] = "file"
         path: str = Field(description="Folder to poll (relative to home).", examples=["var/inbox/adt"])
         glob: str = Field("*", description="Which files to take.", examples=["*.hl7", "*.835"])
-        done: str | None = Field(None, description="Where taken files go (default: <path>/done). 'delete' removes them.")
+        done: str | None = Field(
+            None, description="Where taken files go (default: <path>/done). 'delete' removes them."
+        )
         error: str | None = Field(None, description="Where rejected files go (default: <path>/error).")
         schedule: str | int | float = Field("2s", description="How often to poll: a duration or a cron string.")
         settle: str | int | float = Field("1s", description="A file must be unmodified this long before it is read.")
@@ -70,7 +73,9 @@ class FileSource:
         self.config = config
         self.ctx = ctx
         self.folder = ctx.resolve(config.path)
-        self.done = None if config.done == "delete" else ctx.resolve(config.done) if config.done else self.folder / "done"
+        self.done = (
+            None if config.done == "delete" else ctx.resolve(config.done) if config.done else self.folder / "done"
+        )
         self.error = ctx.resolve(config.error) if config.error else self.folder / "error"
         self.settle = parse_duration(config.settle)
         self.poller: Poller | None = None
@@ -126,12 +131,17 @@ class FileSource:
                 # reasons beside it, and on with the rest of the folder
                 unit = "row" if self.config.split == "csv_row" else "message"
                 bad = [(i, r) for i, r in enumerate(receipt.results) if r.outcome in (Outcome.REJECTED, Outcome.ERROR)]
-                reasons = [f"{unit} {i + 1}: {'' if r.outcome is Outcome.REJECTED else f'kept as message {r.message_id} with status error: '}{r.reason}" for i, r in bad]
+                reasons = [
+                    f"{unit} {i + 1}: {'' if r.outcome is Outcome.REJECTED else f'kept as message {r.message_id} with status error: '}{r.reason}"
+                    for i, r in bad
+                ]
                 await asyncio.to_thread(self._move, path, self.error, "\n".join(reasons) + "\n")
                 kept = [str(r.message_id) for _, r in bad if r.outcome is Outcome.ERROR]
                 log.warning(
-                    "file %s %s and moved to %s", path.name,
-                    f"failed in a transform (kept as message {', '.join(kept)}: hub show)" if kept else "rejected", self.error,
+                    "file %s %s and moved to %s",
+                    path.name,
+                    f"failed in a transform (kept as message {', '.join(kept)}: hub show)" if kept else "rejected",
+                    self.error,
                 )
             else:
                 await asyncio.to_thread(self._move, path, self.done, None)
@@ -156,7 +166,7 @@ class FileSource:
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / path.name
         if target.exists():
-            target = folder / f"{path.stem}.{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}{path.suffix}"
+            target = folder / f"{path.stem}.{datetime.now(UTC):%Y%m%dT%H%M%S%f}{path.suffix}"
         if reason is not None:
             (folder / (target.name + ".error.txt")).write_text(reason, encoding="utf-8")
         os.replace(path, target)
@@ -196,13 +206,23 @@ def render_path(template: str, message: Message) -> str:
         }
     )
     fields["received_at"] = message.received_at
-    fields["now"] = datetime.now(timezone.utc)
+    fields["now"] = datetime.now(UTC)
     return string.Formatter().vformat(template, (), fields)
 
 
 TEMPLATE_FIELDS = (
-    "channel", "control_id", "delivery_id", "destination", "ext", "message_id", "message_type", "now", "patient_id",
-    "received_at", "source_name", "uuid",
+    "channel",
+    "control_id",
+    "delivery_id",
+    "destination",
+    "ext",
+    "message_id",
+    "message_type",
+    "now",
+    "patient_id",
+    "received_at",
+    "source_name",
+    "uuid",
 )  # what render_path fills; ``received_at`` and ``now`` are datetimes (``{now:%Y%m%d}``), the rest text
 
 
@@ -223,7 +243,9 @@ def check_path_template(template: str) -> str:
         if name == "" or name.isdigit():
             raise ValueError(f"path template field {{{field}}} has no name; known fields: {', '.join(TEMPLATE_FIELDS)}")
         if name not in TEMPLATE_FIELDS:
-            raise ValueError(f"unknown field {{{field}}} in the path template; known fields: {', '.join(TEMPLATE_FIELDS)}")
+            raise ValueError(
+                f"unknown field {{{field}}} in the path template; known fields: {', '.join(TEMPLATE_FIELDS)}"
+            )
     try:  # a format spec that does not fit the value ({control_id:d}) fails here, not at every delivery
         render_path(template, Message(b"", "raw", meta={"control_id": "C", "delivery_id": 1}, id=1, channel="c"))
     except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
@@ -277,7 +299,9 @@ class FileDestination:
             description="When the rendered name is already taken: unique (default) writes <stem>-2<ext>, -3 … and never "
             "replaces a file; overwrite replaces it atomically; error fails the delivery (dead) and keeps the file. A file already holding exactly the same bytes counts as this delivery's own (a retry makes no copy).",
         )
-        fsync: bool = Field(True, description="Flush to disk before the rename (the delivery is durable when marked sent).")
+        fsync: bool = Field(
+            True, description="Flush to disk before the rename (the delivery is durable when marked sent)."
+        )
 
         @field_validator("path")
         @classmethod
@@ -299,23 +323,27 @@ class FileDestination:
             raise result
         return result
 
-    async def send_many(self, messages: list[Message]) -> list[str | None | BaseException]:
+    async def send_many(self, messages: list[Message]) -> list[str | BaseException | None]:
         """Write the files in order (stopping at the first failure), then fsync each folder once for all of them."""
         targets = [self.ctx.resolve(render_path(self.config.path, m)) for m in messages]
         return await asyncio.to_thread(self._write_all, targets, [m.raw for m in messages])
 
-    def _write_all(self, targets: list[Path], payloads: list[bytes]) -> list[str | None | BaseException]:
-        out: list[str | None | BaseException] = []
+    def _write_all(self, targets: list[Path], payloads: list[bytes]) -> list[str | BaseException | None]:
+        out: list[str | BaseException | None] = []
         folders: dict[Path, list[int]] = {}
         self.clean(self._static)
-        for target, data in zip(targets, payloads):
+        for target, data in zip(targets, payloads, strict=False):
             try:
                 written, fresh = self._write(target, data)
-            except Exception as exc:  # noqa: BLE001 - the worker classifies it (retry or dead)
+            except Exception as exc:
                 out.append(exc)
                 break
             folders.setdefault(written.parent, []).append(len(out))
-            out.append(f"wrote {written} ({len(data)} bytes)" if fresh else f"{written} already holds these {len(data)} bytes (written before)")
+            out.append(
+                f"wrote {written} ({len(data)} bytes)"
+                if fresh
+                else f"{written} already holds these {len(data)} bytes (written before)"
+            )
         if self.config.fsync:
             # The renames are durable once their folder is flushed: one fsync per folder for the whole batch.
             for folder, indexes in folders.items():
@@ -354,7 +382,12 @@ class FileDestination:
             except FileNotFoundError:
                 continue
         if removed:
-            log.info("file destination %s: removed %d temporary file(s) left in %s by an earlier run", self.ctx.channel, removed, folder)
+            log.info(
+                "file destination %s: removed %d temporary file(s) left in %s by an earlier run",
+                self.ctx.channel,
+                removed,
+                folder,
+            )
         return removed
 
     def _write(self, target: Path, data: bytes) -> tuple[Path, bool]:
@@ -405,7 +438,11 @@ class FileDestination:
                 if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EXDEV):
                     raise
                 self._links = False  # a file system without hard links (FAT, some network mounts)
-                log.info("file destination %s: %s has no hard links; reserving names with O_EXCL", self.ctx.channel, target.parent)
+                log.info(
+                    "file destination %s: %s has no hard links; reserving names with O_EXCL",
+                    self.ctx.channel,
+                    target.parent,
+                )
         # reserve the name (O_EXCL fails when it exists), then replace the empty placeholder with the content
         os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         os.replace(tmp, target)

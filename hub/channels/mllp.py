@@ -109,7 +109,9 @@ class MllpTls(Strict):
     client_cert: Literal["none", "optional", "required"] = Field(
         "none", description="Listener: ask peers for a certificate signed by `ca` (required = mutual TLS)."
     )
-    verify: bool = Field(True, description="Sender: verify the server's certificate and name (turn off only for tests).")
+    verify: bool = Field(
+        True, description="Sender: verify the server's certificate and name (turn off only for tests)."
+    )
     server_name: str | None = Field(
         None, description="Sender: the name the server's certificate must carry (default: the host of `address`)."
     )
@@ -184,7 +186,7 @@ class Framer:
     A frame may end with FS alone (no CR), as some senders do.
     """
 
-    __slots__ = ("max_bytes", "buf", "in_frame", "oversized", "started")
+    __slots__ = ("buf", "in_frame", "max_bytes", "oversized", "started")
 
     def __init__(self, max_bytes: int = 10 * 1024 * 1024) -> None:
         self.max_bytes = max_bytes
@@ -337,7 +339,17 @@ class _Counts(collections.Counter):  # type: ignore[type-arg]
     """The listener's counts; the problem ones also feed ``hub_mllp_problems_total{channel, reason}``."""
 
     PROBLEMS = frozenset(
-        {"refused", "tls_failed", "garbage", "too_large", "unterminated", "unparseable", "unanswerable", "connection_errors", "internal_errors"}
+        {
+            "refused",
+            "tls_failed",
+            "garbage",
+            "too_large",
+            "unterminated",
+            "unparseable",
+            "unanswerable",
+            "connection_errors",
+            "internal_errors",
+        }
     )
 
     def __init__(self, channel: str) -> None:
@@ -357,32 +369,46 @@ class MllpSource:
 
         type: Literal["mllp"] = "mllp"
         format: Literal["hl7v2", "fhir", "x12", "csv", "raw"] | None = Field(
-            "hl7v2", description="Content type of the frames (MLLP carries HL7 v2; anything unreadable is answered with AR)."
+            "hl7v2",
+            description="Content type of the frames (MLLP carries HL7 v2; anything unreadable is answered with AR).",
         )
-        listen: str = Field(description="host:port to listen on (127.0.0.1 = this machine only; 0.0.0.0 = every interface).",
-                            examples=["127.0.0.1:2575", "0.0.0.0:2575"])
+        listen: str = Field(
+            description="host:port to listen on (127.0.0.1 = this machine only; 0.0.0.0 = every interface).",
+            examples=["127.0.0.1:2575", "0.0.0.0:2575"],
+        )
         ack: Literal["after_store", "after_delivery"] = Field(
             "after_store",
             description="When to answer: after_store = as soon as the message is committed (the peer may send the next); "
             "after_delivery = once every destination has it (AA), or AE when one gave up or ack_timeout passed.",
         )
-        ack_timeout: str | int | float = Field("30s", description="ack: after_delivery — longest wait before answering AE.")
+        ack_timeout: str | int | float = Field(
+            "30s", description="ack: after_delivery — longest wait before answering AE."
+        )
         max_message_bytes: int = Field(
-            10 * 1024 * 1024, ge=64, description="Largest frame taken; a longer one is discarded as it arrives and answered AR."
+            10 * 1024 * 1024,
+            ge=64,
+            description="Largest frame taken; a longer one is discarded as it arrives and answered AR.",
         )
         idle_timeout: str | int | float | None = Field(
-            "1h", description="Close a connection that sends nothing for this long (null: never).", examples=["15m", None]
+            "1h",
+            description="Close a connection that sends nothing for this long (null: never).",
+            examples=["15m", None],
         )
         frame_timeout: str | int | float = Field(
-            "60s", description="A frame must end (FS CR) this long after it began; else AR (when possible) and the connection closes."
+            "60s",
+            description="A frame must end (FS CR) this long after it began; else AR (when possible) and the connection closes.",
         )
-        max_connections: int = Field(1000, ge=1, description="Connections open at once; more are refused (closed at once).")
+        max_connections: int = Field(
+            1000, ge=1, description="Connections open at once; more are refused (closed at once)."
+        )
         allow: list[str] = Field(
             default_factory=list,
             description="Peer addresses or networks allowed to connect (empty: anyone who can reach the port).",
             examples=[["10.20.0.15", "10.30.0.0/24"]],
         )
-        tls: MllpTls | None = Field(None, description="Serve MLLP over TLS (cert + key); mutual TLS with client_cert: required.")
+        tls: MllpTls | None = Field(
+            None, description="Serve MLLP over TLS (cert + key); mutual TLS with client_cert: required."
+        )
         dedup_window: str | int | float | None = Field(
             None,
             description="Suppress duplicates: a message whose sending app, facility and MSH-10 were already taken within "
@@ -406,7 +432,9 @@ class MllpSource:
                 try:
                     ipaddress.ip_network(a, strict=False)
                 except ValueError:
-                    raise ValueError(f"allow: {a!r} is not an IP address or network (e.g. 10.0.0.5, 10.0.0.0/24)") from None
+                    raise ValueError(
+                        f"allow: {a!r} is not an IP address or network (e.g. 10.0.0.5, 10.0.0.0/24)"
+                    ) from None
             return v
 
     def __init__(self, config: Config, ctx: Context) -> None:
@@ -438,7 +466,7 @@ class MllpSource:
             from hub import metrics
 
             self._gauge = metrics.MLLP_CONNECTIONS.labels(self.ctx.channel, "source")
-        except Exception:  # noqa: BLE001 - metrics are optional for a connector
+        except Exception:
             self._gauge = None
         try:
             # TLS is started per connection in _serve (after the allow list), so failed handshakes are seen and counted.
@@ -450,7 +478,13 @@ class MllpSource:
             raise OSError(f"cannot listen on {self.host}:{self.port}: {why}") from None
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
-        log.info("channel %s: MLLP listening on %s:%d%s", self.ctx.channel, self.host, self.port, " (TLS)" if self._tls else "")
+        log.info(
+            "channel %s: MLLP listening on %s:%d%s",
+            self.ctx.channel,
+            self.host,
+            self.port,
+            " (TLS)" if self._tls else "",
+        )
 
     async def stop(self) -> None:
         """Stop listening, let messages in progress be answered (up to 5 s), close every connection. Idempotent."""
@@ -464,7 +498,7 @@ class MllpSource:
                 p.task.cancel()
         tasks = [p.task for p in peers if p.task is not None]
         if tasks:
-            done, pending = await asyncio.wait(tasks, timeout=5)
+            _done, pending = await asyncio.wait(tasks, timeout=5)
             for t in pending:
                 t.cancel()
             if pending:
@@ -495,7 +529,13 @@ class MllpSource:
         address = f"{ip}:{port}"
         channel = self.ctx.channel
         if self._stopping or not self._allowed(ip) or len(self._peers) >= self.config.max_connections:
-            why = "stopping" if self._stopping else "not on the allow list" if not self._allowed(ip) else "too many connections"
+            why = (
+                "stopping"
+                if self._stopping
+                else "not on the allow list"
+                if not self._allowed(ip)
+                else "too many connections"
+            )
             self.counts["refused"] += 1
             log.warning("channel %s: MLLP connection from %s refused (%s)", channel, address, why)
             writer.close()
@@ -518,7 +558,9 @@ class MllpSource:
                 except (ssl.SSLError, ConnectionError, OSError, TimeoutError) as exc:
                     self.counts["tls_failed"] += 1
                     reason = getattr(exc, "reason", None) or type(exc).__name__
-                    log.warning("channel %s: TLS handshake with %s failed (%s); connection closed", channel, address, reason)
+                    log.warning(
+                        "channel %s: TLS handshake with %s failed (%s); connection closed", channel, address, reason
+                    )
                     why = "TLS handshake failed"
                     return
             while not self._stopping:
@@ -536,9 +578,14 @@ class MllpSource:
                         self.counts["unterminated"] += 1
                         log.warning(
                             "channel %s: MLLP frame from %s not ended within %gs (%d bytes); answering AR if possible and closing",
-                            channel, address, self.frame_timeout, framer.pending,
+                            channel,
+                            address,
+                            self.frame_timeout,
+                            framer.pending,
                         )
-                        ack = self._ack_broken(framer.head(), f"the MLLP frame did not end within {self.frame_timeout:g}s")
+                        ack = self._ack_broken(
+                            framer.head(), f"the MLLP frame did not end within {self.frame_timeout:g}s"
+                        )
                         if ack is not None:
                             writer.write(frame(ack))
                         why = "unterminated frame"
@@ -549,8 +596,12 @@ class MllpSource:
                 if not data:
                     if framer.in_frame:
                         self.counts["unterminated"] += 1
-                        log.warning("channel %s: MLLP peer %s closed the connection in the middle of a frame (%d bytes)",
-                                    channel, address, framer.pending)
+                        log.warning(
+                            "channel %s: MLLP peer %s closed the connection in the middle of a frame (%d bytes)",
+                            channel,
+                            address,
+                            framer.pending,
+                        )
                     break
                 close = False
                 for kind, value in framer.feed(data):
@@ -571,22 +622,39 @@ class MllpSource:
                         self.counts["garbage"] += 1
                         garbage += value
                         if peer.frames == 0 or garbage > _HEAD:
-                            log.warning("channel %s: %d bytes outside MLLP frames from %s; closing (not MLLP)", channel, value, address)
+                            log.warning(
+                                "channel %s: %d bytes outside MLLP frames from %s; closing (not MLLP)",
+                                channel,
+                                value,
+                                address,
+                            )
                             why, close = "bytes outside frames", True
                             break
-                        log.warning("channel %s: %d bytes outside MLLP frames from %s discarded", channel, value, address)
+                        log.warning(
+                            "channel %s: %d bytes outside MLLP frames from %s discarded", channel, value, address
+                        )
                     elif kind == "too_large":
                         self.counts["too_large"] += 1
-                        log.warning("channel %s: MLLP frame from %s larger than max_message_bytes (%d) discarded",
-                                    channel, address, self.config.max_message_bytes)
-                        ack = self._ack_broken(value, f"the message is larger than {self.config.max_message_bytes} bytes")
+                        log.warning(
+                            "channel %s: MLLP frame from %s larger than max_message_bytes (%d) discarded",
+                            channel,
+                            address,
+                            self.config.max_message_bytes,
+                        )
+                        ack = self._ack_broken(
+                            value, f"the message is larger than {self.config.max_message_bytes} bytes"
+                        )
                         if ack is None:
                             why, close = "frame too large", True
                             break
                         writer.write(frame(ack))
                     elif kind == "unterminated":
                         self.counts["unterminated"] += 1
-                        log.warning("channel %s: MLLP frame from %s abandoned (a new frame began before its end)", channel, address)
+                        log.warning(
+                            "channel %s: MLLP frame from %s abandoned (a new frame began before its end)",
+                            channel,
+                            address,
+                        )
                         ack = self._ack_broken(value, "the MLLP frame was not ended before the next one began")
                         if ack is not None:
                             writer.write(frame(ack))
@@ -600,7 +668,7 @@ class MllpSource:
         except (ConnectionError, ssl.SSLError, OSError) as exc:
             self.counts["connection_errors"] += 1
             why = f"{type(exc).__name__}"
-        except Exception:  # noqa: BLE001 - one connection's bug must not take the listener down
+        except Exception:
             self.counts["internal_errors"] += 1
             log.exception("channel %s: MLLP connection from %s failed", channel, address)
             why = "internal error"
@@ -610,9 +678,11 @@ class MllpSource:
                 self._gauge.dec()
             try:
                 writer.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
-            log.debug("channel %s: MLLP connection from %s closed (%s) after %d frame(s)", channel, address, why, peer.frames)
+            log.debug(
+                "channel %s: MLLP connection from %s closed (%s) after %d frame(s)", channel, address, why, peer.frames
+            )
 
     # ------------------------------------------------------------------ one frame
     async def _handle(self, raw: bytes, address: str) -> tuple[bytes | None, bool]:
@@ -627,7 +697,12 @@ class MllpSource:
                 known = await self._duplicate(dkey)
                 if known is not None:
                     self.counts["duplicates"] += 1
-                    log.info("channel %s: duplicate message from %s answered %s without storing it", self.ctx.channel, address, known[0])
+                    log.info(
+                        "channel %s: duplicate message from %s answered %s without storing it",
+                        self.ctx.channel,
+                        address,
+                        known[0],
+                    )
                     return self._ack_duplicate(raw, known)
                 seen = self._remember(dkey)
                 store_key = f"mllp:{dkey}:{int(time.time() // self.dedup_window)}"
@@ -685,7 +760,10 @@ class MllpSource:
             return None, True
         if cannot and not acks:
             self.counts["unanswerable"] += 1
-            log.warning("channel %s: a frame with no readable MSH was stored as rejected; closing the connection", self.ctx.channel)
+            log.warning(
+                "channel %s: a frame with no readable MSH was stored as rejected; closing the connection",
+                self.ctx.channel,
+            )
             return None, True
         if not acks:
             return None, False  # MSH-15 asked for no acknowledgement
@@ -701,14 +779,16 @@ class MllpSource:
             content = r.message.raw if r.message is not None else raw
             if r.outcome in (Outcome.ACCEPTED, Outcome.FILTERED):
                 try:
-                                msg = parse(content)  # a channel with format: raw still answers in HL7
+                    msg = parse(content)  # a channel with format: raw still answers in HL7
                 except Hl7ParseError:
                     msg = recover_msh(content)  # accepted as raw although not HL7: answer from what MSH there is
                     if msg is None:
                         return None, True
             else:
                 self.counts["unparseable"] += 1
-                ack = self._ack_broken(content, r.reason or "the message cannot be read", r.code or "100", r.location or "")
+                ack = self._ack_broken(
+                    content, r.reason or "the message cannot be read", r.code or "100", r.location or ""
+                )
                 return ack, True
         code = ack_code(r.outcome, msg)
         if not accept_ack_wanted(msg, code):
@@ -721,10 +801,12 @@ class MllpSource:
         """AR/CR for input that could not be taken, when its MSH can be recovered; else None."""
         try:
             return ack_for_unparseable(raw, Hl7ParseError(reason, code=code, location=location))
-        except Exception:  # noqa: BLE001 - a broken frame must never break the connection handler
+        except Exception:
             return None
 
-    def _ack_duplicate(self, raw: bytes, known: tuple[str, str | None, str | None, str | None]) -> tuple[bytes | None, bool]:
+    def _ack_duplicate(
+        self, raw: bytes, known: tuple[str, str | None, str | None, str | None]
+    ) -> tuple[bytes | None, bool]:
         outcome, reason, code, location = known
         try:
             msg = parse(raw)
@@ -732,7 +814,9 @@ class MllpSource:
             ack = self._ack_broken(raw, reason or "the message cannot be read", code or "100", location or "")
             return ack, ack is None
         m = Message(raw=raw, content_type="hl7v2", parsed=msg)
-        ack, wanted = self._ack_for(Result(Outcome(outcome), reason=reason, code=code, location=location, message=m), raw)
+        ack, wanted = self._ack_for(
+            Result(Outcome(outcome), reason=reason, code=code, location=location, message=m), raw
+        )
         return ack, ack is None and wanted
 
     # ------------------------------------------------------------------ duplicate suppression
@@ -848,7 +932,7 @@ class MllpConnection:
             self.closed = True
             try:
                 self.writer.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
 
@@ -877,7 +961,9 @@ async def send_messages(
     the payloads not sent get an error each."""
     results = [SendResult(p) for p in payloads]
     try:
-        conn = await MllpConnection.open(host, port, timeout=connect_timeout, ssl_context=ssl_context, server_hostname=server_hostname)
+        conn = await MllpConnection.open(
+            host, port, timeout=connect_timeout, ssl_context=ssl_context, server_hostname=server_hostname
+        )
     except (OSError, TimeoutError, ssl.SSLError) as exc:
         for r in results:
             r.error = f"cannot connect to {host}:{port}: {exc}"
@@ -905,26 +991,46 @@ class MllpDestination:
         """Send HL7 v2 over MLLP and wait for each ACK: ``{type: mllp, address: 127.0.0.1:2600}``."""
 
         type: Literal["mllp"] = "mllp"
-        address: str = Field(description="host:port of the receiving system.", examples=["10.20.0.15:2600", "lab.example:6661"])
-        connect_timeout: str | int | float = Field("10s", description="Longest wait to open a connection (and TLS handshake).")
-        ack_timeout: str | int | float = Field("30s", description="Longest wait for the ACK of a message; then on_timeout applies.")
-        on_ae: Literal["retry", "dead"] = Field("retry", description="AE/CE (the receiver had an error): try again later, or dead.")
-        on_ar: Literal["dead", "retry"] = Field("dead", description="AR/CR (the receiver rejected it): dead (a person looks), or retry.")
-        on_timeout: Literal["retry", "dead"] = Field("retry", description="No ACK within ack_timeout: retry (the default), or dead.")
-        check_control_id: bool = Field(True, description="The ACK's MSA-2 must be the control id just sent (else retry on a new connection).")
-        connections: int = Field(1, ge=1, le=64, description="Connections kept open to the peer (more only help with queue.order_by).")
+        address: str = Field(
+            description="host:port of the receiving system.", examples=["10.20.0.15:2600", "lab.example:6661"]
+        )
+        connect_timeout: str | int | float = Field(
+            "10s", description="Longest wait to open a connection (and TLS handshake)."
+        )
+        ack_timeout: str | int | float = Field(
+            "30s", description="Longest wait for the ACK of a message; then on_timeout applies."
+        )
+        on_ae: Literal["retry", "dead"] = Field(
+            "retry", description="AE/CE (the receiver had an error): try again later, or dead."
+        )
+        on_ar: Literal["dead", "retry"] = Field(
+            "dead", description="AR/CR (the receiver rejected it): dead (a person looks), or retry."
+        )
+        on_timeout: Literal["retry", "dead"] = Field(
+            "retry", description="No ACK within ack_timeout: retry (the default), or dead."
+        )
+        check_control_id: bool = Field(
+            True, description="The ACK's MSA-2 must be the control id just sent (else retry on a new connection)."
+        )
+        connections: int = Field(
+            1, ge=1, le=64, description="Connections kept open to the peer (more only help with queue.order_by)."
+        )
         idle_close: str | int | float | None = Field(
-            "5m", description="Close a pooled connection unused this long (firewalls drop idle ones silently); null: keep."
+            "5m",
+            description="Close a pooled connection unused this long (firewalls drop idle ones silently); null: keep.",
         )
         reconnect: BackoffSpec = Field(
             default_factory=lambda: BackoffSpec(initial="500ms", max="30s"),
             description="After a failed connect, wait this long before the next (growing to max).",
         )
         segment_separator: Literal["cr", "keep"] = Field(
-            "cr", description="cr: send segments ended by CR as HL7 requires (LF/CRLF from files are converted); keep: as stored."
+            "cr",
+            description="cr: send segments ended by CR as HL7 requires (LF/CRLF from files are converted); keep: as stored.",
         )
         max_ack_bytes: int = Field(1024 * 1024, ge=64, description="Largest answer read.")
-        tls: MllpTls | None = Field(None, description="Connect with TLS (ca to check the server; cert + key for mutual TLS).")
+        tls: MllpTls | None = Field(
+            None, description="Connect with TLS (ca to check the server; cert + key for mutual TLS)."
+        )
 
         _v_durations = field_validator("connect_timeout", "ack_timeout")(lambda cls, v: (parse_duration(v), v)[1])
         _v_idle = field_validator("idle_close")(lambda cls, v: _duration(v))
@@ -932,7 +1038,7 @@ class MllpDestination:
         @field_validator("address")
         @classmethod
         def _address(cls, v: str) -> str:
-            host, sep, port = str(v).rpartition(":")
+            host, sep, _port = str(v).rpartition(":")
             if not sep or not host:
                 raise ValueError(f"{v!r} is not host:port")
             parse_listen(v)
@@ -962,8 +1068,10 @@ class MllpDestination:
             try:
                 from hub import metrics
 
-                self._gauge = metrics.MLLP_CONNECTIONS.labels(self.ctx.channel, str(message.meta.get("destination") or "mllp"))
-            except Exception:  # noqa: BLE001
+                self._gauge = metrics.MLLP_CONNECTIONS.labels(
+                    self.ctx.channel, str(message.meta.get("destination") or "mllp")
+                )
+            except Exception:
                 self._gauge = False
         return self._gauge or None
 
@@ -971,18 +1079,30 @@ class MllpDestination:
         now = time.monotonic()
         if now < self._next_connect:
             wait = self._next_connect - now
-            raise RetryableDelivery(f"{self.config.address}: reconnecting in {wait:.1f}s (the last attempt failed)", retry_after=wait)
+            raise RetryableDelivery(
+                f"{self.config.address}: reconnecting in {wait:.1f}s (the last attempt failed)", retry_after=wait
+            )
         if self.config.tls is not None and self._ssl is None:
             self._ssl = client_context(self.config.tls, self.ctx)
         try:
             conn = await MllpConnection.open(
-                self.host, self.port, timeout=self.connect_timeout, ssl_context=self._ssl,
-                server_hostname=(self.config.tls.server_name if self.config.tls else None), max_bytes=self.config.max_ack_bytes,
+                self.host,
+                self.port,
+                timeout=self.connect_timeout,
+                ssl_context=self._ssl,
+                server_hostname=(self.config.tls.server_name if self.config.tls else None),
+                max_bytes=self.config.max_ack_bytes,
             )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
-            self._delay = min(self._max, self._delay * self.config.reconnect.multiplier if self._delay else self._initial)
+            self._delay = min(
+                self._max, self._delay * self.config.reconnect.multiplier if self._delay else self._initial
+            )
             self._next_connect = time.monotonic() + self._delay
-            what = "timed out" if isinstance(exc, TimeoutError) else (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)
+            what = (
+                "timed out"
+                if isinstance(exc, TimeoutError)
+                else (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)
+            )
             raise RetryableDelivery(f"cannot connect to {self.config.address}: {what}") from exc
         self._delay = 0.0
         self._next_connect = 0.0
@@ -1042,7 +1162,11 @@ class MllpDestination:
                 except (OSError, EOFError, ssl.SSLError) as exc:
                     self._drop(conn, gauge)
                     if reused and attempt == 1:
-                        log.info("channel %s: pooled MLLP connection to %s was closed; sending on a new one", self.ctx.channel, self.config.address)
+                        log.info(
+                            "channel %s: pooled MLLP connection to %s was closed; sending on a new one",
+                            self.ctx.channel,
+                            self.config.address,
+                        )
                         continue
                     raise RetryableDelivery(f"{self.config.address}: {exc or type(exc).__name__}") from exc
                 break
@@ -1063,20 +1187,27 @@ class MllpDestination:
         except (Hl7ParseError, LookupError):
             text = answer.decode("utf-8", "replace")
             self._drop(conn, gauge)
-            raise RetryableDelivery(f"{self.config.address} answered something that is not an HL7 ACK", response=text[:4000]) from None
+            raise RetryableDelivery(
+                f"{self.config.address} answered something that is not an HL7 ACK", response=text[:4000]
+            ) from None
         code = (ack.get("MSA-1") or "").upper()
         acked = ack.get("MSA-2")
         if self.config.check_control_id and control_id is not None and acked != control_id:
             self._drop(conn, gauge)
             raise RetryableDelivery(
-                f"{self.config.address} acknowledged control id {acked!r}, not {control_id!r}; reconnecting", response=text
+                f"{self.config.address} acknowledged control id {acked!r}, not {control_id!r}; reconnecting",
+                response=text,
             )
         self._release(conn, gauge)
         if code in ("AA", "CA"):
             return text
         detail = ack.get("ERR-8") or ack.get("MSA-3") or ack.get("ERR-3.2") or ack.get("ERR-1.4.2") or ""
         err = ack.get("ERR-3.1") or ack.get("ERR-1.4.1") or ""
-        why = f"{self.config.address} answered {code or 'no MSA-1'}" + (f" (error {err})" if err else "") + (f": {detail}" if detail else "")
+        why = (
+            f"{self.config.address} answered {code or 'no MSA-1'}"
+            + (f" (error {err})" if err else "")
+            + (f": {detail}" if detail else "")
+        )
         if code in ("AE", "CE"):
             policy = self.config.on_ae
         elif code in ("AR", "CR"):

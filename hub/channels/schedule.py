@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
@@ -35,14 +35,23 @@ def check_schedule(value: str | int | float) -> str | int | float:
     try:
         make_trigger(value)
     except ValueError as exc:
-        raise ValueError(f"schedule {value!r}: {exc} (use a duration like 30s or cron like '*/15 8-18 * * 1-5')") from None
+        raise ValueError(
+            f"schedule {value!r}: {exc} (use a duration like 30s or cron like '*/15 8-18 * * 1-5')"
+        ) from None
     return value
 
 
 class Poller:
     """Calls ``job`` at each fire time of ``schedule`` (at once first, for intervals) until stopped."""
 
-    def __init__(self, schedule: str | int | float, job: Callable[[], Awaitable[None]], name: str, *, run_first: bool | None = None) -> None:
+    def __init__(
+        self,
+        schedule: str | int | float,
+        job: Callable[[], Awaitable[None]],
+        name: str,
+        *,
+        run_first: bool | None = None,
+    ) -> None:
         self.trigger = make_trigger(schedule)
         self.job = job
         self.name = name
@@ -63,7 +72,7 @@ class Poller:
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, timeout=30)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 self._task.cancel()
             self._task = None
 
@@ -72,13 +81,13 @@ class Poller:
         if self.run_first:
             await self._run()
         while not self._stop.is_set():
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             nxt = self.trigger.get_next_fire_time(previous, now)
             previous = nxt
             delay = max(0.0, (nxt - now).total_seconds()) if nxt else 3600.0
             kick = asyncio.ensure_future(self._kick.wait())
             stop = asyncio.ensure_future(self._stop.wait())
-            done, pending = await asyncio.wait({kick, stop}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+            _done, pending = await asyncio.wait({kick, stop}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
             for f in pending:
                 f.cancel()
             self._kick.clear()
@@ -89,7 +98,5 @@ class Poller:
     async def _run(self) -> None:
         try:
             await self.job()
-        except Exception:  # noqa: BLE001 - a failed poll is logged; the next one tries again
+        except Exception:
             log.exception("scheduled job %s failed", self.name)
-
-

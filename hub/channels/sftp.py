@@ -63,11 +63,12 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Iterator, Literal
+from typing import IO, Any, Literal
 
 import paramiko
 import yaml
@@ -125,9 +126,13 @@ class SftpConnectionConfig(Strict):
         examples=["${CH_SFTP_PASSWORD}"],
     )
     key_file: str | None = Field(
-        None, description="Private key file (OpenSSH or PEM; ed25519, ECDSA or RSA), relative to home.", examples=["var/keys/ch_ed25519"]
+        None,
+        description="Private key file (OpenSSH or PEM; ed25519, ECDSA or RSA), relative to home.",
+        examples=["var/keys/ch_ed25519"],
     )
-    key_passphrase: str | None = Field(None, description="Passphrase of key_file, from the environment only.", examples=["${CH_SFTP_KEY_PASSPHRASE}"])
+    key_passphrase: str | None = Field(
+        None, description="Passphrase of key_file, from the environment only.", examples=["${CH_SFTP_KEY_PASSPHRASE}"]
+    )
     known_hosts: str | None = Field(
         None,
         description="OpenSSH known_hosts file holding the server's key (relative to home). Use [host]:port "
@@ -140,8 +145,12 @@ class SftpConnectionConfig(Strict):
         examples=["SHA256:vhi9W/8WvFKQwSQ4ZMqmlUsRAdQu8egvkEtf1Da3ITk"],
     )
     connect_timeout: str | int | float = Field("10s", description="Longest wait to connect, exchange keys and log in.")
-    timeout: str | int | float = Field("30s", description="Longest wait for any one answer of the server (read timeout).")
-    keepalive: str | int | float = Field("30s", description="Send an SSH keepalive after this long without traffic (0: never).")
+    timeout: str | int | float = Field(
+        "30s", description="Longest wait for any one answer of the server (read timeout)."
+    )
+    keepalive: str | int | float = Field(
+        "30s", description="Send an SSH keepalive after this long without traffic (0: never)."
+    )
 
     @field_validator("connect_timeout", "timeout", "keepalive")
     @classmethod
@@ -180,7 +189,9 @@ class _Settings:
 def _settings(config: SftpConnectionConfig, ctx: Context, kind: str) -> _Settings:
     """Check the connection settings (no I/O beyond reading the channel file) and resolve paths."""
     if not config.password and not config.key_file:
-        raise ConfigError(f"sftp {kind}: give key_file or password (from the environment: password: ${{SFTP_PASSWORD}})")
+        raise ConfigError(
+            f"sftp {kind}: give key_file or password (from the environment: password: ${{SFTP_PASSWORD}})"
+        )
     if not config.known_hosts and not config.host_key_fingerprint:
         raise ConfigError(
             f"sftp {kind}: the server's host key must be verified: set known_hosts (a file) or host_key_fingerprint "
@@ -221,14 +232,21 @@ def _literal_secrets(config: SftpConnectionConfig, ctx: Context) -> list[str]:
         return []
     if not isinstance(raw, dict):
         return []
-    places = [raw.get("source")] + list((raw.get("destinations") or {}).values() if isinstance(raw.get("destinations"), dict) else [])
+    places = [raw.get("source")] + list(
+        (raw.get("destinations") or {}).values() if isinstance(raw.get("destinations"), dict) else []
+    )
     found: list[str] = []
     for place in places:
         if not isinstance(place, dict) or place.get("type") != "sftp":
             continue
         for key in ("password", "key_passphrase"):
             value = place.get(key)
-            if isinstance(value, (str, int)) and str(value) and "${" not in str(value) and str(value) == getattr(config, key):
+            if (
+                isinstance(value, (str, int))
+                and str(value)
+                and "${" not in str(value)
+                and str(value) == getattr(config, key)
+            ):
                 if key not in found:
                     found.append(key)
     return found
@@ -283,7 +301,9 @@ def _verify_host_key(s: _Settings, key: paramiko.PKey, known: list[paramiko.PKey
             "(it changed: a reinstalled server, or someone in between)"
         )
     where = " or ".join(w for w, on in (("known_hosts", s.known_hosts), ("host_key_fingerprint", s.fingerprints)) if on)
-    raise HostKeyRefused(f"host key of {s.label} ({key.get_name()} {fp}) is unknown ({where} has no entry for it) — refused")
+    raise HostKeyRefused(
+        f"host key of {s.label} ({key.get_name()} {fp}) is unknown ({where} has no entry for it) — refused"
+    )
 
 
 def _load_key(s: _Settings) -> paramiko.PKey:
@@ -295,7 +315,9 @@ def _load_key(s: _Settings) -> paramiko.PKey:
     except (paramiko.SSHException, ValueError, TypeError) as exc:
         if not s.passphrase and (isinstance(exc, paramiko.PasswordRequiredException) or "password" in str(exc).lower()):
             raise SftpError(f"key_file {s.key_file} is encrypted: set key_passphrase (from the environment)") from None
-        raise SftpError(f"key_file {s.key_file} cannot be loaded (wrong passphrase or unsupported key): {exc}") from None
+        raise SftpError(
+            f"key_file {s.key_file} cannot be loaded (wrong passphrase or unsupported key): {exc}"
+        ) from None
 
 
 def connect(s: _Settings) -> paramiko.Transport:
@@ -349,7 +371,7 @@ def _session_still_good(exc: BaseException) -> bool:
 def _quietly_close(thing: Any) -> None:
     try:
         thing.close()
-    except Exception:  # noqa: BLE001 - closing a broken session
+    except Exception:
         pass
 
 
@@ -449,7 +471,7 @@ def _unique(sftp: paramiko.SFTPClient, folder: str, name: str) -> str:
     stem, dot, ext = name.rpartition(".")
     if not dot or not stem:
         stem, ext = name, ""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     return posixpath.join(folder, f"{stem}.{stamp}{'.' + ext if ext else ''}")
 
 
@@ -537,12 +559,17 @@ def hl7_messages(fh: IO[bytes]) -> Iterator[bytes]:
             elif name == b"BTS":
                 n = _count_of(line)
                 if n is not None and n != in_batch:
-                    raise Hl7ParseError(f"line {line_no}: BTS-1 says {n} message(s) but the batch holds {in_batch}", location="BTS-1")
+                    raise Hl7ParseError(
+                        f"line {line_no}: BTS-1 says {n} message(s) but the batch holds {in_batch}", location="BTS-1"
+                    )
                 in_batch = 0
             elif name == b"FTS":
                 n = _count_of(line)
                 if n is not None and n != max(batches, 1):
-                    raise Hl7ParseError(f"line {line_no}: FTS-1 says {n} batch(es) but the file holds {max(batches, 1)}", location="FTS-1")
+                    raise Hl7ParseError(
+                        f"line {line_no}: FTS-1 says {n} batch(es) but the file holds {max(batches, 1)}",
+                        location="FTS-1",
+                    )
             continue
         if not line.strip():
             continue
@@ -625,23 +652,44 @@ class SftpSource:
         """Poll a folder on an SFTP server: ``{type: sftp, host: …, user: …, key_file: …, known_hosts: …, path: outbox, glob: '*.835'}``."""
 
         type: Literal["sftp"] = "sftp"
-        path: str = Field(description="Remote folder to poll (absolute, or relative to the login folder).", examples=["outbox", "/data/out"])
+        path: str = Field(
+            description="Remote folder to poll (absolute, or relative to the login folder).",
+            examples=["outbox", "/data/out"],
+        )
         glob: str = Field("*", description="Which file names to take.", examples=["*.835", "roster_*.csv"])
-        schedule: str | int | float = Field("30s", description="How often to poll: a duration or a cron string.", examples=["30s", "*/15 8-18 * * 1-5"])
-        settle: str | int | float = Field("1s", description="A file's size and time must stay the same across two looks this far apart.")
+        schedule: str | int | float = Field(
+            "30s", description="How often to poll: a duration or a cron string.", examples=["30s", "*/15 8-18 * * 1-5"]
+        )
+        settle: str | int | float = Field(
+            "1s", description="A file's size and time must stay the same across two looks this far apart."
+        )
         after: Literal["delete", "move", "rename"] = Field(
-            "move", description="What happens to a taken file: delete it, move it to archive, or rename it (rename_suffix)."
+            "move",
+            description="What happens to a taken file: delete it, move it to archive, or rename it (rename_suffix).",
         )
-        archive: str | None = Field(None, description="Remote folder for after: move (default <path>/archive); made when missing.")
-        rename_suffix: str = Field(".done", min_length=1, description="after: rename adds this; names ending in it are never taken.")
-        error: str | None = Field(None, description="Remote folder for rejected files (default <path>/error), with <name>.error.txt.")
+        archive: str | None = Field(
+            None, description="Remote folder for after: move (default <path>/archive); made when missing."
+        )
+        rename_suffix: str = Field(
+            ".done", min_length=1, description="after: rename adds this; names ending in it are never taken."
+        )
+        error: str | None = Field(
+            None, description="Remote folder for rejected files (default <path>/error), with <name>.error.txt."
+        )
         max_files: int = Field(1000, ge=1, description="Most files taken in one poll.")
-        max_size: str | int = Field("100MB", description="Largest file taken whole (one that cannot be split while streaming).")
-        chunk_size: str | int = Field(
-            "4MB", description="HL7 v2 and CSV (split: csv_row) files larger than this are accepted in chunks of about this size."
+        max_size: str | int = Field(
+            "100MB", description="Largest file taken whole (one that cannot be split while streaming)."
         )
-        lease_ttl: str | int | float = Field("60s", description="How long this node's hold on the folder lasts without renewal.")
-        spool: str | None = Field(None, description="Local folder for downloads in progress (default: the system temp folder).")
+        chunk_size: str | int = Field(
+            "4MB",
+            description="HL7 v2 and CSV (split: csv_row) files larger than this are accepted in chunks of about this size.",
+        )
+        lease_ttl: str | int | float = Field(
+            "60s", description="How long this node's hold on the folder lasts without renewal."
+        )
+        spool: str | None = Field(
+            None, description="Local folder for downloads in progress (default: the system temp folder)."
+        )
         parallel: int = Field(
             1,
             ge=1,
@@ -730,7 +778,7 @@ class SftpSource:
         if store is not None:
             try:
                 await asyncio.to_thread(store.release_lease, self.lease_name)
-            except Exception:  # noqa: BLE001 - the store may be gone; the lease then simply expires
+            except Exception:
                 pass
         await asyncio.to_thread(self.conn.close)
 
@@ -756,7 +804,7 @@ class SftpSource:
             if self._failing is not None:
                 log.info("sftp %s: reachable again", self.settings.label)
                 self._failing = None
-        except Exception as exc:  # noqa: BLE001 - a failed poll is reported once and tried again next time
+        except Exception as exc:
             self._failed(exc)
         finally:
             if keeper is not None:
@@ -802,13 +850,21 @@ class SftpSource:
             await asyncio.sleep(self.lease_ttl / 3)
             if not await asyncio.to_thread(store.acquire_lease, self.lease_name, self.lease_ttl):
                 self._lost_lease = True
-                log.warning("sftp %s%s: lease lost to another node; stopping this poll", self.settings.label, self.folder)
+                log.warning(
+                    "sftp %s%s: lease lost to another node; stopping this poll", self.settings.label, self.folder
+                )
                 return
 
     def _failed(self, exc: BaseException) -> None:
         reason = str(exc) if isinstance(exc, SftpError) else f"{type(exc).__name__}: {exc}"
         level = logging.WARNING if reason != self._failing else logging.DEBUG
-        log.log(level, "sftp %s:%s: poll failed, trying again at the next poll: %s", self.settings.label, self.folder, reason)
+        log.log(
+            level,
+            "sftp %s:%s: poll failed, trying again at the next poll: %s",
+            self.settings.label,
+            self.folder,
+            reason,
+        )
         self._failing = reason
         SFTP_POLL_ERRORS.labels(self.ctx.channel).inc()
         if not self.conn.alive():
@@ -874,7 +930,9 @@ class SftpSource:
     async def _take_in_order(self, ready: list[tuple[str, paramiko.SFTPAttributes]]) -> int:
         """One file after the other, in the folder's order — but pipelined: the next files are downloaded while
         one is being accepted, and after-actions run behind. Each file's after-action still follows its commit."""
-        downloads: asyncio.Queue[tuple[str, paramiko.SFTPAttributes, tuple[IO[bytes], int, str]] | None] = asyncio.Queue(maxsize=4)
+        downloads: asyncio.Queue[tuple[str, paramiko.SFTPAttributes, tuple[IO[bytes], int, str]] | None] = (
+            asyncio.Queue(maxsize=4)
+        )
         finishing: asyncio.Queue[tuple[str, paramiko.SFTPAttributes, _Taken] | None] = asyncio.Queue()
         halt = False
 
@@ -910,7 +968,7 @@ class SftpSource:
                     halt = True  # the store is down: stop this poll, keep the order of the folder
                 else:
                     await finishing.put((name, attrs, taken))
-        except BaseException as exc:  # noqa: BLE001 - re-raised below, once the helpers have ended
+        except BaseException as exc:
             error, halt = exc, True
             fetcher.cancel()
         await finishing.put(None)  # the after-actions of what was accepted still run
@@ -920,7 +978,9 @@ class SftpSource:
             if left is not None:
                 left[2][0].close()
         for problem in (error, fetched, finished):
-            if isinstance(problem, BaseException) and not (problem is fetched and isinstance(problem, asyncio.CancelledError)):
+            if isinstance(problem, BaseException) and not (
+                problem is fetched and isinstance(problem, asyncio.CancelledError)
+            ):
                 raise problem
         assert isinstance(finished, int)
         return finished
@@ -939,7 +999,9 @@ class SftpSource:
             self._seen.pop(name, None)
         return got
 
-    async def _accept(self, name: str, attrs: paramiko.SFTPAttributes, got: tuple[IO[bytes], int, str]) -> _Taken | None:
+    async def _accept(
+        self, name: str, attrs: paramiko.SFTPAttributes, got: tuple[IO[bytes], int, str]
+    ) -> _Taken | None:
         """Hand the downloaded file to the channel; None when the store did not take it (left for the next poll)."""
         remote = self._remote(name)
         tmp, size, digest = got
@@ -950,7 +1012,9 @@ class SftpSource:
         finally:
             tmp.close()
         if taken.outcome is Outcome.ERROR:
-            log.warning("sftp %s: %s left in place for the next poll: the store did not accept it", self.settings.label, remote)
+            log.warning(
+                "sftp %s: %s left in place for the next poll: the store did not accept it", self.settings.label, remote
+            )
             return None
         return taken
 
@@ -1065,7 +1129,11 @@ class SftpSource:
                 return False  # already moved (by another node after a lost lease) or removed by the peer
             raise
         if _sig(now) != _sig(attrs):
-            log.warning("sftp %s: %s changed after it was taken; the new version is taken at the next poll", self.settings.label, remote)
+            log.warning(
+                "sftp %s: %s changed after it was taken; the new version is taken at the next poll",
+                self.settings.label,
+                remote,
+            )
             return False
         return True
 
@@ -1148,7 +1216,7 @@ class SftpDestination:
             except SftpError as exc:
                 self.conn.close()
                 raise RetryableDelivery(str(exc)) from exc
-            except Exception as exc:  # noqa: BLE001 - translated at this one boundary
+            except Exception as exc:
                 if self.conn.alive():
                     if isinstance(exc, OSError) and exc.errno is None:
                         # SSH_FX_FAILURE and friends: the server could not do it now (disk, quota …)
@@ -1158,7 +1226,9 @@ class SftpDestination:
                 if attempt == 1 and not fresh:
                     log.info("sftp %s: kept connection was gone; connecting again", self.settings.label)
                     continue
-                raise RetryableDelivery(f"connection to {self.settings.label} lost: {type(exc).__name__}: {exc}") from exc
+                raise RetryableDelivery(
+                    f"connection to {self.settings.label} lost: {type(exc).__name__}: {exc}"
+                ) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _upload(self, sftp: paramiko.SFTPClient, remote: str, data: bytes, tag: str) -> str:
@@ -1212,7 +1282,9 @@ class SftpDestination:
                 if self._posix_rename or exc.errno is not None or not self.conn.alive():
                     raise
                 self._posix_rename = False  # the server has no posix-rename: plain rename below
-                log.info("sftp %s: server has no posix-rename; replacing files with remove + rename", self.settings.label)
+                log.info(
+                    "sftp %s: server has no posix-rename; replacing files with remove + rename", self.settings.label
+                )
         if _exists(sftp, target):
             sftp.remove(target)
         sftp.rename(tmp, target)

@@ -13,8 +13,9 @@ import asyncio
 import logging
 import re
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from hub import metrics
 from hub.errors import DeliveryError, PermanentDelivery, classify
@@ -106,7 +107,7 @@ class DeliveryWorker:
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, timeout=30)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 self._task.cancel()
             self._task = None
 
@@ -114,7 +115,7 @@ class DeliveryWorker:
         while not self._stopping:
             try:
                 claimed = await self.store.claim(self.channel, self.name, limit=self.queue.batch, ordered=self.ordered)
-            except Exception as exc:  # noqa: BLE001 - the store is down: wait and try again
+            except Exception as exc:
                 log.warning("worker %s/%s: cannot claim: %s", self.channel, self.name, exc)
                 metrics.count_store_error("claim")
                 claimed = []
@@ -132,7 +133,7 @@ class DeliveryWorker:
     async def _sleep(self, seconds: float) -> None:
         try:
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         self._wake.clear()
 
@@ -141,7 +142,7 @@ class DeliveryWorker:
             try:
                 await self.store.mark([m for _, m in marks])
                 break
-            except Exception as exc:  # noqa: BLE001 - keep the results until the store takes them
+            except Exception as exc:
                 metrics.count_store_error("mark")
                 if self._stopping:
                     log.error("worker %s/%s: could not record %d results: %s", self.channel, self.name, len(marks), exc)
@@ -177,10 +178,10 @@ class DeliveryWorker:
         """FIFO through the destination's send_many: the results up to the first failure, the rest handed back."""
         try:
             results = await many([self._message(c) for c in claimed])
-        except Exception as exc:  # noqa: BLE001 - as if the first one failed
+        except Exception as exc:
             results = [exc]
         marks: list[tuple[Claimed, Mark]] = []
-        for c, result in zip(claimed, results):
+        for c, result in zip(claimed, results, strict=False):
             if isinstance(result, BaseException):
                 mark = self._failed(c, result)
             else:
@@ -212,7 +213,7 @@ class DeliveryWorker:
             meta=meta,
             id=c.message_id,
             channel=self.channel,
-            received_at=datetime.fromtimestamp(c.received_at, timezone.utc),
+            received_at=datetime.fromtimestamp(c.received_at, UTC),
         )
 
     async def flush(self) -> int:
@@ -225,24 +226,35 @@ class DeliveryWorker:
                 break
             try:
                 assembled = await asyncio.to_thread(self.assembler, [self._message(c) for c in claimed])
-            except Exception as exc:  # noqa: BLE001 - an assembler bug must not lose the batch: it retries
+            except Exception as exc:
                 # the type only: an assembler's error text may quote the content (it is stored with the deliveries)
-                log.error("batch for %s/%s could not be assembled (%s); it is retried", self.channel, self.name, type(exc).__name__)
+                log.error(
+                    "batch for %s/%s could not be assembled (%s); it is retried",
+                    self.channel,
+                    self.name,
+                    type(exc).__name__,
+                )
                 await self._mark([(c, self._failed(c, exc)) for c in claimed])
                 break
             included = [c for i, c in enumerate(claimed) if i not in assembled.skipped]
-            marks = [(claimed[i], Mark(claimed[i].id, "dead", claimed[i].attempts + 1, error=why)) for i, why in assembled.skipped.items()]
+            marks = [
+                (claimed[i], Mark(claimed[i].id, "dead", claimed[i].attempts + 1, error=why))
+                for i, why in assembled.skipped.items()
+            ]
             if included:
                 first = self._message(included[0])
                 first.meta["batch_size"] = len(included)
                 payload = first.replace(assembled.content, assembled.content_type)
                 try:
                     response = await self.destination.send(payload)
-                except Exception as exc:  # noqa: BLE001 - the whole batch shares the outcome
+                except Exception as exc:
                     marks += [(c, self._failed(c, exc)) for c in included]
                     await self._mark(marks)
                     break
-                marks += [(c, Mark(c.id, "sent", c.attempts + 1, response=response, drop_content=self.drop_content)) for c in included]
+                marks += [
+                    (c, Mark(c.id, "sent", c.attempts + 1, response=response, drop_content=self.drop_content))
+                    for c in included
+                ]
             await self._mark(marks)
             total += len(included)
             if len(claimed) < self.batch.max:
@@ -258,13 +270,27 @@ class DeliveryWorker:
             why = "permanent failure" if isinstance(err, PermanentDelivery) else f"gave up after {attempt} attempts"
             log.warning(
                 "delivery %s of message %s to %s/%s is dead (%s): %s; the reason is stored with the delivery (hub show %s)",
-                c.id, c.message_id, self.channel, self.name, why, _brief(exc, err), c.message_id,
+                c.id,
+                c.message_id,
+                self.channel,
+                self.name,
+                why,
+                _brief(exc, err),
+                c.message_id,
             )
             return Mark(c.id, "dead", attempt, error=str(err), response=err.response)
         delay = backoff_delay(self.queue, attempt)
         if err.retry_after is not None:
             delay = max(delay, err.retry_after)
-        log.info("delivery %s to %s/%s failed (attempt %d), retry in %.1fs: %s", c.id, self.channel, self.name, attempt, delay, _brief(exc, err))
+        log.info(
+            "delivery %s to %s/%s failed (attempt %d), retry in %.1fs: %s",
+            c.id,
+            self.channel,
+            self.name,
+            attempt,
+            delay,
+            _brief(exc, err),
+        )
         return Mark(c.id, "retry", attempt, error=str(err), response=err.response, next_at=time.time() + delay)
 
     async def _attempt(self, c: Claimed) -> Mark:
@@ -272,7 +298,7 @@ class DeliveryWorker:
         message = self._message(c)
         try:
             response = await self.destination.send(message)
-        except Exception as exc:  # noqa: BLE001 - classify() decides retry vs dead, in one place
+        except Exception as exc:
             return self._failed(c, exc)
         self.last_error = None
         return Mark(c.id, "sent", attempt, response=response, drop_content=self.drop_content)

@@ -69,7 +69,7 @@ def _why(exc: InputError) -> str:
     return f"left out of the 837 batch: {exc}" + (f" (at {exc.location})" if exc.location else "")
 
 
-class X12_837Assembler:  # noqa: N801 - the name says what it makes
+class X12_837Assembler:
     class Config(TransformConfig):
         """The queued charges of a batch → ONE 837P/837I interchange (one ISA per batch) for a trading partner.
 
@@ -79,13 +79,18 @@ class X12_837Assembler:  # noqa: N801 - the name says what it makes
         """
 
         type: Literal["x12_837"] = "x12_837"
-        partner: str = Field(description="The trading partner (a key of mappings/x12/partners.yaml).", examples=["clearinghouse"])
+        partner: str = Field(
+            description="The trading partner (a key of mappings/x12/partners.yaml).", examples=["clearinghouse"]
+        )
         kind: Literal["P", "I"] = Field("P", description="P: 837P (005010X222A1); I: 837I (005010X223A2).")
         place_of_service: str = Field("11", description="DFT: place of service (CLM05-1) of 837P claims.")
         other_kind: Literal["reject", "skip"] = Field(
-            "reject", description="FHIR: Claims of the other kind in a Bundle — skip them (another destination sends them) or leave the message out."
+            "reject",
+            description="FHIR: Claims of the other kind in a Bundle — skip them (another destination sends them) or leave the message out.",
         )
-        partners: str | None = Field(None, description="Partner settings file, relative to the mappings folder (default x12/partners.yaml).")
+        partners: str | None = Field(
+            None, description="Partner settings file, relative to the mappings folder (default x12/partners.yaml)."
+        )
         validate_: bool = Field(
             True,
             alias="validate",
@@ -108,7 +113,9 @@ class X12_837Assembler:  # noqa: N801 - the name says what it makes
         good: list[tuple[int, list[Any]]] = []
         for i, m in enumerate(messages):
             try:
-                claims = claims_of(m, self.partner, c.kind, place_of_service=c.place_of_service, other_kind=c.other_kind)
+                claims = claims_of(
+                    m, self.partner, c.kind, place_of_service=c.place_of_service, other_kind=c.other_kind
+                )
                 quick_check(claims, self.partner, c.kind)
             except InputError as exc:
                 skipped[i] = _why(exc)
@@ -121,7 +128,9 @@ class X12_837Assembler:  # noqa: N801 - the name says what it makes
                 # find the culprits one message at a time; the rest still go
                 kept = []
                 for i, cs in good:
-                    errors = self._validation_errors(write_837(cs, self.partner, InMemoryControlNumbers(), kind=c.kind, now=now))
+                    errors = self._validation_errors(
+                        write_837(cs, self.partner, InMemoryControlNumbers(), kind=c.kind, now=now)
+                    )
                     if errors:
                         skipped[i] = "left out of the 837 batch: fails 5010 validation: " + "; ".join(errors[:5])
                     else:
@@ -132,12 +141,18 @@ class X12_837Assembler:  # noqa: N801 - the name says what it makes
             return Assembled(b"", "x12", skipped)
         self._record(messages, good, content)
         log.info(
-            "837%s batch for %s: %d claim(s) from %d message(s), %d left out", c.kind, self.partner.name,
-            sum(len(cs) for _, cs in good), len(good), len(skipped),
+            "837%s batch for %s: %d claim(s) from %d message(s), %d left out",
+            c.kind,
+            self.partner.name,
+            sum(len(cs) for _, cs in good),
+            len(good),
+            len(skipped),
         )
         return Assembled(content, "x12", skipped)
 
-    def _write(self, good: list[tuple[int, list[Any]]], skipped: dict[int, str], numbers: Any, now: datetime) -> bytes | None:
+    def _write(
+        self, good: list[tuple[int, list[Any]]], skipped: dict[int, str], numbers: Any, now: datetime
+    ) -> bytes | None:
         """The interchange of ``good``; a message the writer refuses (beyond the quick check) moves to ``skipped``."""
         kind = self.config.kind
         try:
@@ -206,7 +221,9 @@ class ClaimStatusDestination:
 
         type: Literal["claim_status"] = "claim_status"
         partner: str | None = Field(
-            None, description="Only claims submitted to this partner are updated (default: any partner).", examples=["clearinghouse"]
+            None,
+            description="Only claims submitted to this partner are updated (default: any partner).",
+            examples=["clearinghouse"],
         )
 
     def __init__(self, config: Config, ctx: Context) -> None:
@@ -232,10 +249,14 @@ class ClaimStatusDestination:
                 what = "999"
             elif set_id == "277":
                 records = read_277ca(raw)
-                changes, unknown = ClaimStore(store).apply_277ca(records, partner=self.config.partner, ack_message_id=message.id)
+                changes, unknown = ClaimStore(store).apply_277ca(
+                    records, partner=self.config.partner, ack_message_id=message.id
+                )
                 what = "277CA"
             else:
-                raise PermanentDelivery(f"claim_status takes 999 and 277CA files, not transaction set {set_id or '(none)'}")
+                raise PermanentDelivery(
+                    f"claim_status takes 999 and 277CA files, not transaction set {set_id or '(none)'}"
+                )
         except X12ParseError as exc:
             raise PermanentDelivery(f"cannot read the acknowledgement: {exc}") from exc
         counts: dict[str, int] = {}
@@ -246,7 +267,10 @@ class ClaimStatusDestination:
             return f"{what}: no claim of the hub's matched"
         parts = [f"{n} {st}" for st, n in sorted(counts.items())]
         lines = [f"{what}: {', '.join(parts) or 'no claim changed'}"]
-        lines += [f"claim {ch.patient_control_number} (message {ch.message_id}): {ch.previous} → {ch.status}" for ch in changes[:50]]
+        lines += [
+            f"claim {ch.patient_control_number} (message {ch.message_id}): {ch.previous} → {ch.status}"
+            for ch in changes[:50]
+        ]
         if unknown:
             lines.append(f"not submitted by the hub: {', '.join(unknown[:20])}")
         return "\n".join(lines)

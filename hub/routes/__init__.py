@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from hub.routes.conditions import Predicate, compile_condition, compile_all
+from hub.routes.conditions import Predicate, compile_all, compile_condition
 
 __all__ = ["Predicate", "compile_condition", "compile_all"]

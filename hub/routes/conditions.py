@@ -9,7 +9,8 @@ a message without a PID.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from hub.errors import InputError
 from hub.spec import Condition

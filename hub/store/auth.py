@@ -92,7 +92,13 @@ def verify_password(password: str, encoded: str | None) -> bool:
             return False
         ni, ri, pi = int(n), int(r), int(p)
         dk = hashlib.scrypt(
-            password.encode("utf-8"), salt=base64.b64decode(salt), n=ni, r=ri, p=pi, dklen=_DKLEN, maxmem=128 * ri * ni * 2
+            password.encode("utf-8"),
+            salt=base64.b64decode(salt),
+            n=ni,
+            r=ri,
+            p=pi,
+            dklen=_DKLEN,
+            maxmem=128 * ri * ni * 2,
         )
     except (ValueError, TypeError):
         return False
@@ -195,7 +201,9 @@ class AuthStore(Repository):
             if conn.execute(select(users.c.id).where(users.c.name == name)).first() is not None:
                 return None  # not raised here: an exception would abort the writer's whole batch
             res = conn.execute(
-                insert(users).values(name=name, role=role, password_hash=pw_hash, disabled=0, created_at=now, updated_at=now)
+                insert(users).values(
+                    name=name, role=role, password_hash=pw_hash, disabled=0, created_at=now, updated_at=now
+                )
             )
             return int(res.inserted_primary_key[0])  # type: ignore[index]
 
@@ -209,7 +217,9 @@ class AuthStore(Repository):
             raise ValueError(f"user {name!r} already exists")
         return User(uid, name, role, False, pw_hash is not None, now)
 
-    def update_user(self, name: str, *, role: str | None = None, password: str | None = None, disabled: bool | None = None) -> User:
+    def update_user(
+        self, name: str, *, role: str | None = None, password: str | None = None, disabled: bool | None = None
+    ) -> User:
         values: dict[str, Any] = {"updated_at": time.time()}
         if role is not None:
             if role not in ROLES:
@@ -229,7 +239,9 @@ class AuthStore(Repository):
                 # `hub` CLI in another process); on PostgreSQL the enabled admins' rows are locked first, so a
                 # change on another node waits for this one and then counts again.
                 conn.execute(select(u.id).where(u.role == "admin", u.disabled == 0).with_for_update())
-                others = select(func.count()).select_from(users).where(u.role == "admin", u.disabled == 0, u.name != name)
+                others = (
+                    select(func.count()).select_from(users).where(u.role == "admin", u.disabled == 0, u.name != name)
+                )
                 stmt = stmt.where(or_(u.role != "admin", u.disabled != 0, others.scalar_subquery() > 0))
             res = conn.execute(stmt.values(**values))
             if not res.rowcount:
@@ -242,7 +254,9 @@ class AuthStore(Repository):
 
         done = self._write(op)
         if done == "last admin":
-            raise LastAdminError(f"{name} is the last enabled admin: make another admin first (the hub would have nobody to manage users)")
+            raise LastAdminError(
+                f"{name} is the last enabled admin: make another admin first (the hub would have nobody to manage users)"
+            )
         if not done:
             raise KeyError(name)
         user = self.get_user(name)
@@ -308,7 +322,9 @@ class AuthStore(Repository):
 
     def list_tokens(self, name: str | None = None) -> list[dict[str, Any]]:
         t, u = api_tokens.c, users.c
-        q = select(t.id, u.name.label("user"), t.label, t.created_at, t.expires_at, t.revoked).join(users, u.id == t.user_id)
+        q = select(t.id, u.name.label("user"), t.label, t.created_at, t.expires_at, t.revoked).join(
+            users, u.id == t.user_id
+        )
         if name is not None:
             q = q.where(u.name == name)
         rows = self._read(lambda conn: [dict(r._mapping) for r in conn.execute(q.order_by(t.id))])
@@ -318,7 +334,11 @@ class AuthStore(Repository):
 
     def revoke_token(self, token_id: int) -> bool:
         return bool(
-            self._write(lambda conn: conn.execute(update(api_tokens).where(api_tokens.c.id == token_id).values(revoked=1)).rowcount)
+            self._write(
+                lambda conn: (
+                    conn.execute(update(api_tokens).where(api_tokens.c.id == token_id).values(revoked=1)).rowcount
+                )
+            )
         )
 
     def user_for_token(self, token: str) -> User | None:
@@ -327,7 +347,9 @@ class AuthStore(Repository):
 
         def fn(conn: Connection) -> Any:
             return conn.execute(
-                select(users).join(api_tokens, t.user_id == users.c.id).where(t.token_hash == _digest(token), t.revoked == 0)
+                select(users)
+                .join(api_tokens, t.user_id == users.c.id)
+                .where(t.token_hash == _digest(token), t.revoked == 0)
                 .where((t.expires_at.is_(None)) | (t.expires_at > now))
             ).first()
 
@@ -346,7 +368,9 @@ class AuthStore(Repository):
         def op(conn: Connection) -> None:
             conn.execute(delete(sessions).where(sessions.c.expires_at < now))
             conn.execute(
-                insert(sessions).values(token_hash=_digest(token), user_id=user.id, csrf=csrf, created_at=now, expires_at=now + ttl)
+                insert(sessions).values(
+                    token_hash=_digest(token), user_id=user.id, csrf=csrf, created_at=now, expires_at=now + ttl
+                )
             )
 
         self._write(op)
@@ -359,7 +383,9 @@ class AuthStore(Repository):
 
         def fn(conn: Connection) -> Any:
             return conn.execute(
-                select(users, s.csrf).join(sessions, s.user_id == users.c.id).where(s.token_hash == _digest(token), s.expires_at > now)
+                select(users, s.csrf)
+                .join(sessions, s.user_id == users.c.id)
+                .where(s.token_hash == _digest(token), s.expires_at > now)
             ).first()
 
         row = self._read(fn)

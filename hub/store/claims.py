@@ -25,8 +25,9 @@ reads use the store's engine. Claims outlive the messages they came from (retent
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
@@ -97,9 +98,9 @@ class ClaimStore(Repository):
             mids = sorted({s.message_id for s in rows})
             for k in range(0, len(mids), 500):
                 for r in conn.execute(
-                    select(c.id, c.message_id, c.partner, c.patient_control_number).where(
-                        c.message_id.in_(mids[k : k + 500]), c.status == "submitted"
-                    ).order_by(c.id)
+                    select(c.id, c.message_id, c.partner, c.patient_control_number)
+                    .where(c.message_id.in_(mids[k : k + 500]), c.status == "submitted")
+                    .order_by(c.id)
                 ):
                     existing[(int(r.message_id), r.partner, r.patient_control_number)] = int(r.id)
             ids: list[int] = []
@@ -124,7 +125,9 @@ class ClaimStore(Repository):
                     conn.execute(update(claims).where(c.id == cid).values(**values))
                 else:
                     res = conn.execute(
-                        insert(claims).values(message_id=s.message_id, partner=key[1], patient_control_number=key[2], **values)
+                        insert(claims).values(
+                            message_id=s.message_id, partner=key[1], patient_control_number=key[2], **values
+                        )
                     )
                     cid = int(res.inserted_primary_key[0])  # type: ignore[index]
                 ids.append(cid)
@@ -141,7 +144,7 @@ class ClaimStore(Repository):
                         f"ST02 {control_number(s.st02)}",
                         "message_id": s.message_id,
                     }
-                    for cid, s in zip(ids, rows)
+                    for cid, s in zip(ids, rows, strict=False)
                 ],
             )
             return ids
@@ -149,19 +152,37 @@ class ClaimStore(Repository):
         return self._write(op)
 
     # ------------------------------------------------------------------ acknowledgements
-    def _apply(self, conn: Connection, row: Any, status: str, source: str, code: str, detail: str, ack_id: int | None,
-               now: float, extra: dict[str, Any] | None = None) -> ClaimChange:
+    def _apply(
+        self,
+        conn: Connection,
+        row: Any,
+        status: str,
+        source: str,
+        code: str,
+        detail: str,
+        ack_id: int | None,
+        now: float,
+        extra: dict[str, Any] | None = None,
+    ) -> ClaimChange:
         values: dict[str, Any] = {"status": status, "status_at": now, "status_detail": _clip(detail, 2000) or None}
         values.update(extra or {})
         conn.execute(update(claims).where(claims.c.id == row.id).values(**values))
         conn.execute(
             insert(claim_events).values(
-                claim_id=row.id, at=now, source=source, status=status, code=_clip(code, 20), detail=_clip(detail, 2000), message_id=ack_id
+                claim_id=row.id,
+                at=now,
+                source=source,
+                status=status,
+                code=_clip(code, 20),
+                detail=_clip(detail, 2000),
+                message_id=ack_id,
             )
         )
         return ClaimChange(int(row.id), int(row.message_id), row.patient_control_number, status, row.status, detail)
 
-    def apply_999(self, records: Iterable[Any], *, partner: str | None = None, ack_message_id: int | None = None) -> list[ClaimChange]:
+    def apply_999(
+        self, records: Iterable[Any], *, partner: str | None = None, ack_message_id: int | None = None
+    ) -> list[ClaimChange]:
         """Apply the :class:`~hub.transforms.x12.AckRecord` list of a 999 (``read_999``); returns what changed."""
         recs = list(records)
         now = time.time()
@@ -192,7 +213,9 @@ class ClaimStore(Repository):
 
         return self._write(op)
 
-    def apply_277ca(self, records: Iterable[Any], *, partner: str | None = None, ack_message_id: int | None = None) -> tuple[list[ClaimChange], list[str]]:
+    def apply_277ca(
+        self, records: Iterable[Any], *, partner: str | None = None, ack_message_id: int | None = None
+    ) -> tuple[list[ClaimChange], list[str]]:
         """Apply the :class:`~hub.transforms.x12.AckRecord` list of a 277CA (``read_277ca``).
 
         Returns (what changed, patient control numbers of claim records that matched no submission)."""
@@ -230,12 +253,17 @@ class ClaimStore(Repository):
         """The claims submitted from one message, oldest first, each with its ``events``."""
 
         def fn(conn: Connection) -> list[dict[str, Any]]:
-            rows = [dict(r._mapping) for r in conn.execute(select(claims).where(claims.c.message_id == message_id).order_by(claims.c.id))]
+            rows = [
+                dict(r._mapping)
+                for r in conn.execute(select(claims).where(claims.c.message_id == message_id).order_by(claims.c.id))
+            ]
             by_id = {r["id"]: r for r in rows}
             for r in rows:
                 r["events"] = []
             if by_id:
-                for e in conn.execute(select(claim_events).where(claim_events.c.claim_id.in_(list(by_id))).order_by(claim_events.c.id)):
+                for e in conn.execute(
+                    select(claim_events).where(claim_events.c.claim_id.in_(list(by_id))).order_by(claim_events.c.id)
+                ):
                     by_id[e.claim_id]["events"].append(dict(e._mapping))
             return rows
 
@@ -248,8 +276,14 @@ class ClaimStore(Repository):
 
         return self._read(fn)
 
-    def find(self, *, patient_control_number: str | None = None, partner: str | None = None, status: str | None = None,
-             limit: int = 100) -> list[dict[str, Any]]:
+    def find(
+        self,
+        *,
+        patient_control_number: str | None = None,
+        partner: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
         def fn(conn: Connection) -> list[dict[str, Any]]:
             c = claims.c
             stmt = select(claims)
@@ -292,8 +326,21 @@ class ClaimStore(Repository):
                 .where(claims.c.status == status)
                 .distinct()
             )
-            cols = [m.id, m.channel, m.received_at, m.status, m.content_type, m.control_id, m.message_type, m.sending_app,
-                    m.sending_facility, m.patient_id, m.source_ref, m.error, m.size]
+            cols = [
+                m.id,
+                m.channel,
+                m.received_at,
+                m.status,
+                m.content_type,
+                m.control_id,
+                m.message_type,
+                m.sending_app,
+                m.sending_facility,
+                m.patient_id,
+                m.source_ref,
+                m.error,
+                m.size,
+            ]
             stmt = select(*cols).where(m.id.in_(ids_stmt))
             if channel:
                 stmt = stmt.where(m.channel == channel)
@@ -310,17 +357,23 @@ class ClaimStore(Repository):
                 ids = [r["id"] for r in rows]
                 summary: dict[int, dict[str, int]] = {}
                 for mid, st, n in conn.execute(
-                    select(d.message_id, d.status, func.count()).where(d.message_id.in_(ids)).group_by(d.message_id, d.status)
+                    select(d.message_id, d.status, func.count())
+                    .where(d.message_id.in_(ids))
+                    .group_by(d.message_id, d.status)
                 ):
                     summary.setdefault(mid, {})[st] = n
                 found: dict[int, list[dict[str, Any]]] = {}
                 for r in conn.execute(
-                    select(c.message_id, c.patient_control_number, c.status, c.status_detail).where(
-                        c.message_id.in_(ids), c.id.in_(select(sub.c.cid))
-                    ).order_by(c.id)
+                    select(c.message_id, c.patient_control_number, c.status, c.status_detail)
+                    .where(c.message_id.in_(ids), c.id.in_(select(sub.c.cid)))
+                    .order_by(c.id)
                 ):
                     found.setdefault(r.message_id, []).append(
-                        {"patient_control_number": r.patient_control_number, "status": r.status, "status_detail": r.status_detail}
+                        {
+                            "patient_control_number": r.patient_control_number,
+                            "status": r.status,
+                            "status_detail": r.status_detail,
+                        }
                     )
                 for r in rows:
                     r["deliveries"] = summary.get(r["id"], {})

@@ -14,9 +14,10 @@ import json
 import logging
 import socket
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     Connection,
@@ -197,7 +198,9 @@ class AcceptOp:
             wanted = {k for _, k in keyed}
             found: dict[tuple[str, str], int] = {}
             for chunk in _chunks(sorted({key for _, key in wanted}), 500):
-                q = select(messages.c.id, messages.c.channel, messages.c.dedup_key).where(messages.c.dedup_key.in_(chunk))
+                q = select(messages.c.id, messages.c.channel, messages.c.dedup_key).where(
+                    messages.c.dedup_key.in_(chunk)
+                )
                 for mid, ch, key in conn.execute(q):
                     if (ch, key) in wanted:
                         found[(ch, key)] = mid
@@ -215,13 +218,13 @@ class AcceptOp:
             ids = _insert_many(conn, messages, [flat[i].row() for i in fresh])
             drows: list[dict[str, Any]] = []
             owners: list[int] = []
-            for i, mid in zip(fresh, ids):
+            for i, mid in zip(fresh, ids, strict=False):
                 results[i] = Accepted(mid)
                 for d in flat[i].deliveries:
                     drows.append(_delivery_row(mid, flat[i].channel, d, now))
                     owners.append(i)
             if drows:
-                for i, did in zip(owners, _insert_many(conn, deliveries, drows)):
+                for i, did in zip(owners, _insert_many(conn, deliveries, drows), strict=False):
                     results[i].delivery_ids.append(did)  # type: ignore[union-attr]
         for i, j in dup_of.items():
             results[i] = Accepted(results[j].message_id, duplicate=True)  # type: ignore[union-attr]
@@ -282,7 +285,9 @@ class ClaimOp:
             )
         elif sqlite:
             ids = []
-            for did, status, next_at in drv.execute(_SQLITE_FIFO, (self.channel, self.destination, *PENDING, self.limit)):
+            for did, status, next_at in drv.execute(
+                _SQLITE_FIFO, (self.channel, self.destination, *PENDING, self.limit)
+            ):
                 if status == "sending" or next_at > now:
                     break
                 ids.append(did)
@@ -325,10 +330,22 @@ class ClaimOp:
             ).all()
         out = []
         for r in rows:
-            (did, message_id, attempts, order_key, content, content_type, raw, m_content_type, received_at,
-             *indexed, source_ref, meta_json) = r
+            (
+                did,
+                message_id,
+                attempts,
+                order_key,
+                content,
+                content_type,
+                raw,
+                m_content_type,
+                received_at,
+                *indexed,
+                source_ref,
+                meta_json,
+            ) = r
             meta = json.loads(meta_json) if meta_json else {}
-            for k, v in zip(INDEXED, indexed):
+            for k, v in zip(INDEXED, indexed, strict=False):
                 if v is not None:
                     meta[k] = v
             if source_ref:
@@ -352,15 +369,26 @@ class ClaimOp:
 
 # What a claim reads of each delivery and its message (d: deliveries, m: messages), in this order.
 _CLAIM_COLUMNS = (
-    ("d", "id"), ("d", "message_id"), ("d", "attempts"), ("d", "order_key"), ("d", "content"), ("d", "content_type"),
-    ("m", "raw"), ("m", "content_type"), ("m", "received_at"), *(("m", k) for k in INDEXED), ("m", "source_ref"), ("m", "meta"),
+    ("d", "id"),
+    ("d", "message_id"),
+    ("d", "attempts"),
+    ("d", "order_key"),
+    ("d", "content"),
+    ("d", "content_type"),
+    ("m", "raw"),
+    ("m", "content_type"),
+    ("m", "received_at"),
+    *(("m", k) for k in INDEXED),
+    ("m", "source_ref"),
+    ("m", "meta"),
 )
 _SQLITE_FIFO = (
     "SELECT id, status, next_at FROM deliveries WHERE channel = ? AND destination = ? AND status IN (?, ?, ?) "
     "ORDER BY id LIMIT ?"
 )
 _SQLITE_CLAIMED = (
-    "SELECT " + ", ".join(f"{t}.{c}" for t, c in _CLAIM_COLUMNS)
+    "SELECT "
+    + ", ".join(f"{t}.{c}" for t, c in _CLAIM_COLUMNS)
     + " FROM deliveries d JOIN messages m ON m.id = d.message_id WHERE d.id IN ({marks}) ORDER BY d.id"
 )
 
@@ -396,7 +424,14 @@ class MarkOp:
         for op in ops:
             for mk in op.marks:
                 if not mk.record:
-                    released.append({"b_id": mk.delivery_id, "b_owner": op.owner, "status": "retry" if mk.attempts else "queued", "updated_at": now})
+                    released.append(
+                        {
+                            "b_id": mk.delivery_id,
+                            "b_owner": op.owner,
+                            "status": "retry" if mk.attempts else "queued",
+                            "updated_at": now,
+                        }
+                    )
                     continue
                 params.append(
                     {
@@ -746,7 +781,10 @@ class Store:
 
         def op(conn: Connection) -> int:
             res = conn.execute(
-                update(sequences).where(sequences.c.name == name).values(value=sequences.c.value + 1).returning(sequences.c.value)
+                update(sequences)
+                .where(sequences.c.name == name)
+                .values(value=sequences.c.value + 1)
+                .returning(sequences.c.value)
             ).scalar()
             if res is None:
                 conn.execute(sequences.insert().values(name=name, value=start))
@@ -779,7 +817,9 @@ class Store:
             return False
 
     def release_lease(self, name: str) -> None:
-        self.run_write(lambda conn: conn.execute(delete(leases).where(leases.c.name == name, leases.c.owner == self.node)))
+        self.run_write(
+            lambda conn: conn.execute(delete(leases).where(leases.c.name == name, leases.c.owner == self.node))
+        )
 
     def get_cursor(self, name: str) -> str | None:
         with self.engine.connect() as conn:
@@ -787,7 +827,9 @@ class Store:
 
     def set_cursor(self, name: str, value: str) -> None:
         def op(conn: Connection) -> None:
-            res = conn.execute(update(cursors).where(cursors.c.name == name).values(value=value, updated_at=time.time()))
+            res = conn.execute(
+                update(cursors).where(cursors.c.name == name).values(value=value, updated_at=time.time())
+            )
             if not res.rowcount:
                 conn.execute(cursors.insert().values(name=name, value=value, updated_at=time.time()))
 
@@ -871,7 +913,10 @@ class Store:
                     stmt = stmt.where(m.message_type == q.message_type)
                 else:
                     stmt = stmt.where(
-                        or_(m.message_type == q.message_type, m.message_type.between(q.message_type + "^", q.message_type + "^\uffff"))
+                        or_(
+                            m.message_type == q.message_type,
+                            m.message_type.between(q.message_type + "^", q.message_type + "^\uffff"),
+                        )
                     )
             if q.text:
                 needle = q.text.encode()
@@ -887,7 +932,9 @@ class Store:
                 ids = [r["id"] for r in rows]
                 summary: dict[int, dict[str, int]] = {}
                 for mid, st, n in conn.execute(
-                    select(d.message_id, d.status, func.count()).where(d.message_id.in_(ids)).group_by(d.message_id, d.status)
+                    select(d.message_id, d.status, func.count())
+                    .where(d.message_id.in_(ids))
+                    .group_by(d.message_id, d.status)
                 ):
                     summary.setdefault(mid, {})[st] = n
                 for r in rows:
@@ -905,12 +952,19 @@ class Store:
                 return None
             msg = dict(row._mapping)
             msg["meta"] = json.loads(msg["meta"]) if msg["meta"] else {}
-            dl = [dict(r._mapping) for r in conn.execute(select(deliveries).where(deliveries.c.message_id == message_id).order_by(deliveries.c.id))]
+            dl = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    select(deliveries).where(deliveries.c.message_id == message_id).order_by(deliveries.c.id)
+                )
+            ]
             by_id = {x["id"]: x for x in dl}
             for x in dl:
                 x["attempt_log"] = []
             if by_id:
-                for a in conn.execute(select(attempts).where(attempts.c.delivery_id.in_(list(by_id))).order_by(attempts.c.id)):
+                for a in conn.execute(
+                    select(attempts).where(attempts.c.delivery_id.in_(list(by_id))).order_by(attempts.c.id)
+                ):
                     by_id[a.delivery_id]["attempt_log"].append(dict(a._mapping))
             msg["deliveries"] = dl
             return msg
@@ -926,7 +980,9 @@ class Store:
             return {
                 (ch, dest): n
                 for ch, dest, n in conn.execute(
-                    select(d.channel, d.destination, func.count()).where(d.status.in_(PENDING)).group_by(d.channel, d.destination)
+                    select(d.channel, d.destination, func.count())
+                    .where(d.status.in_(PENDING))
+                    .group_by(d.channel, d.destination)
                 )
             }
 
@@ -934,7 +990,9 @@ class Store:
 
     def delivery_states(self, message_id: int) -> list[str]:
         return self._read(
-            lambda conn: list(conn.execute(select(deliveries.c.status).where(deliveries.c.message_id == message_id)).scalars())
+            lambda conn: list(
+                conn.execute(select(deliveries.c.status).where(deliveries.c.message_id == message_id)).scalars()
+            )
         )
 
 

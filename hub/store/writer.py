@@ -39,8 +39,9 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
@@ -171,7 +172,7 @@ class WalSyncer:
                 batch, self._pending, self._wanted = self._pending, [], False
             try:
                 self._sync()
-            except Exception as exc:  # noqa: BLE001 - every waiting caller must hear back
+            except Exception as exc:
                 # Committed but perhaps not on disk: the callers hear an error (a source answers AE, its sender
                 # sends again) rather than an ACK the disk may not keep.
                 log.error("store: flushing the WAL to disk failed: %s", exc)
@@ -264,7 +265,7 @@ class GroupWriter:
             try:
                 self._conn.invalidate()
                 self._conn.close()
-            except Exception:  # noqa: BLE001 - it is being thrown away
+            except Exception:
                 pass
             self._conn = None
 
@@ -282,7 +283,9 @@ class GroupWriter:
                     self.durability.within(conn, durable)
                 return run_ops(conn, ops)
         except Exception:
-            if conn.invalidated or isinstance(sys.exc_info()[1], DBAPIError) and sys.exc_info()[1].connection_invalidated:  # type: ignore[union-attr]
+            if conn.invalidated or (
+                isinstance(sys.exc_info()[1], DBAPIError) and sys.exc_info()[1].connection_invalidated
+            ):  # type: ignore[union-attr]
                 self._drop_connection()
             raise
 
@@ -324,17 +327,21 @@ class GroupWriter:
         outcome: list[tuple[Any, Any, BaseException | None]]
         try:
             results = self._run(ops, durable)
-            outcome = [(fut, result, None) for (_, fut), result in zip(batch, results)]
-        except Exception as exc:  # noqa: BLE001 - isolate the failing op(s) below
+            outcome = [(fut, result, None) for (_, fut), result in zip(batch, results, strict=False)]
+        except Exception as exc:
             if len(batch) == 1:
                 outcome = [(batch[0][1], None, self._translate(exc))]
             else:
-                log.warning("group commit of %d operations failed (%s); retrying them one by one", len(batch), type(exc).__name__)
+                log.warning(
+                    "group commit of %d operations failed (%s); retrying them one by one",
+                    len(batch),
+                    type(exc).__name__,
+                )
                 outcome = []
                 for op, fut in batch:
                     try:
                         outcome.append((fut, self._run([op], _durable([op]))[0], None))
-                    except Exception as one_exc:  # noqa: BLE001
+                    except Exception as one_exc:
                         outcome.append((fut, None, self._translate(one_exc)))
         if self._syncer is None:
             self._resolve(outcome)

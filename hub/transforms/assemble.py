@@ -10,7 +10,7 @@ control numbers); it must not send anything itself.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import Field
@@ -56,7 +56,7 @@ class Hl7BatchAssembler:
 
     def __call__(self, messages: list[Message]) -> Assembled:
         c = self.config
-        now = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
+        now = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
         header = f"|^~\\&|{c.sending_app}||{c.receiving_app}||{now}"
         parts = [f"FHS{header}", f"BHS{header}"]
         for m in messages:

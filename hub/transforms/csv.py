@@ -26,14 +26,16 @@ import csv
 import io
 import json
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError as PydanticValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+from pydantic import ValidationError as PydanticValidationError
 
 from hub.errors import ConfigError, CsvParseError, MappingError, ValidationError
 from hub.message import Message
@@ -280,7 +282,9 @@ class CsvDocument:
                 return None
             return RowError(row.number, row.line, None, f"{n} fields but the header names {want} columns")
         missing = self.header[n]
-        return RowError(row.number, row.line, missing, f"missing: the row has {n} fields, the header names {want} columns")
+        return RowError(
+            row.number, row.line, missing, f"missing: the row has {n} fields, the header names {want} columns"
+        )
 
     # ------------------------------------------------------------------ Document protocol
     @property
@@ -375,8 +379,12 @@ class ColumnSpec(Strict):
     values: list[str] | None = Field(None, description="code: the allowed values.", examples=[["M", "F", "U"]])
     pattern: str | None = Field(None, description="A regular expression the whole value must match.")
     max_length: int | None = Field(None, ge=1)
-    true_values: list[str] = Field(["Y", "YES", "TRUE", "T", "1"], description="boolean: texts read as true (any case).")
-    false_values: list[str] = Field(["N", "NO", "FALSE", "F", "0"], description="boolean: texts read as false (any case).")
+    true_values: list[str] = Field(
+        ["Y", "YES", "TRUE", "T", "1"], description="boolean: texts read as true (any case)."
+    )
+    false_values: list[str] = Field(
+        ["N", "NO", "FALSE", "F", "0"], description="boolean: texts read as false (any case)."
+    )
     description: str = ""
 
     @field_validator("pattern")
@@ -395,7 +403,9 @@ class ValueSpec(Strict):
 
     column: str | None = Field(None, description="The column whose value is used.")
     value: str | None = Field(None, description="A constant value.")
-    map: dict[str, str] | None = Field(None, description="Translate the column's value (a value not listed is an error unless default is set).")
+    map: dict[str, str] | None = Field(
+        None, description="Translate the column's value (a value not listed is an error unless default is set)."
+    )
     default: str | None = Field(None, description="Used when the column is empty or its value is not in map.")
     if_: str | None = Field(None, alias="if", description="Only write this when the named column has a value.")
 
@@ -443,7 +453,9 @@ class Layout(Strict):
     encoding: str = "utf-8"
     header: bool = Field(True, description="The first row names the columns; false: columns in the order listed here.")
     line_terminator: Literal["\r\n", "\n"] = Field("\r\n", description="Line ends when the hub writes this layout.")
-    extra_columns: Literal["ignore", "reject"] = Field("ignore", description="A column in the file that is not listed here.")
+    extra_columns: Literal["ignore", "reject"] = Field(
+        "ignore", description="A column in the file that is not listed here."
+    )
     columns: dict[str, ColumnSpec] = Field(min_length=1)
     hl7: Hl7Target | None = None
     fhir: FhirTarget | None = None
@@ -572,7 +584,13 @@ def read_rows(raw: bytes, layout: Layout) -> Rows:
     problems are collected in ``Rows.errors`` — one :class:`RowError` per problem — and the row is left out of
     ``Rows.records``."""
     header_arg: bool | list[str] = True if layout.header else list(layout.columns)
-    doc = CsvDocument(raw, delimiter=layout.delimiter, quotechar=layout.quotechar, encoding=layout.encoding, header=header_arg) if _nonempty(raw) else None
+    doc = (
+        CsvDocument(
+            raw, delimiter=layout.delimiter, quotechar=layout.quotechar, encoding=layout.encoding, header=header_arg
+        )
+        if _nonempty(raw)
+        else None
+    )
     if doc is None:
         raise CsvParseError("the input holds no CSV header or rows", location="row 0")
     return check_document(doc, layout)
@@ -591,7 +609,9 @@ def check_document(doc: CsvDocument, layout: Layout) -> Rows:
     if layout.extra_columns == "reject":
         extra = [n for n in doc.header if n not in layout.columns]
         if extra:
-            raise CsvParseError(f"the header names column(s) the layout does not know: {', '.join(extra)}", location=extra[0])
+            raise CsvParseError(
+                f"the header names column(s) the layout does not know: {', '.join(extra)}", location=extra[0]
+            )
     out = Rows(header=list(doc.header), total=len(doc.rows))
     for row in doc.rows:
         if row.error is not None:
@@ -691,7 +711,9 @@ class _LayoutTransform:
             raise MappingError(f"{self.name} needs CSV input, not {message.content_type}")
         rows = read_rows(message.raw, self.layout)
         if not rows.total:
-            raise ValidationError(f"{self.name}: the file holds a header and no data rows", location="row 1", code="101")
+            raise ValidationError(
+                f"{self.name}: the file holds a header and no data rows", location="row 1", code="101"
+            )
         if rows.errors and (self.bad_rows == "reject" or not rows.records):
             raise _bad_rows(rows, self.name)
         return rows
@@ -714,7 +736,9 @@ class CsvToV2:
 
         type: Literal["csv_to_v2"] = "csv_to_v2"
         layout: str = Field(description="Layout file under the mappings folder.", examples=["csv/pm_roster.yaml"])
-        trigger: str | None = Field(None, description="Trigger event for every row (overrides the layout's).", examples=["A28", "A31"])
+        trigger: str | None = Field(
+            None, description="Trigger event for every row (overrides the layout's).", examples=["A28", "A31"]
+        )
         bad_rows: Literal["reject", "skip"] = Field(
             "reject",
             description="With several rows in one message: reject the whole input with a report of every bad row, "
@@ -731,7 +755,9 @@ class CsvToV2:
             raise ConfigError(f"csv_to_v2: layout {config.layout} has no hl7: section")
         self.target = self.base.layout.hl7
         if config.trigger is None and self.target.trigger is None and len(self.target.message_type.split("^")) < 2:
-            raise ConfigError(f"csv_to_v2: layout {config.layout}: message_type needs a trigger (ADT^A28) or set trigger")
+            raise ConfigError(
+                f"csv_to_v2: layout {config.layout}: message_type needs a trigger (ADT^A28) or set trigger"
+            )
 
     def _trigger(self, rec: Record) -> str | None:
         if self.config.trigger:
@@ -780,7 +806,7 @@ class CsvToV2:
 
     def __call__(self, message: Message) -> Message:
         rows = self.base.rows(message)
-        now = datetime.now(timezone.utc).replace(microsecond=0)
+        now = datetime.now(UTC).replace(microsecond=0)
         built = [self.build(rec, now) for rec in rows.records]
         if len(built) == 1 and rows.total == 1:
             out = message.replace(built[0].to_bytes(), "hl7v2", parsed=built[0])
@@ -795,7 +821,16 @@ def _batch(messages: list[bytes], tg: Hl7Target, now: datetime) -> bytes:
     from hub.transforms.hl7v2 import escape
 
     ts = now.strftime("%Y%m%d%H%M%S")
-    head = "|".join(["^~\\&", escape(tg.sending_app), escape(tg.sending_facility), escape(tg.receiving_app), escape(tg.receiving_facility), ts])
+    head = "|".join(
+        [
+            "^~\\&",
+            escape(tg.sending_app),
+            escape(tg.sending_facility),
+            escape(tg.receiving_app),
+            escape(tg.receiving_facility),
+            ts,
+        ]
+    )
     out = [f"FHS|{head}\r".encode(), f"BHS|{head}\r".encode()]
     out.extend(m if m.endswith(b"\r") else m + b"\r" for m in messages)
     out.append(f"BTS|{len(messages)}\r".encode())
@@ -874,7 +909,9 @@ class CsvToFhir:
         self.target = self.base.layout.fhir
         for path in self.target.elements:
             if not all(_ELEMENT.match(s) for s in path.split(".")):
-                raise ConfigError(f"csv_to_fhir: layout {config.layout}: {path!r} is not an element path like name[0].given[0]")
+                raise ConfigError(
+                    f"csv_to_fhir: layout {config.layout}: {path!r} is not an element path like name[0].given[0]"
+                )
 
     def build(self, rec: Record) -> dict[str, Any]:
         res: dict[str, Any] = {"resourceType": self.target.resource}
@@ -892,7 +929,10 @@ class CsvToFhir:
         ids = res.get("identifier") or []
         first = ids[0] if ids and isinstance(ids[0], dict) else {}
         if first.get("system") and first.get("value"):
-            entry["request"] = {"method": "PUT", "url": f"{res['resourceType']}?identifier={first['system']}|{first['value']}"}
+            entry["request"] = {
+                "method": "PUT",
+                "url": f"{res['resourceType']}?identifier={first['system']}|{first['value']}",
+            }
         else:
             entry["request"] = {"method": "POST", "url": res["resourceType"]}
         return entry
@@ -939,7 +979,9 @@ class V2ToCsv:
 
         type: Literal["v2_to_csv"] = "v2_to_csv"
         columns: dict[str, str] | None = Field(None, description="Column name → HL7 path, in column order.")
-        layout: str | None = Field(None, description="Layout under mappings/ whose columns and hl7.fields map are used.")
+        layout: str | None = Field(
+            None, description="Layout under mappings/ whose columns and hl7.fields map are used."
+        )
         header: bool = Field(True, description="Write the header row.")
         delimiter: str | None = Field(None, min_length=1, max_length=1, description="Default: the layout's, else ','.")
         line_terminator: Literal["\r\n", "\n"] | None = Field(None, description="Default: the layout's, else CRLF.")

@@ -15,11 +15,21 @@ on any format whose paths exist (DESIGN.md §5 names the notations):
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 from hub.errors import MappingError
 
-__all__ = ["Document", "parse_document", "PARSERS", "META", "document_of", "extract_meta", "validate_document", "VALIDATORS"]
+__all__ = [
+    "Document",
+    "parse_document",
+    "PARSERS",
+    "META",
+    "document_of",
+    "extract_meta",
+    "validate_document",
+    "VALIDATORS",
+]
 
 
 @runtime_checkable

@@ -17,8 +17,9 @@ from __future__ import annotations
 import csv
 import importlib
 import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 

@@ -24,7 +24,9 @@ log = logging.getLogger("hub.web")
 class WebServer:
     """The running web app. ``await stop()`` is idempotent."""
 
-    def __init__(self, server: Any, task: asyncio.Task[None], collector: Any, app: Any, address: tuple[str, int], scheme: str) -> None:
+    def __init__(
+        self, server: Any, task: asyncio.Task[None], collector: Any, app: Any, address: tuple[str, int], scheme: str
+    ) -> None:
         self.server = server
         self.task = task
         self.collector = collector
@@ -43,9 +45,9 @@ class WebServer:
         self.server.should_exit = True
         try:
             await asyncio.wait_for(self.task, timeout=10)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
+        except (TimeoutError, asyncio.CancelledError):
             self.task.cancel()
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("web: the server stopped with an error")
         self.task = None  # type: ignore[assignment]
         if self.collector is not None:
@@ -88,7 +90,9 @@ async def start(engine: Any, *, env: dict[str, str] | None = None) -> WebServer:
 
     for name, channel in engine.channels.items():
         metrics.touch_channel(name, channel.destinations)
-    collector = metrics.QueueCollector(lambda: queries.queue_rows(engine.store), state.running, known=lambda: list(engine.workers))
+    collector = metrics.QueueCollector(
+        lambda: queries.queue_rows(engine.store), state.running, known=lambda: list(engine.workers)
+    )
     with contextlib.suppress(ValueError):  # another engine in this process registered one (tests)
         metrics.REGISTRY.register(collector)
 
@@ -104,10 +108,16 @@ async def start(engine: Any, *, env: dict[str, str] | None = None) -> WebServer:
             if ca is not None:
                 ctx.load_verify_locations(cafile=str(ca))
         except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"web.tls: cannot load {cert} / {key}{f' / {ca}' if ca else ''}: {exc}", [(str(cfg.folder / "hub.yaml"), 0, f"web.tls: {exc}")]) from None
+            raise ConfigError(
+                f"web.tls: cannot load {cert} / {key}{f' / {ca}' if ca else ''}: {exc}",
+                [(str(cfg.folder / "hub.yaml"), 0, f"web.tls: {exc}")],
+            ) from None
         kwargs.update(ssl_certfile=str(cert), ssl_keyfile=str(key))
         if web.tls.client_cert != "none":  # mutual TLS: the handshake fails without a certificate signed by ca
-            kwargs.update(ssl_ca_certs=str(ca), ssl_cert_reqs=ssl.CERT_REQUIRED if web.tls.client_cert == "required" else ssl.CERT_OPTIONAL)
+            kwargs.update(
+                ssl_ca_certs=str(ca),
+                ssl_cert_reqs=ssl.CERT_REQUIRED if web.tls.client_cert == "required" else ssl.CERT_OPTIONAL,
+            )
         scheme = "https"
     try:
         sock = _bind(host, port)
@@ -115,7 +125,8 @@ async def start(engine: Any, *, env: dict[str, str] | None = None) -> WebServer:
         with contextlib.suppress(KeyError):
             metrics.REGISTRY.unregister(collector)
         raise ConfigError(
-            f"web.listen {web.listen}: {exc.strerror or exc}", [(str(cfg.folder / "hub.yaml"), 0, f"web.listen {web.listen}: {exc.strerror or exc}")]
+            f"web.listen {web.listen}: {exc.strerror or exc}",
+            [(str(cfg.folder / "hub.yaml"), 0, f"web.listen {web.listen}: {exc.strerror or exc}")],
         ) from None
     config = uvicorn.Config(
         app,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
@@ -47,7 +47,17 @@ def _id_query(description: str | None = None) -> Any:
     return Query(None, ge=ID_MIN, le=ID_MAX, description=description)
 
 
-_SECRET_WORDS = ("password", "secret", "token", "passphrase", "credential", "private_key", "api_key", "apikey", "authorization")
+_SECRET_WORDS = (
+    "password",
+    "secret",
+    "token",
+    "passphrase",
+    "credential",
+    "private_key",
+    "api_key",
+    "apikey",
+    "authorization",
+)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -70,9 +80,11 @@ def _when(value: str | None, name: str) -> float | None:
     try:
         dt = datetime.fromisoformat(value)
     except ValueError:
-        raise HTTPException(422, f"{name}: {value!r} is neither epoch seconds, a duration (1h, 7d) nor an ISO date/time") from None
+        raise HTTPException(
+            422, f"{name}: {value!r} is neither epoch seconds, a duration (1h, 7d) nor an ISO date/time"
+        ) from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
 
 
@@ -182,7 +194,11 @@ def _channel_item(hub: Any, name: str, status: dict[str, Any], recent: dict[str,
         "source": spec.source.get("type") if spec is not None else None,
         "received": received,
         **{k: counts.get(k, 0) for k in MESSAGE_STATUSES},
-        "last_hour": {"received": last_received, **{k: last.get(k, 0) for k in MESSAGE_STATUSES}, "per_minute": round(last_received / 60, 2)},
+        "last_hour": {
+            "received": last_received,
+            **{k: last.get(k, 0) for k in MESSAGE_STATUSES},
+            "per_minute": round(last_received / 60, 2),
+        },
         "destinations": dests,
         "peers": _peers(name, engine.sources.get(name)),
         "error": failed,
@@ -220,7 +236,13 @@ def login(body: LoginRequest, request: Request, response: Response) -> dict[str,
     hub.throttle.succeeded(*keys)
     token, csrf = _store_call(hub.auth.create_session, user, hub.session_ttl)
     response.set_cookie(
-        COOKIE, token, max_age=int(hub.session_ttl), httponly=True, samesite="strict", secure=hub.secure_cookies, path="/"
+        COOKIE,
+        token,
+        max_age=int(hub.session_ttl),
+        httponly=True,
+        samesite="strict",
+        secure=hub.secure_cookies,
+        path="/",
     )
     metrics.WEB_LOGINS.labels("ok").inc()
     _store_call(audit, request, Principal(user, "session"), "login")
@@ -235,7 +257,9 @@ def logout(request: Request, response: Response, p: Principal = Depends(principa
     return {"ok": True}
 
 
-@router.get("/me", tags=["session"], summary="Who is logged in, their role and permissions (and the CSRF token of a session)")
+@router.get(
+    "/me", tags=["session"], summary="Who is logged in, their role and permissions (and the CSRF token of a session)"
+)
 def me(p: Principal = Depends(principal)) -> dict[str, Any]:
     return {**p.user.public(), "via": p.via, "csrf": p.csrf}
 
@@ -259,7 +283,9 @@ def change_password(body: PasswordChange, request: Request, p: Principal = Depen
 
 
 # ------------------------------------------------------------------------------------------------ channels
-@router.get("/channels", tags=["channels"], summary="Every channel: state, counts, last-hour rates, destinations and queues")
+@router.get(
+    "/channels", tags=["channels"], summary="Every channel: state, counts, last-hour rates, destinations and queues"
+)
 def list_channels(request: Request, p: Principal = Depends(require("view"))) -> list[dict[str, Any]]:
     hub = _hub(request)
     status = _store_call(hub.status)
@@ -267,7 +293,9 @@ def list_channels(request: Request, p: Principal = Depends(require("view"))) -> 
     return [_channel_item(hub, n, status, recent, p) for n in _channel_names(hub, status)]
 
 
-@router.get("/channels/{name}", tags=["channels"], summary="One channel's status; its settings (secrets hidden) for analysts")
+@router.get(
+    "/channels/{name}", tags=["channels"], summary="One channel's status; its settings (secrets hidden) for analysts"
+)
 def get_channel(name: str, request: Request, p: Principal = Depends(require("view"))) -> dict[str, Any]:
     hub = _hub(request)
     status = _store_call(hub.status)
@@ -281,7 +309,9 @@ def get_channel(name: str, request: Request, p: Principal = Depends(require("vie
     return item
 
 
-@router.get("/channels/{name}/stats", tags=["channels"], summary="Counts over a recent window (default 1h) and rates per minute")
+@router.get(
+    "/channels/{name}/stats", tags=["channels"], summary="Counts over a recent window (default 1h) and rates per minute"
+)
 def channel_stats(
     name: str,
     request: Request,
@@ -306,14 +336,19 @@ def channel_stats(
         **{k: counts.get(k, 0) for k in MESSAGE_STATUSES},
         "per_minute": round(received / minutes, 3),
         "destinations": {
-            d: {**{k: row.get(k, 0) for k in DELIVERY_STATUSES}, "sent_per_minute": round(row.get("sent", 0) / minutes, 3)}
+            d: {
+                **{k: row.get(k, 0) for k in DELIVERY_STATUSES},
+                "sent_per_minute": round(row.get("sent", 0) / minutes, 3),
+            }
             for (c, d), row in sorted(recent["destinations"].items())
             if c == name
         },
     }
 
 
-@router.post("/channels/{name}/pause", tags=["channels"], summary="Stop the channel's source (queued deliveries still go out)")
+@router.post(
+    "/channels/{name}/pause", tags=["channels"], summary="Stop the channel's source (queued deliveries still go out)"
+)
 async def pause_channel(name: str, request: Request, p: Principal = Depends(require("channels"))) -> dict[str, Any]:
     hub = _hub(request)
     _wanted_channel(hub, name)
@@ -338,7 +373,7 @@ async def resume_channel(name: str, request: Request, p: Principal = Depends(req
     if name in hub.paused:
         try:
             await src.start(ch.receive)
-        except Exception as exc:  # noqa: BLE001 - say why (port in use …) and stay paused
+        except Exception as exc:
             log.error("web: channel %s could not be resumed: %s", name, exc)
             raise HTTPException(500, f"the source did not start: {exc}") from None
         hub.paused.discard(name)
@@ -373,14 +408,24 @@ async def config_reload(request: Request, p: Principal = Depends(require("channe
     problems = [str(pr) for pr in await hub.engine.reload()]
     _store_call(audit, request, p, "config_reload", problems=len(problems), applied=not problems)
     if problems:
-        raise HTTPException(422, {"message": "the configuration has problems; nothing was changed", "problems": problems})
+        raise HTTPException(
+            422, {"message": "the configuration has problems; nothing was changed", "problems": problems}
+        )
     hub.paused.clear()  # every channel was started again from the files
     hub.invalidate()
-    return {"reloaded": True, "channels": sorted(hub.engine.channels), "note": "store and web settings apply at the next restart"}
+    return {
+        "reloaded": True,
+        "channels": sorted(hub.engine.channels),
+        "note": "store and web settings apply at the next restart",
+    }
 
 
 # ------------------------------------------------------------------------------------------------ destinations
-@router.get("/destinations", tags=["queues"], summary="Every destination's queue: queued, retry, sending, sent, dead, oldest age")
+@router.get(
+    "/destinations",
+    tags=["queues"],
+    summary="Every destination's queue: queued, retry, sending, sent, dead, oldest age",
+)
 def list_destinations(request: Request, p: Principal = Depends(require("view"))) -> list[dict[str, Any]]:
     hub = _hub(request)
     status = _store_call(hub.status)
@@ -392,7 +437,11 @@ def list_destinations(request: Request, p: Principal = Depends(require("view")))
     return out
 
 
-@router.get("/dead-letters", tags=["queues"], summary="Dead deliveries (newest first), with the error for roles that see content")
+@router.get(
+    "/dead-letters",
+    tags=["queues"],
+    summary="Dead deliveries (newest first), with the error for roles that see content",
+)
 def dead_letters(
     request: Request,
     channel: str | None = None,
@@ -402,7 +451,9 @@ def dead_letters(
     p: Principal = Depends(require("view")),
 ) -> dict[str, Any]:
     hub = _hub(request)
-    rows = _store_call(queries.dead_letters, hub.store, channel=channel, destination=destination, before_id=before_id, limit=limit)
+    rows = _store_call(
+        queries.dead_letters, hub.store, channel=channel, destination=destination, before_id=before_id, limit=limit
+    )
     if not p.can("content"):
         for r in rows:
             r["last_error"] = None
@@ -415,8 +466,13 @@ def dead_letters(
 def search_messages(
     request: Request,
     channel: str | None = None,
-    status: str | None = Query(None, description="accepted, filtered, rejected, error, or a delivery status: queued, retry, sending, sent, dead"),
-    destination: str | None = Query(None, description="Messages with a delivery to this destination (with status: in that state)."),
+    status: str | None = Query(
+        None,
+        description="accepted, filtered, rejected, error, or a delivery status: queued, retry, sending, sent, dead",
+    ),
+    destination: str | None = Query(
+        None, description="Messages with a delivery to this destination (with status: in that state)."
+    ),
     since: str | None = Query(None, description="Epoch seconds, a duration ago (1h) or an ISO date/time."),
     until: str | None = None,
     control_id: str | None = None,
@@ -452,17 +508,35 @@ def search_messages(
             r["error"] = None
             r["source_ref"] = None
     elif patient_id or text:
-        _store_call(audit, request, p, "search", channel=channel, patient_id=patient_id, text=bool(text), results=len(rows))
+        _store_call(
+            audit, request, p, "search", channel=channel, patient_id=patient_id, text=bool(text), results=len(rows)
+        )
     return {"items": rows, "next_before_id": rows[-1]["id"] if len(rows) == limit else None}
 
 
 def _delivery_view(d: dict[str, Any], msg: dict[str, Any], show: bool) -> dict[str, Any]:
-    out = {k: d.get(k) for k in ("id", "destination", "route", "status", "attempts", "next_at", "created_at", "updated_at", "sent_at", "content_type")}
+    out = {
+        k: d.get(k)
+        for k in (
+            "id",
+            "destination",
+            "route",
+            "status",
+            "attempts",
+            "next_at",
+            "created_at",
+            "updated_at",
+            "sent_at",
+            "content_type",
+        )
+    }
     out["content_is_raw"] = d.get("content") is None
     if show:
         content = d.get("content")
         out["content"] = _text(content)
-        out["structure"] = render(d.get("content_type") or msg["content_type"], content) if content is not None else None
+        out["structure"] = (
+            render(d.get("content_type") or msg["content_type"], content) if content is not None else None
+        )
         out["last_error"] = d.get("last_error")
         out["response"] = d.get("response")
         resp = (d.get("response") or "").encode()
@@ -470,14 +544,22 @@ def _delivery_view(d: dict[str, Any], msg: dict[str, Any], show: bool) -> dict[s
     out["attempt_log"] = [
         {
             k: a.get(k)
-            for k in (("number", "at", "outcome", "node", "error", "response") if show else ("number", "at", "outcome", "node"))
+            for k in (
+                ("number", "at", "outcome", "node", "error", "response")
+                if show
+                else ("number", "at", "outcome", "node")
+            )
         }
         for a in d.get("attempt_log", [])
     ]
     return out
 
 
-@router.get("/messages/{message_id}", tags=["messages"], summary="One message: metadata, raw content rendered by format, deliveries, responses, attempts")
+@router.get(
+    "/messages/{message_id}",
+    tags=["messages"],
+    summary="One message: metadata, raw content rendered by format, deliveries, responses, attempts",
+)
 def get_message(message_id: PathId, request: Request, p: Principal = Depends(require("view"))) -> dict[str, Any]:
     hub = _hub(request)
     msg = _store_call(hub.store.get_message, message_id)
@@ -486,7 +568,19 @@ def get_message(message_id: PathId, request: Request, p: Principal = Depends(req
     show = p.can("content")
     out = {
         k: msg.get(k)
-        for k in ("id", "channel", "status", "received_at", "content_type", "control_id", "message_type", "sending_app", "sending_facility", "error_code", "size")
+        for k in (
+            "id",
+            "channel",
+            "status",
+            "received_at",
+            "content_type",
+            "control_id",
+            "message_type",
+            "sending_app",
+            "sending_facility",
+            "error_code",
+            "size",
+        )
     }
     out["content_visible"] = show
     if show:
@@ -518,10 +612,14 @@ def get_raw(message_id: PathId, request: Request, p: Principal = Depends(require
 
 
 class ReplayOne(BaseModel):
-    destination: str | None = Field(None, description="Only this destination's delivery; default: every delivery of the message.")
+    destination: str | None = Field(
+        None, description="Only this destination's delivery; default: every delivery of the message."
+    )
 
 
-@router.post("/messages/{message_id}/replay", tags=["replay"], summary="Queue a message's deliveries again (attempts reset)")
+@router.post(
+    "/messages/{message_id}/replay", tags=["replay"], summary="Queue a message's deliveries again (attempts reset)"
+)
 def replay_message(
     message_id: PathId, request: Request, body: ReplayOne | None = None, p: Principal = Depends(require("replay"))
 ) -> dict[str, Any]:
@@ -538,7 +636,17 @@ def replay_message(
         n, outcome = _reprocess(hub, msg)
     hub.invalidate()
     hub.wake(channel)
-    _store_call(audit, request, p, "replay", message_id=message_id, channel=channel, destination=dest, queued=n, reprocessed=outcome)
+    _store_call(
+        audit,
+        request,
+        p,
+        "replay",
+        message_id=message_id,
+        channel=channel,
+        destination=dest,
+        queued=n,
+        reprocessed=outcome,
+    )
     log.info("web: message %s replayed by %s (%d deliveries)", message_id, p.name, n)
     return {"message_id": message_id, "queued": n, "reprocessed": outcome}
 
@@ -550,7 +658,9 @@ def _reprocess(hub: Any, msg: dict[str, Any]) -> tuple[int, str]:
     ch = hub.engine.channels.get(msg["channel"])
     if ch is None:
         raise HTTPException(409, f"channel {msg['channel']!r} is not running: it cannot reprocess the message")
-    pr = ch.process(Message(raw=msg["raw"], content_type=msg["content_type"], channel=ch.name, meta=dict(msg["meta"] or {})))
+    pr = ch.process(
+        Message(raw=msg["raw"], content_type=msg["content_type"], channel=ch.name, meta=dict(msg["meta"] or {}))
+    )
     item = NewMessage(
         ch.name,
         msg["raw"],
@@ -566,7 +676,9 @@ def _reprocess(hub: Any, msg: dict[str, Any]) -> tuple[int, str]:
 
 
 class ReplayMany(BaseModel):
-    message_ids: list[StoreId] | None = Field(None, max_length=10000, description="These messages (else: the filter below).")
+    message_ids: list[StoreId] | None = Field(
+        None, max_length=10000, description="These messages (else: the filter below)."
+    )
     channel: str | None = None
     destination: str | None = None
     statuses: list[Literal["queued", "retry", "sent", "dead"]] = Field(
@@ -580,7 +692,11 @@ class ReplayMany(BaseModel):
     limit: int = Field(10000, ge=1, le=10000, description="At most this many messages when selecting by a filter.")
 
 
-@router.post("/replay", tags=["replay"], summary="Queue again the deliveries of a set of messages, or every dead one of a channel/destination")
+@router.post(
+    "/replay",
+    tags=["replay"],
+    summary="Queue again the deliveries of a set of messages, or every dead one of a channel/destination",
+)
 def replay_many(body: ReplayMany, request: Request, p: Principal = Depends(require("replay"))) -> dict[str, Any]:
     hub = _hub(request)
     statuses = list(body.statuses) or ["dead"]
@@ -656,7 +772,9 @@ def add_user(body: UserCreate, request: Request, p: Principal = Depends(require(
 
 
 @router.patch("/users/{name}", tags=["users"], summary="Change a user's role, password or disabled flag")
-def update_user(name: str, body: UserUpdate, request: Request, p: Principal = Depends(require("users"))) -> dict[str, Any]:
+def update_user(
+    name: str, body: UserUpdate, request: Request, p: Principal = Depends(require("users"))
+) -> dict[str, Any]:
     auth = _hub(request).auth
     current = _store_call(auth.get_user, name)
     if current is None:
@@ -667,7 +785,16 @@ def update_user(name: str, body: UserUpdate, request: Request, p: Principal = De
         raise HTTPException(409, f"that would leave the hub without an enabled admin: {exc}") from None
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
-    _store_call(audit, request, p, "user_change", target=name, role=body.role, disabled=body.disabled, password=body.password is not None or None)
+    _store_call(
+        audit,
+        request,
+        p,
+        "user_change",
+        target=name,
+        role=body.role,
+        disabled=body.disabled,
+        password=body.password is not None or None,
+    )
     return user.public()
 
 
@@ -676,8 +803,12 @@ def list_tokens(name: str, request: Request, p: Principal = Depends(require("use
     return _store_call(_hub(request).auth.list_tokens, name)
 
 
-@router.post("/users/{name}/tokens", tags=["users"], status_code=201, summary="Make an API token for a user (shown once)")
-def create_token(name: str, request: Request, body: TokenCreate | None = None, p: Principal = Depends(require("users"))) -> dict[str, Any]:
+@router.post(
+    "/users/{name}/tokens", tags=["users"], status_code=201, summary="Make an API token for a user (shown once)"
+)
+def create_token(
+    name: str, request: Request, body: TokenCreate | None = None, p: Principal = Depends(require("users"))
+) -> dict[str, Any]:
     ttl = None
     if body is not None and body.ttl:
         try:
@@ -701,11 +832,16 @@ def revoke_token(token_id: PathId, request: Request, p: Principal = Depends(requ
 
 
 # ------------------------------------------------------------------------------------------------ audit (admin)
-@router.get("/audit", tags=["audit"], summary="Search the audit log: who viewed, replayed, paused or changed what, and when")
+@router.get(
+    "/audit", tags=["audit"], summary="Search the audit log: who viewed, replayed, paused or changed what, and when"
+)
 def search_audit(
     request: Request,
     user: str | None = None,
-    action: str | None = Query(None, description="login, login_failed, view_message, view_raw, search, replay, replay_many, pause, resume, config_check, config_reload, user_add, user_change, token_create, token_revoke, password_change"),
+    action: str | None = Query(
+        None,
+        description="login, login_failed, view_message, view_raw, search, replay, replay_many, pause, resume, config_check, config_reload, user_add, user_change, token_create, token_revoke, password_change",
+    ),
     message_id: int | None = _id_query(),
     channel: str | None = None,
     since: str | None = None,

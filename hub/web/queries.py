@@ -71,7 +71,12 @@ def ping(store: Any) -> None:
 
 
 def dead_letters(
-    store: Any, *, channel: str | None = None, destination: str | None = None, before_id: int | None = None, limit: int = 100
+    store: Any,
+    *,
+    channel: str | None = None,
+    destination: str | None = None,
+    before_id: int | None = None,
+    limit: int = 100,
 ) -> list[dict[str, Any]]:
     """Dead deliveries, newest first, with their message's metadata."""
     m, d = messages.c, deliveries.c
@@ -79,8 +84,17 @@ def dead_letters(
     def fn(conn: Connection) -> list[dict[str, Any]]:
         q = (
             select(
-                d.id, d.message_id, d.channel, d.destination, d.attempts, d.updated_at, d.last_error,
-                m.received_at, m.message_type, m.control_id, m.patient_id,
+                d.id,
+                d.message_id,
+                d.channel,
+                d.destination,
+                d.attempts,
+                d.updated_at,
+                d.last_error,
+                m.received_at,
+                m.message_type,
+                m.control_id,
+                m.patient_id,
             )
             .select_from(deliveries.join(messages, m.id == d.message_id))
             .where(d.status == "dead")

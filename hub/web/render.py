@@ -23,7 +23,10 @@ def _title(name: str | None) -> str:
     words = name.replace("_", " ").lower().split()
     small = {"of", "or", "and", "the", "to", "for", "by", "in", "e", "g"}
     upper = {"id", "ssn", "pid", "npi", "ii", "iii", "cpt", "icd", "ndc"}
-    out = [w.upper() if w in upper or any(c.isdigit() for c in w) else w if (i and w in small) else w.capitalize() for i, w in enumerate(words)]
+    out = [
+        w.upper() if w in upper or any(c.isdigit() for c in w) else w if (i and w in small) else w.capitalize()
+        for i, w in enumerate(words)
+    ]
     return " ".join(out).replace(" S ", "'s ")
 
 
@@ -36,7 +39,7 @@ def hl7_field_names(segment: str, version: str) -> dict[int, tuple[str, str, tup
         from hl7apy import load_reference  # heavy: imported on the first detail view only
 
         ref = load_reference(segment, "Segment", version)
-    except Exception:  # noqa: BLE001 - an unknown segment (Z-segment) simply has no names
+    except Exception:
         return {}
     out: dict[int, tuple[str, str, tuple[str, ...]]] = {}
     try:
@@ -91,42 +94,108 @@ def render_hl7(raw: bytes) -> dict[str, Any] | None:
 
 # ------------------------------------------------------------------------------------------------ X12
 X12_SEGMENTS = {
-    "ISA": "Interchange Control Header", "IEA": "Interchange Control Trailer", "GS": "Functional Group Header",
-    "GE": "Functional Group Trailer", "ST": "Transaction Set Header", "SE": "Transaction Set Trailer",
-    "BHT": "Beginning of Hierarchical Transaction", "NM1": "Entity Name", "N1": "Party Identification",
-    "N2": "Additional Name", "N3": "Address", "N4": "City, State, ZIP", "REF": "Reference Identification",
-    "PER": "Contact Information", "HL": "Hierarchical Level", "PRV": "Provider Information",
-    "SBR": "Subscriber Information", "PAT": "Patient Information", "DMG": "Demographics", "CLM": "Claim Information",
-    "DTP": "Date or Time Period", "DTM": "Date/Time Reference", "HI": "Health Care Diagnosis Codes", "LX": "Line Number",
-    "SV1": "Professional Service", "SV2": "Institutional Service", "SV3": "Dental Service", "AMT": "Monetary Amount",
-    "QTY": "Quantity", "BPR": "Financial Information", "TRN": "Trace Number", "CLP": "Claim Payment Information",
-    "CAS": "Claims Adjustment", "SVC": "Service Payment Information", "PLB": "Provider Level Adjustment",
-    "LQ": "Industry Code", "MIA": "Inpatient Adjudication", "MOA": "Outpatient Adjudication", "TA1": "Interchange Acknowledgment",
-    "AK1": "Functional Group Response Header", "AK2": "Transaction Set Response Header", "IK3": "Error Identification",
-    "IK4": "Implementation Data Element Note", "IK5": "Transaction Set Response Trailer", "AK9": "Functional Group Response Trailer",
-    "CTX": "Context", "PWK": "Paperwork", "CN1": "Contract Information", "NTE": "Note", "OI": "Other Insurance Coverage",
-    "STC": "Status Information", "TRN02": "Trace", "CL1": "Institutional Claim Code", "HCP": "Health Care Pricing",
-    "LIN": "Drug Identification", "CTP": "Pricing Information", "SVD": "Line Adjudication", "K3": "File Information",
+    "ISA": "Interchange Control Header",
+    "IEA": "Interchange Control Trailer",
+    "GS": "Functional Group Header",
+    "GE": "Functional Group Trailer",
+    "ST": "Transaction Set Header",
+    "SE": "Transaction Set Trailer",
+    "BHT": "Beginning of Hierarchical Transaction",
+    "NM1": "Entity Name",
+    "N1": "Party Identification",
+    "N2": "Additional Name",
+    "N3": "Address",
+    "N4": "City, State, ZIP",
+    "REF": "Reference Identification",
+    "PER": "Contact Information",
+    "HL": "Hierarchical Level",
+    "PRV": "Provider Information",
+    "SBR": "Subscriber Information",
+    "PAT": "Patient Information",
+    "DMG": "Demographics",
+    "CLM": "Claim Information",
+    "DTP": "Date or Time Period",
+    "DTM": "Date/Time Reference",
+    "HI": "Health Care Diagnosis Codes",
+    "LX": "Line Number",
+    "SV1": "Professional Service",
+    "SV2": "Institutional Service",
+    "SV3": "Dental Service",
+    "AMT": "Monetary Amount",
+    "QTY": "Quantity",
+    "BPR": "Financial Information",
+    "TRN": "Trace Number",
+    "CLP": "Claim Payment Information",
+    "CAS": "Claims Adjustment",
+    "SVC": "Service Payment Information",
+    "PLB": "Provider Level Adjustment",
+    "LQ": "Industry Code",
+    "MIA": "Inpatient Adjudication",
+    "MOA": "Outpatient Adjudication",
+    "TA1": "Interchange Acknowledgment",
+    "AK1": "Functional Group Response Header",
+    "AK2": "Transaction Set Response Header",
+    "IK3": "Error Identification",
+    "IK4": "Implementation Data Element Note",
+    "IK5": "Transaction Set Response Trailer",
+    "AK9": "Functional Group Response Trailer",
+    "CTX": "Context",
+    "PWK": "Paperwork",
+    "CN1": "Contract Information",
+    "NTE": "Note",
+    "OI": "Other Insurance Coverage",
+    "STC": "Status Information",
+    "TRN02": "Trace",
+    "CL1": "Institutional Claim Code",
+    "HCP": "Health Care Pricing",
+    "LIN": "Drug Identification",
+    "CTP": "Pricing Information",
+    "SVD": "Line Adjudication",
+    "K3": "File Information",
 }
 # (transaction set, segment, qualifier) → loop; the qualifier is element 01 (HL: element 03)
 _LOOPS = {
-    ("837", "NM1", "41"): "1000A Submitter", ("837", "NM1", "40"): "1000B Receiver",
-    ("837", "HL", "20"): "2000A Billing Provider", ("837", "NM1", "85"): "2010AA Billing Provider Name",
-    ("837", "NM1", "87"): "2010AB Pay-to Address", ("837", "HL", "22"): "2000B Subscriber",
-    ("837", "NM1", "IL"): "2010BA Subscriber Name", ("837", "NM1", "PR"): "2010BB Payer Name",
-    ("837", "HL", "23"): "2000C Patient", ("837", "NM1", "QC"): "2010CA Patient Name", ("837", "CLM", ""): "2300 Claim",
-    ("837", "NM1", "DN"): "2310A Referring Provider", ("837", "NM1", "82"): "2310B Rendering Provider",
-    ("837", "NM1", "77"): "2310C Service Facility", ("837", "NM1", "DQ"): "2310D Supervising Provider",
-    ("837", "NM1", "PW"): "2310E Ambulance Pick-up", ("837", "NM1", "45"): "2310F Ambulance Drop-off",
-    ("837", "NM1", "PE"): "2010AC Pay-to Plan", ("837", "SBR", ""): "2320 Other Subscriber",
+    ("837", "NM1", "41"): "1000A Submitter",
+    ("837", "NM1", "40"): "1000B Receiver",
+    ("837", "HL", "20"): "2000A Billing Provider",
+    ("837", "NM1", "85"): "2010AA Billing Provider Name",
+    ("837", "NM1", "87"): "2010AB Pay-to Address",
+    ("837", "HL", "22"): "2000B Subscriber",
+    ("837", "NM1", "IL"): "2010BA Subscriber Name",
+    ("837", "NM1", "PR"): "2010BB Payer Name",
+    ("837", "HL", "23"): "2000C Patient",
+    ("837", "NM1", "QC"): "2010CA Patient Name",
+    ("837", "CLM", ""): "2300 Claim",
+    ("837", "NM1", "DN"): "2310A Referring Provider",
+    ("837", "NM1", "82"): "2310B Rendering Provider",
+    ("837", "NM1", "77"): "2310C Service Facility",
+    ("837", "NM1", "DQ"): "2310D Supervising Provider",
+    ("837", "NM1", "PW"): "2310E Ambulance Pick-up",
+    ("837", "NM1", "45"): "2310F Ambulance Drop-off",
+    ("837", "NM1", "PE"): "2010AC Pay-to Plan",
+    ("837", "SBR", ""): "2320 Other Subscriber",
     ("837", "LX", ""): "2400 Service Line",
-    ("835", "N1", "PR"): "1000A Payer", ("835", "N1", "PE"): "1000B Payee", ("835", "LX", ""): "2000 Header Number",
-    ("835", "CLP", ""): "2100 Claim Payment", ("835", "SVC", ""): "2110 Service Payment", ("835", "PLB", ""): "Summary",
-    ("999", "AK2", ""): "2000 Transaction Set Response", ("999", "IK3", ""): "2100 Segment Error",
-    ("277", "HL", "20"): "2000A Information Source", ("277", "HL", "21"): "2000B Information Receiver",
-    ("277", "HL", "19"): "2000C Service Provider", ("277", "HL", "22"): "2000D Subscriber",
+    ("835", "N1", "PR"): "1000A Payer",
+    ("835", "N1", "PE"): "1000B Payee",
+    ("835", "LX", ""): "2000 Header Number",
+    ("835", "CLP", ""): "2100 Claim Payment",
+    ("835", "SVC", ""): "2110 Service Payment",
+    ("835", "PLB", ""): "Summary",
+    ("999", "AK2", ""): "2000 Transaction Set Response",
+    ("999", "IK3", ""): "2100 Segment Error",
+    ("277", "HL", "20"): "2000A Information Source",
+    ("277", "HL", "21"): "2000B Information Receiver",
+    ("277", "HL", "19"): "2000C Service Provider",
+    ("277", "HL", "22"): "2000D Subscriber",
 }
-_ENVELOPE = {"ISA": "Interchange", "GS": "Functional Group", "ST": "Transaction Header", "SE": "Trailer", "GE": "Trailer", "IEA": "Trailer"}
+_ENVELOPE = {
+    "ISA": "Interchange",
+    "GS": "Functional Group",
+    "ST": "Transaction Header",
+    "SE": "Trailer",
+    "GE": "Trailer",
+    "IEA": "Trailer",
+}
 
 
 def render_x12(raw: bytes) -> dict[str, Any] | None:
@@ -149,7 +218,11 @@ def render_x12(raw: bytes) -> dict[str, Any] | None:
         elif sid in _ENVELOPE:
             loop = _ENVELOPE[sid]
         else:
-            qual = (els[3] if sid == "HL" and len(els) > 3 else els[1] if len(els) > 1 else "") if sid in ("NM1", "N1", "HL") else ""
+            qual = (
+                (els[3] if sid == "HL" and len(els) > 3 else els[1] if len(els) > 1 else "")
+                if sid in ("NM1", "N1", "HL")
+                else ""
+            )
             found = _LOOPS.get((tx, sid, qual))
             if tx == "837" and loop[:3] in ("232", "233") and sid == "NM1" and qual in ("IL", "PR"):
                 found = "2330A Other Subscriber Name" if qual == "IL" else "2330B Other Payer Name"
@@ -165,8 +238,15 @@ def render_x12(raw: bytes) -> dict[str, Any] | None:
             if comp and comp in v and sid != "ISA":
                 entry["components"] = v.split(comp)
             elements.append(entry)
-        segments.append({"index": i + 1, "id": sid, "name": X12_SEGMENTS.get(sid, ""), "loop": loop, "elements": elements})
-    return {"kind": "x12", "transaction": tx, "separators": {"element": elem, "component": comp, "segment": term}, "segments": segments}
+        segments.append(
+            {"index": i + 1, "id": sid, "name": X12_SEGMENTS.get(sid, ""), "loop": loop, "elements": elements}
+        )
+    return {
+        "kind": "x12",
+        "transaction": tx,
+        "separators": {"element": elem, "component": comp, "segment": term},
+        "segments": segments,
+    }
 
 
 def render_fhir(raw: bytes) -> dict[str, Any] | None:
@@ -180,12 +260,12 @@ def render_fhir(raw: bytes) -> dict[str, Any] | None:
         if doc.get("resourceType") == "Bundle":
             entries = doc.get("entry") or []
             summary["type"] = doc.get("type")
-            summary["entries"] = [
-                (e.get("resource") or {}).get("resourceType") for e in entries if isinstance(e, dict)
-            ]
+            summary["entries"] = [(e.get("resource") or {}).get("resourceType") for e in entries if isinstance(e, dict)]
         elif doc.get("resourceType") == "OperationOutcome":
             summary["issues"] = [
-                {k: i.get(k) for k in ("severity", "code", "diagnostics")} for i in doc.get("issue") or [] if isinstance(i, dict)
+                {k: i.get(k) for k in ("severity", "code", "diagnostics")}
+                for i in doc.get("issue") or []
+                if isinstance(i, dict)
             ]
     return {"kind": "fhir", "summary": summary, "pretty": json.dumps(doc, indent=2, ensure_ascii=False)}
 
@@ -202,6 +282,6 @@ def render(content_type: str | None, raw: bytes | None) -> dict[str, Any] | None
             return render_x12(raw)
         if content_type == "fhir" or head[:1] in (b"{", b"["):
             return render_fhir(raw)
-    except Exception:  # noqa: BLE001 - a view must never fail because the content is odd; the raw text is shown
+    except Exception:
         return None
     return None

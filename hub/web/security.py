@@ -15,8 +15,9 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from fastapi import Depends, HTTPException, Request
 
@@ -77,7 +78,9 @@ def principal(request: Request) -> Principal:
     """The authenticated caller, or 401. Sync on purpose: FastAPI runs it in a worker thread (it reads the store)."""
     p = _identify(request)
     if p is None:
-        raise HTTPException(401, "log in or send an API token (Authorization: Bearer …)", headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401, "log in or send an API token (Authorization: Bearer …)", headers={"WWW-Authenticate": "Bearer"}
+        )
     if p.via == "session" and request.method not in _SAFE:
         sent = request.headers.get(CSRF_HEADER, "")
         if not p.csrf or not hmac.compare_digest(sent.encode(), p.csrf.encode()):

@@ -16,16 +16,28 @@ from __future__ import annotations
 
 import time
 
-from support import ROOT, SAMPLES
 from hub.channels.base import Context
 from hub.message import Message
 from hub.transforms.fhir.maps import load_tables
 from hub.transforms.fhir.v2_to_fhir import V2ToFhir
 from hub.transforms.fhir.validate import FhirValidate
 from hub.transforms.hl7v2 import parse
+from support import ROOT, SAMPLES
 
 # fields that identify the patient, the visit, the order or the message: changed in every distinct message
-_UNIQUE = ("MSH-10", "PID-3.1", "PID-5.1", "PID-7", "PID-11.1", "PID-13[1].7", "PV1-19.1", "ORC-2.1", "ORC-3.1", "OBR-2.1", "OBR-3.1")
+_UNIQUE = (
+    "MSH-10",
+    "PID-3.1",
+    "PID-5.1",
+    "PID-7",
+    "PID-11.1",
+    "PID-13[1].7",
+    "PV1-19.1",
+    "ORC-2.1",
+    "ORC-3.1",
+    "OBR-2.1",
+    "OBR-3.1",
+)
 
 
 def _distinct(raw: bytes, n: int) -> list[bytes]:

@@ -4,20 +4,22 @@ with the components most often left out. Figures only. Run with `make bench`."""
 
 from __future__ import annotations
 
-from collections import Counter
 import re
+from collections import Counter
 
-from support import ROOT, SAMPLES
 from hub.errors import HubError
 from hub.transforms.fhir.maps import load_tables
 from hub.transforms.fhir.v2_to_fhir import explain
 from hub.transforms.hl7v2 import parse, split_batch
+from support import ROOT, SAMPLES
 
 CORPUS = ROOT.parent / "shared" / "corpus" / "hl7v2"
 IG_SEGMENTS = ROOT.parent / "shared" / "corpus" / "v2-to-fhir" / "ig-mappings" / "segments"
 # not patient data: the envelope (MSH: a transaction Bundle is not a FHIR message, MessageHeader is not made) and
 # the sequence numbers (Set IDs) of repeating segments — the second share leaves them out
-_SET_ID = re.compile(r"^(MSH-|(PID|PV1|NK1|OBR|OBX|NTE|AL1|DG1|PR1|IN1|GT1|SPM|TQ1|AIS|AIG|AIL|AIP|FT1|RXR|RXC|ROL|PRT|IAM|TXA|SFT)(\[\d+\])?-1(\(|$|\.))")
+_SET_ID = re.compile(
+    r"^(MSH-|(PID|PV1|NK1|OBR|OBX|NTE|AL1|DG1|PR1|IN1|GT1|SPM|TQ1|AIS|AIG|AIL|AIP|FT1|RXR|RXC|ROL|PRT|IAM|TXA|SFT)(\[\d+\])?-1(\(|$|\.))"
+)
 
 
 def _messages():
@@ -56,7 +58,10 @@ def test_bench_v2_to_fhir_coverage():
     left: Counter[str] = Counter()
     refused: Counter[str] = Counter()
     ig = _ig_fields()
-    ig_fields = [0, 0]  # field repetitions the IG maps (outside MSH, EVN, SFT: no MessageHeader, no Provenance): populated, reached
+    ig_fields = [
+        0,
+        0,
+    ]  # field repetitions the IG maps (outside MSH, EVN, SFT: no MessageHeader, no Provenance): populated, reached
     total = [0, 0, 0]
     data = [0, 0]
     for _, raw in _messages():
@@ -93,13 +98,17 @@ def test_bench_v2_to_fhir_coverage():
             if not ok:
                 left[re.sub(r"\[\d+\]|\(\d+\)", "", loc)] += 1
     print()
-    print(f"v2_to_fhir coverage: {total[1]} of {total[2]} populated components reach the Bundle "
-          f"({100 * total[1] / max(total[2], 1):.1f}%) over {total[0]} messages; refused: {sum(refused.values())} "
-          f"({', '.join(f'{k} {n}' for k, n in refused.most_common())})")
+    print(
+        f"v2_to_fhir coverage: {total[1]} of {total[2]} populated components reach the Bundle "
+        f"({100 * total[1] / max(total[2], 1):.1f}%) over {total[0]} messages; refused: {sum(refused.values())} "
+        f"({', '.join(f'{k} {n}' for k, n in refused.most_common())})"
+    )
     print(f"  without the envelope (MSH) and Set IDs: {data[0]} of {data[1]} ({100 * data[0] / max(data[1], 1):.1f}%)")
     if ig:
-        print(f"  fields the IG maps (repetitions, outside MSH/EVN/SFT), any component reached: {ig_fields[1]} of "
-              f"{ig_fields[0]} ({100 * ig_fields[1] / max(ig_fields[0], 1):.1f}%)")
+        print(
+            f"  fields the IG maps (repetitions, outside MSH/EVN/SFT), any component reached: {ig_fields[1]} of "
+            f"{ig_fields[0]} ({100 * ig_fields[1] / max(ig_fields[0], 1):.1f}%)"
+        )
     for kind, (n, r, c) in sorted(per_type.items()):
         print(f"  {kind:5s} {n:4d} messages  {100 * r / max(c, 1):5.1f}%")
     print("  most often not mapped: " + ", ".join(f"{k} ×{n}" for k, n in left.most_common(30)))

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import importlib
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from support import ROOT, SAMPLES
 from hub.transforms.fhir.maps import load_tables
 from hub.transforms.fhir.v2_to_fhir import convert
 from hub.transforms.fhir.validate import validate
+from support import ROOT, SAMPLES
 
 
 def _large_oru(n: int = 200) -> bytes:
@@ -55,10 +56,12 @@ def _models() -> Callable[[dict[str, Any]], None] | None:
     def check(bundle: dict[str, Any]) -> None:
         shell = {k: v for k, v in bundle.items() if k != "entry"}
         shell["entry"] = [{k: v for k, v in e.items() if k != "resource"} for e in bundle["entry"]]
-        for rtype, data in [("Bundle", shell)] + [(e["resource"]["resourceType"], e["resource"]) for e in bundle["entry"]]:
+        for rtype, data in [("Bundle", shell)] + [
+            (e["resource"]["resourceType"], e["resource"]) for e in bundle["entry"]
+        ]:
             try:
                 model(rtype).model_validate(data)
-            except Exception:  # noqa: BLE001 - the old path turned the model's errors into issues, as here
+            except Exception:
                 pass
 
     return check

@@ -7,8 +7,8 @@ Run with ``make bench`` or ``.venv/bin/python -m pytest -q -s tests/bench/bench_
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from hub.transforms.hl7v2 import build_ack, meta, parse
 
@@ -42,9 +42,8 @@ def _row(label: str, seconds: float) -> str:
 
 
 def test_bench_parse() -> None:
-    from hl7apy.parser import parse_message
-
     import hl7
+    from hl7apy.parser import parse_message
 
     lines = ["", "HL7 v2 parse benchmark (best of 5)"]
     for name in ("adt_a01.hl7", "oru_r01.hl7"):

@@ -18,17 +18,17 @@ import time
 
 import pytest
 
-from support import write_config
 from hub.engine import Engine
 from hub.spec import load_config
 from hub.store import NewDelivery, NewMessage, Store
+from support import write_config
 
 N = int(os.environ.get("HUB_BENCH_N", "5000"))
 ADT = (
-    "MSH|^~\\&|PM|CLINIC|EHR|CLINIC|20261123101500||ADT^A04^ADT_A01|{i}|P|2.5.1\r"
-    "PID|1||MRN{i}^^^CLINIC^MR||DOE^JANE^Q||19800101|F|||1 MAIN ST^^SPRINGFIELD^IL^62701\r"
-    "PV1|1|O|CLINIC^101^1||||1234567893^WELBY^MARCUS\r"
-).encode()
+    b"MSH|^~\\&|PM|CLINIC|EHR|CLINIC|20261123101500||ADT^A04^ADT_A01|{i}|P|2.5.1\r"
+    b"PID|1||MRN{i}^^^CLINIC^MR||DOE^JANE^Q||19800101|F|||1 MAIN ST^^SPRINGFIELD^IL^62701\r"
+    b"PV1|1|O|CLINIC^101^1||||1234567893^WELBY^MARCUS\r"
+)
 
 
 def pct(values: list[float], p: float) -> float:
@@ -37,7 +37,9 @@ def pct(values: list[float], p: float) -> float:
 
 
 def report(label: str, n: int, seconds: float, lat: list[float]) -> None:
-    print(f"  {label:44} {n / seconds:9.0f} msg/s   p50 {pct(lat, 0.5):6.2f} ms   p99 {pct(lat, 0.99):7.2f} ms   ({n} in {seconds:.2f}s)")
+    print(
+        f"  {label:44} {n / seconds:9.0f} msg/s   p50 {pct(lat, 0.5):6.2f} ms   p99 {pct(lat, 0.99):7.2f} ms   ({n} in {seconds:.2f}s)"
+    )
 
 
 def accept_bench(url: str, threads: int, n: int) -> None:
@@ -48,8 +50,13 @@ def accept_bench(url: str, threads: int, n: int) -> None:
     def producer(t: int) -> None:
         for i in range(per):
             raw = ADT.replace(b"|{i}|", f"|{t}-{i}|".encode())
-            item = NewMessage("bench", raw, "hl7v2", meta={"control_id": f"{t}-{i}", "patient_id": f"MRN{i}", "message_type": "ADT^A04"},
-                              deliveries=[NewDelivery("ehr"), NewDelivery("archive")])
+            item = NewMessage(
+                "bench",
+                raw,
+                "hl7v2",
+                meta={"control_id": f"{t}-{i}", "patient_id": f"MRN{i}", "message_type": "ADT^A04"},
+                deliveries=[NewDelivery("ehr"), NewDelivery("archive")],
+            )
             t0 = time.perf_counter()
             store.accept([item])
             lat.append(time.perf_counter() - t0)
@@ -85,7 +92,9 @@ routes:
 destinations:
   out: {type: file, path: "out/{control_id}.hl7", queue: {batch: 200}}
 """
-    cfg = load_config(write_config(tmp_path / "cfg", f"home: ..\nstore: {{url: '{url}'}}\nweb: {{enabled: false}}\n", {"f2f": chan}))
+    cfg = load_config(
+        write_config(tmp_path / "cfg", f"home: ..\nstore: {{url: '{url}'}}\nweb: {{enabled: false}}\n", {"f2f": chan})
+    )
     inbox = tmp_path / "in"
     inbox.mkdir()
     old = time.time() - 10
@@ -107,7 +116,11 @@ destinations:
 
             from hub.store.schema import deliveries, messages
 
-            rows = c.execute(select(messages.c.received_at, deliveries.c.sent_at).join(deliveries, deliveries.c.message_id == messages.c.id)).all()
+            rows = c.execute(
+                select(messages.c.received_at, deliveries.c.sent_at).join(
+                    deliveries, deliveries.c.message_id == messages.c.id
+                )
+            ).all()
         await eng.stop()
         return elapsed, [s - r for r, s in rows if s is not None]
 

@@ -33,8 +33,8 @@ import sys
 import time
 from pathlib import Path
 
-from support import write_config
 from hub.store import NewDelivery, NewMessage, Store
+from support import write_config
 
 N = int(os.environ.get("HUB_BENCH_N", "5000"))
 QUEUED = int(os.environ.get("HUB_BENCH_QUEUED", "50000"))
@@ -82,7 +82,9 @@ async def serve(protocol):
     await asyncio.Event().wait()
 """
 BARE = SERVER + "asyncio.run(serve(Bare))\n"
-FLOOR = SERVER + r"""
+FLOOR = (
+    SERVER
+    + r"""
 class Journal:
     def __init__(self, path, loop):
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -120,6 +122,7 @@ async def main():
 
 asyncio.run(main())
 """
+)
 
 
 def free_port() -> int:
@@ -234,7 +237,9 @@ def stop(proc: subprocess.Popen) -> None:
 
 async def test_bench_mllp_throughput_and_latency(tmp_path):
     results: dict[tuple[str, int], tuple[float, list[float]]] = {}
-    print(f"\nMLLP: {N} ADT^A01 per run, each connection waits for its ACK before sending the next (python {sys.version.split()[0]})")
+    print(
+        f"\nMLLP: {N} ADT^A01 per run, each connection waits for its ACK before sending the next (python {sys.version.split()[0]})"
+    )
 
     # the ceiling: a bare asyncio server that answers AA and does nothing else
     # and the durable floor: the same server, but each frame is on disk (fdatasync) before its AA
@@ -255,8 +260,10 @@ async def test_bench_mllp_throughput_and_latency(tmp_path):
     for per in (1, 8):
         rate = sqlite_ceiling(tmp_path, per)
         conns = 8 if per == 8 else 1
-        print(f"  {f'SQLite alone, {per} msg per fsynced commit':48} {rate:8.0f} msg/s   "
-              f"= {rate / results[('bare', conns)][0]:.0%} of the bare server at {conns} conn.")
+        print(
+            f"  {f'SQLite alone, {per} msg per fsynced commit':48} {rate:8.0f} msg/s   "
+            f"= {rate / results[('bare', conns)][0]:.0%} of the bare server at {conns} conn."
+        )
 
     # the hub: MLLP → store (SQLite) → file; synchronous=full is the default (every commit fsynced: survives a power
     # loss), synchronous=normal survives a crash of the hub process but not of the machine
@@ -293,7 +300,9 @@ destinations:
                 while time.perf_counter() - t0 < 120 and len(list(out.glob("*.hl7"))) < len(acked):
                     await asyncio.sleep(0.2)
                 written = len(list(out.glob("*.hl7")))
-                print(f"  {'':6}files written: {written}/{len(acked)} ({time.perf_counter() - t0:.1f}s after the last ACK)")
+                print(
+                    f"  {'':6}files written: {written}/{len(acked)} ({time.perf_counter() - t0:.1f}s after the last ACK)"
+                )
         finally:
             stop(hub)
         # every AA'd message is in the store
@@ -308,8 +317,10 @@ destinations:
         label = f"synchronous={sync}" + ("" if files else ", no destination")
         ratios = ", ".join(f"{results[(label, c)][0] / results[('bare', c)][0]:.0%} at {c}" for c in (1, 8))
         floor = ", ".join(f"{results[(label, c)][0] / results[('floor', c)][0]:.0%} at {c}" for c in (1, 8))
-        print(f"  hub ({label}) / bare: {ratios} conn.; / durable floor: {floor} conn.; "
-              f"p99 at 1 connection {pct(results[(label, 1)][1], 0.99):.2f} ms")
+        print(
+            f"  hub ({label}) / bare: {ratios} conn.; / durable floor: {floor} conn.; "
+            f"p99 at 1 connection {pct(results[(label, 1)][1], 0.99):.2f} ms"
+        )
     print("  target: ≥ 50% of bare at 8 connections; p99 ≤ 5 ms at 1 connection")
 
 
@@ -328,11 +339,18 @@ destinations:
     t0 = time.perf_counter()
     try:
         for start in range(0, QUEUED, 1000):
-            store.accept([
-                NewMessage("bench", adt(f"Q{i}", i), "hl7v2", meta={"control_id": f"Q{i}", "message_type": "ADT^A01", "patient_id": f"MRN{i:06d}"},
-                           deliveries=[NewDelivery("lab")])
-                for i in range(start, min(QUEUED, start + 1000))
-            ])
+            store.accept(
+                [
+                    NewMessage(
+                        "bench",
+                        adt(f"Q{i}", i),
+                        "hl7v2",
+                        meta={"control_id": f"Q{i}", "message_type": "ADT^A01", "patient_id": f"MRN{i:06d}"},
+                        deliveries=[NewDelivery("lab")],
+                    )
+                    for i in range(start, min(QUEUED, start + 1000))
+                ]
+            )
     finally:
         store.close()
     print(f"\nMLLP memory: {QUEUED} deliveries queued for an absent peer (filled in {time.perf_counter() - t0:.1f}s)")
@@ -389,8 +407,10 @@ destinations:
   postings: {{type: file, path: "{folder}/postings/{{message_id}}.csv"}}
   acks: {{type: file, path: "{folder}/acks/{{message_id}}.x12"}}
 """
-    hub_yaml = (f"home: {folder}\nmappings: {root / 'mappings'}\nstore: {{url: 'sqlite:///{folder / 'hub.db'}'}}\n"
-                "web: {enabled: false}\nlog_level: warning\n")
+    hub_yaml = (
+        f"home: {folder}\nmappings: {root / 'mappings'}\nstore: {{url: 'sqlite:///{folder / 'hub.db'}'}}\n"
+        "web: {enabled: false}\nlog_level: warning\n"
+    )
     cfg = write_config(folder / "config", hub_yaml, {"bench": mllp, "remit": remit})
     _write_835(folder / "big.835.part", claims)
     hub = subprocess.Popen([HUB, "run", "--config", str(cfg)])
@@ -430,6 +450,10 @@ destinations:
         assert finished(), "the 835 was not taken, posted and acknowledged within 60 s"
     finally:
         stop(hub)
-    print(f"\nMLLP beside a heavy channel: one connection, an ADT every 2 ms; another channel takes a {claims}-claim 835")
+    print(
+        f"\nMLLP beside a heavy channel: one connection, an ADT every 2 ms; another channel takes a {claims}-claim 835"
+    )
     print(f"  {'before the 835 arrives':40} {len(quiet):6} msgs   {summary(quiet)}")
-    print(f"  {'while it is read, mapped, pyx12-checked':40} {len(busy):6} msgs   {summary(busy)}   ({took:.1f}s until posted and acknowledged)")
+    print(
+        f"  {'while it is read, mapped, pyx12-checked':40} {len(busy):6} msgs   {summary(busy)}   ({took:.1f}s until posted and acknowledged)"
+    )

@@ -27,11 +27,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "channels"))
 
-from support import write_config  # noqa: E402
-from test_sftp import PASSPHRASE, SshServer, conn_yaml, drop, need_sshd  # noqa: E402
-from hub.channels import sftp as sftpmod  # noqa: E402
-from hub.engine import Engine  # noqa: E402
-from hub.spec import load_config  # noqa: E402
+from test_sftp import PASSPHRASE, SshServer, conn_yaml, drop, need_sshd
+
+from hub.channels import sftp as sftpmod
+from hub.engine import Engine
+from hub.spec import load_config
+from support import write_config
 
 FILES = int(os.environ.get("HUB_BENCH_SFTP_FILES", "1000"))
 MB = int(os.environ.get("HUB_BENCH_SFTP_MB", "100"))
@@ -132,7 +133,9 @@ def test_bench_sftp_poll(tmp_path):
                 f"home: ..\nstore: {{url: 'sqlite:///{home / 'hub.db'}'}}\nweb: {{enabled: false}}\n",
                 {"bench": channel(server, inbox, f", parallel: {parallel}")},
             )
-            secs = asyncio.run(run(cfg, lambda: (inbox / "archive").exists() and len(os.listdir(inbox / "archive")) == FILES))
+            secs = asyncio.run(
+                run(cfg, lambda: (inbox / "archive").exists() and len(os.listdir(inbox / "archive")) == FILES)
+            )
             print(
                 f"  {FILES} small files ({len(small(0))} bytes), parallel {parallel}: {FILES / secs:6.0f} files/s"
                 f"   ({secs:.2f}s: list twice → download → accept → archive)"
@@ -155,7 +158,11 @@ def test_bench_sftp_poll(tmp_path):
                 timing["download"] = time.perf_counter() - t
 
         sftpmod.SftpSource._download = timed  # type: ignore[method-assign]
-        cfg = write_config(tmp_path / "b" / "cfg", f"home: ..\nstore: {{url: 'sqlite:///{tmp_path / 'b.db'}'}}\nweb: {{enabled: false}}\n", {"bench": channel(server, inbox)})
+        cfg = write_config(
+            tmp_path / "b" / "cfg",
+            f"home: ..\nstore: {{url: 'sqlite:///{tmp_path / 'b.db'}'}}\nweb: {{enabled: false}}\n",
+            {"bench": channel(server, inbox)},
+        )
         try:
             with PeakRss() as mem:
                 secs = asyncio.run(run(cfg, lambda: (inbox / "archive" / "big.hl7").exists()))
@@ -163,8 +170,12 @@ def test_bench_sftp_poll(tmp_path):
             sftpmod.SftpSource._download = original  # type: ignore[method-assign]
         mb = size / 1024 / 1024
         print(f"  1 large file ({mb:.0f} MB, {n_msgs} ORU messages):  {mb / secs:8.1f} MB/s end to end   ({secs:.2f}s)")
-        print(f"      download alone (streamed to a temp file, hashed): {mb / timing['download']:6.1f} MB/s   ({timing['download']:.2f}s)")
-        print(f"      peak resident memory growth: {(mem.peak - mem.base) / 1024 / 1024:6.1f} MB   (chunk_size 4MB; the file is {mb:.0f} MB)")
+        print(
+            f"      download alone (streamed to a temp file, hashed): {mb / timing['download']:6.1f} MB/s   ({timing['download']:.2f}s)"
+        )
+        print(
+            f"      peak resident memory growth: {(mem.peak - mem.base) / 1024 / 1024:6.1f} MB   (chunk_size 4MB; the file is {mb:.0f} MB)"
+        )
         assert (inbox / "archive" / "big.hl7").stat().st_size == size
     finally:
         server.stop()

@@ -9,9 +9,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "web"))
 
-from websupport import hl7, start_hub  # noqa: E402
-from hub import metrics  # noqa: E402
-from hub.store import NewDelivery, NewMessage  # noqa: E402
+from websupport import hl7, start_hub
+
+from hub import metrics
+from hub.store import NewDelivery, NewMessage
 
 
 def _per_call(fn, n: int) -> float:
@@ -25,7 +26,9 @@ def test_bench_metrics_hot_path():
     n = 200_000
     per_receive = _per_call(lambda: metrics.count_received("bench", ("accepted",), 0.001), n)
     per_delivery = _per_call(lambda: metrics.count_delivery("bench", "d", "sent", 0.5), n)
-    print(f"\nmetrics: count_received {per_receive * 1e6:.2f} µs/input, count_delivery {per_delivery * 1e6:.2f} µs/attempt")
+    print(
+        f"\nmetrics: count_received {per_receive * 1e6:.2f} µs/input, count_delivery {per_delivery * 1e6:.2f} µs/attempt"
+    )
 
 
 async def test_bench_api(tmp_path):
@@ -35,8 +38,13 @@ async def test_bench_api(tmp_path):
     try:
         store = hub.engine.store
         batch = [
-            NewMessage("adt", hl7(f"B{i}", f"MRN{i % 500}"), "hl7v2", meta={"control_id": f"B{i}", "patient_id": f"MRN{i % 500}", "message_type": "ADT^A04"},
-                       deliveries=[NewDelivery("ehr"), NewDelivery("flaky")])
+            NewMessage(
+                "adt",
+                hl7(f"B{i}", f"MRN{i % 500}"),
+                "hl7v2",
+                meta={"control_id": f"B{i}", "patient_id": f"MRN{i % 500}", "message_type": "ADT^A04"},
+                deliveries=[NewDelivery("ehr"), NewDelivery("flaky")],
+            )
             for i in range(5000)
         ]
         await asyncio.to_thread(store.accept, batch)
@@ -58,8 +66,12 @@ async def test_bench_api(tmp_path):
                 times.append(time.perf_counter() - t)
                 assert r.status_code == 200
             times.sort()
-            print(f"api {label:32} median {times[10] * 1000:7.1f} ms  p95 {times[18] * 1000:7.1f} ms  (5000 messages, 10000 deliveries)")
-        col = metrics.QueueCollector(lambda: __import__("hub.web.queries", fromlist=["queue_rows"]).queue_rows(store), ttl=0)
+            print(
+                f"api {label:32} median {times[10] * 1000:7.1f} ms  p95 {times[18] * 1000:7.1f} ms  (5000 messages, 10000 deliveries)"
+            )
+        col = metrics.QueueCollector(
+            lambda: __import__("hub.web.queries", fromlist=["queue_rows"]).queue_rows(store), ttl=0
+        )
         t = time.perf_counter()
         for _ in range(20):
             list(col.collect())

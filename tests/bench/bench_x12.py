@@ -99,8 +99,10 @@ def test_bench_x12(tmp_path: Path) -> None:
     with src.open("rb") as f:
         n_segs = sum(1 for _ in iter_segments(f))
     t_tok = time.perf_counter() - start
-    lines.append(f"  835 tokenise: {n_segs:,} segments, {size / 1e6:.1f} MB in {t_tok:.2f} s "
-                 f"= {n_segs / t_tok:,.0f} segments/s, {size / 1e6 / t_tok:.1f} MB/s")
+    lines.append(
+        f"  835 tokenise: {n_segs:,} segments, {size / 1e6:.1f} MB in {t_tok:.2f} s "
+        f"= {n_segs / t_tok:,.0f} segments/s, {size / 1e6 / t_tok:.1f} MB/s"
+    )
 
     # 2. 835 → CSV, streaming to a file (timed without tracemalloc)
     out_path = tmp_path / "remit.csv"
@@ -109,7 +111,9 @@ def test_bench_x12(tmp_path: Path) -> None:
         rows = write_remit_csv(f, out, layout)
     t_csv = time.perf_counter() - start
     assert rows.balanced
-    lines.append(f"  835 → CSV ({claims:,} claims, {2 * claims:,} rows): {t_csv:.2f} s = {claims / t_csv:,.0f} claims/s")
+    lines.append(
+        f"  835 → CSV ({claims:,} claims, {2 * claims:,} rows): {t_csv:.2f} s = {claims / t_csv:,.0f} claims/s"
+    )
 
     # 3. peak memory of the same streaming run (tracemalloc slows it; the figure is what matters)
     tracemalloc.start()
@@ -144,7 +148,9 @@ def test_bench_x12(tmp_path: Path) -> None:
     start = time.perf_counter()
     raw = write_837(batch, "clearinghouse", InMemoryControlNumbers(), now=now)
     t_837 = time.perf_counter() - start
-    lines.append(f"  837P write: 1,000 claims, {len(raw) / 1e3:.0f} kB in {t_837 * 1e3:.0f} ms = {1000 / t_837:,.0f} claims/s")
+    lines.append(
+        f"  837P write: 1,000 claims, {len(raw) / 1e3:.0f} kB in {t_837 * 1e3:.0f} ms = {1000 / t_837:,.0f} claims/s"
+    )
     start = time.perf_counter()
     issues = validate(raw)
     t_val = time.perf_counter() - start

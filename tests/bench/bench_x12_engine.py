@@ -27,16 +27,26 @@ def test_bench_837_batch_assembly(tmp_path: Path) -> None:
     try:
         raws = [DFT.replace(b"V00012399", f"V{i:07d}".encode()) for i in range(n)]
         accepted = store.accept(
-            [NewMessage(channel="charges", raw=r, content_type="hl7v2", status="accepted", received_at=time.time(), meta={}) for r in raws]
+            [
+                NewMessage(
+                    channel="charges", raw=r, content_type="hl7v2", status="accepted", received_at=time.time(), meta={}
+                )
+                for r in raws
+            ]
         )
         messages = [
-            Message(raw=r, content_type="hl7v2", id=a.message_id, channel="charges", meta={"destination": "clearinghouse"})
-            for r, a in zip(raws, accepted)
+            Message(
+                raw=r, content_type="hl7v2", id=a.message_id, channel="charges", meta={"destination": "clearinghouse"}
+            )
+            for r, a in zip(raws, accepted, strict=False)
         ]
         ctx = Context(home=ROOT, mappings_dir=ROOT / "mappings", store=store)
         for validate in (False, True):
             asm = X12_837Assembler(
-                X12_837Assembler.Config.model_validate({"type": "x12_837", "partner": "clearinghouse", "validate": validate}), ctx
+                X12_837Assembler.Config.model_validate(
+                    {"type": "x12_837", "partner": "clearinghouse", "validate": validate}
+                ),
+                ctx,
             )
             for m in messages:
                 m.parsed = None

@@ -21,16 +21,16 @@ import shutil
 import subprocess
 import time
 import uuid
+from unittest.mock import ANY
 
 import httpx
 import pytest
-from unittest.mock import ANY
 
-from support import ROOT, need_peer
 from hub.channels.base import Context
 from hub.channels.fhir import FhirRestDestination
 from hub.errors import PermanentDelivery, RetryableDelivery
 from hub.message import Message
+from support import ROOT, need_peer
 
 SERVER_SRC = ROOT / "tests" / "channels" / "fhir_server"
 INSTALL = ROOT / "var" / "test-peers" / "medplum"
@@ -56,13 +56,21 @@ def _install() -> str | None:
         return "node and npm are needed for the real FHIR server test"
     INSTALL.mkdir(parents=True, exist_ok=True)
     shutil.copy(SERVER_SRC / "server.mjs", INSTALL / "server.mjs")
-    same = (INSTALL / "package.json").is_file() and (INSTALL / "package.json").read_bytes() == (SERVER_SRC / "package.json").read_bytes()
+    same = (INSTALL / "package.json").is_file() and (INSTALL / "package.json").read_bytes() == (
+        SERVER_SRC / "package.json"
+    ).read_bytes()
     if ROUTER.is_dir() and same and _router_is_pristine():
         return None
     shutil.rmtree(ROUTER, ignore_errors=True)  # npm then installs it afresh from the registry (or its cache)
     shutil.copy(SERVER_SRC / "package.json", INSTALL / "package.json")
     try:
-        r = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=INSTALL, capture_output=True, text=True, timeout=600)
+        r = subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=INSTALL,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     except subprocess.TimeoutExpired:
         return "npm install of @medplum/fhir-router timed out"
     if r.returncode != 0:
@@ -77,7 +85,11 @@ def fhir_server():
     problem = _install()
     need_peer(problem is None, problem or "")
     proc = subprocess.Popen(
-        ["node", "--experimental-websocket", "server.mjs", "0"], cwd=INSTALL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ["node", "--experimental-websocket", "server.mjs", "0"],
+        cwd=INSTALL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         env={**os.environ, "NODE_OPTIONS": ""},
     )
     port = None
@@ -111,7 +123,11 @@ async def search(base: str, query: str) -> list[dict]:
             r = await c.get(url, headers={"Accept": "application/fhir+json"})
             r.raise_for_status()
             page = r.json()
-            out += [e["resource"] for e in page.get("entry") or [] if (e.get("search") or {}).get("mode", "match") == "match"]
+            out += [
+                e["resource"]
+                for e in page.get("entry") or []
+                if (e.get("search") or {}).get("mode", "match") == "match"
+            ]
             url = next((lk["url"] for lk in page.get("link") or [] if lk.get("relation") == "next"), None)
     return out
 
@@ -152,7 +168,11 @@ def urn(rtype: str, system: str, value: str) -> str:
 def put(rtype: str, system: str, value: str, fields: dict) -> dict:
     """A conditional update entry (what the converter writes for what the message describes)."""
     resource = {"resourceType": rtype, "identifier": [{"system": system, "value": value}], **fields}
-    return {"fullUrl": urn(rtype, system, value), "resource": resource, "request": {"method": "PUT", "url": f"{rtype}?identifier={system}|{value}"}}
+    return {
+        "fullUrl": urn(rtype, system, value),
+        "resource": resource,
+        "request": {"method": "PUT", "url": f"{rtype}?identifier={system}|{value}"},
+    }
 
 
 def create(rtype: str, system: str, value: str, fields: dict, hint: str | None = None) -> dict:
@@ -178,38 +198,94 @@ def practitioner(npi: str, family: str) -> dict:
 
 def a04(mrn: str, empi: str, ssn: str) -> dict:
     """A registration: the whole patient (three identifiers, name, phones, address, race …) and a visit."""
-    p = put("Patient", MRN, mrn, {
-        "identifier": [{"system": MRN, "value": mrn, "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]}},
-                       {"system": EMPI, "value": empi}, {"system": SSN, "value": ssn}],
-        "active": True,
-        "name": [{"use": "official", "family": "DOE", "given": ["JANE", "Q"]}],
-        "telecom": [{"system": "phone", "use": "home", "value": "+1 (217) 555-0123"}, {"system": "phone", "use": "work", "value": "+1 (217) 555-0199"},
-                    {"system": "email", "value": "jane.doe@example.org"}],
-        "gender": "female",
-        "birthDate": "1980-02-14",
-        "address": [{"use": "home", "line": ["123 MAIN ST", "APT 4B"], "city": "SPRINGFIELD", "state": "IL", "postalCode": "62701"}],
-        "maritalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": "M"}]},
-        "communication": [{"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "en"}]}}],
-        "extension": [
-            {"url": US_CORE + "us-core-race", "extension": [{"url": "ombCategory", "valueCoding": {"system": "urn:oid:2.16.840.1.113883.6.238", "code": "2106-3"}}]},
-            {"url": US_CORE + "us-core-ethnicity", "extension": [{"url": "ombCategory", "valueCoding": {"system": "urn:oid:2.16.840.1.113883.6.238", "code": "2186-5"}}]},
-        ],
-    })
+    p = put(
+        "Patient",
+        MRN,
+        mrn,
+        {
+            "identifier": [
+                {
+                    "system": MRN,
+                    "value": mrn,
+                    "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]},
+                },
+                {"system": EMPI, "value": empi},
+                {"system": SSN, "value": ssn},
+            ],
+            "active": True,
+            "name": [{"use": "official", "family": "DOE", "given": ["JANE", "Q"]}],
+            "telecom": [
+                {"system": "phone", "use": "home", "value": "+1 (217) 555-0123"},
+                {"system": "phone", "use": "work", "value": "+1 (217) 555-0199"},
+                {"system": "email", "value": "jane.doe@example.org"},
+            ],
+            "gender": "female",
+            "birthDate": "1980-02-14",
+            "address": [
+                {
+                    "use": "home",
+                    "line": ["123 MAIN ST", "APT 4B"],
+                    "city": "SPRINGFIELD",
+                    "state": "IL",
+                    "postalCode": "62701",
+                }
+            ],
+            "maritalStatus": {
+                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": "M"}]
+            },
+            "communication": [{"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "en"}]}}],
+            "extension": [
+                {
+                    "url": US_CORE + "us-core-race",
+                    "extension": [
+                        {
+                            "url": "ombCategory",
+                            "valueCoding": {"system": "urn:oid:2.16.840.1.113883.6.238", "code": "2106-3"},
+                        }
+                    ],
+                },
+                {
+                    "url": US_CORE + "us-core-ethnicity",
+                    "extension": [
+                        {
+                            "url": "ombCategory",
+                            "valueCoding": {"system": "urn:oid:2.16.840.1.113883.6.238", "code": "2186-5"},
+                        }
+                    ],
+                },
+            ],
+        },
+    )
     doc = practitioner("1234567893", "SMITH")
-    enc = put("Encounter", VISIT, f"V{mrn}", {"status": "in-progress", "class": AMB, "subject": ref(p), "participant": [{"individual": ref(doc)}]})
+    enc = put(
+        "Encounter",
+        VISIT,
+        f"V{mrn}",
+        {"status": "in-progress", "class": AMB, "subject": ref(p), "participant": [{"individual": ref(doc)}]},
+    )
     return tx(p, doc, enc)
 
 
 def a08(mrn: str, empi: str) -> dict:
     """An update: a new official name (the old one kept as maiden) and a new home address; not the SSN, not the work phone."""
-    p = put("Patient", MRN, mrn, {
-        "identifier": [{"system": MRN, "value": mrn}, {"system": EMPI, "value": empi}],
-        "name": [{"use": "official", "family": "DOE-SMITH", "given": ["JANE", "Q"]}, {"use": "maiden", "family": "DOE", "given": ["JANE", "Q"]}],
-        "telecom": [{"system": "phone", "use": "home", "value": "+1 (217) 555-0123"}],
-        "gender": "female",
-        "birthDate": "1980-02-14",
-        "address": [{"use": "home", "line": ["77 ELM AVE"], "city": "SPRINGFIELD", "state": "IL", "postalCode": "62704"}],
-    })
+    p = put(
+        "Patient",
+        MRN,
+        mrn,
+        {
+            "identifier": [{"system": MRN, "value": mrn}, {"system": EMPI, "value": empi}],
+            "name": [
+                {"use": "official", "family": "DOE-SMITH", "given": ["JANE", "Q"]},
+                {"use": "maiden", "family": "DOE", "given": ["JANE", "Q"]},
+            ],
+            "telecom": [{"system": "phone", "use": "home", "value": "+1 (217) 555-0123"}],
+            "gender": "female",
+            "birthDate": "1980-02-14",
+            "address": [
+                {"use": "home", "line": ["77 ELM AVE"], "city": "SPRINGFIELD", "state": "IL", "postalCode": "62704"}
+            ],
+        },
+    )
     enc = put("Encounter", VISIT, f"V{mrn}", {"status": "in-progress", "class": AMB, "subject": ref(p)})
     return tx(p, enc)
 
@@ -218,31 +294,99 @@ def a40(survivor: str, merged: str, how: str = "fill") -> dict:
     """A merge as the converter writes it: the survivor from a sparse PID (only the MRN and the old name) — a conditional
     create with the fill hint (how=fill) or a plain conditional update (how=update) — and the merged patient, inactive,
     replaced-by the survivor. The two link each other: a reference cycle."""
-    fields = {"name": [{"use": "official", "family": "DOE", "given": ["JANE", "Q"]}], "gender": "female", "birthDate": "1980-02-14",
-              "link": [{"other": {"reference": urn("Patient", MRN, merged)}, "type": "replaces"}]}
-    s = create("Patient", MRN, survivor, fields, hint="fill") if how == "fill" else put("Patient", MRN, survivor, fields)
-    m = put("Patient", MRN, merged, {"active": False, "name": [{"use": "official", "family": "DOE", "given": ["JANE"]}], "link": [{"other": ref(s), "type": "replaced-by"}]})
+    fields = {
+        "name": [{"use": "official", "family": "DOE", "given": ["JANE", "Q"]}],
+        "gender": "female",
+        "birthDate": "1980-02-14",
+        "link": [{"other": {"reference": urn("Patient", MRN, merged)}, "type": "replaces"}],
+    }
+    s = (
+        create("Patient", MRN, survivor, fields, hint="fill")
+        if how == "fill"
+        else put("Patient", MRN, survivor, fields)
+    )
+    m = put(
+        "Patient",
+        MRN,
+        merged,
+        {
+            "active": False,
+            "name": [{"use": "official", "family": "DOE", "given": ["JANE"]}],
+            "link": [{"other": ref(s), "type": "replaced-by"}],
+        },
+    )
     return tx(s, m)
 
 
 def oru(n: int, mrn: str, order: str) -> dict:
     """A lab report with n results: n + 8 entries, every one of them referring to others."""
-    p = create("Patient", MRN, mrn, {"name": [{"use": "official", "family": "ROE", "given": ["RICHARD"]}], "gender": "male", "birthDate": "1957-11-03"}, hint="fill")
+    p = create(
+        "Patient",
+        MRN,
+        mrn,
+        {
+            "name": [{"use": "official", "family": "ROE", "given": ["RICHARD"]}],
+            "gender": "male",
+            "birthDate": "1957-11-03",
+        },
+        hint="fill",
+    )
     enc = put("Encounter", VISIT, f"V{order}", {"status": "finished", "class": AMB, "subject": ref(p)})
     orderer, reader = practitioner("1234567893", "SMITH"), practitioner("9876543213", "JONES")
     lab = create("Organization", "https://example.org/fhir/sid/clinic", "EXAMPLE_LAB", {"name": "Example Lab"})
-    sr = put("ServiceRequest", ORDER, f"ORD{order}", {"status": "active", "intent": "order", "code": {"text": "panel"}, "subject": ref(p), "encounter": ref(enc), "requester": ref(orderer)})
-    spec = put("Specimen", "https://example.org/fhir/sid/specimen", f"S{order}", {"subject": ref(p), "type": {"text": "blood"}})
+    sr = put(
+        "ServiceRequest",
+        ORDER,
+        f"ORD{order}",
+        {
+            "status": "active",
+            "intent": "order",
+            "code": {"text": "panel"},
+            "subject": ref(p),
+            "encounter": ref(enc),
+            "requester": ref(orderer),
+        },
+    )
+    spec = put(
+        "Specimen", "https://example.org/fhir/sid/specimen", f"S{order}", {"subject": ref(p), "type": {"text": "blood"}}
+    )
     obs = [
-        put("Observation", LAB, f"{order}-{i}", {
-            "status": "final", "code": {"coding": [{"system": "http://loinc.org", "code": f"{90000 + i}-0"}], "text": f"Synthetic test {i}"},
-            "subject": ref(p), "encounter": ref(enc), "basedOn": [ref(sr)], "performer": [ref(reader)], "specimen": ref(spec),
-            "effectiveDateTime": "2026-03-16T10:10:00-06:00", "valueString": f"result {i}",
-        })
+        put(
+            "Observation",
+            LAB,
+            f"{order}-{i}",
+            {
+                "status": "final",
+                "code": {
+                    "coding": [{"system": "http://loinc.org", "code": f"{90000 + i}-0"}],
+                    "text": f"Synthetic test {i}",
+                },
+                "subject": ref(p),
+                "encounter": ref(enc),
+                "basedOn": [ref(sr)],
+                "performer": [ref(reader)],
+                "specimen": ref(spec),
+                "effectiveDateTime": "2026-03-16T10:10:00-06:00",
+                "valueString": f"result {i}",
+            },
+        )
         for i in range(1, n + 1)
     ]
-    dr = put("DiagnosticReport", LAB, order, {"status": "final", "code": {"text": "panel"}, "subject": ref(p), "encounter": ref(enc), "basedOn": [ref(sr)],
-                                              "performer": [ref(lab)], "specimen": [ref(spec)], "result": [ref(o) for o in obs]})
+    dr = put(
+        "DiagnosticReport",
+        LAB,
+        order,
+        {
+            "status": "final",
+            "code": {"text": "panel"},
+            "subject": ref(p),
+            "encounter": ref(enc),
+            "basedOn": [ref(sr)],
+            "performer": [ref(lab)],
+            "specimen": [ref(spec)],
+            "result": [ref(o) for o in obs],
+        },
+    )
     return tx(p, enc, orderer, reader, lab, sr, spec, dr, *obs)
 
 
@@ -266,15 +410,29 @@ class Spy(httpx.AsyncBaseTransport):
 
     def bundles(self, kind: str) -> list[dict]:
         """The Bundles of that type that wrote something (the reads are batches of GETs)."""
-        return [b for m, b in self.seen if isinstance(b, dict) and b.get("type") == kind and any(e["request"]["method"] != "GET" for e in b["entry"])]
+        return [
+            b
+            for m, b in self.seen
+            if isinstance(b, dict)
+            and b.get("type") == kind
+            and any(e["request"]["method"] != "GET" for e in b["entry"])
+        ]
 
     def reads(self) -> list[dict]:
-        return [b for m, b in self.seen if isinstance(b, dict) and b.get("type") == "batch" and all(e["request"]["method"] == "GET" for e in b["entry"])]
+        return [
+            b
+            for m, b in self.seen
+            if isinstance(b, dict)
+            and b.get("type") == "batch"
+            and all(e["request"]["method"] == "GET" for e in b["entry"])
+        ]
 
 
 async def deliver(base: str, bundle: dict, transport: httpx.AsyncBaseTransport | None = None, **cfg) -> str:
     """Send a Bundle with a fhir_rest destination (the shipped merge rules); its answer."""
-    d = FhirRestDestination(FhirRestDestination.Config(type="fhir_rest", base_url=base, **cfg), Context(mappings_dir=ROOT / "mappings"))
+    d = FhirRestDestination(
+        FhirRestDestination.Config(type="fhir_rest", base_url=base, **cfg), Context(mappings_dir=ROOT / "mappings")
+    )
     d.transport = transport
     try:
         return await d.send(Message(raw=json.dumps(bundle).encode(), content_type="fhir"))
@@ -323,20 +481,34 @@ async def test_a_big_report_is_split_and_every_reference_resolves(fhir_server, o
         answer = await deliver(fhir_server, b, spy)
         lines = answer.splitlines()
         assert lines[0].startswith("HTTP 200") and f"({entries} entries in {-(-entries // 8)} transactions" in lines[0]
-        assert len(lines) == 1 + entries and all(line.split(": ", 1)[1][:2] == "20" and "/" in line for line in lines[1:])
+        assert len(lines) == 1 + entries and all(
+            line.split(": ", 1)[1][:2] == "20" and "/" in line for line in lines[1:]
+        )
     writes = spy.bundles("transaction")
-    assert len(writes) == 2 * -(-entries // 8) and all(len(w["entry"]) <= 8 for w in writes)  # Medplum's cap, as shipped
+    assert len(writes) == 2 * -(-entries // 8) and all(
+        len(w["entry"]) <= 8 for w in writes
+    )  # Medplum's cap, as shipped
     assert HINT not in json.dumps(spy.seen)  # the hint is the hub's: the server never sees it
 
     patient = await one(fhir_server, f"Patient?identifier={MRN}|{mrn}")
     report = await one(fhir_server, f"DiagnosticReport?identifier={LAB}|{order}")
     assert report["subject"]["reference"] == f"Patient/{patient['id']}" and len(report["result"]) == obx
-    observations = {f"Observation/{o['id']}": o for o in await search(fhir_server, f"Observation?subject=Patient/{patient['id']}&_count=1000")}
-    assert len(observations) == obx and {r["reference"] for r in report["result"]} == set(observations)  # no urn:uuid left
+    observations = {
+        f"Observation/{o['id']}": o
+        for o in await search(fhir_server, f"Observation?subject=Patient/{patient['id']}&_count=1000")
+    }
+    assert len(observations) == obx and {r["reference"] for r in report["result"]} == set(
+        observations
+    )  # no urn:uuid left
     targets = set()
     for o in observations.values():
         assert o["identifier"][0]["value"].startswith(order)
-        targets |= {o["encounter"]["reference"], o["specimen"]["reference"], o["basedOn"][0]["reference"], o["performer"][0]["reference"]}
+        targets |= {
+            o["encounter"]["reference"],
+            o["specimen"]["reference"],
+            o["basedOn"][0]["reference"],
+            o["performer"][0]["reference"],
+        }
     assert len(targets) == 4  # one encounter, specimen, order and reader for all of them, each on the server
     for t in targets:
         await read(fhir_server, t)
@@ -345,11 +517,16 @@ async def test_a_big_report_is_split_and_every_reference_resolves(fhir_server, o
 async def test_a_failed_chunk_names_the_chunk_its_entries_and_what_was_written(fhir_server):
     good = oru(12, "MRN74000001", "LAB74001")
     bad = json.loads(json.dumps(good))
-    [o for o in bad["entry"] if o["resource"]["resourceType"] == "Observation"][4]["resource"]["effectiveDateTime"] = "not-a-date"
+    [o for o in bad["entry"] if o["resource"]["resourceType"] == "Observation"][4]["resource"]["effectiveDateTime"] = (
+        "not-a-date"
+    )
     with pytest.raises(PermanentDelivery) as err:
         await deliver(fhir_server, bad)
     reason = str(err.value)
-    assert re.match(r"transaction 2 of 3: HTTP 400: .*Observation.effective", reason) and "Observation identifier=" in reason
+    assert (
+        re.match(r"transaction 2 of 3: HTTP 400: .*Observation.effective", reason)
+        and "Observation identifier=" in reason
+    )
     assert "the 1 earlier transaction (8 entries) was written" in reason and "a replay updates what is there" in reason
     assert "result 5" not in reason and "not-a-date" not in reason  # no resource content
     assert len(await search(fhir_server, f"Patient?identifier={MRN}|MRN74000001")) == 1  # chunk 1 is there
@@ -370,27 +547,48 @@ async def test_a_sparse_merge_erases_nothing_the_server_holds(fhir_server, how):
 
     survivor = await one(fhir_server, f"Patient?identifier={MRN}|{mrn}")
     merged = await one(fhir_server, f"Patient?identifier={MRN}|{old}")
-    assert {(i["system"], i["value"]) for i in survivor["identifier"]} == {(MRN, mrn), (EMPI, empi), (SSN, f"999-71-000{n}")}
+    assert {(i["system"], i["value"]) for i in survivor["identifier"]} == {
+        (MRN, mrn),
+        (EMPI, empi),
+        (SSN, f"999-71-000{n}"),
+    }
     names = [(x["use"], x["family"]) for x in survivor["name"]]
     # fill: the server's name stands (the A08's); update: the message's official name wins, the maiden name stays
-    assert names == ([("official", "DOE-SMITH"), ("maiden", "DOE")] if how == "fill" else [("official", "DOE"), ("maiden", "DOE")])
+    assert names == (
+        [("official", "DOE-SMITH"), ("maiden", "DOE")] if how == "fill" else [("official", "DOE"), ("maiden", "DOE")]
+    )
     assert [a["line"][0] for a in survivor["address"]] == ["77 ELM AVE"]
     assert sorted((t["system"], t["value"]) for t in survivor["telecom"]) == [
-        ("email", "jane.doe@example.org"), ("phone", "+1 (217) 555-0123"), ("phone", "+1 (217) 555-0199")
+        ("email", "jane.doe@example.org"),
+        ("phone", "+1 (217) 555-0123"),
+        ("phone", "+1 (217) 555-0199"),
     ]
-    assert survivor["maritalStatus"]["coding"][0]["code"] == "M" and survivor["communication"][0]["language"]["coding"][0]["code"] == "en"
+    assert (
+        survivor["maritalStatus"]["coding"][0]["code"] == "M"
+        and survivor["communication"][0]["language"]["coding"][0]["code"] == "en"
+    )
     assert {x["url"].rsplit("/", 1)[1] for x in survivor["extension"]} == {"us-core-race", "us-core-ethnicity"}
     assert survivor["birthDate"] == "1980-02-14" and survivor["gender"] == "female" and survivor["active"] is True
     assert survivor["link"] == [{"other": {"reference": f"Patient/{merged['id']}"}, "type": "replaces"}]
-    assert merged["active"] is False and merged["link"] == [{"other": {"reference": f"Patient/{survivor['id']}"}, "type": "replaced-by"}]
+    assert merged["active"] is False and merged["link"] == [
+        {"other": {"reference": f"Patient/{survivor['id']}"}, "type": "replaced-by"}
+    ]
     # the survivor was written as PUT Patient/<id> with If-Match on the version read, never as a conditional update
     writes = [e["request"] for w in spy.bundles("transaction") for e in w["entry"]]
-    assert [w for w in writes if w["url"] == f"Patient/{survivor['id']}"] == [{"method": "PUT", "url": f"Patient/{survivor['id']}", "ifMatch": ANY}]
-    assert [w for w in writes if w["url"].startswith("Patient?")] == [{"method": "PUT", "url": f"Patient?identifier={MRN}|{old}"}]  # new: created
+    assert [w for w in writes if w["url"] == f"Patient/{survivor['id']}"] == [
+        {"method": "PUT", "url": f"Patient/{survivor['id']}", "ifMatch": ANY}
+    ]
+    assert [w for w in writes if w["url"].startswith("Patient?")] == [
+        {"method": "PUT", "url": f"Patient?identifier={MRN}|{old}"}
+    ]  # new: created
 
     await deliver(fhir_server, a40(mrn, old, how))  # again: still one link each way, nothing else changed
     again = await one(fhir_server, f"Patient?identifier={MRN}|{mrn}")
-    assert again["link"] == survivor["link"] and again["name"] == survivor["name"] and again["identifier"] == survivor["identifier"]
+    assert (
+        again["link"] == survivor["link"]
+        and again["name"] == survivor["name"]
+        and again["identifier"] == survivor["identifier"]
+    )
 
 
 async def test_a_fill_for_a_patient_the_server_lacks_creates_it(fhir_server):
@@ -413,7 +611,9 @@ async def test_a_version_conflict_is_read_again_and_the_other_writers_change_sur
         async with httpx.AsyncClient() as c:
             p = await one(fhir_server, f"Patient?identifier={MRN}|MRN72000001")
             p["telecom"].append({"system": "phone", "value": "+1 (217) 555-0777", "use": "mobile"})
-            r = await c.put(f"{fhir_server}/Patient/{p['id']}", json=p, headers={"Content-Type": "application/fhir+json"})
+            r = await c.put(
+                f"{fhir_server}/Patient/{p['id']}", json=p, headers={"Content-Type": "application/fhir+json"}
+            )
             assert r.status_code == 200
         raced.append(True)
 
@@ -421,7 +621,9 @@ async def test_a_version_conflict_is_read_again_and_the_other_writers_change_sur
     answer = await deliver(fhir_server, a08("MRN72000001", "E72000001"), spy)
     assert answer.startswith("HTTP 200") and raced
     writes = spy.bundles("transaction")
-    assert len(writes) == 2 and writes[0]["entry"][0]["request"]["ifMatch"] != writes[1]["entry"][0]["request"]["ifMatch"]
+    assert (
+        len(writes) == 2 and writes[0]["entry"][0]["request"]["ifMatch"] != writes[1]["entry"][0]["request"]["ifMatch"]
+    )
     assert len(spy.reads()) == 2  # read, 412, read again
     p = await one(fhir_server, f"Patient?identifier={MRN}|MRN72000001")
     assert ("mobile", "+1 (217) 555-0777") in {(t.get("use"), t["value"]) for t in p["telecom"]}  # the other writer's
@@ -432,10 +634,16 @@ async def test_a_conflict_that_does_not_end_is_retried_later(fhir_server):
     await deliver(fhir_server, a04("MRN72000002", "E72000002", "999-72-0002"))
 
     async def always(request: httpx.Request, body: dict | None) -> None:
-        if isinstance(body, dict) and body.get("type") == "transaction" and any(e["request"].get("ifMatch") for e in body["entry"]):
+        if (
+            isinstance(body, dict)
+            and body.get("type") == "transaction"
+            and any(e["request"].get("ifMatch") for e in body["entry"])
+        ):
             async with httpx.AsyncClient() as c:
                 p = await one(fhir_server, f"Patient?identifier={MRN}|MRN72000002")
-                await c.put(f"{fhir_server}/Patient/{p['id']}", json=p, headers={"Content-Type": "application/fhir+json"})
+                await c.put(
+                    f"{fhir_server}/Patient/{p['id']}", json=p, headers={"Content-Type": "application/fhir+json"}
+                )
 
     with pytest.raises(RetryableDelivery, match="kept changing") as err:
         await deliver(fhir_server, a08("MRN72000002", "E72000002"), Spy(always))
@@ -445,13 +653,20 @@ async def test_a_conflict_that_does_not_end_is_retried_later(fhir_server):
 async def test_two_patients_with_one_identifier_are_dead_with_a_clear_reason(fhir_server):
     async with httpx.AsyncClient() as c:
         for _ in range(2):
-            twin = {"resourceType": "Patient", "identifier": [{"system": MRN, "value": "MRN73000001"}], "gender": "female"}
+            twin = {
+                "resourceType": "Patient",
+                "identifier": [{"system": MRN, "value": "MRN73000001"}],
+                "gender": "female",
+            }
             r = await c.post(f"{fhir_server}/Patient", json=twin, headers={"Content-Type": "application/fhir+json"})
             assert r.status_code == 201
     with pytest.raises(PermanentDelivery) as err:
         await deliver(fhir_server, a08("MRN73000001", "E73000001"))
     reason = str(err.value)
-    assert f"2 Patient resources on the server have identifier {MRN}|MRN73000001; resolve the duplicate on the server, then replay" in reason
+    assert (
+        f"2 Patient resources on the server have identifier {MRN}|MRN73000001; resolve the duplicate on the server, then replay"
+        in reason
+    )
     assert "transaction 1 of 1" in reason and "no earlier transaction was written" in reason
     assert "DOE" not in reason and "ELM" not in reason  # names the resources by type and identifier only
 

@@ -11,13 +11,12 @@ import re
 import signal
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from support import ROOT, until, write_config
 from hub.channels.base import Context
 from hub.channels.file import TEMPLATE_FIELDS, FileDestination, render_path, unique_names
 from hub.cli import main
@@ -26,6 +25,7 @@ from hub.errors import PermanentDelivery
 from hub.message import Message
 from hub.spec import load_config
 from hub.store import NewDelivery, NewMessage, SearchQuery, Store
+from support import ROOT, until, write_config
 
 HUB = "home: ..\nstore: {{url: '{url}'}}\nweb: {{enabled: false}}\npython_path: [py]\n"
 
@@ -43,16 +43,14 @@ destinations:
     queue: {max_attempts: 3, backoff: {initial: 50ms, max: 100ms}}
 """
 
-CHECKS = '''
+CHECKS = """
 from hub.errors import MappingError
 
 def reject_bad(message):
     if message.raw.startswith(b"BAD"):
         raise MappingError("content starts with BAD")
     return message
-'''
-
-
+"""
 
 
 @pytest.fixture
@@ -81,7 +79,7 @@ async def test_files_flow_to_done_and_out_and_bad_ones_to_error(home, store_url)
     try:
         drop(home / "in", "a.txt", b"alpha")
         drop(home / "in", "b.txt", b"BAD content")
-        year = datetime.now(timezone.utc).year
+        year = datetime.now(UTC).year
         await until(lambda: (home / f"out/{year}/a.txt").exists() and (home / "in/error/b.txt").exists())
         assert (home / f"out/{year}/a.txt").read_bytes() == b"alpha"
         assert (home / "in/done/a.txt").exists() and not (home / "in/a.txt").exists()
@@ -178,8 +176,14 @@ async def test_unwritable_destination_retries_then_goes_dead_and_is_replayable(h
 
 
 def test_path_templates_are_filled_and_made_safe():
-    m = Message(b"x", "hl7v2", meta={"control_id": "../../etc/passwd", "message_type": "ADT^A04", "delivery_id": 7}, id=12, channel="c")
-    m.received_at = datetime(2026, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
+    m = Message(
+        b"x",
+        "hl7v2",
+        meta={"control_id": "../../etc/passwd", "message_type": "ADT^A04", "delivery_id": 7},
+        id=12,
+        channel="c",
+    )
+    m.received_at = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
     path = render_path("{received_at:%Y/%m/%d}/{message_type}/{control_id}-{message_id}-{patient_id}.{ext}", m)
     assert path == "2026/03/04/ADT^A04/_.._etc_passwd-12-_.hl7"  # one file name: no separator, no '..' component
     assert ".." not in path.split("/")
@@ -198,8 +202,18 @@ destinations:
     (home / "out").mkdir()
     (home / "out" / "m2.txt").write_text("already here")
     with Store(store_url) as store:  # queued before the worker starts: its first claim takes all four
-        store.accept([NewMessage("files", f"m{i}".encode(), "raw", meta={"control_id": f"m{i}"}, deliveries=[NewDelivery("out", route="out")])
-                      for i in range(1, 5)])
+        store.accept(
+            [
+                NewMessage(
+                    "files",
+                    f"m{i}".encode(),
+                    "raw",
+                    meta={"control_id": f"m{i}"},
+                    deliveries=[NewDelivery("out", route="out")],
+                )
+                for i in range(1, 5)
+            ]
+        )
     batches: list[int] = []
     real = FileDestination._write_all
 
@@ -279,11 +293,15 @@ async def test_a_name_taken_between_the_check_and_the_write_is_not_replaced(tmp_
     monkeypatch.setattr(os, "fsync", other_writer_meanwhile)
     await d.send(adt("ADT00002", "this writer's message"))
     assert raced
-    assert contents(tmp_path / "out") == {"ADT00002.hl7": b"the other writer's message", "ADT00002-2.hl7": b"this writer's message"}
+    assert contents(tmp_path / "out") == {
+        "ADT00002.hl7": b"the other writer's message",
+        "ADT00002-2.hl7": b"this writer's message",
+    }
 
 
 async def test_without_hard_links_names_are_reserved_with_o_excl(tmp_path, monkeypatch):
     """A file system without hard links (FAT, some network mounts): the name is claimed with O_EXCL instead."""
+
     def no_links(src, dst, **kw):  # type: ignore[no-untyped-def]
         raise OSError(errno.EPERM, "Operation not permitted")
 
@@ -365,7 +383,11 @@ async def test_a_temporary_file_left_by_kill_9_is_removed_by_the_next_run_and_no
     out = tmp_path / "out"
     [stale] = [p.name for p in out.iterdir()]
     assert stale.startswith(".ADT00001.hl7.hub-") and stale.endswith(".tmp"), "the killed write left its temporary file"
-    others = {".notes.tmp": b"someone else's", ".ADT00009.hl7.1234abcd.tmp": b"not our pattern", "keep.hl7": b"a delivered file"}
+    others = {
+        ".notes.tmp": b"someone else's",
+        ".ADT00009.hl7.1234abcd.tmp": b"not our pattern",
+        "keep.hl7": b"a delivered file",
+    }
     for name, data in others.items():
         (out / name).write_bytes(data)
 
@@ -419,7 +441,11 @@ async def test_a_delivery_repeated_after_a_crash_finds_its_own_file_instead_of_m
     assert "ADT00002.hl7 already holds" in await d.send(adt("ADT00002", "message 1"))  # the first, sent again
     assert "ADT00002-2.hl7 already holds" in await d.send(adt("ADT00002", "message 2"))
     assert "wrote" in await d.send(adt("ADT00002", "message 3"))
-    assert contents(tmp_path / "u" / "out") == {"ADT00002.hl7": b"message 1", "ADT00002-2.hl7": b"message 2", "ADT00002-3.hl7": b"message 3"}
+    assert contents(tmp_path / "u" / "out") == {
+        "ADT00002.hl7": b"message 1",
+        "ADT00002-2.hl7": b"message 2",
+        "ADT00002-3.hl7": b"message 3",
+    }
 
     d = destination(tmp_path / "e", exists="error")
     await d.send(adt("ADT00002", "message 1"))

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from test_mllp_support import HOLD_ENTERED, HOLD_RELEASE, Client, adt, mllp_channel, msa, segment, start_engine, until
+
 from hub.channels.mllp import Framer, MllpSource, frame, normalise_segments
 from hub.errors import ConfigError, StoreError
 from hub.store import SearchQuery
@@ -89,9 +89,13 @@ async def test_a_slow_transform_in_one_channel_does_not_hold_another_listeners_a
     that waits) runs on a worker thread, so channel c keeps answering while channel slow is still transforming."""
     HOLD_ENTERED.clear()
     HOLD_RELEASE.clear()
-    slow = mllp_channel(routes="  - {name: all, transforms: [{type: python, function: 'test_mllp_support:hold'}], to: [out]}")
+    slow = mllp_channel(
+        routes="  - {name: all, transforms: [{type: python, function: 'test_mllp_support:hold'}], to: [out]}"
+    )
     light = mllp_channel(routes="  - {name: all, transforms: [{type: set, path: MSH-5, value: EHR}], to: [out]}")
-    eng = await start_engine(tmp_path, f"sqlite:///{tmp_path / 'hub.db'}", {"c": light, "slow": slow.replace("name: c", "name: slow")})
+    eng = await start_engine(
+        tmp_path, f"sqlite:///{tmp_path / 'hub.db'}", {"c": light, "slow": slow.replace("name: c", "name: slow")}
+    )
     try:
         assert eng.channels["c"].inline and not eng.channels["slow"].inline
         waiting = await Client.connect(eng.sources["slow"].port)
@@ -142,8 +146,15 @@ async def test_ack_layout_and_codes_from_the_receipt(tmp_path):
         ack = await client.send(bad)  # the only answer to the three frames is the CR for E4
         assert msa(ack)[:2] == ["CR", "E4"]
         rows = {r["control_id"]: r["status"] for r in eng.store.search(SearchQuery(channel="c"))}
-        assert rows == {"OK1": "accepted", "F1": "filtered", "R1": "rejected", "E1": "accepted", "E2": "accepted",
-                        "E3": "accepted", "E4": "rejected"}
+        assert rows == {
+            "OK1": "accepted",
+            "F1": "filtered",
+            "R1": "rejected",
+            "E1": "accepted",
+            "E2": "accepted",
+            "E3": "accepted",
+            "E4": "rejected",
+        }
         client.close()
     finally:
         await eng.stop()
@@ -172,9 +183,13 @@ async def test_store_down_is_answered_ae_and_the_listener_recovers(tmp_path, mon
 async def test_ack_after_delivery_waits_for_the_destinations(tmp_path):
     dests = "  out: {type: memory}\n  bad: {type: memory, fail: permanent, fail_times: 100}\n"
     routes = "  - {name: ok, to: [out]}\n  - {name: a08, when: {path: MSH-9.2, equals: A08}, to: [bad]}\n"
-    eng = await start_engine(tmp_path, f"sqlite:///{tmp_path / 'hub.db'}", {
-        "c": mllp_channel("ack: after_delivery, ack_timeout: 5s", destinations=dests, routes=routes),
-    })
+    eng = await start_engine(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'hub.db'}",
+        {
+            "c": mllp_channel("ack: after_delivery, ack_timeout: 5s", destinations=dests, routes=routes),
+        },
+    )
     try:
         client = await Client.connect(source(eng).port)
         assert msa(await client.send(adt("D1")))[:2] == ["AA", "D1"]
@@ -187,9 +202,13 @@ async def test_ack_after_delivery_waits_for_the_destinations(tmp_path):
         await eng.stop()
     # a destination that keeps failing: AE once ack_timeout has passed
     dests = "  out: {type: memory, fail: retry, fail_times: 1000, queue: {max_attempts: 1000, backoff: {initial: 50ms, max: 50ms}}}\n"
-    eng = await start_engine(tmp_path, f"sqlite:///{tmp_path / 'hub2.db'}", {
-        "c": mllp_channel("ack: after_delivery, ack_timeout: 300ms", destinations=dests),
-    })
+    eng = await start_engine(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'hub2.db'}",
+        {
+            "c": mllp_channel("ack: after_delivery, ack_timeout: 300ms", destinations=dests),
+        },
+    )
     try:
         client = await Client.connect(source(eng).port)
         ack = await client.send(adt("T1"))
@@ -362,10 +381,10 @@ async def test_stop_closes_connections_and_is_idempotent(tmp_path):
 
 async def test_example_clinic_takes_pm_messages_over_mllp_and_queues_lab_orders_for_an_absent_lab(clinic, monkeypatch):
     """`make run` on a machine without partners: the listeners answer, outbound MLLP queues and retries."""
+    from test_mllp_support import Peer
+
     from hub.engine import Engine
     from hub.spec import load_config
-
-    from test_mllp_support import Peer
 
     closed = await Peer().start()
     lab_port = closed.port
@@ -421,9 +440,9 @@ async def test_example_clinic_takes_pm_messages_over_mllp_and_queues_lab_orders_
 
 
 def test_hub_check_reports_bad_mllp_settings_and_a_port_used_twice(tmp_path):
-    from support import write_config
     from hub.engine import check
     from hub.spec import load_config
+    from support import write_config
 
     hub = "store: {url: 'sqlite:///hub.db'}\nweb: {enabled: false}\n"
     one = "name: one\nsource: {type: mllp, listen: '127.0.0.1:2575'}\nroutes: [{name: r, to: [d]}]\ndestinations:\n  d: {type: mllp, address: '127.0.0.1:2600'}\n"
@@ -432,7 +451,11 @@ def test_hub_check_reports_bad_mllp_settings_and_a_port_used_twice(tmp_path):
     four = "name: four\nsource: {type: mllp, listen: '127.0.0.1:2575'}\n"
     cfg = load_config(write_config(tmp_path / "cfg", hub, {"one": one, "two": two, "three": three, "four": four}))
     problems = [str(p) for p in check(cfg)]
-    assert any(p.endswith("two.yaml:5: source.ack: Input should be 'after_store' or 'after_delivery'") for p in problems), problems
+    assert any(
+        p.endswith("two.yaml:5: source.ack: Input should be 'after_store' or 'after_delivery'") for p in problems
+    ), problems
     assert any("three.yaml:7: destinations.d.address" in p for p in problems), problems
     assert any("three.yaml:8: destinations.d.on_ar" in p for p in problems), problems
-    assert any("one.yaml:2: source.listen 127.0.0.1:2575 is already used by channel four" in p for p in problems), problems
+    assert any("one.yaml:2: source.listen 127.0.0.1:2575 is already used by channel four" in p for p in problems), (
+        problems
+    )

@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import pytest
-
 from test_mllp_support import Client, adt, mllp_channel, start_engine
+
 from hub.transforms.hl7v2 import parse
 
 GOOD = adt("OK1")

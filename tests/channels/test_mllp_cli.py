@@ -7,15 +7,18 @@ import json
 import sys
 from pathlib import Path
 
-from support import SAMPLES
 from test_mllp_support import Client, adt, mllp_channel, msa, start_engine
+
 from hub.cli import main
+from support import SAMPLES
 
 HUB = str(Path(sys.executable).with_name("hub"))
 
 
 async def run_hub(*args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(HUB, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    proc = await asyncio.create_subprocess_exec(
+        HUB, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     return proc.returncode, out.decode()
 
@@ -33,8 +36,12 @@ async def test_hub_send_prints_each_ack_and_fails_unless_all_accepted(tmp_path):
         assert code == 0, out
         lines = out.strip().splitlines()
         assert lines == [
-            f"{one}: S1 AA", f"{two}#1: S2 AA", f"{two}#2: S3 AA",
-            f"{batch}#1: BAT00001 AA", f"{batch}#2: BAT00002 AA", f"{batch}#3: BAT00003 AA",
+            f"{one}: S1 AA",
+            f"{two}#1: S2 AA",
+            f"{two}#2: S3 AA",
+            f"{batch}#1: BAT00001 AA",
+            f"{batch}#2: BAT00002 AA",
+            f"{batch}#3: BAT00003 AA",
         ]
         enhanced = SAMPLES / "hl7v2" / "adt_a04.hl7"  # asks for enhanced mode: CA counts as accepted
         bad = tmp_path / "bad.hl7"
@@ -89,7 +96,12 @@ async def test_hub_messages_finds_a_message_that_came_over_mllp_by_control_id(tm
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 1
     row = rows[0]
-    assert (row["control_id"], row["message_type"], row["patient_id"], row["channel"]) == ("FIND1", "ADT^A04", "PT1", "c")
+    assert (row["control_id"], row["message_type"], row["patient_id"], row["channel"]) == (
+        "FIND1",
+        "ADT^A04",
+        "PT1",
+        "c",
+    )
     assert row["source_ref"].startswith("mllp:127.0.0.1:")  # which peer sent it
     assert main(["messages", "--config", str(folder), "--control-id", "FIND2"]) == 0
     assert "FIND2" in capsys.readouterr().out

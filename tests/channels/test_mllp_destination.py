@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from test_mllp_support import Peer, adt, start_engine, until
+
 from hub.channels.base import Context
 from hub.channels.mllp import MllpDestination
 from hub.errors import PermanentDelivery, RetryableDelivery
@@ -21,7 +22,7 @@ source: {{type: memory, format: hl7v2}}
 routes:
   - {{name: all, to: [lab]}}
 destinations:
-  lab: {{type: mllp, address: "127.0.0.1:{port}", {queue}{', ' + extra if extra else ''}}}
+  lab: {{type: mllp, address: "127.0.0.1:{port}", {queue}{", " + extra if extra else ""}}}
 """
 
 
@@ -71,10 +72,14 @@ async def test_ae_retries_ar_is_dead_and_policies_can_swap_them(tmp_path):
         return {"X1": "AR" if seen[cid] == 1 else "AA", "X2": "AE"}[cid]
 
     peer = await Peer(script=script).start()
-    eng = await start_engine(tmp_path, f"sqlite:///{tmp_path / 'hub2.db'}", {"c": channel(peer.port, "on_ar: retry, on_ae: dead")})
+    eng = await start_engine(
+        tmp_path, f"sqlite:///{tmp_path / 'hub2.db'}", {"c": channel(peer.port, "on_ar: retry, on_ae: dead")}
+    )
     try:
         first, second = await push(eng, adt("X1")), await push(eng, adt("X2"))
-        await until(lambda: eng.store.delivery_states(first) == ["sent"] and eng.store.delivery_states(second) == ["dead"])
+        await until(
+            lambda: eng.store.delivery_states(first) == ["sent"] and eng.store.delivery_states(second) == ["dead"]
+        )
     finally:
         await eng.stop()
         await peer.stop()
@@ -82,7 +87,9 @@ async def test_ae_retries_ar_is_dead_and_policies_can_swap_them(tmp_path):
 
 async def test_no_ack_in_time_and_a_wrong_control_id_are_retried_on_a_new_connection(tmp_path):
     peer = await Peer(script=lambda n, cid: {1: "silent", 2: "wrong", 3: "garbage"}.get(n, "AA")).start()
-    eng = await start_engine(tmp_path, f"sqlite:///{tmp_path / 'hub.db'}", {"c": channel(peer.port, "ack_timeout: 300ms")})
+    eng = await start_engine(
+        tmp_path, f"sqlite:///{tmp_path / 'hub.db'}", {"c": channel(peer.port, "ack_timeout: 300ms")}
+    )
     try:
         mid = await push(eng, adt("W1"))
         await until(lambda: eng.store.delivery_states(mid) == ["sent"])
@@ -95,7 +102,9 @@ async def test_no_ack_in_time_and_a_wrong_control_id_are_retried_on_a_new_connec
         await eng.stop()
         await peer.stop()
     peer = await Peer(script=lambda n, cid: "silent").start()
-    eng = await start_engine(tmp_path, f"sqlite:///{tmp_path / 'hub2.db'}", {"c": channel(peer.port, "ack_timeout: 200ms, on_timeout: dead")})
+    eng = await start_engine(
+        tmp_path, f"sqlite:///{tmp_path / 'hub2.db'}", {"c": channel(peer.port, "ack_timeout: 200ms, on_timeout: dead")}
+    )
     try:
         mid = await push(eng, adt("W2"))
         await until(lambda: eng.store.delivery_states(mid) == ["dead"])

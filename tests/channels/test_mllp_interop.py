@@ -9,17 +9,30 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from support import SAMPLES, need_peer
 from test_mllp_support import adt, mllp_channel, start_engine, until
+
 from hub.channels.mllp import normalise_segments
 from hub.store import SearchQuery
+from support import SAMPLES, need_peer
 
 hl7 = pytest.importorskip("hl7", reason="python-hl7 (PyPI hl7) is a test dependency")
 import hl7.client  # noqa: E402,F811 - the client module, after the skip check
 
 # Sample messages of every kind the example clinic exchanges (they ask for enhanced-mode acknowledgement).
-KINDS = ["adt_a01", "adt_a04", "adt_a08", "adt_a40", "orm_o01", "oml_o21", "oru_r01", "rde_o11", "siu_s12", "vxu_v04", "mdm_t02", "dft_p03"]
+KINDS = [
+    "adt_a01",
+    "adt_a04",
+    "adt_a08",
+    "adt_a40",
+    "orm_o01",
+    "oml_o21",
+    "oru_r01",
+    "rde_o11",
+    "siu_s12",
+    "vxu_v04",
+    "mdm_t02",
+    "dft_p03",
+]
 
 
 def sample(name: str, *, original_mode: bool = False) -> bytes:
@@ -59,8 +72,15 @@ async def test_mllp_send_command_gets_aa_for_every_message(tmp_path):
         loose = tmp_path / "messages.hl7"
         loose.write_bytes(b"\n".join(m.replace(b"\r", b"\n") for m in messages))
         proc = await asyncio.create_subprocess_exec(
-            *mllp_send_command(), "--loose", "-f", str(loose), "-p", str(port), "127.0.0.1",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            *mllp_send_command(),
+            "--loose",
+            "-f",
+            str(loose),
+            "-p",
+            str(port),
+            "127.0.0.1",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         out, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode == 0, err.decode()
@@ -70,8 +90,14 @@ async def test_mllp_send_command_gets_aa_for_every_message(tmp_path):
         framed = tmp_path / "framed.mllp"
         framed.write_bytes(b"".join(b"\x0b" + sample(k) + b"\x1c\r" for k in KINDS[:4]))
         proc = await asyncio.create_subprocess_exec(
-            *mllp_send_command(), "-f", str(framed), "-p", str(port), "127.0.0.1",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            *mllp_send_command(),
+            "-f",
+            str(framed),
+            "-p",
+            str(port),
+            "127.0.0.1",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         out, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode == 0, err.decode()

@@ -8,18 +8,27 @@ import datetime as dt
 import ipaddress
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from support import until, write_config  # noqa: F401 - until is re-exported to the MLLP test files
 from hub.engine import Engine
 from hub.spec import load_config
+from support import until, write_config  # noqa: F401 - until is re-exported to the MLLP test files
 
 VT, END = b"\x0b", b"\x1c\r"
 
 
-def adt(control_id: str, *, mrn: str = "MRN1", trigger: str = "A01", app: str = "PM", extra_msh: str = "", version: str = "2.5.1") -> bytes:
+def adt(
+    control_id: str,
+    *,
+    mrn: str = "MRN1",
+    trigger: str = "A01",
+    app: str = "PM",
+    extra_msh: str = "",
+    version: str = "2.5.1",
+) -> bytes:
     """A small synthetic ADT (original mode unless extra_msh sets MSH-15/16)."""
     return (
         f"MSH|^~\\&|{app}|CLINIC|HUB|CLINIC|20260310091500||ADT^{trigger}^ADT_A01|{control_id}|P|{version}{extra_msh}\r"
@@ -81,12 +90,12 @@ HUB = "home: {home}\nstore: {{url: '{url}'}}\nweb: {{enabled: false}}\n"
 def mllp_channel(source: str = "", *, filters: str = "", destinations: str = "", routes: str = "") -> str:
     return f"""
 name: c
-source: {{type: mllp, listen: "127.0.0.1:0"{', ' + source if source else ''}}}
+source: {{type: mllp, listen: "127.0.0.1:0"{", " + source if source else ""}}}
 {filters}
 routes:
-{routes or '  - {name: all, to: [out]}'}
+{routes or "  - {name: all, to: [out]}"}
 destinations:
-{destinations or '  out: {type: memory}'}
+{destinations or "  out: {type: memory}"}
 """
 
 
@@ -97,8 +106,6 @@ async def start_engine(tmp_path: Path, store_url: str, channels: dict[str, str])
     eng = Engine(cfg, idle_poll=0.05, start_web=False)
     await eng.start()
     return eng
-
-
 
 
 # A `python` transform that holds its message until the test releases it (the pipeline thread waits, the loop
@@ -192,13 +199,17 @@ def make_pki(folder: Path) -> Pki:
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     folder.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
 
     def name(cn: str) -> x509.Name:
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
     def write_key(key: Any, path: Path) -> Path:
-        path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
         return path
 
     def write_cert(cert: Any, path: Path) -> Path:
@@ -208,13 +219,28 @@ def make_pki(folder: Path) -> Pki:
     def ca(cn: str) -> tuple[Any, Any]:
         key = ec.generate_private_key(ec.SECP256R1())
         cert = (
-            x509.CertificateBuilder().subject_name(name(cn)).issuer_name(name(cn)).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+            x509.CertificateBuilder()
+            .subject_name(name(cn))
+            .issuer_name(name(cn))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=1))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                                         key_encipherment=False, data_encipherment=False, key_agreement=False,
-                                         encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
@@ -223,8 +249,12 @@ def make_pki(folder: Path) -> Pki:
     def leaf(cn: str, issuer: tuple[Any, Any], usage: Any, server: bool) -> tuple[Any, Any]:
         key = ec.generate_private_key(ec.SECP256R1())
         b = (
-            x509.CertificateBuilder().subject_name(name(cn)).issuer_name(issuer[1].subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+            x509.CertificateBuilder()
+            .subject_name(name(cn))
+            .issuer_name(issuer[1].subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=1))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
@@ -232,7 +262,9 @@ def make_pki(folder: Path) -> Pki:
         )
         if server:
             b = b.add_extension(
-                x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
                 critical=False,
             )
         return key, b.sign(issuer[0], hashes.SHA256())

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
-from support import until as _until
-from support import need_peer, write_config
+from hub.channels.base import Context
 from hub.channels.sftp import (
     SftpDestination,
     SftpSource,
@@ -33,7 +33,6 @@ from hub.channels.sftp import (
     hl7_messages,
     parse_size,
 )
-from hub.channels.base import Context
 from hub.engine import Engine, build
 from hub.errors import Hl7ParseError, PermanentDelivery, RetryableDelivery
 from hub.message import Message
@@ -41,7 +40,8 @@ from hub.metrics import SFTP_LAST_POLL
 from hub.spec import load_config
 from hub.store import SearchQuery, Store
 from hub.store.schema import leases
-from sqlalchemy import select
+from support import need_peer, write_config
+from support import until as _until
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 PASSWORD = "correct horse battery staple 7"
@@ -105,7 +105,9 @@ class SshServer:
         _keygen(self.rsa_key, "rsa")
         self.other_key = base / "stranger_ed25519"  # a host key the server does not have
         _keygen(self.other_key)
-        (base / "authorized_keys").write_text((base / "user_ed25519.pub").read_text() + (base / "user_rsa.pub").read_text())
+        (base / "authorized_keys").write_text(
+            (base / "user_ed25519.pub").read_text() + (base / "user_rsa.pub").read_text()
+        )
         self.known_hosts = base / "known_hosts"
         self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {(base / 'host_ed25519.pub').read_text()}")
         self.fingerprint = _fingerprint(base / "host_ed25519.pub")
@@ -139,7 +141,9 @@ class SshServer:
         if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("openssl"):
             return None
         try:
-            hashed = subprocess.run(["openssl", "passwd", "-6", PASSWORD], check=True, capture_output=True, text=True).stdout.strip()
+            hashed = subprocess.run(
+                ["openssl", "passwd", "-6", PASSWORD], check=True, capture_output=True, text=True
+            ).stdout.strip()
             lines = Path("/etc/shadow").read_text().splitlines()
             probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True)
         except (OSError, subprocess.CalledProcessError):
@@ -163,7 +167,17 @@ class SshServer:
             Path("/run/sshd").mkdir(parents=True, exist_ok=True)
         cmd = [SSHD, "-D", "-e", "-f", str(self.base / "sshd_config")]
         if self.password:
-            cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", f'mount --bind "{self.shadow}" /etc/shadow && exec "$@"', "sh", *cmd]
+            cmd = [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                f'mount --bind "{self.shadow}" /etc/shadow && exec "$@"',
+                "sh",
+                *cmd,
+            ]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
         deadline = time.monotonic() + 10
@@ -202,7 +216,10 @@ class SshServer:
 
 
 def need_sshd() -> None:
-    need_peer(os.path.exists(SSHD) and shutil.which("ssh-keygen") is not None, "OpenSSH sshd is not installed (tests/peers.sh installs openssh-server)")
+    need_peer(
+        os.path.exists(SSHD) and shutil.which("ssh-keygen") is not None,
+        "OpenSSH sshd is not installed (tests/peers.sh installs openssh-server)",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -264,7 +281,6 @@ def config(home: Path, channel: str, url: str | None = None):
     cfg = load_config(write_config(home / "cfg", HUB.format(url=url), {"c": channel}))
     assert not build(cfg).problems, build(cfg).problems
     return cfg
-
 
 
 async def until(cond, timeout: float = 15.0, what: str = "condition") -> None:  # this file's slower default
@@ -331,14 +347,26 @@ async def test_files_are_taken_once_then_archived_and_bad_ones_go_to_error(serve
     drop(inbox, "bad.hl7", b"this is not HL7")
     drop(inbox, ".upload-in-progress.hl7", adt(3))
     drop(inbox, "notes.txt", b"skip me")
-    eng = Engine(config(tmp_path, source_channel(server, inbox, extra=", glob: '*.hl7', format: hl7v2")), idle_poll=0.05, start_web=False)
+    eng = Engine(
+        config(tmp_path, source_channel(server, inbox, extra=", glob: '*.hl7', format: hl7v2")),
+        idle_poll=0.05,
+        start_web=False,
+    )
     await eng.start()
     try:
-        await until(lambda: (inbox / "archive/a.hl7").exists() and (inbox / "archive/b.hl7").exists() and (inbox / "error/bad.hl7").exists())
+        await until(
+            lambda: (
+                (inbox / "archive/a.hl7").exists()
+                and (inbox / "archive/b.hl7").exists()
+                and (inbox / "error/bad.hl7").exists()
+            )
+        )
         await until(lambda: len(list((tmp_path / "out").glob("*.dat"))) == 2, what="two deliveries")
         rows = messages(eng)
         assert sorted(r["status"] for r in rows) == ["accepted", "accepted", "rejected"]
-        assert {r["source_ref"] for r in rows} == {f"sftp://127.0.0.1:{server.port}{inbox}/{n}" for n in ("a.hl7", "b.hl7", "bad.hl7")}
+        assert {r["source_ref"] for r in rows} == {
+            f"sftp://127.0.0.1:{server.port}{inbox}/{n}" for n in ("a.hl7", "b.hl7", "bad.hl7")
+        }
         report = (inbox / "error/bad.hl7.error.txt").read_text()
         assert report.startswith("message 1:") and "MSH" in report
         assert (inbox / ".upload-in-progress.hl7").exists() and (inbox / "notes.txt").exists()
@@ -357,7 +385,11 @@ async def test_files_are_taken_once_then_archived_and_bad_ones_go_to_error(serve
 async def test_after_delete_and_rename(server, tmp_path, after):
     inbox = server.folder(f"t2-{after}/in")
     drop(inbox, "x.hl7", adt(7))
-    eng = Engine(config(tmp_path, source_channel(server, inbox, extra=f", after: {after}, rename_suffix: .taken")), idle_poll=0.05, start_web=False)
+    eng = Engine(
+        config(tmp_path, source_channel(server, inbox, extra=f", after: {after}, rename_suffix: .taken")),
+        idle_poll=0.05,
+        start_web=False,
+    )
     await eng.start()
     try:
         await until(lambda: not (inbox / "x.hl7").exists())
@@ -375,7 +407,9 @@ async def test_a_half_written_file_waits_until_it_stops_growing(server, tmp_path
     inbox = server.folder("t3/in")
     p = inbox / "growing.hl7"
     p.write_bytes(adt(1))
-    eng = Engine(config(tmp_path, source_channel(server, inbox, extra=", format: hl7v2")), idle_poll=0.05, start_web=False)
+    eng = Engine(
+        config(tmp_path, source_channel(server, inbox, extra=", format: hl7v2")), idle_poll=0.05, start_web=False
+    )
     await eng.start()
     try:
         for i in range(2, 14):  # a slow writer: a message every 100 ms for 1.2 s, across several polls
@@ -406,7 +440,9 @@ async def test_duplicate_names_new_content_is_taken_same_file_is_not(server, tmp
         shutil.copy2(first, inbox / "daily.hl7")
         await until(lambda: len(list((inbox / "archive").glob("daily*.hl7"))) == 3)
         rows = messages(eng)
-        assert len(rows) == 2 and sorted(eng.store.get_message(r["id"])["raw"] for r in rows) == sorted([adt(1), adt(2)])
+        assert len(rows) == 2 and sorted(eng.store.get_message(r["id"])["raw"] for r in rows) == sorted(
+            [adt(1), adt(2)]
+        )
     finally:
         await eng.stop()
 
@@ -431,7 +467,9 @@ async def test_when_the_store_fails_the_file_stays_and_the_folder_order_is_kept(
 
     src._receive = flaky
     try:
-        await until(lambda: len(list((inbox / "archive").glob("*.hl7"))) == 3 if (inbox / "archive").exists() else False)
+        await until(
+            lambda: len(list((inbox / "archive").glob("*.hl7"))) == 3 if (inbox / "archive").exists() else False
+        )
         assert failed, "b was refused once and left for the next poll"
         refs = [r["source_ref"].rsplit("/", 1)[1] for r in sorted(messages(eng), key=lambda r: r["id"])]
         assert refs == ["a.hl7", "b.hl7", "c.hl7"], "c waited for b"
@@ -443,7 +481,9 @@ async def test_parallel_takes_several_files_at_once_each_once(server, tmp_path):
     inbox = server.folder("t5c/in")
     for i in range(24):
         drop(inbox, f"r{i:02d}.hl7", adt(i))
-    eng = Engine(config(tmp_path, source_channel(server, inbox, extra=", parallel: 4")), idle_poll=0.05, start_web=False)
+    eng = Engine(
+        config(tmp_path, source_channel(server, inbox, extra=", parallel: 4")), idle_poll=0.05, start_web=False
+    )
     await eng.start()
     try:
         await until(lambda: (inbox / "archive").exists() and len(list((inbox / "archive").iterdir())) == 24)
@@ -480,7 +520,9 @@ async def test_a_crash_between_commit_and_after_action_does_not_ingest_twice(ser
         await eng.stop()
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # paramiko's read-ahead thread sees the cut
+@pytest.mark.filterwarnings(
+    "ignore::pytest.PytestUnhandledThreadExceptionWarning"
+)  # paramiko's read-ahead thread sees the cut
 async def test_the_server_restarting_during_a_download(server, tmp_path, monkeypatch):
     inbox = server.folder("t6/in")
     big = os.urandom(12 * 1024 * 1024)
@@ -493,7 +535,9 @@ async def test_the_server_restarting_during_a_download(server, tmp_path, monkeyp
             server.stop()  # the host goes down with the transfer in flight
 
     monkeypatch.setattr(SftpSource, "_window_done", kill_once)
-    eng = Engine(config(tmp_path, source_channel(server, inbox, extra=", format: raw")), idle_poll=0.05, start_web=False)
+    eng = Engine(
+        config(tmp_path, source_channel(server, inbox, extra=", format: raw")), idle_poll=0.05, start_web=False
+    )
     await eng.start()
     try:
         await until(lambda: bool(cut) and server.proc is None, what="the cut")
@@ -535,7 +579,9 @@ async def test_a_large_hl7_batch_is_streamed_and_a_bad_count_refused_before_any_
     body = b"".join(adt(i) for i in range(200))
     drop(inbox, "ok.hl7", b"FHS|^~\\&|PM\rBHS|^~\\&|PM\r" + body + b"BTS|200\rFTS|1\r")
     drop(inbox, "short.hl7", b"BHS|^~\\&|PM\r" + body + b"BTS|250\r", age=3)
-    eng = Engine(config(tmp_path, source_channel(server, inbox, extra=", chunk_size: 4KB")), idle_poll=0.05, start_web=False)
+    eng = Engine(
+        config(tmp_path, source_channel(server, inbox, extra=", chunk_size: 4KB")), idle_poll=0.05, start_web=False
+    )
     await eng.start()
     try:
         await until(lambda: (inbox / "archive/ok.hl7").exists() and (inbox / "error/short.hl7").exists())
@@ -549,7 +595,11 @@ async def test_a_large_hl7_batch_is_streamed_and_a_bad_count_refused_before_any_
 async def test_a_whole_file_above_max_size_goes_to_error_unread(server, tmp_path):
     inbox = server.folder("t9/in")
     drop(inbox, "huge.x12", b"ISA*" + b"x" * 5000)
-    eng = Engine(config(tmp_path, source_channel(server, inbox, extra=", format: raw, max_size: 1KB, chunk_size: 1KB")), idle_poll=0.05, start_web=False)
+    eng = Engine(
+        config(tmp_path, source_channel(server, inbox, extra=", format: raw, max_size: 1KB, chunk_size: 1KB")),
+        idle_poll=0.05,
+        start_web=False,
+    )
     await eng.start()
     try:
         await until(lambda: (inbox / "error/huge.x12").exists())
@@ -579,14 +629,23 @@ async def test_a_host_key_that_does_not_match_is_refused(server, tmp_path, caplo
                 await eng.stop()
     # a fingerprint that does not match is refused too; the right one is accepted
     dest = SftpDestination(
-        SftpDestination.Config(type="sftp", host="127.0.0.1", port=server.port, user=server.user, key_file=str(server.rsa_key),
-                               host_key_fingerprint="SHA256:" + "A" * 43, path=f"{server.root}/t10/out/x.txt"),
+        SftpDestination.Config(
+            type="sftp",
+            host="127.0.0.1",
+            port=server.port,
+            user=server.user,
+            key_file=str(server.rsa_key),
+            host_key_fingerprint="SHA256:" + "A" * 43,
+            path=f"{server.root}/t10/out/x.txt",
+        ),
         Context(home=tmp_path),
     )
     with pytest.raises(RetryableDelivery, match="is unknown"):
         await dest.send(Message(b"x"))
     await dest.close()
-    dest = SftpDestination(dest.config.model_copy(update={"host_key_fingerprint": server.fingerprint}), Context(home=tmp_path))
+    dest = SftpDestination(
+        dest.config.model_copy(update={"host_key_fingerprint": server.fingerprint}), Context(home=tmp_path)
+    )
     assert "uploaded" in await dest.send(Message(b"x"))
     await dest.close()
     assert (server.root / "t10/out/x.txt").read_bytes() == b"x"
@@ -595,7 +654,11 @@ async def test_a_host_key_that_does_not_match_is_refused(server, tmp_path, caplo
 def test_hub_check_refuses_unverified_hosts_literal_secrets_and_no_login(server, tmp_path):
     def problems(**conn: object) -> list[str]:
         home = tmp_path / f"c{len(list(tmp_path.iterdir()))}"
-        cfg = load_config(write_config(home / "cfg", HUB.format(url="sqlite:///x.db"), {"c": source_channel(server, Path("/in"), **conn)}))
+        cfg = load_config(
+            write_config(
+                home / "cfg", HUB.format(url="sqlite:///x.db"), {"c": source_channel(server, Path("/in"), **conn)}
+            )
+        )
         return [p.message for p in build(cfg).problems]
 
     assert problems() == []
@@ -610,8 +673,15 @@ def test_hub_check_refuses_unverified_hosts_literal_secrets_and_no_login(server,
 
 async def test_logins_with_an_encrypted_ed25519_key_an_rsa_key_and_a_password(server, tmp_path):
     def dest(**over: object) -> SftpDestination:
-        base = dict(type="sftp", host="127.0.0.1", port=server.port, user=server.user, known_hosts=str(server.known_hosts),
-                    path=f"{server.root}/t12/{{uuid}}.txt", timeout="5s")
+        base = dict(
+            type="sftp",
+            host="127.0.0.1",
+            port=server.port,
+            user=server.user,
+            known_hosts=str(server.known_hosts),
+            path=f"{server.root}/t12/{{uuid}}.txt",
+            timeout="5s",
+        )
         base.update(over)
         return SftpDestination(SftpDestination.Config(**base), Context(home=tmp_path))
 
@@ -640,8 +710,16 @@ async def test_logins_with_an_encrypted_ed25519_key_an_rsa_key_and_a_password(se
 
 # ============================================================================================ destination
 def dest_for(server: SshServer, tmp_path: Path, path: str, **over: object) -> SftpDestination:
-    base = dict(type="sftp", host="127.0.0.1", port=server.port, user=server.user, key_file=str(server.rsa_key),
-                known_hosts=str(server.known_hosts), path=path, timeout="5s")
+    base = dict(
+        type="sftp",
+        host="127.0.0.1",
+        port=server.port,
+        user=server.user,
+        key_file=str(server.rsa_key),
+        known_hosts=str(server.known_hosts),
+        path=path,
+        timeout="5s",
+    )
     base.update(over)
     return SftpDestination(SftpDestination.Config(**base), Context(home=tmp_path))
 
@@ -659,7 +737,11 @@ async def test_uploads_make_folders_render_templates_and_follow_the_exists_polic
     d = dest_for(server, tmp_path, f"{out}/u/{{channel}}.txt", exists="unique")
     for body in (b"1", b"2", b"3"):
         await d.send(Message(body, channel="ch"))
-    assert {p.name: p.read_bytes() for p in (out / "u").iterdir()} == {"ch.txt": b"1", "ch-2.txt": b"2", "ch-3.txt": b"3"}
+    assert {p.name: p.read_bytes() for p in (out / "u").iterdir()} == {
+        "ch.txt": b"1",
+        "ch-2.txt": b"2",
+        "ch-3.txt": b"3",
+    }
     await d.close()
     d = dest_for(server, tmp_path, f"{out}/e/{{channel}}.txt", exists="error")
     await d.send(Message(b"first", channel="ch"))
@@ -679,7 +761,10 @@ async def test_uploads_never_replace_a_file_by_default(server, tmp_path):
     await d.send(Message(b"no control id", "hl7v2"))
     await d.close()
     assert {p.name: p.read_bytes() for p in out.iterdir()} == {
-        "ADT00002.hl7": b"reused 1", "ADT00002-2.hl7": b"reused 2", "ADT00002-3.hl7": b"reused 3", "_.hl7": b"no control id",
+        "ADT00002.hl7": b"reused 1",
+        "ADT00002-2.hl7": b"reused 2",
+        "ADT00002-3.hl7": b"reused 3",
+        "_.hl7": b"no control id",
     }
 
 
@@ -705,7 +790,8 @@ async def test_an_upload_does_not_replace_a_file_put_there_after_the_name_was_ch
     await d.close()
     assert raced and "ADT00002-2.hl7" in answer
     assert {p.name: p.read_bytes() for p in out.iterdir()} == {
-        "ADT00002.hl7": b"the other writer's message", "ADT00002-2.hl7": b"this writer's message",
+        "ADT00002.hl7": b"the other writer's message",
+        "ADT00002-2.hl7": b"this writer's message",
     }
 
 
@@ -717,7 +803,10 @@ async def test_an_upload_repeated_after_its_answer_was_lost_makes_no_second_copy
     assert "already holds" in await d.send(claim), "the same delivery again: done, no 000000001-2.x12"
     assert "uploaded" in await d.send(Message(b"ISA*00*claim two~", "x12", meta={"control_id": "000000001"}))
     await d.close()
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == {"000000001.x12": b"ISA*00*claim one~", "000000001-2.x12": b"ISA*00*claim two~"}
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == {
+        "000000001.x12": b"ISA*00*claim one~",
+        "000000001-2.x12": b"ISA*00*claim two~",
+    }
 
 
 def test_an_unknown_template_field_in_an_upload_path_is_refused():

@@ -12,9 +12,9 @@ import time
 
 import pytest
 import sqlalchemy as sa
+from test_sftp import PASSPHRASE, SshServer, conn_yaml, drop, need_sshd
 
 from support import ROOT, write_config
-from test_sftp import PASSPHRASE, SshServer, conn_yaml, drop, need_sshd
 
 pytestmark = pytest.mark.postgres
 
@@ -52,7 +52,11 @@ destinations:
             cfg = write_config(home / "cfg", hub_yaml, {"shared": channel})
             log = open(home / "hub.log", "wb")
             procs[node] = subprocess.Popen(
-                [sys.executable, "-m", "hub", "run", "--config", str(cfg)], cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "hub", "run", "--config", str(cfg)],
+                cwd=home,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         db = sa.create_engine(pg_url)
 
@@ -83,7 +87,9 @@ destinations:
         with db.connect() as c:
             rows = c.execute(sa.text("select source_ref, control_id, dedup_key from messages")).fetchall()
         assert len(rows) == 80, "every file exactly once"
-        assert len({r.source_ref for r in rows}) == 80 and {r.control_id for r in rows} == {f"N{n:04d}" for n in range(80)}
+        assert len({r.source_ref for r in rows}) == 80 and {r.control_id for r in rows} == {
+            f"N{n:04d}" for n in range(80)
+        }
         assert not list(inbox.glob("*.hl7")) and not (inbox / "error").exists()
         db.dispose()
     finally:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-
 import pytest
 
-from support import until, write_config
 from hub.channels.worker import backoff_delay
 from hub.engine import Engine
 from hub.errors import RetryableDelivery
 from hub.spec import QueueSpec, load_config
+from support import until, write_config
 
 HUB = "store: {{url: '{url}'}}\nweb: {{enabled: false}}\n"
 
@@ -25,8 +24,6 @@ destinations:
 """
 
 
-
-
 async def start(tmp_path, store_url, chan: str) -> Engine:
     cfg = load_config(write_config(tmp_path / "cfg", HUB.format(url=store_url), {"c": chan}))
     eng = Engine(cfg, idle_poll=0.05)
@@ -40,7 +37,9 @@ def test_backoff_grows_exponentially_to_its_maximum():
 
 
 async def test_fifo_delivery_keeps_order_through_retries(tmp_path, store_url):
-    eng = await start(tmp_path, store_url, channel("{max_attempts: 5, backoff: {initial: 50ms, max: 100ms}}", "retry", 2))
+    eng = await start(
+        tmp_path, store_url, channel("{max_attempts: 5, backoff: {initial: 50ms, max: 100ms}}", "retry", 2)
+    )
     try:
         src = eng.sources["c"]
         for i in range(10):
@@ -55,7 +54,9 @@ async def test_fifo_delivery_keeps_order_through_retries(tmp_path, store_url):
 
 
 async def test_after_max_attempts_a_delivery_is_dead_and_the_queue_moves_on(tmp_path, store_url):
-    eng = await start(tmp_path, store_url, channel("{max_attempts: 2, backoff: {initial: 20ms, max: 20ms}}", "retry", 2))
+    eng = await start(
+        tmp_path, store_url, channel("{max_attempts: 2, backoff: {initial: 20ms, max: 20ms}}", "retry", 2)
+    )
     try:
         src = eng.sources["c"]
         r1 = await src.push(b"first")
@@ -105,7 +106,9 @@ class Flaky:
 async def test_order_by_lets_other_keys_flow_while_one_key_retries(tmp_path, store_url):
     pytest.importorskip("hub.transforms.hl7v2")
     eng = await start(
-        tmp_path, store_url, channel("{max_attempts: 50, order_by: PID-3.1, backoff: {initial: 50ms, max: 50ms}}", fmt="hl7v2")
+        tmp_path,
+        store_url,
+        channel("{max_attempts: 50, order_by: PID-3.1, backoff: {initial: 50ms, max: 50ms}}", fmt="hl7v2"),
     )
     try:
         flaky = Flaky()
@@ -129,7 +132,9 @@ async def test_order_by_lets_other_keys_flow_while_one_key_retries(tmp_path, sto
 
 
 async def test_wait_delivered_returns_when_every_delivery_is_final(tmp_path, store_url):
-    eng = await start(tmp_path, store_url, channel("{max_attempts: 2, backoff: {initial: 50ms, max: 50ms}}", "retry", 1))
+    eng = await start(
+        tmp_path, store_url, channel("{max_attempts: 2, backoff: {initial: 50ms, max: 50ms}}", "retry", 1)
+    )
     try:
         r = await eng.sources["c"].push(b"x")
         mid = r.results[0].message_id

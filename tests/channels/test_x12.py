@@ -8,15 +8,16 @@ import csv
 import io
 from pathlib import Path
 
-from support import ROOT, SAMPLES, write_config
 from hub.engine import Engine
 from hub.message import Outcome
 from hub.spec import load_config
 from hub.store.claims import ClaimStore
 from hub.transforms.x12 import iter_segments, remit_to_rows, validate
+from support import ROOT, SAMPLES, write_config
 
 DFT = (SAMPLES / "hl7v2" / "dft_p03.hl7").read_bytes()
 X12 = SAMPLES / "x12"
+
 
 def hub_yaml(url: str, home: Path) -> str:
     return f"store: {{url: '{url}'}}\nweb: {{enabled: false}}\nhome: {home}\nmappings: {ROOT / 'mappings'}\n"
@@ -76,12 +77,15 @@ def dft(visit: str, control: str, *, diagnoses: bool = True) -> bytes:
     raw = DFT.replace(b"V00012399", visit.encode()).replace(b"DFT00001", control.encode())
     if not diagnoses:
         segs = [s for s in raw.split(b"\r") if not s.startswith(b"DG1")]
-        segs = [s.replace(b"E11.9^Type 2 diabetes mellitus without complications^I10~I10^Essential (primary) hypertension^I10", b"")
-                 .replace(b"E11.9^Type 2 diabetes mellitus without complications^I10", b"") for s in segs]
+        segs = [
+            s.replace(
+                b"E11.9^Type 2 diabetes mellitus without complications^I10~I10^Essential (primary) hypertension^I10",
+                b"",
+            ).replace(b"E11.9^Type 2 diabetes mellitus without complications^I10", b"")
+            for s in segs
+        ]
         raw = b"\r".join(segs)
     return raw
-
-
 
 
 def make_cfg(tmp_path: Path, store_url: str, channels: dict[str, str]):
@@ -267,7 +271,7 @@ async def test_835_becomes_posting_rows_and_a_999_and_an_unbalanced_one_is_rejec
         expected = list(remit_to_rows(raw))
         assert rows[0][:3] == ["Payer", "Payer ID", "Check/EFT Number"]
         assert len(rows) == 1 + len(expected)
-        by_header = [dict(zip(rows[0], r)) for r in rows[1:]]
+        by_header = [dict(zip(rows[0], r, strict=False)) for r in rows[1:]]
         assert [(r["Patient Control Number"], r["Procedure"], r["Line Paid"]) for r in by_header] == [
             (e["patient_control_number"], e["procedure_code"], e["line_paid"]) for e in expected
         ]
@@ -292,7 +296,9 @@ def test_control_numbers_from_the_store_are_per_partner(store):
     assert [numbers.next("a", "isa") for _ in range(3)] == [1, 2, 3]
     assert numbers.next("b", "isa") == 1 and numbers.next("a", "st") == 1
     store.next_sequence("x12:c:isa")
-    store.run_write(lambda conn: conn.exec_driver_sql("UPDATE sequences SET value = 999999999 WHERE name = 'x12:c:isa'"))
+    store.run_write(
+        lambda conn: conn.exec_driver_sql("UPDATE sequences SET value = 999999999 WHERE name = 'x12:c:isa'")
+    )
     assert numbers.next("c", "isa") == 1  # ISA13 is nine digits: it wraps
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 import io
 
-from support import ROOT, SAMPLES
 from hub.cli import main
 from hub.transforms.x12 import parse_document, validate
+from support import ROOT, SAMPLES
 
 CONFIG = str(ROOT / "config")
 X12 = SAMPLES / "x12"
@@ -48,7 +48,14 @@ def test_convert_an_unbillable_dft_exits_1_with_the_reason(tmp_path, capsys):
 def test_convert_an_835_to_csv_with_a_header_row(capsys):
     assert main(["convert", str(X12 / "remit_3_claims_plb.835"), "--to", "csv", "--config", CONFIG]) == 0
     rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
-    assert rows[0][:6] == ["Payer", "Payer ID", "Check/EFT Number", "Payment Date", "Payment Method", "Patient Control Number"]
+    assert rows[0][:6] == [
+        "Payer",
+        "Payer ID",
+        "Check/EFT Number",
+        "Payment Date",
+        "Payment Method",
+        "Patient Control Number",
+    ]
     assert len(rows) > 1 and rows[1][5] == "PCN1001"
 
 

@@ -9,11 +9,11 @@ from hub.routes import compile_condition
 from hub.spec import Condition
 
 ORU = (
-    "MSH|^~\\&|LAB|LABCO|HUB|CLINIC|20261123||ORU^R01^ORU_R01|L1|P|2.5.1\r"
-    "PID|1||MRN1^^^CLINIC^MR~ALT9^^^X^PI||DOE^JANE\r"
-    "OBX|1|NM|2345-7^Glucose^LN||105|mg/dL|70-99|H\r"
-    "OBX|2|NM|718-7^Hemoglobin^LN||13.5|g/dL|12-16|N\r"
-).encode()
+    b"MSH|^~\\&|LAB|LABCO|HUB|CLINIC|20261123||ORU^R01^ORU_R01|L1|P|2.5.1\r"
+    b"PID|1||MRN1^^^CLINIC^MR~ALT9^^^X^PI||DOE^JANE\r"
+    b"OBX|1|NM|2345-7^Glucose^LN||105|mg/dL|70-99|H\r"
+    b"OBX|2|NM|718-7^Hemoglobin^LN||13.5|g/dL|12-16|N\r"
+)
 
 
 def m() -> Message:
@@ -42,4 +42,7 @@ def test_conditions(spec, expected):
 
 
 def test_paths_on_a_format_without_paths_never_match():
-    assert compile_condition(Condition.model_validate({"path": "MSH-9.1", "exists": True}))(Message(b"plain", "raw")) is False
+    assert (
+        compile_condition(Condition.model_validate({"path": "MSH-9.1", "exists": True}))(Message(b"plain", "raw"))
+        is False
+    )

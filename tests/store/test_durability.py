@@ -6,17 +6,23 @@ from __future__ import annotations
 import errno
 import os
 import time
+
 import pytest
 
-from support import until
 from hub.errors import StoreError
 from hub.store import Mark, NewDelivery, NewMessage, Store
 from hub.store import writer as writer_module
+from support import until
 
 
 def item(cid: str) -> NewMessage:
-    return NewMessage("c", f"MSH|^~\\&|A|B|C|D|||ADT^A01|{cid}|P|2.5.1\r".encode(), "hl7v2", meta={"control_id": cid},
-                      deliveries=[NewDelivery("out")])
+    return NewMessage(
+        "c",
+        f"MSH|^~\\&|A|B|C|D|||ADT^A01|{cid}|P|2.5.1\r".encode(),
+        "hl7v2",
+        meta={"control_id": cid},
+        deliveries=[NewDelivery("out")],
+    )
 
 
 class Flushes(list):  # type: ignore[type-arg]
@@ -70,6 +76,7 @@ def test_sqlite_synchronous_normal_never_flushes_at_commit(tmp_path, flushes):
 def test_a_failed_flush_is_an_error_for_the_callers_not_an_ack(tmp_path, monkeypatch):
     store = Store(f"sqlite:///{tmp_path / 'hub.db'}").open()
     try:
+
         def broken(fd: int) -> None:
             raise OSError(errno.EIO, "Input/output error")
 

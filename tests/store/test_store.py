@@ -15,7 +15,14 @@ from hub.store.schema import attempts, deliveries, messages
 
 
 def msg(channel="c", raw=b"data", dests=("d",), key=None, **meta):
-    return NewMessage(channel, raw, "raw", meta=meta, dedup_key=key, deliveries=[NewDelivery(d, order_key=meta.get("patient_id")) for d in dests])
+    return NewMessage(
+        channel,
+        raw,
+        "raw",
+        meta=meta,
+        dedup_key=key,
+        deliveries=[NewDelivery(d, order_key=meta.get("patient_id")) for d in dests],
+    )
 
 
 def count(store, table, *where):
@@ -125,7 +132,9 @@ async def test_expired_leases_are_recovered_for_another_node(store_url):
 
 def test_search_uses_metadata_and_pages(store):
     for i in range(5):
-        store.accept([msg(raw=f"MSH|{i}|needle{i}".encode(), control_id=f"C{i}", patient_id=f"P{i % 2}", message_type="ADT^A04")])
+        store.accept(
+            [msg(raw=f"MSH|{i}|needle{i}".encode(), control_id=f"C{i}", patient_id=f"P{i % 2}", message_type="ADT^A04")]
+        )
     store.accept([msg(raw=b"other", message_type="ORU^R01")])
     assert [r["control_id"] for r in store.search(SearchQuery(patient_id="P1"))] == ["C3", "C1"]
     assert len(store.search(SearchQuery(message_type="ADT"))) == 5
@@ -191,7 +200,12 @@ def test_search_by_metadata_uses_indexes_not_a_scan(tmp_path):
     try:
         with s.engine.connect() as c:
             for col in ("patient_id", "control_id", "message_type"):
-                plan = " ".join(str(r[-1]) for r in c.execute(text(f"EXPLAIN QUERY PLAN SELECT id FROM messages WHERE {col} = 'x' ORDER BY id DESC LIMIT 50")))
+                plan = " ".join(
+                    str(r[-1])
+                    for r in c.execute(
+                        text(f"EXPLAIN QUERY PLAN SELECT id FROM messages WHERE {col} = 'x' ORDER BY id DESC LIMIT 50")
+                    )
+                )
                 assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, plan
     finally:
         s.close()

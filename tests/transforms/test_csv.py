@@ -7,12 +7,13 @@ import json
 
 import pytest
 
-from support import CORPUS, ROOT, SAMPLES
 from hub.channels.base import Context
 from hub.errors import ConfigError, CsvParseError, ValidationError
 from hub.message import Message
 from hub.transforms import csv as hcsv
-from hub.transforms.hl7v2 import parse as parse_v2, split_batch
+from hub.transforms.hl7v2 import parse as parse_v2
+from hub.transforms.hl7v2 import split_batch
+from support import CORPUS, ROOT, SAMPLES
 
 CSV = SAMPLES / "csv"
 LAYOUT = "csv/pm_roster.yaml"
@@ -47,7 +48,11 @@ def test_the_document_reads_and_writes_columns_and_round_trips_exactly():
     doc.set("SITE", "MAIN")
     doc.delete("NOTE")
     again = hcsv.parse_document(doc.to_bytes())
-    assert again.header == ["MRN", "NAME", "NOTE", "SITE"] and again.get_all("MRN") == ["X", "X"] and again.get_all("SITE") == ["MAIN", "MAIN"]
+    assert (
+        again.header == ["MRN", "NAME", "NOTE", "SITE"]
+        and again.get_all("MRN") == ["X", "X"]
+        and again.get_all("SITE") == ["MAIN", "MAIN"]
+    )
     assert again.get("NOTE") is None and again.get("NAME") == "Doe; Jane" and doc.to_bytes().startswith(b"\xef\xbb\xbf")
 
 
@@ -70,7 +75,9 @@ def test_a_single_broken_row_is_a_parse_error_naming_the_column():
         hcsv.parse_document(b"A,A\n1,2\n")
     # in a file of several rows a broken row is kept as an error and the good rows stay readable
     doc = hcsv.parse_document(b"A,B,C\n1,2\n4,5,6\n7,8,9,\n")
-    assert [str(e) for e in doc.errors] == ["row 1 (line 2), column C: missing: the row has 2 fields, the header names 3 columns"]
+    assert [str(e) for e in doc.errors] == [
+        "row 1 (line 2), column C: missing: the row has 2 fields, the header names 3 columns"
+    ]
     assert doc.get_all("C") == ["6", "9"], "a trailing empty field is harmless"
 
 
@@ -78,7 +85,9 @@ def test_a_single_broken_row_is_a_parse_error_naming_the_column():
 def test_split_rows_keeps_the_header_with_each_row():
     raw = b'ID,NOTE\r\n1,"a\r\nb"\r\n\r\n2,c\r\n3,d'
     assert hcsv.split_rows(raw) == [b'ID,NOTE\r\n1,"a\r\nb"\r\n', b"ID,NOTE\r\n2,c\r\n", b"ID,NOTE\r\n3,d"]
-    assert hcsv.split_rows(b"ID,NOTE\n") == [b"ID,NOTE\n"], "a header without rows stays whole (and is rejected by a transform)"
+    assert hcsv.split_rows(b"ID,NOTE\n") == [b"ID,NOTE\n"], (
+        "a header without rows stays whole (and is rejected by a transform)"
+    )
     assert hcsv.split_rows(b"ID") == [b"ID"]
     rows = hcsv.split_rows((CSV / "pm_roster_quoted.csv").read_bytes())
     assert len(rows) == 2 and b"Rear entrance" in rows[0]
@@ -89,7 +98,12 @@ def test_split_rows_keeps_the_header_with_each_row():
 def test_every_bad_row_is_reported_with_row_line_column_and_reason():
     rows = hcsv.read_rows((CSV / "pm_roster_bad.csv").read_bytes(), layout())
     assert rows.total == 6 and [r.row for r in rows.records] == [1, 3, 6]
-    assert [(e.row, e.line, e.column) for e in rows.errors] == [(2, 3, "BIRTHDATE"), (4, 5, "LAST"), (4, 5, "GENDER"), (5, 6, "MAIDEN")]
+    assert [(e.row, e.line, e.column) for e in rows.errors] == [
+        (2, 3, "BIRTHDATE"),
+        (4, 5, "LAST"),
+        (4, 5, "GENDER"),
+        (5, 6, "MAIDEN"),
+    ]
     assert [e.reason for e in rows.errors] == [
         "'2014-02-30' is not a date in the form %Y-%m-%d",
         "a value is required",
@@ -134,7 +148,12 @@ def test_a_layout_without_a_header_reads_columns_by_position(tmp_path):
     assert [(e.row, e.column) for e in rows.errors] == [(2, "DOB"), (2, "VISITS")]
     t = hcsv.CsvToFhir(hcsv.CsvToFhir.Config(layout="pos.yaml"), Context(home=tmp_path, mappings_dir=tmp_path))
     pat = json.loads(t(csv_msg(b"A1|02/03/2001|4\n")).raw)
-    assert pat == {"resourceType": "Patient", "identifier": [{"value": "A1"}], "birthDate": "2001-02-03", "extension": [{"valueInteger": 4}]}
+    assert pat == {
+        "resourceType": "Patient",
+        "identifier": [{"value": "A1"}],
+        "birthDate": "2001-02-03",
+        "extension": [{"valueInteger": 4}],
+    }
 
 
 def test_the_synthea_roster_reads_without_a_bad_row():
@@ -151,10 +170,19 @@ def test_a_roster_row_becomes_an_adt_a28():
     out = to_v2()(csv_msg(row))
     msg = parse_v2(out.raw)
     assert out.content_type == "hl7v2" and out.parsed is not None
-    assert msg.get("MSH-9") == "ADT^A28^ADT_A05" and msg.get("EVN-1") == "A28" and msg.get("MSH-3") == "PM" and msg.get("MSH-5") == "EHR"
+    assert (
+        msg.get("MSH-9") == "ADT^A28^ADT_A05"
+        and msg.get("EVN-1") == "A28"
+        and msg.get("MSH-3") == "PM"
+        and msg.get("MSH-5") == "EHR"
+    )
     assert msg.get("PID-3.4") == "PM" and msg.get("PID-3.5") == "MR"
     doc = hcsv.parse_document(row)
-    assert msg.get("PID-3.1") == doc.get("Id") and msg.get("PID-5.1") == doc.get("LAST") and msg.get("PID-5.2") == doc.get("FIRST")
+    assert (
+        msg.get("PID-3.1") == doc.get("Id")
+        and msg.get("PID-5.1") == doc.get("LAST")
+        and msg.get("PID-5.2") == doc.get("FIRST")
+    )
     assert msg.get("PID-7") == doc.get("BIRTHDATE").replace("-", "") and msg.get("PID-8") == doc.get("GENDER")
     assert msg.get("PID-19") == doc.get("SSN") and msg.get("PID-10.3") == "CDCREC" and msg.get("PV1-2") == "N"
     assert [s.name for s in msg.segments] == ["MSH", "EVN", "PID", "PV1"]
@@ -188,7 +216,11 @@ def test_a_whole_file_rejects_with_every_bad_row_or_sends_the_good_ones():
         to_v2()(csv_msg(raw))
     text = str(e.value)
     assert text.startswith("csv_to_v2: 3 bad row(s) of 6: row 2 (line 3), column BIRTHDATE")
-    assert "row 4 (line 5), column LAST" in text and "row 4 (line 5), column GENDER" in text and "row 5 (line 6), column MAIDEN" in text
+    assert (
+        "row 4 (line 5), column LAST" in text
+        and "row 4 (line 5), column GENDER" in text
+        and "row 5 (line 6), column MAIDEN" in text
+    )
     out = to_v2(bad_rows="skip")(csv_msg(raw))
     msgs = [parse_v2(m) for m in split_batch(out.raw)]
     assert out.raw.startswith(b"FHS|") and b"BTS|3\r" in out.raw and len(msgs) == 3
@@ -209,7 +241,9 @@ def test_a_roster_row_becomes_a_valid_fhir_patient():
     pat = json.loads(out.raw)
     assert out.content_type == "fhir" and pat["resourceType"] == "Patient"
     assert pat["identifier"][0]["value"] == doc.get("Id") and pat["identifier"][0]["type"]["coding"][0]["code"] == "MR"
-    assert pat["name"] == [{"use": "official", "family": doc.get("LAST"), "given": [doc.get("FIRST")], "prefix": [doc.get("PREFIX")]}]
+    assert pat["name"] == [
+        {"use": "official", "family": doc.get("LAST"), "given": [doc.get("FIRST")], "prefix": [doc.get("PREFIX")]}
+    ]
     assert pat["gender"] == {"M": "male", "F": "female"}[doc.get("GENDER")] and pat["birthDate"] == doc.get("BIRTHDATE")
     from fhir.resources.R4B.patient import Patient
 
@@ -221,7 +255,10 @@ def test_several_rows_become_a_transaction_of_conditional_updates():
     bundle = json.loads(out.raw)
     assert bundle["resourceType"] == "Bundle" and bundle["type"] == "transaction" and len(bundle["entry"]) == 5
     first = bundle["entry"][0]
-    assert first["request"] == {"method": "PUT", "url": f"Patient?identifier=urn:oid:2.16.840.1.113883.3.9999.1|{first['resource']['identifier'][0]['value']}"}
+    assert first["request"] == {
+        "method": "PUT",
+        "url": f"Patient?identifier=urn:oid:2.16.840.1.113883.3.9999.1|{first['resource']['identifier'][0]['value']}",
+    }
     from fhir.resources.R4B.bundle import Bundle
 
     Bundle.model_validate(bundle)
@@ -231,13 +268,17 @@ def test_several_rows_become_a_transaction_of_conditional_updates():
 
 # ============================================================================================ v2_to_csv
 def test_hl7_paths_become_csv_columns():
-    t = hcsv.V2ToCsv(hcsv.V2ToCsv.Config(columns={"MRN": "PID-3.1", "LAST": "PID-5.1", "DOB": "PID-7", "NOTE": "ZZZ-1"}), CTX)
+    t = hcsv.V2ToCsv(
+        hcsv.V2ToCsv.Config(columns={"MRN": "PID-3.1", "LAST": "PID-5.1", "DOB": "PID-7", "NOTE": "ZZZ-1"}), CTX
+    )
     adt = (SAMPLES / "hl7v2/adt_a04.hl7").read_bytes()
     out = t(Message(adt, "hl7v2"))
     v2 = parse_v2(adt)
     assert out.content_type == "csv"
     assert out.raw.decode() == f"MRN,LAST,DOB,NOTE\r\n{v2.get('PID-3.1')},{v2.get('PID-5.1')},{v2.get('PID-7')},\r\n"
-    t = hcsv.V2ToCsv(hcsv.V2ToCsv.Config(columns={"MRN": "PID-3.1"}, header=False, delimiter="|", line_terminator="\n"), CTX)
+    t = hcsv.V2ToCsv(
+        hcsv.V2ToCsv.Config(columns={"MRN": "PID-3.1"}, header=False, delimiter="|", line_terminator="\n"), CTX
+    )
     assert t(Message(adt, "hl7v2")).raw.decode() == f"{v2.get('PID-3.1')}\n"
 
 
@@ -248,7 +289,22 @@ def test_a_layout_round_trips_csv_to_v2_and_back():
         again = back(to_v2()(csv_msg(row)))
         a, b = hcsv.parse_document(row), hcsv.parse_document(again.raw)
         assert b.header == a.header
-        for column in ("Id", "BIRTHDATE", "DEATHDATE", "SSN", "FIRST", "LAST", "PREFIX", "GENDER", "RACE", "ETHNICITY", "ADDRESS", "CITY", "ZIP", "MARITAL"):
+        for column in (
+            "Id",
+            "BIRTHDATE",
+            "DEATHDATE",
+            "SSN",
+            "FIRST",
+            "LAST",
+            "PREFIX",
+            "GENDER",
+            "RACE",
+            "ETHNICITY",
+            "ADDRESS",
+            "CITY",
+            "ZIP",
+            "MARITAL",
+        ):
             assert b.get(column) == a.get(column), column
         assert b.get("LAT") is None, "columns without an HL7 field are left empty"
 

@@ -6,18 +6,24 @@ from pathlib import Path
 
 import pytest
 
-from support import write_config
 from hub.engine import build
 from hub.spec import load_config
+from support import write_config
 
 ADT = (
-    "MSH|^~\\&|PM|CLINIC|HUB|CLINIC|20261123101500||ADT^A04^ADT_A01|C1|P|2.5.1\r"
-    "PID|1||000123^^^CLINIC^MR~987^^^SSA^SS||DOE^JANE||19800101|F|||||||||||123-45-6789\r"
-    "PV1|1|OUT\r"
-).encode()
+    b"MSH|^~\\&|PM|CLINIC|HUB|CLINIC|20261123101500||ADT^A04^ADT_A01|C1|P|2.5.1\r"
+    b"PID|1||000123^^^CLINIC^MR~987^^^SSA^SS||DOE^JANE||19800101|F|||||||||||123-45-6789\r"
+    b"PV1|1|OUT\r"
+)
 
 
-def pipeline(tmp_path: Path, transforms: str, table: str | None = None, module: str | None = None, module_name: str = "site_rules"):
+def pipeline(
+    tmp_path: Path,
+    transforms: str,
+    table: str | None = None,
+    module: str | None = None,
+    module_name: str = "site_rules",
+):
     home = tmp_path
     (home / "mappings").mkdir(exist_ok=True)
     if table:

@@ -6,7 +6,6 @@ import asyncio
 import time
 
 import pytest
-
 from websupport import PASSWORD, ROLES, hl7, start_hub, until
 
 X12 = (
@@ -113,17 +112,26 @@ async def test_login_sets_a_session_cookie_and_changes_need_the_csrf_token(tmp_p
     hub = await start_hub(tmp_path, passwords=True)
     try:
         c = hub.client()
-        assert (await c.post("/api/login", json={"username": "operator", "password": "wrong-password-x"})).status_code == 401
+        assert (
+            await c.post("/api/login", json={"username": "operator", "password": "wrong-password-x"})
+        ).status_code == 401
         r = await c.post("/api/login", json={"username": "operator", "password": PASSWORD})
         assert r.status_code == 200, r.text
         cookie = r.headers["set-cookie"].lower()
         assert "httponly" in cookie and "samesite=strict" in cookie
         csrf = r.json()["csrf"]
         me = (await c.get("/api/me")).json()
-        assert me["name"] == "operator" and me["via"] == "session" and me["csrf"] == csrf and "content" in me["permissions"]
+        assert (
+            me["name"] == "operator"
+            and me["via"] == "session"
+            and me["csrf"] == csrf
+            and "content" in me["permissions"]
+        )
         mid = await hub.push(hl7("C9", "MRN9"))
         assert (await c.post(f"/api/messages/{mid}/replay", json={})).status_code == 403  # no CSRF header
-        assert (await c.post(f"/api/messages/{mid}/replay", json={}, headers={"X-CSRF-Token": "forged"})).status_code == 403
+        assert (
+            await c.post(f"/api/messages/{mid}/replay", json={}, headers={"X-CSRF-Token": "forged"})
+        ).status_code == 403
         assert (await c.post(f"/api/messages/{mid}/replay", json={}, headers={"X-CSRF-Token": csrf})).status_code == 200
         assert (await c.get("/")).status_code == 200  # the dashboard page with a session
         assert (await c.post("/api/logout", headers={"X-CSRF-Token": csrf})).status_code == 200
@@ -141,7 +149,9 @@ async def test_repeated_failed_logins_are_throttled(tmp_path):
     try:
         c = hub.client()
         for _ in range(5):
-            assert (await c.post("/api/login", json={"username": "admin", "password": "not-the-password"})).status_code == 401
+            assert (
+                await c.post("/api/login", json={"username": "admin", "password": "not-the-password"})
+            ).status_code == 401
         r = await c.post("/api/login", json={"username": "admin", "password": PASSWORD})
         assert r.status_code == 429
     finally:
@@ -163,7 +173,7 @@ async def test_a_disabled_user_or_revoked_token_is_refused(hub):
 
 # ------------------------------------------------------------------------------------------- channels
 async def test_channels_show_counts_rates_queues_and_oldest_age(hub):
-    ids, _, _ = await seeded(hub)
+    _ids, _, _ = await seeded(hub)
     await hub.push(b"not hl7 at all")  # rejected
     chans = {c["name"]: c for c in (await hub.client("viewer").get("/api/channels")).json()}
     adt = chans["adt"]
@@ -200,7 +210,10 @@ async def test_an_oldest_queued_age_appears_while_a_delivery_waits(hub):
 def test_secret_settings_are_hidden_from_the_channel_view():
     from hub.web.api import _redact
 
-    cfg = {"source": {"type": "sftp", "password": "s3cret", "host": "h"}, "destinations": {"x": {"auth": {"token": "t", "type": "bearer"}}}}
+    cfg = {
+        "source": {"type": "sftp", "password": "s3cret", "host": "h"},
+        "destinations": {"x": {"auth": {"token": "t", "type": "bearer"}}},
+    }
     out = _redact(cfg)
     assert out["source"] == {"type": "sftp", "password": "***", "host": "h"}
     assert out["destinations"]["x"]["auth"] == {"token": "***", "type": "bearer"}
@@ -240,7 +253,9 @@ async def test_config_check_and_reload(hub):
     r = await analyst.post("/api/config/reload")
     assert r.status_code == 422 and r.json()["detail"]["problems"]
     assert hub.engine.channels["adt"] is not None and "broken" not in hub.engine.channels
-    actions = [a["action"] for a in (await hub.client("admin").get("/api/audit", params={"user": "analyst"})).json()["items"]]
+    actions = [
+        a["action"] for a in (await hub.client("admin").get("/api/audit", params={"user": "analyst"})).json()["items"]
+    ]
     assert actions.count("config_check") == 2 and actions.count("config_reload") == 2
 
 
@@ -332,11 +347,18 @@ async def test_detail_shows_x12_by_loop_and_segment_and_fhir_as_formatted_json(h
     assert s["kind"] == "x12" and s["transaction"] == "837"
     segs = {seg["id"]: seg for seg in s["segments"]}
     assert segs["CLM"]["name"] == "Claim Information" and segs["CLM"]["loop"] == "2300 Claim"
-    assert [seg["loop"] for seg in s["segments"] if seg["id"] == "NM1"] == ["1000A Submitter", "2010AA Billing Provider Name"]
+    assert [seg["loop"] for seg in s["segments"] if seg["id"] == "NM1"] == [
+        "1000A Submitter",
+        "2010AA Billing Provider Name",
+    ]
     assert segs["HL"]["loop"] == "2000A Billing Provider" and segs["SV1"]["loop"] == "2400 Service Line"
     assert {"id": "CLM02", "value": "100"} in segs["CLM"]["elements"]
     f = (await op.get(f"/api/messages/{fhir}")).json()["structure"]
-    assert f["kind"] == "fhir" and f["summary"] == {"resourceType": "Bundle", "type": "transaction", "entries": ["Patient"]}
+    assert f["kind"] == "fhir" and f["summary"] == {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entries": ["Patient"],
+    }
     assert f["pretty"].startswith('{\n  "resourceType": "Bundle"')
 
 
@@ -346,7 +368,9 @@ async def test_an_hl7_ack_response_is_rendered_too(hub):
     ack = b"MSH|^~\\&|EHR|CLINIC|PM|CLINIC|20260310090001||ACK^A04^ACK|A1|P|2.5.1\rMSA|AA|CTRL0\r"
     s = render(None, ack)
     msa = s["segments"][1]
-    assert msa["name"] == "MSA" and msa["fields"][0]["name"] == "Acknowledgment Code" and msa["fields"][0]["value"] == "AA"
+    assert (
+        msa["name"] == "MSA" and msa["fields"][0]["name"] == "Acknowledgment Code" and msa["fields"][0]["value"] == "AA"
+    )
 
 
 async def test_replay_one_message_sends_its_dead_delivery_again(hub):
@@ -356,7 +380,9 @@ async def test_replay_one_message_sends_its_dead_delivery_again(hub):
     r = await op.post(f"/api/messages/{ids[0]}/replay", json={"destination": "flaky"})
     assert r.json() == {"message_id": ids[0], "queued": 1, "reprocessed": None}
     await until(lambda: hub.engine.store.delivery_states(ids[0]) == ["sent", "sent"])
-    flaky = [d for d in (await op.get(f"/api/messages/{ids[0]}")).json()["deliveries"] if d["destination"] == "flaky"][0]
+    flaky = [d for d in (await op.get(f"/api/messages/{ids[0]}")).json()["deliveries"] if d["destination"] == "flaky"][
+        0
+    ]
     assert [a["outcome"] for a in flaky["attempt_log"]] == ["dead", "sent"]
     audit = (await hub.client("admin").get("/api/audit", params={"action": "replay"})).json()["items"]
     assert audit[0]["message_id"] == ids[0] and audit[0]["detail"] == {"destination": "flaky", "queued": 1}
@@ -364,7 +390,9 @@ async def test_replay_one_message_sends_its_dead_delivery_again(hub):
 
 
 async def test_replaying_a_rejected_message_runs_it_through_the_channel_again(hub):
-    mid = await hub.push(b"MSH|^~\\&|PM|CLINIC|EHR|CLINIC|20260310||ADT^A04|R1||2.5.1\rPID|1||MRN7^^^CLINIC^MR||DOE^JANE\r")
+    mid = await hub.push(
+        b"MSH|^~\\&|PM|CLINIC|EHR|CLINIC|20260310||ADT^A04|R1||2.5.1\rPID|1||MRN7^^^CLINIC^MR||DOE^JANE\r"
+    )
     assert hub.engine.store.get_message(mid)["status"] == "rejected"  # MSH-11 is missing
     r = await hub.client("operator").post(f"/api/messages/{mid}/replay", json={})
     assert r.json() == {"message_id": mid, "queued": 0, "reprocessed": "rejected"}  # nothing was fixed: still rejected
@@ -378,7 +406,9 @@ async def test_replay_a_filtered_set(hub):
     ids, _, _ = await seeded(hub)
     op = hub.client("operator")
     assert (await op.post("/api/replay", json={"statuses": ["sent"]})).status_code == 422  # resend everything? no
-    r = await op.post("/api/replay", json={"channel": "adt", "since": "1h", "message_type": "ADT^A04", "statuses": ["dead"]})
+    r = await op.post(
+        "/api/replay", json={"channel": "adt", "since": "1h", "message_type": "ADT^A04", "statuses": ["dead"]}
+    )
     assert r.json() == {"queued": 1, "messages": 1}
     await until(lambda: hub.engine.store.delivery_states(ids[0]) == ["sent", "sent"])
     r = await op.post("/api/replay", json={"message_ids": [ids[1], ids[2]], "destination": "ehr", "statuses": ["sent"]})
@@ -395,9 +425,16 @@ async def test_replay_a_filtered_set(hub):
 async def test_admin_manages_users_and_tokens(hub):
     admin = hub.client("admin")
     r = await admin.post("/api/users", json={"name": "nina", "role": "operator", "password": "a-long-synthetic-pass"})
-    assert r.status_code == 201 and r.json()["role"] == "operator" and "a-long-synthetic-pass" not in r.text and "scrypt" not in r.text
+    assert (
+        r.status_code == 201
+        and r.json()["role"] == "operator"
+        and "a-long-synthetic-pass" not in r.text
+        and "scrypt" not in r.text
+    )
     assert (await admin.post("/api/users", json={"name": "nina", "role": "viewer"})).status_code == 409
-    assert (await admin.post("/api/users", json={"name": "weak", "role": "viewer", "password": "short"})).status_code == 422
+    assert (
+        await admin.post("/api/users", json={"name": "weak", "role": "viewer", "password": "short"})
+    ).status_code == 422
     assert (await admin.post("/api/users", json={"name": "x", "role": "superuser"})).status_code == 422
     token = (await admin.post("/api/users/nina/tokens", json={"label": "script", "ttl": "1d"})).json()["token"]
     nina = hub.client()
@@ -421,7 +458,9 @@ async def test_two_admins_disabling_each_other_at_once_cannot_lock_everyone_out(
     boss = hub.client()
     boss.headers["Authorization"] = f"Bearer {await asyncio.to_thread(hub.auth.create_token, 'boss')}"
     admin = hub.client("admin")
-    r1, r2 = await asyncio.gather(admin.patch("/api/users/boss", json={"disabled": True}), boss.patch("/api/users/admin", json={"disabled": True}))
+    r1, r2 = await asyncio.gather(
+        admin.patch("/api/users/boss", json={"disabled": True}), boss.patch("/api/users/admin", json={"disabled": True})
+    )
     assert sorted([r1.status_code, r2.status_code]) == [200, 409]
     refused = r1 if r1.status_code == 409 else r2
     assert "without an enabled admin" in refused.json()["detail"] and "last enabled admin" in refused.json()["detail"]
@@ -460,8 +499,20 @@ async def test_openapi_metrics_readyz_and_security_headers(hub):
     await seeded(hub)
     v = hub.client("viewer")
     doc = (await v.get("/api/openapi.json")).json()
-    for path in ("/api/channels", "/api/messages", "/api/messages/{message_id}", "/api/messages/{message_id}/replay", "/api/replay",
-                 "/api/dead-letters", "/api/destinations", "/api/users", "/api/audit", "/api/channels/{name}/pause", "/metrics", "/healthz"):
+    for path in (
+        "/api/channels",
+        "/api/messages",
+        "/api/messages/{message_id}",
+        "/api/messages/{message_id}/replay",
+        "/api/replay",
+        "/api/dead-letters",
+        "/api/destinations",
+        "/api/users",
+        "/api/audit",
+        "/api/channels/{name}/pause",
+        "/metrics",
+        "/healthz",
+    ):
         assert path in doc["paths"], path
     m = (await v.get("/metrics")).text
     assert 'hub_messages_total{channel="adt",outcome="accepted"}' in m

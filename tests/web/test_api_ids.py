@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from websupport import hl7, start_hub
 
 HUGE = "99999999999999999999"  # 20 digits: more than a 64-bit integer holds

@@ -7,9 +7,9 @@ import time
 import pytest
 from sqlalchemy import inspect
 
-from support import write_config
 from hub.cli import main
 from hub.store.auth import PERMISSIONS, ROLES, AuditEntry, AuthStore, LastAdminError, hash_password, verify_password
+from support import write_config
 
 PW = "a-long-synthetic-pass"
 
@@ -75,7 +75,9 @@ def test_two_admins_removing_each_other_at_once_leave_one(store_url):
                     return "failed"
 
             with ThreadPoolExecutor(2) as pool:
-                got = sorted(f.result() for f in [pool.submit(change, a1, "ann", True), pool.submit(change, a2, "bob", True)])
+                got = sorted(
+                    f.result() for f in [pool.submit(change, a1, "ann", True), pool.submit(change, a2, "bob", True)]
+                )
             assert got.count("done") <= 1
             enabled = [u.name for u in a1.list_users() if u.role == "admin" and not u.disabled]
             assert len(enabled) >= 1

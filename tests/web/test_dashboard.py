@@ -10,16 +10,23 @@ import struct
 from pathlib import Path
 
 import pytest
-
-from support import need_peer, write_config
 from websupport import ADT, OTHER, hl7, until
+
 from hub.engine import Engine
 from hub.spec import load_config
 from hub.store.auth import AuthStore
+from support import need_peer, write_config
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 VIEWPORT = {"width": 1280, "height": 900}
 PW = "synthetic-browser-pass"
 PATIENT = "MRN-BROWSER-42"
@@ -103,7 +110,9 @@ async def test_log_in_find_a_message_by_patient_id_open_it_and_replay_it(running
             await page.wait_for_selector("#message-table")
             await page.fill("#f-patient_id", PATIENT)
             await page.click("#search-button")
-            await page.wait_for_selector("#message-table tbody tr:only-child")  # one match (the CSP forbids eval'd waits)
+            await page.wait_for_selector(
+                "#message-table tbody tr:only-child"
+            )  # one match (the CSP forbids eval'd waits)
             found = await page.inner_text("#message-table tbody tr")
             assert PATIENT in found and "CTRL-B42" in found and "ADT^A08" in found
             await page.screenshot(path=shots / "3-search.png")
@@ -116,7 +125,9 @@ async def test_log_in_find_a_message_by_patient_id_open_it_and_replay_it(running
             assert "Message Type" in await page.inner_text("table.segments.hl7 tr[data-field='MSH-9']")
             flaky = page.locator("section.delivery[data-destination='flaky']")
             assert "dead" in await flaky.inner_text()
-            assert "ok" in await page.locator("section.delivery[data-destination='ehr']").inner_text()  # the peer's answer
+            assert (
+                "ok" in await page.locator("section.delivery[data-destination='ehr']").inner_text()
+            )  # the peer's answer
             await page.screenshot(path=shots / "4-detail.png")
             await page.screenshot(path=shots / "4-detail-full.png", full_page=True)
 

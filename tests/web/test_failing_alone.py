@@ -13,14 +13,14 @@ import logging
 import socket
 
 import pytest
-
-from support import write_config
 from websupport import HUB, until
+
 from hub.cli import main
 from hub.engine import Engine
 from hub.metrics import render
 from hub.spec import load_config
 from hub.store.auth import AuthStore
+from support import write_config
 
 MEMORY = """
 name: fa_adt
@@ -93,7 +93,8 @@ async def test_a_port_in_use_fails_that_channel_alone_in_one_line(tmp_path, busy
     from hub.web.app import create_app
 
     cfg_dir = write_config(
-        tmp_path / "config", HUB.format(db=tmp_path / "hub.db", port=18080),
+        tmp_path / "config",
+        HUB.format(db=tmp_path / "hub.db", port=18080),
         {"fa_adt": MEMORY, "fa_busy": MLLP.format(port=busy_port), "fa_free": MLLP_FREE},
     )
     eng = Engine(load_config(cfg_dir), idle_poll=0.05, start_web=False)
@@ -120,7 +121,9 @@ async def test_a_port_in_use_fails_that_channel_alone_in_one_line(tmp_path, busy
         import httpx
 
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://hub.test", headers={"Authorization": f"Bearer {token}"}
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://hub.test",
+            headers={"Authorization": f"Bearer {token}"},
         ) as c:
             r = await c.get("/api/channels")
             assert r.status_code == 200
@@ -135,7 +138,8 @@ async def test_a_port_in_use_fails_that_channel_alone_in_one_line(tmp_path, busy
 
 async def test_hub_status_shows_the_failed_channel(tmp_path, busy_port, capsys):
     cfg_dir = write_config(
-        tmp_path / "config", HUB.format(db=tmp_path / "hub.db", port=18080),
+        tmp_path / "config",
+        HUB.format(db=tmp_path / "hub.db", port=18080),
         {"fa_adt": MEMORY, "fa_busy": MLLP.format(port=busy_port)},
     )
     eng = Engine(load_config(cfg_dir), idle_poll=0.05, start_web=False)
@@ -160,7 +164,8 @@ async def test_a_failing_sftp_poll_shows_in_the_channel_and_the_metrics(tmp_path
     known = tmp_path / "known_hosts"
     known.write_text("")
     cfg_dir = write_config(
-        tmp_path / "config", HUB.format(db=tmp_path / "hub.db", port=18080),
+        tmp_path / "config",
+        HUB.format(db=tmp_path / "hub.db", port=18080),
         {"fa_adt": MEMORY, "fa_roster": SFTP.format(port=_closed_port(), key=tmp_path / "no_such_key", known=known)},
     )
     eng = Engine(load_config(cfg_dir), idle_poll=0.05, start_web=False)
@@ -181,7 +186,9 @@ async def test_a_failing_sftp_poll_shows_in_the_channel_and_the_metrics(tmp_path
         import httpx
 
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://hub.test", headers={"Authorization": f"Bearer {token}"}
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://hub.test",
+            headers={"Authorization": f"Bearer {token}"},
         ) as c:
             r = await c.get("/api/channels")
         roster = {ch["name"]: ch for ch in r.json()}["fa_roster"]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 
-from support import write_config
 from websupport import hl7, until
+
 from hub import metrics
 from hub.engine import Engine
 from hub.spec import load_config
 from hub.store import NewDelivery, NewMessage
 from hub.web import queries
+from support import write_config
 
 HUB = "store: {{url: 'sqlite:///{db}'}}\nweb: {{enabled: false}}\n"
 CHANNEL = """
@@ -30,7 +31,9 @@ def value(name: str, **labels: str) -> float:
 
 async def test_the_engine_counts_messages_outcomes_latency_and_deliveries(tmp_path):
     name = f"m{time.time_ns()}"  # counters are process-wide: a channel name of its own
-    cfg = load_config(write_config(tmp_path / "cfg", HUB.format(db=tmp_path / "hub.db"), {name: CHANNEL.format(name=name)}))
+    cfg = load_config(
+        write_config(tmp_path / "cfg", HUB.format(db=tmp_path / "hub.db"), {name: CHANNEL.format(name=name)})
+    )
     eng = Engine(cfg, idle_poll=0.05)
     await eng.start()
     try:
@@ -61,7 +64,12 @@ async def test_the_engine_counts_messages_outcomes_latency_and_deliveries(tmp_pa
 def test_touch_channel_makes_zero_series_so_silence_is_visible():
     metrics.touch_channel("quiet_channel", ["d1"])
     assert metrics.REGISTRY.get_sample_value("hub_messages_received_total", {"channel": "quiet_channel"}) == 0.0
-    assert metrics.REGISTRY.get_sample_value("hub_deliveries_total", {"channel": "quiet_channel", "destination": "d1", "outcome": "dead"}) == 0.0
+    assert (
+        metrics.REGISTRY.get_sample_value(
+            "hub_deliveries_total", {"channel": "quiet_channel", "destination": "d1", "outcome": "dead"}
+        )
+        == 0.0
+    )
     text = metrics.render().decode()
     assert 'hub_messages_received_total{channel="quiet_channel"} 0.0' in text
 
@@ -81,7 +89,12 @@ def test_queue_collector_reads_the_store_at_scrape_time_and_caches_it():
 
     def read():
         calls.append(1)
-        return [("c", "d", "queued", 3, now - 30), ("c", "d", "retry", 2, now - 90), ("c", "d", "dead", 4, now - 900), ("c", "e", "sent", 0, None)]
+        return [
+            ("c", "d", "queued", 3, now - 30),
+            ("c", "d", "retry", 2, now - 90),
+            ("c", "d", "dead", 4, now - 900),
+            ("c", "e", "sent", 0, None),
+        ]
 
     col = metrics.QueueCollector(read, lambda: {"c": 1, "p": 0}, ttl=60)
     fams = {f.name: f for f in col.collect()}
@@ -89,7 +102,9 @@ def test_queue_collector_reads_the_store_at_scrape_time_and_caches_it():
     assert samples[("hub_queue_depth", (("channel", "c"), ("destination", "d")))] == 5
     assert samples[("hub_queue_retrying", (("channel", "c"), ("destination", "d")))] == 2
     assert samples[("hub_dead_letters", (("channel", "c"), ("destination", "d")))] == 4
-    assert 89 <= samples[("hub_queue_oldest_age_seconds", (("channel", "c"), ("destination", "d")))] < 100  # dead ones do not count
+    assert (
+        89 <= samples[("hub_queue_oldest_age_seconds", (("channel", "c"), ("destination", "d")))] < 100
+    )  # dead ones do not count
     assert samples[("hub_store_up", ())] == 1
     assert samples[("hub_channel_running", (("channel", "p"),))] == 0
     list(col.collect())
@@ -124,8 +139,15 @@ def test_queue_rows_query_on_the_real_store(store):
 
     from hub.store.schema import deliveries
 
-    store.run_write(lambda conn: conn.execute(update(deliveries).where(deliveries.c.destination == "e").values(status="dead", last_error="boom")))
+    store.run_write(
+        lambda conn: conn.execute(
+            update(deliveries).where(deliveries.c.destination == "e").values(status="dead", last_error="boom")
+        )
+    )
     dead = queries.dead_letters(store, channel="c")
     assert [(d["destination"], d["last_error"], d["message_id"]) for d in dead] == [("e", "boom", 1)]
-    assert queries.dead_letters(store, destination="d") == [] and queries.dead_letters(store, before_id=dead[0]["id"]) == []
+    assert (
+        queries.dead_letters(store, destination="d") == []
+        and queries.dead_letters(store, before_id=dead[0]["id"]) == []
+    )
     queries.ping(store)

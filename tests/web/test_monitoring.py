@@ -12,16 +12,47 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support import ROOT
 from hub.metrics import METRIC_NAMES
+from support import ROOT
 
 MON = ROOT / "monitoring"
 PROMTOOL = shutil.which("promtool")
 # PromQL words that look like metric names but are functions, keywords, label names or Prometheus's own series
 _NOT_METRICS = {
-    "sum", "max", "min", "avg", "count", "rate", "increase", "irate", "by", "without", "on", "ignoring", "and", "or", "unless",
-    "histogram_quantile", "time", "hour", "day_of_week", "le", "channel", "destination", "outcome", "endpoint", "operation",
-    "job", "instance", "up", "bool", "group_left", "group_right", "vector", "label_values", "humanizeDuration",
+    "sum",
+    "max",
+    "min",
+    "avg",
+    "count",
+    "rate",
+    "increase",
+    "irate",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "and",
+    "or",
+    "unless",
+    "histogram_quantile",
+    "time",
+    "hour",
+    "day_of_week",
+    "le",
+    "channel",
+    "destination",
+    "outcome",
+    "endpoint",
+    "operation",
+    "job",
+    "instance",
+    "up",
+    "bool",
+    "group_left",
+    "group_right",
+    "vector",
+    "label_values",
+    "humanizeDuration",
 }
 
 
@@ -46,8 +77,18 @@ def alert_rules() -> list[dict]:
 def test_alert_rules_cover_what_operations_needs_and_name_only_real_metrics():
     rules = alert_rules()
     names = {r["alert"] for r in rules}
-    assert {"HubQueueBackingUp", "HubOldestMessageTooOld", "HubDeadLetters", "HubDeliveryErrorRate", "HubRejectRate",
-            "HubChannelSilent", "HubMllpPeerDisconnected", "HubSftpPollStale", "HubStoreErrors", "HubDown"} <= names
+    assert {
+        "HubQueueBackingUp",
+        "HubOldestMessageTooOld",
+        "HubDeadLetters",
+        "HubDeliveryErrorRate",
+        "HubRejectRate",
+        "HubChannelSilent",
+        "HubMllpPeerDisconnected",
+        "HubSftpPollStale",
+        "HubStoreErrors",
+        "HubDown",
+    } <= names
     for r in rules:
         assert r["labels"]["severity"] in ("info", "warning", "critical") and r["annotations"]["summary"]
         used = metric_names(r["expr"])
@@ -58,9 +99,13 @@ def test_alert_rules_cover_what_operations_needs_and_name_only_real_metrics():
 def test_promtool_accepts_the_rules_and_the_alert_unit_tests_pass():
     if PROMTOOL is None:
         pytest.skip("promtool is not installed (tests/peers.sh installs it); the rules were checked structurally")
-    out = subprocess.run([PROMTOOL, "check", "rules", str(MON / "alerts.yml")], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [PROMTOOL, "check", "rules", str(MON / "alerts.yml")], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stdout + out.stderr
-    out = subprocess.run([PROMTOOL, "test", "rules", "alerts_test.yml"], cwd=MON, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [PROMTOOL, "test", "rules", "alerts_test.yml"], cwd=MON, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0 and "SUCCESS" in out.stdout, out.stdout + out.stderr
 
 
@@ -78,7 +123,9 @@ def test_the_prometheus_config_scrapes_the_hub_with_a_token(tmp_path):
     job["authorization"]["credentials_file"] = str(token)
     shutil.copy(MON / "alerts.yml", tmp_path / "alerts.yml")
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(cfg))
-    out = subprocess.run([PROMTOOL, "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [PROMTOOL, "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -88,9 +135,18 @@ def test_the_grafana_dashboard_uses_hub_metrics():
     exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
     used = set().union(*(metric_names(e) for e in exprs))
     assert all(known(m) for m in used), used - {m for m in used if known(m)}
-    for wanted in ("hub_messages_received_total", "hub_queue_depth", "hub_queue_oldest_age_seconds", "hub_dead_letters",
-                   "hub_deliveries_total", "hub_ingest_seconds_bucket", "hub_delivery_latency_seconds_bucket",
-                   "hub_mllp_connections", "hub_sftp_last_poll_success_timestamp_seconds", "hub_store_errors_total"):
+    for wanted in (
+        "hub_messages_received_total",
+        "hub_queue_depth",
+        "hub_queue_oldest_age_seconds",
+        "hub_dead_letters",
+        "hub_deliveries_total",
+        "hub_ingest_seconds_bucket",
+        "hub_delivery_latency_seconds_bucket",
+        "hub_mllp_connections",
+        "hub_sftp_last_poll_success_timestamp_seconds",
+        "hub_store_errors_total",
+    ):
         assert wanted in used, wanted
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids))

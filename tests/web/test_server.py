@@ -10,12 +10,12 @@ import ssl
 import httpx
 import pytest
 from fastapi import APIRouter
-
-from support import write_config
 from websupport import ADT, OTHER, hl7, start_hub, until
+
 from hub.engine import Engine
 from hub.errors import ConfigError
 from hub.spec import load_config
+from support import write_config
 
 PW = "a-long-synthetic-pass"
 
@@ -34,16 +34,25 @@ def self_signed(folder):
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]),
+            critical=False,
+        )
         .sign(key, hashes.SHA256())
     )
     (folder / "hub.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / "hub.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (folder / "hub.key").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return folder / "hub.crt", folder / "hub.key"
 
 
@@ -62,20 +71,26 @@ async def test_https_first_admin_from_env_metrics_and_stop(tmp_path, monkeypatch
     try:
         assert eng.web.url == f"https://127.0.0.1:{port}"
         await eng.sources["adt"].push(hl7("S1", "MRN1"))
-        async with httpx.AsyncClient(base_url=eng.web.url, verify=ssl.create_default_context(cafile=str(cert)), timeout=10) as c:
+        async with httpx.AsyncClient(
+            base_url=eng.web.url, verify=ssl.create_default_context(cafile=str(cert)), timeout=10
+        ) as c:
             r = await c.get("/healthz")
             assert r.json() == {"status": "ok"} and r.headers["strict-transport-security"]
             assert (await c.get("/api/channels")).status_code == 401
             r = await c.post("/api/login", json={"username": "root", "password": PW})
             assert r.status_code == 200 and r.json()["role"] == "admin"
             assert "secure" in r.headers["set-cookie"].lower()
-            token = (await c.post("/api/users/root/tokens", json={}, headers={"X-CSRF-Token": r.json()["csrf"]})).json()["token"]
+            token = (
+                await c.post("/api/users/root/tokens", json={}, headers={"X-CSRF-Token": r.json()["csrf"]})
+            ).json()["token"]
             await until(lambda: eng.store.delivery_states(1) == ["sent", "dead"])
             m = (await c.get("/metrics", headers={"Authorization": f"Bearer {token}"})).text
             assert 'hub_dead_letters{channel="adt",destination="flaky"} 1.0' in m
             assert 'hub_queue_depth{channel="adt",destination="ehr"} 0.0' in m
             assert 'hub_channel_running{channel="adt"} 1.0' in m and "hub_store_up 1.0" in m
-            assert 'hub_messages_received_total{channel="other"}' in m  # a silent channel has its series (counters are per process)
+            assert (
+                'hub_messages_received_total{channel="other"}' in m
+            )  # a silent channel has its series (counters are per process)
         # plain HTTP to the HTTPS port does not get an answer with data
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as c:
             with pytest.raises(httpx.HTTPError):
@@ -101,7 +116,10 @@ async def test_an_env_admin_is_not_made_when_users_exist_and_a_busy_port_is_a_co
 
 
 async def test_bad_tls_files_are_a_config_error(tmp_path):
-    eng = Engine(config(tmp_path, free_port(), f"  tls: {{cert: '{tmp_path}/nope.crt', key: '{tmp_path}/nope.key'}}\n"), idle_poll=0.05)
+    eng = Engine(
+        config(tmp_path, free_port(), f"  tls: {{cert: '{tmp_path}/nope.crt', key: '{tmp_path}/nope.key'}}\n"),
+        idle_poll=0.05,
+    )
     with pytest.raises(ConfigError, match="web.tls"):
         await eng.start()
     await eng.stop()
@@ -139,13 +157,16 @@ async def test_mutual_tls_on_the_web_port_takes_only_clients_with_a_certificate_
     eng = Engine(config(tmp_path, port, tls), idle_poll=0.05)
     await eng.start()
     try:
+
         def ctx(cert=None, key=None):
             c = ssl.create_default_context(cafile=str(pki.ca))
             if cert:
                 c.load_cert_chain(str(cert), str(key))
             return c
 
-        async with httpx.AsyncClient(base_url=eng.web.url, verify=ctx(pki.client_cert, pki.client_key), timeout=10) as c:
+        async with httpx.AsyncClient(
+            base_url=eng.web.url, verify=ctx(pki.client_cert, pki.client_key), timeout=10
+        ) as c:
             assert (await c.get("/healthz")).json() == {"status": "ok"}
             assert (await c.get("/api/channels")).status_code == 401  # the certificate opens the door, not the API
         for bad in (ctx(), ctx(pki.rogue_cert, pki.rogue_key)):  # no certificate; one from another CA

@@ -10,10 +10,10 @@ from typing import Any
 
 import httpx
 
-from support import SAMPLES, write_config
 from hub.engine import Engine
 from hub.spec import load_config
 from hub.store.auth import AuthStore
+from support import SAMPLES, write_config
 
 PASSWORD = "synthetic-test-password-1"
 ROLES = ("viewer", "operator", "analyst", "admin")
@@ -78,7 +78,9 @@ class Hub:
 
     def client(self, role: str | None = None, **kw: Any) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
-        c = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url=self.base_url, headers=headers, **kw)
+        c = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.app), base_url=self.base_url, headers=headers, **kw
+        )
         self.clients.append(c)
         return c
 
@@ -94,7 +96,9 @@ class Hub:
 
 def make_config(folder: Path, port: int = 0) -> Any:
     db = folder / "hub.db"
-    return load_config(write_config(folder / "config", HUB.format(db=db, port=port or 18080), {"adt": ADT, "other": OTHER}))
+    return load_config(
+        write_config(folder / "config", HUB.format(db=db, port=port or 18080), {"adt": ADT, "other": OTHER})
+    )
 
 
 async def start_hub(folder: Path, *, passwords: bool = False) -> Hub:

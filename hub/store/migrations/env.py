@@ -15,6 +15,8 @@ if connection is None:  # `alembic` command line use: url from the ini / -x url=
         context.configure(connection=conn, target_metadata=metadata, render_as_batch=conn.dialect.name == "sqlite")
         context.run_migrations()
 else:
-    context.configure(connection=connection, target_metadata=metadata, render_as_batch=connection.dialect.name == "sqlite")
+    context.configure(
+        connection=connection, target_metadata=metadata, render_as_batch=connection.dialect.name == "sqlite"
+    )
     with context.begin_transaction():
         context.run_migrations()

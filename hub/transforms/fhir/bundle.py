@@ -115,7 +115,10 @@ class BundleBuilder:
                 if mode == "replace":
                     entry["request"]["extension"] = [dict(_MERGE_REPLACE)]
             if self._batch:
-                ref: dict[str, Any] = {"type": rtype, "identifier": {"system": system, "value": ident_value} if system else {"value": ident_value}}
+                ref: dict[str, Any] = {
+                    "type": rtype,
+                    "identifier": {"system": system, "value": ident_value} if system else {"value": ident_value},
+                }
             else:
                 ref = {"reference": full_url}
         else:
@@ -138,7 +141,7 @@ class BundleBuilder:
 
     def resource_of(self, ref: dict[str, Any]) -> dict[str, Any] | None:
         """The resource of the entry ``ref`` (a reference add() returned, or an equal one) points to."""
-        for e, r in zip(self.entries, self.refs):
+        for e, r in zip(self.entries, self.refs, strict=False):
             if r is ref or r == ref:
                 return e["resource"]
         return None

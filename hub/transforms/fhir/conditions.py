@@ -8,8 +8,9 @@ closure over a reader object that answers ``value(path)``, ``count(path)`` and `
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 __all__ = ["Path", "parse_condition", "parse_source", "Reader", "ConditionError"]
 
@@ -101,7 +102,7 @@ def _tokens(text: str) -> list[tuple[str, str]]:
         if m is None or m.end() == pos:
             if text[pos:].strip() == "":
                 break
-            raise ConditionError(f"cannot read {text[pos:pos + 20]!r}")
+            raise ConditionError(f"cannot read {text[pos : pos + 20]!r}")
         pos = m.end()
         if m.group("str") is not None:
             out.append(("str", m.group("str")[1:-1]))
@@ -241,11 +242,19 @@ class _Parser:
                 raise self.fail("LENGTH needs a comparison")
             n = self.number()
             return _numeric(op, n, lambda r: len(r.value(path)))
-        if self.take_words("IS", "NOT", "VALUED") or self.take_words("NOT", "VALUED") or self.take_words("IS", "EMPTY") \
-                or self.take_words("DOES", "NOT", "EXIST"):
+        if (
+            self.take_words("IS", "NOT", "VALUED")
+            or self.take_words("NOT", "VALUED")
+            or self.take_words("IS", "EMPTY")
+            or self.take_words("DOES", "NOT", "EXIST")
+        ):
             return _valued(path, False)
-        if self.take_words("IS", "VALUED") or self.take_words("VALUED") or self.take_words("EXISTS") \
-                or self.take_words("IS", "PRESENT"):
+        if (
+            self.take_words("IS", "VALUED")
+            or self.take_words("VALUED")
+            or self.take_words("EXISTS")
+            or self.take_words("IS", "PRESENT")
+        ):
             return _valued(path, True)
         if self.take_words("CONTAINS"):
             val = self.literal()
@@ -259,8 +268,12 @@ class _Parser:
         if self.take_words("IN") or self.take_words("IS", "IN"):
             vals = self.literals()
             return lambda r: r.value(path) in vals
-        if self.take_words("NOT", "EQUALS") or self.take_words("IS", "NOT") or self.take_words("NOT", "EQUAL", "TO") \
-                or (self.word() == "NOT" and self.peek(1) is not None and self.peek(1)[0] == "str"):  # type: ignore[index]
+        if (
+            self.take_words("NOT", "EQUALS")
+            or self.take_words("IS", "NOT")
+            or self.take_words("NOT", "EQUAL", "TO")
+            or (self.word() == "NOT" and self.peek(1) is not None and self.peek(1)[0] == "str")
+        ):  # type: ignore[index]
             if self.word() == "NOT":
                 self.i += 1
             val = self.literal()
@@ -323,5 +336,27 @@ def parse_condition(text: str) -> tuple[Cond, list[Path]] | None:
     return cond, paths
 
 
-_KEYWORDS = {"AND", "OR", "NOT", "IS", "IN", "EQUALS", "EQUAL", "TO", "VALUED", "EMPTY", "DOES", "EXIST", "EXISTS",
-             "COUNT", "LST.COUNT", "LENGTH", "GREATER", "LESS", "THAN", "PRESENT", "CONTAINS", "CONTAIN"}
+_KEYWORDS = {
+    "AND",
+    "OR",
+    "NOT",
+    "IS",
+    "IN",
+    "EQUALS",
+    "EQUAL",
+    "TO",
+    "VALUED",
+    "EMPTY",
+    "DOES",
+    "EXIST",
+    "EXISTS",
+    "COUNT",
+    "LST.COUNT",
+    "LENGTH",
+    "GREATER",
+    "LESS",
+    "THAN",
+    "PRESENT",
+    "CONTAINS",
+    "CONTAIN",
+}

@@ -13,7 +13,6 @@ from typing import Any
 
 from hub.transforms.hl7v2 import Hl7Message, unescape
 
-
 __all__ = ["V2", "Seg", "dtm", "date_of"]
 
 _DTM = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d{1,6})?\d*([+-]\d{4}|Z)?$")
@@ -114,7 +113,7 @@ def _full_readers(enc: Any, codec: str) -> tuple[Any, Any]:
 class Seg:
     """A segment's fields as written (``f[n]`` is field n; MSH numbered the standard way)."""
 
-    __slots__ = ("name", "f", "index", "plain")
+    __slots__ = ("f", "index", "name", "plain")
 
     def __init__(self, name: str, fields: list[str], index: int, plain: bool = False) -> None:
         self.name = name
@@ -134,7 +133,7 @@ class V2:
     without decoding: ``c``/``dec`` are then plain list lookups (``c`` and ``dec`` are functions chosen per message).
     """
 
-    __slots__ = ("msg", "segs", "cs", "rs", "ss", "esc", "enc", "codec", "plain", "c", "dec", "ckey", "_by_name")
+    __slots__ = ("_by_name", "c", "ckey", "codec", "cs", "dec", "enc", "esc", "msg", "plain", "rs", "segs", "ss")
 
     def __init__(self, msg: Hl7Message) -> None:
         self.msg = msg

@@ -85,7 +85,10 @@ def parse_path(path: str) -> list[tuple[str, Any, Any]]:
     for part in _split_dots(path.strip()):
         m = _STEP.fullmatch(part)
         if m is None or not part.strip():
-            raise MappingError(f"{path!r} is not a FHIR path (expected e.g. Patient.name[0].family, Bundle.entry.resource.id)", location=path)
+            raise MappingError(
+                f"{path!r} is not a FHIR path (expected e.g. Patient.name[0].family, Bundle.entry.resource.id)",
+                location=path,
+            )
         if m.group("fn"):
             fn, arg = m.group("fn"), m.group("arg")
             if fn == "where":
@@ -156,7 +159,7 @@ def _select(nodes: list[Any], steps: list[tuple[str, Any, Any]]) -> list[Any]:
 class FhirDocument:
     """A FHIR JSON resource (often a Bundle) addressed by FHIRPath-subset paths."""
 
-    __slots__ = ("data", "_raw", "_dirty")
+    __slots__ = ("_dirty", "_raw", "data")
 
     def __init__(self, data: dict[str, Any], raw: bytes | None = None) -> None:
         self.data = data
@@ -221,10 +224,14 @@ class FhirDocument:
             if not isinstance(node, dict):
                 raise MappingError(f"{path}: {name} is inside a value that is not an element", location=path)
             if name not in node:  # a choice element already written under its typed name (value → valueQuantity)
-                name = next((k for k in node if k.startswith(name) and len(k) > len(name) and k[len(name)].isupper()), name)
+                name = next(
+                    (k for k in node if k.startswith(name) and len(k) > len(name) and k[len(name)].isupper()), name
+                )
             cur = node.get(name)
             if last:
-                new = _typed(value, cur if idx is None else (cur[idx] if isinstance(cur, list) and idx < len(cur) else None))
+                new = _typed(
+                    value, cur if idx is None else (cur[idx] if isinstance(cur, list) and idx < len(cur) else None)
+                )
                 if idx is None:
                     if isinstance(cur, list):
                         node[name] = [new] + cur[1:] if cur else [new]
@@ -264,7 +271,11 @@ class FhirDocument:
         for p in parents:
             if not isinstance(p, dict):
                 continue
-            keys = [name] if name in p else [k for k in p if k.startswith(name) and len(k) > len(name) and k[len(name)].isupper()]
+            keys = (
+                [name]
+                if name in p
+                else [k for k in p if k.startswith(name) and len(k) > len(name) and k[len(name)].isupper()]
+            )
             for k in keys:
                 if idx is None:
                     del p[k]
@@ -320,7 +331,11 @@ def parse(raw: bytes | str) -> FhirDocument:
         text = str(exc)
         raise FhirParseError(f"not valid JSON: {text[:200]}", code="structure") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("resourceType"), str):
-        raise FhirParseError("not a FHIR resource: a JSON object with a resourceType is expected", code="structure", location="resourceType")
+        raise FhirParseError(
+            "not a FHIR resource: a JSON object with a resourceType is expected",
+            code="structure",
+            location="resourceType",
+        )
     return FhirDocument(obj, data)
 
 

@@ -48,7 +48,9 @@ class _Out:
         self.cfg = cfg
         self.data = data
         if data.get("resourceType") == "Bundle":
-            self.entries = [e for e in data.get("entry") or [] if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+            self.entries = [
+                e for e in data.get("entry") or [] if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+            ]
         else:
             self.entries = [{"resource": data}]
         self.by_url: dict[str, dict[str, Any]] = {}
@@ -77,7 +79,10 @@ class _Out:
         ident = ref.get("identifier")
         if isinstance(ident, dict) and ref.get("type"):
             for res in self.all(ref["type"]):
-                if any(i.get("value") == ident.get("value") and i.get("system", "") == ident.get("system", "") for i in res.get("identifier") or []):
+                if any(
+                    i.get("value") == ident.get("value") and i.get("system", "") == ident.get("system", "")
+                    for i in res.get("identifier") or []
+                ):
                     return res
         return None
 
@@ -163,14 +168,30 @@ class _Out:
     def xpn(self, name: dict[str, Any]) -> list[str]:
         given = name.get("given") or []
         use = self.t.code_map("name_type").back(name.get("use"), "") if name.get("use") else ""
-        return [name.get("family", ""), given[0] if given else "", " ".join(given[1:]), (name.get("suffix") or [""])[0], (name.get("prefix") or [""])[0], "", use]
+        return [
+            name.get("family", ""),
+            given[0] if given else "",
+            " ".join(given[1:]),
+            (name.get("suffix") or [""])[0],
+            (name.get("prefix") or [""])[0],
+            "",
+            use,
+        ]
 
     def xad(self, a: dict[str, Any]) -> list[str]:
         line = a.get("line") or []
         use = self.t.code_map("address_use").back(a.get("use"), "") if a.get("use") else ""
         if not use and a.get("type") == "postal":
             use = "M"
-        out = [line[0] if line else "", " ".join(line[1:]), a.get("city", ""), a.get("state", ""), a.get("postalCode", ""), a.get("country", ""), use]
+        out = [
+            line[0] if line else "",
+            " ".join(line[1:]),
+            a.get("city", ""),
+            a.get("state", ""),
+            a.get("postalCode", ""),
+            a.get("country", ""),
+            use,
+        ]
         if a.get("district"):
             out += ["", a["district"]]
         return out
@@ -208,7 +229,15 @@ class _Out:
             (s7, s5) = (suffix[0], "") if suffix[0].upper().replace(".", "") in _DEGREES else ("", suffix[0])
         auth, key_type = self.t.authority_of(ident.get("system"))
         typ = ((ident.get("type") or {}).get("coding") or [{}])[0].get("code") or key_type
-        out = [ident.get("value", ""), name.get("family", ""), given[0] if given else "", " ".join(given[1:]), s5, (name.get("prefix") or [""])[0], s7]
+        out = [
+            ident.get("value", ""),
+            name.get("family", ""),
+            given[0] if given else "",
+            " ".join(given[1:]),
+            s5,
+            (name.get("prefix") or [""])[0],
+            s7,
+        ]
         if auth or typ:
             out += ["", auth if auth != typ else typ, "", "", "", typ]
         return out
@@ -230,7 +259,12 @@ class _Out:
         if not code and not unit:
             return []
         name = "UCUM" if system == "http://unitsofmeasure.org" else self.t.system_name(system)
-        if name == "UCUM" and self.t.code_map("units").get(unit) and self.t.code_map("units").get(unit)[0] == code and unit != code:
+        if (
+            name == "UCUM"
+            and self.t.code_map("units").get(unit)
+            and self.t.code_map("units").get(unit)[0] == code
+            and unit != code
+        ):
             return [unit]  # it came in as a local unit mapped to UCUM: give the local unit back
         return [code or unit, unit if unit != code else unit, name]
 
@@ -282,11 +316,21 @@ class _Out:
                     if sub.get("url") == "ombCategory":
                         n += 1
                         vc = sub.get("valueCoding") or {}
-                        self.comps(f"PID-{field}[{n}]", [vc.get("code"), vc.get("display"), "CDCREC" if field == 10 else "CDCREC"])
+                        self.comps(
+                            f"PID-{field}[{n}]",
+                            [vc.get("code"), vc.get("display"), "CDCREC" if field == 10 else "CDCREC"],
+                        )
             elif e.get("url") == "http://hl7.org/fhir/StructureDefinition/patient-religion":
                 self.comps("PID-17", self.cwe(e.get("valueCodeableConcept")))
         bd = p.get("birthDate")
-        bt = next((x.get("valueDateTime") for x in (p.get("_birthDate") or {}).get("extension") or [] if x.get("url", "").endswith("patient-birthTime")), None)
+        bt = next(
+            (
+                x.get("valueDateTime")
+                for x in (p.get("_birthDate") or {}).get("extension") or []
+                if x.get("url", "").endswith("patient-birthTime")
+            ),
+            None,
+        )
         self.put("PID-7", self.dtm(bt or bd))
         if p.get("gender"):
             self.put("PID-8", self.code_back("administrative_sex", p["gender"]))
@@ -345,7 +389,14 @@ class _Out:
         st = enc.get("serviceType")
         if st:
             self.put("PV1-10", self.code_back("hospital_service", st))
-        visit = next((i for i in enc.get("identifier") or [] if not i.get("system", "").startswith(self.t.derived_system("").rstrip(":") or "\0")), None)
+        visit = next(
+            (
+                i
+                for i in enc.get("identifier") or []
+                if not i.get("system", "").startswith(self.t.derived_system("").rstrip(":") or "\0")
+            ),
+            None,
+        )
         if visit is not None and self.t.derived_system("Encounter") != visit.get("system"):
             cx = self.cx(visit)
             self.comps("PV1-19", cx)
@@ -356,7 +407,7 @@ class _Out:
         period = enc.get("period") or {}
         self.put("PV1-44", self.dtm(period.get("start")))
         self.put("PV1-45", self.dtm(period.get("end")))
-        for i, rc in enumerate(enc.get("reasonCode") or [], 1):
+        for _i, rc in enumerate(enc.get("reasonCode") or [], 1):
             self.comps("PV2-3", self.cwe(rc))
 
     def nk1(self, rps: list[dict[str, Any]]) -> None:
@@ -369,7 +420,19 @@ class _Out:
                 self.comps(f"{seg}-2", self.xpn(names[0]))
             rels = rp.get("relationship") or []
             if rels:
-                self.comps(f"{seg}-3", self.cwe({"coding": [c for c in rels[0].get("coding") or [] if "v2-0063" in c.get("system", "") or not c.get("system")][:1] or rels[0].get("coding", [])[:1]}))
+                self.comps(
+                    f"{seg}-3",
+                    self.cwe(
+                        {
+                            "coding": [
+                                c
+                                for c in rels[0].get("coding") or []
+                                if "v2-0063" in c.get("system", "") or not c.get("system")
+                            ][:1]
+                            or rels[0].get("coding", [])[:1]
+                        }
+                    ),
+                )
             for j, a in enumerate(rp.get("address") or [], 1):
                 self.comps(f"{seg}-4[{j}]", self.xad(a))
             home = [c for c in rp.get("telecom") or [] if c.get("use") != "work"]
@@ -391,8 +454,15 @@ class _Out:
             if a.get("criticality"):
                 self.put(f"{seg}-4", self.code_back("allergy_severity", a["criticality"]))
             elif (a.get("reaction") or [{}])[0].get("severity"):
-                self.put(f"{seg}-4", {"severe": "SV", "moderate": "MO", "mild": "MI"}.get(a["reaction"][0]["severity"], ""))
-            texts = [m.get("text") for r in a.get("reaction") or [] for m in r.get("manifestation") or [] if m.get("text") and m.get("text") != "unspecified"]
+                self.put(
+                    f"{seg}-4", {"severe": "SV", "moderate": "MO", "mild": "MI"}.get(a["reaction"][0]["severity"], "")
+                )
+            texts = [
+                m.get("text")
+                for r in a.get("reaction") or []
+                for m in r.get("manifestation") or []
+                if m.get("text") and m.get("text") != "unspecified"
+            ]
             for j, t in enumerate(texts, 1):
                 self.put(f"{seg}-5[{j}]", t)
             self.put(f"{seg}-6", self.dtm(a.get("onsetDateTime")))
@@ -465,7 +535,9 @@ class _Out:
             control = {"revoked": "CA", "on-hold": "HD", "completed": "SC"}.get(sr.get("status", ""), "NW")
             self.orc_obr(sr, i, control=control)
             prio = {"stat": "S", "asap": "A", "routine": "R", "urgent": "T"}.get(sr.get("priority", ""))
-            start = sr.get("occurrenceDateTime") or (((sr.get("occurrenceTiming") or {}).get("repeat") or {}).get("boundsPeriod") or {}).get("start")
+            start = sr.get("occurrenceDateTime") or (
+                ((sr.get("occurrenceTiming") or {}).get("repeat") or {}).get("boundsPeriod") or {}
+            ).get("start")
             if kind == "OML" and (prio or start):
                 self.put(f"TQ1[{i}]-1", i)
                 self.put(f"TQ1[{i}]-7", self.dtm(start))
@@ -538,7 +610,9 @@ class _Out:
         self.pv1(self.first("Encounter"))
         self.al1(self.all("AllergyIntolerance"))
         for i, mr in enumerate(mrs, 1):
-            self.put(f"ORC[{i}]-1", {"cancelled": "CA", "on-hold": "HD", "stopped": "DC"}.get(mr.get("status", ""), "NW"))
+            self.put(
+                f"ORC[{i}]-1", {"cancelled": "CA", "on-hold": "HD", "stopped": "DC"}.get(mr.get("status", ""), "NW")
+            )
             self.comps(f"ORC[{i}]-2", self.ei(self.ident_typed(mr, "PLAC")))
             self.comps(f"ORC[{i}]-3", self.ei(self.ident_typed(mr, "FILL")))
             self.put(f"ORC[{i}]-9", self.dtm(mr.get("authoredOn")))
@@ -581,13 +655,18 @@ class _Out:
             self.orc_obr(sr, i, control="RE", report=dr)
             if sr is None:
                 self.msg.delete(f"ORC[{i}]")
-            self.put(f"OBR[{i}]-7", self.dtm(dr.get("effectiveDateTime") or (dr.get("effectivePeriod") or {}).get("start")))
+            self.put(
+                f"OBR[{i}]-7", self.dtm(dr.get("effectiveDateTime") or (dr.get("effectivePeriod") or {}).get("start"))
+            )
             self.put(f"OBR[{i}]-8", self.dtm((dr.get("effectivePeriod") or {}).get("end")))
             self.put(f"OBR[{i}]-22", self.dtm(dr.get("issued")))
             section = (((dr.get("category") or [{}])[0].get("coding") or [{}])[0]).get("code")
             if section and section != "LAB":
                 self.put(f"OBR[{i}]-24", section)
-            self.put(f"OBR[{i}]-25", self.code_back("result_status", dr.get("status")) if dr.get("status") != "unknown" else "")
+            self.put(
+                f"OBR[{i}]-25",
+                self.code_back("result_status", dr.get("status")) if dr.get("status") != "unknown" else "",
+            )
             obr_text = self.msg.get(f"OBR[{i}]")
             lines = []
             if dr.get("conclusion"):
@@ -623,7 +702,10 @@ class _Out:
                 else:
                     vt, value = "NM", self.num(q.get("value"))
             elif "valueString" in o:
-                vt, value = ("TX" if "\n" in o["valueString"] or len(o["valueString"]) > 199 else "ST"), o["valueString"]
+                vt, value = (
+                    ("TX" if "\n" in o["valueString"] or len(o["valueString"]) > 199 else "ST"),
+                    o["valueString"],
+                )
             elif "valueCodeableConcept" in o:
                 vt = "CWE"
                 self.comps("OBX-5", self.cwe(o["valueCodeableConcept"]))
@@ -631,12 +713,28 @@ class _Out:
                 r = o["valueRange"]
                 vt = "SN"
                 units = self.quantity_units(r.get("low") or {})
-                self.comps("OBX-5", ["", self.num((r.get("low") or {}).get("value")), "-", self.num((r.get("high") or {}).get("value"))])
+                self.comps(
+                    "OBX-5",
+                    [
+                        "",
+                        self.num((r.get("low") or {}).get("value")),
+                        "-",
+                        self.num((r.get("high") or {}).get("value")),
+                    ],
+                )
             elif "valueRatio" in o:
                 r = o["valueRatio"]
                 vt = "SN"
                 units = self.quantity_units(r.get("numerator") or {})
-                self.comps("OBX-5", ["", self.num((r.get("numerator") or {}).get("value")), ":", self.num((r.get("denominator") or {}).get("value"))])
+                self.comps(
+                    "OBX-5",
+                    [
+                        "",
+                        self.num((r.get("numerator") or {}).get("value")),
+                        ":",
+                        self.num((r.get("denominator") or {}).get("value")),
+                    ],
+                )
             elif "valueDateTime" in o:
                 vt, value = ("DT" if len(o["valueDateTime"]) <= 10 else "DTM"), self.dtm(o["valueDateTime"])
             elif "valueTime" in o:
@@ -655,7 +753,11 @@ class _Out:
                     self.put("OBX-5", value)
             self.comps("OBX-6", units)
             rr = (o.get("referenceRange") or [{}])[0]
-            self.put("OBX-7", rr.get("text") or "-".join(self.num((rr.get(k) or {}).get("value")) for k in ("low", "high") if rr.get(k)))
+            self.put(
+                "OBX-7",
+                rr.get("text")
+                or "-".join(self.num((rr.get(k) or {}).get("value")) for k in ("low", "high") if rr.get(k)),
+            )
             for k, it in enumerate(o.get("interpretation") or [], 1):
                 self.put(f"OBX-8[{k}]", self.code_back("abnormal_flags", it))
             if o.get("status") and o["status"] != "unknown":
@@ -685,7 +787,9 @@ class _Out:
                 kind = "ADT"
             else:
                 types = sorted({e["resource"].get("resourceType", "?") for e in self.entries})
-                raise MappingError(f"fhir_to_v2 finds nothing to map in {', '.join(types) or 'an empty Bundle'} (it maps Patient/Encounter, ServiceRequest, Appointment, MedicationRequest, DiagnosticReport)")
+                raise MappingError(
+                    f"fhir_to_v2 finds nothing to map in {', '.join(types) or 'an empty Bundle'} (it maps Patient/Encounter, ServiceRequest, Appointment, MedicationRequest, DiagnosticReport)"
+                )
         if kind == "ADT":
             self.adt()
         elif kind in ("ORM", "OML"):
@@ -709,7 +813,11 @@ class _Out:
                 continue
             found = [e for e in res.get("extension") or [] if e.get("url") == rule.url]
             for k, e in enumerate(found if rule.repeat else found[:1], 1):
-                path = rule.source if not rule.repeat else re.sub(r"^([A-Z0-9]{3}(?:\[\d+\])?-\d+)", rf"\1[{k}]", rule.source)
+                path = (
+                    rule.source
+                    if not rule.repeat
+                    else re.sub(r"^([A-Z0-9]{3}(?:\[\d+\])?-\d+)", rf"\1[{k}]", rule.source)
+                )
                 if "valueCodeableConcept" in e:
                     cw = self.cwe(e["valueCodeableConcept"])
                     for i, c in enumerate(cw, 1):
@@ -728,7 +836,9 @@ def _esc(text: str, msg: Hl7Message | None) -> str:
     from hub.transforms.hl7v2 import escape
 
     enc = msg.enc if msg is not None else None
-    return escape(text.replace("\r\n", "\n").replace("\n", "\\.br\\") if False else text, enc).replace("\\X0A\\", "\\.br\\")
+    return escape(text.replace("\r\n", "\n").replace("\n", "\\.br\\") if False else text, enc).replace(
+        "\\X0A\\", "\\.br\\"
+    )
 
 
 # Validator messages that say a value has the wrong JSON shape (a list where R4 has one value, an object where it has
@@ -750,10 +860,7 @@ _SHAPE_PROBLEMS = (
 def _shape_issues(data: Any) -> list[Issue]:
     if not isinstance(data, dict):
         return [Issue("error", "a FHIR resource must be a JSON object", "", "structure")]
-    return [
-        i for i in validate_fhir(data)
-        if i.severity == "error" and any(s in i.message for s in _SHAPE_PROBLEMS)
-    ]
+    return [i for i in validate_fhir(data) if i.severity == "error" and any(s in i.message for s in _SHAPE_PROBLEMS)]
 
 
 def _shape_error(issues: list[Issue]) -> MappingError:
@@ -783,7 +890,9 @@ def _convert(data: Any, tables: Tables, cfg: FhirToV2.Config) -> Hl7Message:
         raise MappingError(f"fhir_to_v2 could not map the content ({type(exc).__name__})", code="exception") from exc
 
 
-def to_v2(data: dict[str, Any] | FhirDocument | bytes, tables: Tables | None = None, config: FhirToV2.Config | None = None) -> Hl7Message:
+def to_v2(
+    data: dict[str, Any] | FhirDocument | bytes, tables: Tables | None = None, config: FhirToV2.Config | None = None
+) -> Hl7Message:
     """A Bundle or resource → an HL7 v2 message. Raises MappingError when nothing maps or the content is not shaped
     as R4 has it (the location is the validator's: ``Bundle.entry[0].resource.name[0]``)."""
     if isinstance(data, (bytes, str)):
@@ -799,20 +908,31 @@ class FhirToV2:
 
         type: Literal["fhir_to_v2"] = "fhir_to_v2"
         message: Literal["auto", "ADT", "ORM", "OML", "SIU", "RDE", "ORU"] = Field(
-            "auto", description="The message to build; auto picks by content (DiagnosticReport → ORU, MedicationRequest → RDE, "
-            "ServiceRequest → ORM/OML, Appointment → SIU, Patient/Encounter → ADT)."
+            "auto",
+            description="The message to build; auto picks by content (DiagnosticReport → ORU, MedicationRequest → RDE, "
+            "ServiceRequest → ORM/OML, Appointment → SIU, Patient/Encounter → ADT).",
         )
-        adt_trigger: Literal["A01", "A04", "A08", "A28", "A31"] = Field("A08", description="ADT trigger for Patient/Encounter content.")
+        adt_trigger: Literal["A01", "A04", "A08", "A28", "A31"] = Field(
+            "A08", description="ADT trigger for Patient/Encounter content."
+        )
         order_message: Literal["ORM", "OML"] = Field("ORM", description="ServiceRequest → ORM^O01 or OML^O21.")
-        siu_trigger: Literal["S12", "S13", "S14", "S15"] | None = Field(None, description="Force the SIU trigger (default: S15 when cancelled, else S12).")
+        siu_trigger: Literal["S12", "S13", "S14", "S15"] | None = Field(
+            None, description="Force the SIU trigger (default: S15 when cancelled, else S12)."
+        )
         version: str = Field("2.5.1", description="MSH-12.")
         sending_application: str = Field("HUB", description="MSH-3.")
         sending_facility: str = Field("", description="MSH-4.")
         receiving_application: str = Field("", description="MSH-5.")
         receiving_facility: str = Field("", description="MSH-6.")
-        keep_control_id: bool = Field(True, description="Reuse Bundle.identifier.value as MSH-10 (else a new control id).")
-        timezone: str = Field("Z", pattern=r"^(Z|[+-]\d\d:\d\d)$", description="An offset equal to this is left out of v2 times.")
-        mappings: str = Field("fhir", description="Folder of the code maps and systems, relative to the mappings folder.")
+        keep_control_id: bool = Field(
+            True, description="Reuse Bundle.identifier.value as MSH-10 (else a new control id)."
+        )
+        timezone: str = Field(
+            "Z", pattern=r"^(Z|[+-]\d\d:\d\d)$", description="An offset equal to this is left out of v2 times."
+        )
+        mappings: str = Field(
+            "fhir", description="Folder of the code maps and systems, relative to the mappings folder."
+        )
 
     def __init__(self, config: Config, ctx: Any) -> None:
         self.config = config

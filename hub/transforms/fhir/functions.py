@@ -12,7 +12,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .conditions import Path
 from .mapdefs import FUNCTIONS
@@ -24,7 +25,9 @@ __all__ = ["register", "APPENDED", "datatype_at", "keyed"]
 APPENDED = "\x00appended"  # a function's answer "written into what an earlier row made" (the lines of one text)
 
 
-def register(name: str, *, whole_field: bool = False, pure: bool = False, reads: tuple[int, ...] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def register(
+    name: str, *, whole_field: bool = False, pure: bool = False, reads: tuple[int, ...] = ()
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``pure``: the result depends only on the value being mapped (its components) and the tables — never on the
     patient, other segments or instances — so a data type map made only of such rows may reuse its results.
     ``reads``: the components of the value the function reads besides the row's own (``--explain`` counts them)."""
@@ -79,7 +82,10 @@ def coding_system(run: Any, ctx: Any, row: Any, raw: str, name: Path | None = No
 def derived(run: Any, ctx: Any, row: Any, raw: str, resource: str, *parts: Any) -> dict[str, Any]:
     """An identifier for a resource v2 gives none (an allergy, a diagnosis, a next of kin): a hash of the patient's
     identifier and the named values, so a resent message updates the same resource."""
-    return {"system": run.tables.derived_system(str(resource)), "value": _h(run.patient_key, *(_val(ctx, p) for p in parts))}
+    return {
+        "system": run.tables.derived_system(str(resource)),
+        "value": _h(run.patient_key, *(_val(ctx, p) for p in parts)),
+    }
 
 
 @register("derived_shared")
@@ -89,7 +95,9 @@ def derived_shared(run: Any, ctx: Any, row: Any, raw: str, resource: str, *parts
 
 
 @register("child_id")
-def child_id(run: Any, ctx: Any, row: Any, raw: str, parent: str, code: Path, sub: Path | None = None) -> dict[str, Any] | None:
+def child_id(
+    run: Any, ctx: Any, row: Any, raw: str, parent: str, code: Path, sub: Path | None = None
+) -> dict[str, Any] | None:
     """An identifier made from a parent's (``DiagnosticReport[1]``): ``<parent value>-<OBX-3.1>[-<OBX-4>]`` in the
     parent's system — an observation resent in a corrected report updates the one sent before."""
     inst = run.lookup(str(parent), ctx.occ)
@@ -215,7 +223,7 @@ def quantity(run: Any, ctx: Any, row: Any, raw: str, units: Path | None = None) 
     comparator = ""
     for op in ("<=", ">=", "<", ">"):
         if text.startswith(op):
-            comparator, text = op, text[len(op):].strip()
+            comparator, text = op, text[len(op) :].strip()
             break
     n = _number(text)
     if n is None:
@@ -282,8 +290,12 @@ def sn_ratio(run: Any, ctx: Any, row: Any, raw: str, units: Path | None = None) 
 @register("sn_text", pure=True)
 def sn_text(run: Any, ctx: Any, row: Any, raw: str) -> str | None:
     """An SN no Quantity, Range or Ratio can hold (``^>^60``  is one; ``^1^+`` is not) → its text."""
-    comp, n1, sep, n2 = _sn(run, raw)
-    if (n1 is not None and not sep) or (sep == "-" and n1 is not None and n2 is not None) or (sep in (":", "/") and n1 is not None and n2 is not None):
+    _comp, n1, sep, n2 = _sn(run, raw)
+    if (
+        (n1 is not None and not sep)
+        or (sep == "-" and n1 is not None and n2 is not None)
+        or (sep in (":", "/") and n1 is not None and n2 is not None)
+    ):
         return None
     text = " ".join(x for x in run.v.d(raw).split(run.v.cs) if x)
     return text or None
@@ -355,8 +367,15 @@ def mime_type(run: Any, ctx: Any, row: Any, raw: str, kind: Path | None = None, 
     """ED-2/ED-3 (type of data, data subtype) → a MIME type."""
     k = ctx.value(kind) if kind is not None else ""
     s = ctx.value(subtype) if subtype is not None else ""
-    main = {"TEXT": "text", "IMAGE": "image", "AP": "application", "APPLICATION": "application", "AUDIO": "audio",
-            "VIDEO": "video", "MULTIPART": "multipart"}.get(k.upper(), "application")
+    main = {
+        "TEXT": "text",
+        "IMAGE": "image",
+        "AP": "application",
+        "APPLICATION": "application",
+        "AUDIO": "audio",
+        "VIDEO": "video",
+        "MULTIPART": "multipart",
+    }.get(k.upper(), "application")
     sub = (s or "octet-stream").lower()
     if sub == "plain" and main == "application":
         main = "text"
@@ -390,7 +409,10 @@ def us_core_race(run: Any, ctx: Any, row: Any, reps: list[list[str]], which: str
             texts.append(disp or code)
     if not texts:
         return None
-    return {"url": _RACE if which == "race" else _ETHNICITY, "extension": [*parts, {"url": "text", "valueString": ", ".join(texts)}]}
+    return {
+        "url": _RACE if which == "race" else _ETHNICITY,
+        "extension": [*parts, {"url": "text", "valueString": ", ".join(texts)}],
+    }
 
 
 @register("hash")
@@ -464,7 +486,9 @@ def keyed(run: Any, mp: Any, body: dict[str, Any], *parts: str) -> dict[str, Any
 
 
 @register("organization_with")
-def organization_with(run: Any, ctx: Any, row: Any, raw: str, address: Path | None = None, producer: Path | None = None) -> dict[str, Any] | None:
+def organization_with(
+    run: Any, ctx: Any, row: Any, raw: str, address: Path | None = None, producer: Path | None = None
+) -> dict[str, Any] | None:
     """An XON (the row's value, OBX-23) → an Organization as XON[Organization] makes it, with the address at
     ``address`` (OBX-24, XAD[Address]) and the identifier at ``producer`` (OBX-15, CWE[Identifier]) added: one
     resource from several fields, which a data type map (one value) cannot say. A lab known only by its name but

@@ -24,8 +24,19 @@ def once(run: Any, ctx: Any, row: Any, reps: list[list[str]], value: str) -> str
 
 
 # the units a v2 duration is given in (CNE/CWE of table 0344 / ANSI+ / UCUM) → minutes
-_MINUTES = {"s": 1 / 60, "sec": 1 / 60, "min": 1, "m": 1, "h": 60, "hr": 60, "hour": 60, "d": 1440, "day": 1440,
-            "wk": 10080, "w": 10080}
+_MINUTES = {
+    "s": 1 / 60,
+    "sec": 1 / 60,
+    "min": 1,
+    "m": 1,
+    "h": 60,
+    "hr": 60,
+    "hour": 60,
+    "d": 1440,
+    "day": 1440,
+    "wk": 10080,
+    "w": 10080,
+}
 
 
 def _minutes(amount: str, units: str) -> float | None:
@@ -81,8 +92,15 @@ def reference_to(run: Any, ctx: Any, row: Any, raw: str, label: str) -> dict[str
 
 
 @register("after_start")
-def after_start(run: Any, ctx: Any, row: Any, raw: str, units: Path | None = None, duration: Path | None = None,
-                duration_units: Path | None = None) -> str | None:
+def after_start(
+    run: Any,
+    ctx: Any,
+    row: Any,
+    raw: str,
+    units: Path | None = None,
+    duration: Path | None = None,
+    duration_units: Path | None = None,
+) -> str | None:
     """The appointment's start (already written: SCH-11, TQ1) plus an offset (the row's value, in ``units``,
     minutes when not given) and, when given, a ``duration`` (in ``duration_units``) → an instant: a resource's
     participant.period when it gives a Start Date/Time Offset instead of a start (AIP-7/AIL-7/AIG-9, IG: ".start +

@@ -31,9 +31,16 @@ def cq_quantity(run: Any, ctx: Any, row: Any, raw: str) -> dict[str, Any] | None
 
 # ---------------------------------------------------------------------------------------------- the requester
 @register("requester_with")
-def requester_with(run: Any, ctx: Any, row: Any, raw: str, provider_address: Path | None = None,
-                   facility: Path | None = None, facility_address: Path | None = None,
-                   facility_phone: Path | None = None) -> dict[str, Any] | None:
+def requester_with(
+    run: Any,
+    ctx: Any,
+    row: Any,
+    raw: str,
+    provider_address: Path | None = None,
+    facility: Path | None = None,
+    facility_address: Path | None = None,
+    facility_phone: Path | None = None,
+) -> dict[str, Any] | None:
     """ORC-12 (the row's XCN) → the requester. The Practitioner as XCN[Practitioner] makes it, with the ordering
     provider's address (ORC-24) added. When the ordering facility is sent (ORC-21, with its address ORC-22 and phone
     ORC-23) the requester is the IG's PractitionerRole: that practitioner (``practitioner``) at that Organization
@@ -51,12 +58,21 @@ def requester_with(run: Any, ctx: Any, row: Any, raw: str, provider_address: Pat
     org = run.apply_datatype(xon, org_raw, 0, ctx) if org_raw else None
     if not org:
         return practitioner
-    for path, name, target in ((facility_address, "XAD[Address]", "address"), (facility_phone, "XTN[ContactPoint]", "telecom")):
+    for path, name, target in (
+        (facility_address, "XAD[Address]", "address"),
+        (facility_phone, "XTN[ContactPoint]", "telecom"),
+    ):
         part = datatype_at(run, ctx, path, name)
         if part:
             org[target] = [part]
-    keyed(run, xon, org, org_raw, ctx.raw(facility_address) if facility_address is not None else "",
-              ctx.raw(facility_phone) if facility_phone is not None else "")
+    keyed(
+        run,
+        xon,
+        org,
+        org_raw,
+        ctx.raw(facility_address) if facility_address is not None else "",
+        ctx.raw(facility_phone) if facility_phone is not None else "",
+    )
     organization = run.resource_value(xon, org)
     role: dict[str, Any] = {}
     if practitioner:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
-from typing import Any, Callable
+from typing import Any
 
 from hub.errors import ConfigError
 
@@ -114,11 +115,11 @@ class DatatypeMap:
             ok = True
             for r in self.rows:
                 paths = [a for a in (*r.args, *r.reads) if isinstance(a, Path)]
-                if any(not a.datatype for a in paths):
-                    ok = False
-                elif r.kind == "fn" and not getattr(r.fn, "pure", False):
-                    ok = False
-                elif r.kind == "map" and (r.map is None or r.map.resource or not r.map.pure):  # a nested resource is an entry of its own
+                if (
+                    any(not a.datatype for a in paths)
+                    or (r.kind == "fn" and not getattr(r.fn, "pure", False))
+                    or (r.kind == "map" and (r.map is None or r.map.resource or not r.map.pure))
+                ):
                     ok = False
                 if not ok:
                     break
@@ -327,7 +328,11 @@ def _fn_args(text: str) -> tuple[Any, ...]:
 
 # ---------------------------------------------------------------------------------------------- maps
 def _compile_map_rows(
-    path: FsPath, rows: list[tuple[int, dict[str, str]]], base: r4.TypeRef | None, src_col: str, primitive_type: str = ""
+    path: FsPath,
+    rows: list[tuple[int, dict[str, str]]],
+    base: r4.TypeRef | None,
+    src_col: str,
+    primitive_type: str = "",
 ) -> list[Row]:
     out: list[Row] = []
     for line, c in rows:
@@ -357,8 +362,20 @@ def _compile_map_rows(
             table = c.get("table", "")
             if table and not re.fullmatch(r"HL7\d{4}|\d{4}", table):
                 raise ValueError(f"table {table!r} is not an HL7 table like HL70007")
-            row = Row(path.as_posix(), line, src, cond[0] if cond else None, target, "prim", ftype, vocab=vocab,
-                      binding=binding, table=table[-4:] if table else "", merge=merge, reads=tuple(cond[1]) if cond else ())
+            row = Row(
+                path.as_posix(),
+                line,
+                src,
+                cond[0] if cond else None,
+                target,
+                "prim",
+                ftype,
+                vocab=vocab,
+                binding=binding,
+                table=table[-4:] if table else "",
+                merge=merge,
+                reads=tuple(cond[1]) if cond else (),
+            )
             if merge and not mp:
                 raise ValueError("target $this needs a map of the same type")
             if value:
@@ -433,7 +450,9 @@ def _load_datatype_map(path: FsPath) -> DatatypeMap:
     if typ not in r4.index()["types"]:
         raise ConfigError(f"{path}: {typ} is not a FHIR R4 type")
     primitive = r4.is_primitive(typ)
-    rows = _compile_map_rows(path, _rows(path), None if primitive else r4.TypeRef(typ), "component", typ if primitive else "")
+    rows = _compile_map_rows(
+        path, _rows(path), None if primitive else r4.TypeRef(typ), "component", typ if primitive else ""
+    )
     return DatatypeMap(name, dt, typ, rows, path.as_posix(), resource=r4.is_resource(typ), primitive=primitive)
 
 
@@ -496,7 +515,7 @@ def _load_message(path: FsPath, segments: dict[str, SegmentMap]) -> MessageDef:
                 # a name declared before, after another position of the same group: a second position with that
                 # name (ADT_A17's second PID and OBSERVATION group)
                 if node is None or (prev is not None and prev != cpath and node.parent is parent):
-                    card = _CARD.get(c.get("card", "") if last else "", None)
+                    card = _CARD.get(c.get("card", "") if last else "")
                     if card is None:
                         raise ValueError(f"card {c.get('card')!r} is not 1, 0..1, 0..* or 1..*")
                     node = Node(base_name, cpath, card[0], card[1], parent, index=len(parent.children))
@@ -627,9 +646,20 @@ def load_defs(folder: FsPath) -> Defs:
                     raise ConfigError(f"{row.where}: target $this needs a map that makes a {owner.type}, not {mp.type}")
                 if row.target is not None and mp.resource and row.target.type != "Reference":
                     raise ConfigError(f"{row.where}: {row.map_name} makes a {mp.type}: its target must be a Reference")
-                if row.target is not None and not mp.resource and not mp.primitive and mp.type != row.target.type \
-                        and row.target.type not in ("Element", "BackboneElement"):
-                    if not (mp.type == "Quantity" and row.target.type in ("SimpleQuantity", "Duration", "Age", "Count", "Distance", "MoneyQuantity")):
-                        raise ConfigError(f"{row.where}: {row.map_name} makes a {mp.type}, the target {row.target.text} is a {row.target.type}")
+                if (
+                    row.target is not None
+                    and not mp.resource
+                    and not mp.primitive
+                    and mp.type != row.target.type
+                    and row.target.type not in ("Element", "BackboneElement")
+                ):
+                    if not (
+                        mp.type == "Quantity"
+                        and row.target.type
+                        in ("SimpleQuantity", "Duration", "Age", "Count", "Distance", "MoneyQuantity")
+                    ):
+                        raise ConfigError(
+                            f"{row.where}: {row.map_name} makes a {mp.type}, the target {row.target.text} is a {row.target.type}"
+                        )
                 row.map = mp
     return d

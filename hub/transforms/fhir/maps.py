@@ -22,10 +22,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 import yaml
-
-from urllib.parse import quote, unquote
 
 from hub.errors import ConfigError
 
@@ -152,7 +151,9 @@ class Tables:
         return uri
 
     # ------------------------------------------------------------------ identifier systems
-    def identifier_system(self, authority: str, type_code: str = "", universal_id: str = "", universal_type: str = "") -> str:
+    def identifier_system(
+        self, authority: str, type_code: str = "", universal_id: str = "", universal_type: str = ""
+    ) -> str:
         key = (authority, type_code, universal_id, universal_type)
         hit = self._id_cache.get(key)
         if hit is not None:
@@ -300,14 +301,20 @@ def load_tables(folder: str | os.PathLike[str] | None) -> Tables:
         for i, r in enumerate((data or {}).get("rules") or []):
             if not isinstance(r, dict) or not {"source", "resource", "url"} <= set(r):
                 raise ConfigError(f"{ext}: rule {i + 1} needs source, resource and url")
-            rule = ExtensionRule(str(r["source"]), str(r["resource"]), str(r["url"]), str(r.get("type", "string")), bool(r.get("repeat", False)))
+            rule = ExtensionRule(
+                str(r["source"]),
+                str(r["resource"]),
+                str(r["url"]),
+                str(r.get("type", "string")),
+                bool(r.get("repeat", False)),
+            )
             if rule.type not in _TYPES:
                 raise ConfigError(f"{ext}: rule {i + 1}: type {rule.type!r} is not one of {', '.join(sorted(_TYPES))}")
             from hub.transforms.hl7v2 import parse_path
 
             try:
                 parse_path(rule.source)
-            except Exception as exc:  # noqa: BLE001 - reported as a configuration problem
+            except Exception as exc:
                 raise ConfigError(f"{ext}: rule {i + 1}: {exc}") from None
             t.extensions.append(rule)
     _cache[key] = (stamp, t)

@@ -30,7 +30,7 @@ class TypeRef:
     ``contact``). Interned: ``TypeRef("Address") is TypeRef("Address")``, so it hashes and compares by identity
     (the converter looks children up by TypeRef for every element it writes and checks)."""
 
-    __slots__ = ("root", "prefix", "kids")
+    __slots__ = ("kids", "prefix", "root")
     _all: dict[tuple[str, str], TypeRef] = {}
 
     def __new__(cls, root: str, prefix: str = "") -> TypeRef:

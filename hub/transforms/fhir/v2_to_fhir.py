@@ -22,7 +22,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -38,9 +39,9 @@ from .conditions import Path
 from .datatypes import V2, Seg, date_of, dtm
 from .document import FhirDocument
 from .functions import APPENDED, _number
-from .mapdefs import Defs, DatatypeMap, MessageDef, MsgRow, Node, Row, SegmentMap, Target
-from .validate import period_reversed, resource_invariants
+from .mapdefs import DatatypeMap, Defs, MessageDef, MsgRow, Node, Row, SegmentMap, Target
 from .maps import Tables, load_tables
+from .validate import period_reversed, resource_invariants
 
 try:  # orjson is several times faster; the standard library is the fallback
     import orjson
@@ -76,7 +77,7 @@ class Occ:
     """One occurrence of a group (the message itself is the root occurrence): what was placed in it and the
     resource instances made in it (by label)."""
 
-    __slots__ = ("node", "parent", "labels", "names")
+    __slots__ = ("labels", "names", "node", "parent")
 
     def __init__(self, node: Node, parent: Occ | None) -> None:
         self.node = node
@@ -173,7 +174,7 @@ def _place(md: MessageDef, segs: list[Seg]) -> tuple[list[tuple[Seg, Node, Occ]]
 class Inst:
     """One resource being built."""
 
-    __slots__ = ("type", "label", "res", "seq", "filled", "key", "dropped", "same", "texts", "display", "entry")
+    __slots__ = ("display", "dropped", "entry", "filled", "key", "label", "res", "same", "seq", "texts", "type")
 
     def __init__(self, rtype: str, label: str, seq: int) -> None:
         self.type = rtype
@@ -204,7 +205,7 @@ class Ctx:
     """What a condition or a function reads: the segment being mapped, the field repetition and the data type
     value being mapped, the group occurrence (for segments of the message)."""
 
-    __slots__ = ("run", "seg", "field", "rep", "dt", "parts", "occ", "inst", "row")
+    __slots__ = ("dt", "field", "inst", "occ", "parts", "rep", "row", "run", "seg")
 
     def __init__(self, run: Conversion, seg: Seg | None, occ: Occ) -> None:
         self.run = run
@@ -264,7 +265,11 @@ class Ctx:
         return [self.run.v.d(x) for x in v.split(sep)] if sep and sep in v else [self.run.v.d(v)]
 
     def count(self, path: Path) -> int:
-        seg = self.seg if self.seg is not None and self.seg.name == path.seg else (self.occ.find(path.seg) or self.run.v.seg(path.seg))
+        seg = (
+            self.seg
+            if self.seg is not None and self.seg.name == path.seg
+            else (self.occ.find(path.seg) or self.run.v.seg(path.seg))
+        )
         if seg is None or path.datatype:
             return 0
         return len(self.run.v.reps(seg, path.field))
@@ -333,9 +338,7 @@ class Conversion:
         if not ctx.field:
             return base
         out = f"{base}-{ctx.field}"
-        if ctx.dt and row is not None and row.src.datatype:
-            out += "." + ".".join(map(str, row.src.comps))
-        elif row is not None and row.src.comps:
+        if (ctx.dt and row is not None and row.src.datatype) or (row is not None and row.src.comps):
             out += "." + ".".join(map(str, row.src.comps))
         return out
 
@@ -431,8 +434,15 @@ class Conversion:
                 _put(left.res, ref.target, slots if left is inst else {}, 0, self.reference(right))
 
     # ------------------------------------------------------------------ segment maps
-    def apply_map(self, smap: SegmentMap, seg: Seg, out: dict[str, Any], ctx: Ctx, inst: Inst | None,
-                  slots: dict[Any, Any] | None = None) -> None:
+    def apply_map(
+        self,
+        smap: SegmentMap,
+        seg: Seg,
+        out: dict[str, Any],
+        ctx: Ctx,
+        inst: Inst | None,
+        slots: dict[Any, Any] | None = None,
+    ) -> None:
         v = self.v
         if slots is None:
             slots = {}
@@ -560,7 +570,11 @@ class Conversion:
                     for ci, c in enumerate(comps, 1):
                         if not c or c == _NULL:
                             continue
-                        loc = f"{name}-{n}" + (f"({ri + 1})" if len(reps) > 1 else "") + (f".{ci}" if len(comps) > 1 else "")
+                        loc = (
+                            f"{name}-{n}"
+                            + (f"({ri + 1})" if len(reps) > 1 else "")
+                            + (f".{ci}" if len(comps) > 1 else "")
+                        )
                         out.append((loc, v.d(c) if v.cs not in c else c, whole or (seg.index, n, ri, ci) in read))
         return out
 
@@ -635,7 +649,9 @@ class Conversion:
                 return None
         if ftype in ("Coding", "CodeableConcept"):  # a bare code (ID/IS) → a coding: mapped, else its HL7 table's
             hit = self.tables.code_map(vocab).get(text) if vocab else None
-            sent = {"system": f"http://terminology.hl7.org/CodeSystem/v2-{row.table}", "code": text} if row.table else None
+            sent = (
+                {"system": f"http://terminology.hl7.org/CodeSystem/v2-{row.table}", "code": text} if row.table else None
+            )
             if hit is not None:
                 code, system, display = hit
                 coding = {k: x for k, x in (("system", system), ("code", code), ("display", display)) if x}
@@ -656,10 +672,15 @@ class Conversion:
                 text = text.lower()
             if row.binding is not None and text not in row.binding:
                 if ctx.seg is not None and row.src.seg == ctx.seg.name:
-                    self.invalid(self.where(ctx, row), f"code not in the FHIR value set of {row.target.text if row.target else ''}")
+                    self.invalid(
+                        self.where(ctx, row),
+                        f"code not in the FHIR value set of {row.target.text if row.target else ''}",
+                    )
                 return None
         elif row.binding is not None and text not in row.binding:
-            self.invalid(self.where(ctx, row), f"code not in the FHIR value set of {row.target.text if row.target else ''}")
+            self.invalid(
+                self.where(ctx, row), f"code not in the FHIR value set of {row.target.text if row.target else ''}"
+            )
             return None
         conv = _CONVERT.get(ftype)
         if conv is None:
@@ -784,7 +805,7 @@ class Conversion:
                 continue
             try:
                 values = msg.get_all(rule.source) if rule.repeat else [x for x in [msg.get(rule.source)] if x]
-            except Exception:  # noqa: BLE001 - a path the message does not have
+            except Exception:
                 continue
             for raw in values:
                 ext = self._ext_value(rule.type, str(raw))
@@ -801,7 +822,9 @@ class Conversion:
         if typ == "CodeableConcept":
             comps = raw.split(self.v.cs)
             code, display, system = (comps + ["", "", ""])[:3]
-            coding = {k: x for k, x in (("system", self.tables.system_uri(system)), ("code", code), ("display", display)) if x}
+            coding = {
+                k: x for k, x in (("system", self.tables.system_uri(system)), ("code", code), ("display", display)) if x
+            }
             return {"valueCodeableConcept": {"coding": [coding]}} if coding else None
         if typ == "boolean":
             b = self.tables.code_map("yes_no").code(raw)
@@ -834,7 +857,10 @@ class Conversion:
                     _put_default(inst.res, tgt, _copy(val))
             key = _key_of(inst.res, rule.key_type if rule else "")
             if key is None and rule is not None and rule.without_key == "derive":
-                key = {"system": self.tables.derived_system(inst.type), "value": _h(self.patient_key, _content_hash(inst.res))}
+                key = {
+                    "system": self.tables.derived_system(inst.type),
+                    "value": _h(self.patient_key, _content_hash(inst.res)),
+                }
                 inst.res.setdefault("identifier", []).append(key)
             if key is not None:
                 k = (inst.type, key.get("system", ""), key.get("value", ""))
@@ -852,7 +878,9 @@ class Conversion:
             order.append((inst, key, mode))
             if not inst.display:
                 inst.display = _display(inst.res, rule.display if rule else "")
-        b = BundleBuilder(self.cfg.bundle, f"{self.v.val(self.v.segs[0], 3)}|{self.v.val(self.v.segs[0], 4)}|{self.control_id}")
+        b = BundleBuilder(
+            self.cfg.bundle, f"{self.v.val(self.v.segs[0], 3)}|{self.v.val(self.v.segs[0], 4)}|{self.control_id}"
+        )
         made: dict[int, dict[str, Any]] = {}
         for inst, key, mode in order:
             made[id(inst)] = b.add(inst.res, key, mode=mode)
@@ -890,7 +918,10 @@ class Conversion:
             self.read.update((0, n, 0, 0) for n in (3, 7, 9, 10))
         meta: dict[str, Any] = {}
         if self.control_id:
-            meta["identifier"] = {"system": f"urn:hub:message:{_uri_part(self.v.val(self.v.segs[0], 3) or 'unknown')}", "value": self.control_id}
+            meta["identifier"] = {
+                "system": f"urn:hub:message:{_uri_part(self.v.val(self.v.segs[0], 3) or 'unknown')}",
+                "value": self.control_id,
+            }
         ts = dtm(self.v.val(self.v.segs[0], 7), self.cfg.timezone, instant=True)
         if ts and check_value("instant", ts) is None:
             meta["timestamp"] = ts
@@ -976,9 +1007,34 @@ def _put(root: dict[str, Any], target: Target, slots: dict[Any, Any], rep: int, 
     return False
 
 
-_CHOICE_BASES = ("value", "deceased", "multipleBirth", "effective", "onset", "abatement", "occurrence", "medication",
-                 "timing", "bounds", "dose", "rate", "asNeeded", "performed", "serviced", "location", "born", "age",
-                 "product", "reported", "allowed", "used", "collected", "fastingStatus", "time", "item")
+_CHOICE_BASES = (
+    "value",
+    "deceased",
+    "multipleBirth",
+    "effective",
+    "onset",
+    "abatement",
+    "occurrence",
+    "medication",
+    "timing",
+    "bounds",
+    "dose",
+    "rate",
+    "asNeeded",
+    "performed",
+    "serviced",
+    "location",
+    "born",
+    "age",
+    "product",
+    "reported",
+    "allowed",
+    "used",
+    "collected",
+    "fastingStatus",
+    "time",
+    "item",
+)
 
 
 def _choice_taken(obj: dict[str, Any], name: str, st: Any) -> bool:
@@ -1047,7 +1103,12 @@ def _prune(node: dict[str, Any], ref: r4.TypeRef | None, reversed_periods: list[
             continue
         if t is list:
             if k[:1] == "_":  # a repeating primitive's extensions (_line): items stay at their line's position
-                shadow = [None if type(i) is not dict or _prune(i, _ELEMENT, reversed_periods) or _misses_required(i, _ELEMENT) else i for i in x]
+                shadow = [
+                    None
+                    if type(i) is not dict or _prune(i, _ELEMENT, reversed_periods) or _misses_required(i, _ELEMENT)
+                    else i
+                    for i in x
+                ]
                 base = node.get(k[1:])
                 if type(base) is not list or not any(i is not None for i in shadow[: len(base)]):
                     del node[k]
@@ -1072,10 +1133,14 @@ def _prune(node: dict[str, Any], ref: r4.TypeRef | None, reversed_periods: list[
         elif t is dict:
             child = r4.child(ref, k) if ref is not None else None
             kid_ref = child.children if child is not None else (_ELEMENT if k[:1] == "_" else None)
-            if _prune(x, kid_ref, reversed_periods) or (child is not None and child.type == "BackboneElement" and _misses_required(x, kid_ref)):  # type: ignore[arg-type]
+            if _prune(x, kid_ref, reversed_periods) or (
+                child is not None and child.type == "BackboneElement" and _misses_required(x, kid_ref)
+            ):  # type: ignore[arg-type]
                 del node[k]
             elif kid_ref is _PERIOD and "start" in x and "end" in x and period_reversed(x):
-                reversed_periods.append(k)  # per-1: the sender's end is before its start (build() says so, keeps the start)
+                reversed_periods.append(
+                    k
+                )  # per-1: the sender's end is before its start (build() says so, keeps the start)
                 del x["end"]
         elif x is None:
             del node[k]
@@ -1125,7 +1190,11 @@ def _copy(x: Any) -> Any:
     if isinstance(x, list):
         return [_copy(v) if isinstance(v, (dict, list)) else v for v in x]
     return x
-_TEXT_TYPES = frozenset(("string", "markdown", "base64Binary", "xhtml"))  # what a primitive's ``_name`` holds: id and extensions
+
+
+_TEXT_TYPES = frozenset(
+    ("string", "markdown", "base64Binary", "xhtml")
+)  # what a primitive's ``_name`` holds: id and extensions
 
 
 def _misses_required(item: dict[str, Any], ref: r4.TypeRef) -> bool:
@@ -1256,7 +1325,7 @@ def _path_segment(path: str) -> str | None:
         pass
     try:
         name: str | None = parse_path(path).segment
-    except Exception:  # noqa: BLE001 - reported by load_tables; here such a rule just reads nothing
+    except Exception:
         name = None
     if len(_segment_of) < 1000:
         _segment_of[path] = name
@@ -1264,14 +1333,18 @@ def _path_segment(path: str) -> str | None:
 
 
 # ============================================================================================ entry points
-def convert(msg: Hl7Message | bytes | str, tables: Tables | None = None, config: V2ToFhir.Config | None = None) -> dict[str, Any]:
+def convert(
+    msg: Hl7Message | bytes | str, tables: Tables | None = None, config: V2ToFhir.Config | None = None
+) -> dict[str, Any]:
     """One v2 message → a FHIR Bundle (a dict). Raises MappingError for what cannot be mapped."""
     if not isinstance(msg, Hl7Message):
         msg = parse_v2(msg)
     return Conversion(msg, tables or load_tables(None), config or V2ToFhir.Config(type="v2_to_fhir")).run()
 
 
-def explain(msg: Hl7Message | bytes | str, tables: Tables | None = None, config: V2ToFhir.Config | None = None) -> tuple[dict[str, Any], list[tuple[str, str, bool]], list[str]]:
+def explain(
+    msg: Hl7Message | bytes | str, tables: Tables | None = None, config: V2ToFhir.Config | None = None
+) -> tuple[dict[str, Any], list[tuple[str, str, bool]], list[str]]:
     """``hub convert --explain``: the Bundle, every populated component with whether it reached the output
     (:meth:`Conversion.coverage`), and the warnings (values left out as invalid)."""
     if not isinstance(msg, Hl7Message):
@@ -1305,7 +1378,8 @@ class V2ToFhir:
             examples=["Z", "-06:00"],
         )
         mappings: str = Field(
-            "fhir", description="Folder of the tables (structures, messages, segments, datatypes, codes …), relative to the mappings folder."
+            "fhir",
+            description="Folder of the tables (structures, messages, segments, datatypes, codes …), relative to the mappings folder.",
         )
         invalid: Literal["warn", "reject"] = Field(
             "warn",

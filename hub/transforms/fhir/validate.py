@@ -39,9 +39,10 @@ issues for an HTTP answer.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
-from functools import lru_cache
-from typing import Any, Callable, Literal
+from functools import cache, lru_cache
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -68,8 +69,21 @@ _NOT_R4: dict[str, frozenset[str]] = {
     "HealthcareService": frozenset({"offeredIn"}),
     "ObservationDefinition": frozenset({"publisher"}),
     "ResearchStudy": frozenset(
-        {"outcomeMeasure", "progressStatus", "classifier", "studyDesign", "name", "comparisonGroup", "whyStopped",
-         "recruitment", "associatedParty", "region", "label", "descriptionSummary", "result"}
+        {
+            "outcomeMeasure",
+            "progressStatus",
+            "classifier",
+            "studyDesign",
+            "name",
+            "comparisonGroup",
+            "whyStopped",
+            "recruitment",
+            "associatedParty",
+            "region",
+            "label",
+            "descriptionSummary",
+            "result",
+        }
     ),
 }
 _NOT_R4_TYPES = frozenset({"SubscriptionStatus"})
@@ -91,7 +105,7 @@ def resource_types() -> frozenset[str]:
     return frozenset(k for k, t in _index()["types"].items() if t["kind"] == "resource" and k not in _ABSTRACT)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _children(root: str) -> dict[str, list[tuple[str, list[Any]]]]:
     """A type's element paths grouped by their parent path ('' for the type's own elements)."""
     out: dict[str, list[tuple[str, list[Any]]]] = {}
@@ -104,7 +118,7 @@ def _children(root: str) -> dict[str, list[tuple[str, list[Any]]]]:
 class _El:
     """One JSON key of an object: a plain element or one type of a choice (``valueQuantity``)."""
 
-    __slots__ = ("name", "many", "type", "kind", "check", "codes", "systems", "target", "schema", "choice", "warn")
+    __slots__ = ("check", "choice", "codes", "kind", "many", "name", "schema", "systems", "target", "type", "warn")
 
     def __init__(self, name: str, many: bool, type_: str, kind: int) -> None:
         self.name = name  # the element's name as R4 spells it (value[x] for a choice)
@@ -121,7 +135,7 @@ class _El:
 
 
 class _Schema:
-    __slots__ = ("name", "els", "required", "choices", "hooks", "resource")
+    __slots__ = ("choices", "els", "hooks", "name", "required", "resource")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -139,7 +153,7 @@ def _schema_of(el: _El) -> _Schema:
     return s
 
 
-@lru_cache(maxsize=None)
+@cache
 def _schema(root: str, prefix: str = "") -> _Schema:
     idx = _index()
     types, valuesets, systems = idx["types"], idx["valuesets"], idx.get("systems", {})
@@ -221,14 +235,23 @@ class _Walk:
         if expected not in _ABSTRACT and rtype != expected:
             self.add(_ERROR, f"a {expected} is expected here, not a {rtype}", f"{path}.resourceType", "structure")
         if rtype in _NOT_R4_TYPES:
-            self.add(_WARNING, f"{rtype} is not an R4 resource type (Medplum's definitions add it)", f"{path}.resourceType", "structure")
+            self.add(
+                _WARNING,
+                f"{rtype} is not an R4 resource type (Medplum's definitions add it)",
+                f"{path}.resourceType",
+                "structure",
+            )
         if contained:
             self._contained_rules(res, path)
             self.walk(res, schema, path)
             return
         outer_ids = self.local_ids
         kids = res.get("contained")
-        self.local_ids = {c["id"] for c in kids if type(c) is dict and type(c.get("id")) is str} if type(kids) is list else frozenset()
+        self.local_ids = (
+            {c["id"] for c in kids if type(c) is dict and type(c.get("id")) is str}
+            if type(kids) is list
+            else frozenset()
+        )
         if rtype == "Bundle":
             outer_refs, self.uuid_refs = self.uuid_refs, []
             self.walk(res, schema, path)
@@ -243,7 +266,12 @@ class _Walk:
             self.add(_ERROR, "a contained resource cannot contain resources (dom-2)", f"{path}.contained", "invariant")
         meta = res.get("meta")
         if type(meta) is dict and ("versionId" in meta or "lastUpdated" in meta):
-            self.add(_ERROR, "a contained resource has no meta.versionId or meta.lastUpdated (dom-4)", f"{path}.meta", "invariant")
+            self.add(
+                _ERROR,
+                "a contained resource has no meta.versionId or meta.lastUpdated (dom-4)",
+                f"{path}.meta",
+                "invariant",
+            )
 
     # --- objects
     def walk(self, node: dict[str, Any], schema: _Schema, path: str) -> None:
@@ -270,7 +298,12 @@ class _Walk:
                     if val is None:
                         self.add(_ERROR, "null is not allowed (ele-1)", f"{path}.{key}", "structure")
                     else:
-                        self.add(_ERROR, f"{el.name} is a list in R4: the value must be a JSON array", f"{path}.{key}", "structure")
+                        self.add(
+                            _ERROR,
+                            f"{el.name} is a list in R4: the value must be a JSON array",
+                            f"{path}.{key}",
+                            "structure",
+                        )
                     continue
                 if not val:
                     self.add(_ERROR, "an empty array is not allowed (ele-1)", f"{path}.{key}", "structure")
@@ -281,7 +314,12 @@ class _Walk:
                         if not check(item):  # type: ignore[misc]
                             self._bad_primitive(node, key, el, item, i, path)
                         elif el.codes is not None and item not in el.codes:
-                            self.add(_ERROR, f"the code is not in the required value set of {el.name}", f"{path}.{key}[{i}]", "code-invalid")
+                            self.add(
+                                _ERROR,
+                                f"the code is not in the required value set of {el.name}",
+                                f"{path}.{key}[{i}]",
+                                "code-invalid",
+                            )
                 elif kind == _COMPLEX:
                     sch = el.schema or _schema_of(el)
                     for i, item in enumerate(val):
@@ -300,14 +338,21 @@ class _Walk:
                     if not el.check(val):  # type: ignore[misc]
                         self._bad_primitive(node, key, el, val, None, path)
                     elif el.codes is not None and val not in el.codes:
-                        self.add(_ERROR, f"the code is not in the required value set of {el.name}", f"{path}.{key}", "code-invalid")
+                        self.add(
+                            _ERROR,
+                            f"the code is not in the required value set of {el.name}",
+                            f"{path}.{key}",
+                            "code-invalid",
+                        )
                 elif kind == _COMPLEX and type(val) is dict and val:  # the common case, inlined
                     p = f"{path}.{key}"
                     self.walk(val, el.schema or _schema_of(el), p)
                     if el.systems is not None:
                         self._coded(el, val, p)
                 elif type(val) is list:
-                    self.add(_ERROR, f"{el.name} is a single value in R4, not a JSON array", f"{path}.{key}", "structure")
+                    self.add(
+                        _ERROR, f"{el.name} is a single value in R4, not a JSON array", f"{path}.{key}", "structure"
+                    )
                 else:
                     self._complex(el, val, f"{path}.{key}")
         for name, keys in schema.required:
@@ -350,13 +395,20 @@ class _Walk:
             self.add(_ERROR, f"{el.name} is a single value in R4, not a JSON array", p, "structure")
             return
         if type(val) is dict:
-            self.add(_ERROR, f"{el.name} is a {el.type}: a JSON {'object' if val else 'object (empty)'} is not one", p, "structure")
+            self.add(
+                _ERROR,
+                f"{el.name} is a {el.type}: a JSON {'object' if val else 'object (empty)'} is not one",
+                p,
+                "structure",
+            )
             return
         if val == "":
             self.add(_ERROR, "an empty string is not allowed (ele-1)", p, "value")
             return
         reason = _v.problem(el.type, val) or "invalid"
-        self.add(_ERROR, f"invalid {el.type}: {reason}", p, "structure" if reason.startswith("must be a JSON") else "value")
+        self.add(
+            _ERROR, f"invalid {el.type}: {reason}", p, "structure" if reason.startswith("must be a JSON") else "value"
+        )
 
     def _other_key(self, node: dict[str, Any], key: str, val: Any, schema: _Schema, path: str) -> None:
         p = f"{path}.{key}"
@@ -365,9 +417,9 @@ class _Walk:
             if el is not None and el.kind == _PRIM:
                 self._primitive_extension(node, key, el, val, p)
                 return
-        for base, keys in schema.choices.items():
+        for base, _keys in schema.choices.items():
             if key.startswith(base) and key[len(base) : len(base) + 1].isupper():
-                self.add(_ERROR, f"unknown element: {base}[x] has no type {key[len(base):]}", p, "structure")
+                self.add(_ERROR, f"unknown element: {base}[x] has no type {key[len(base) :]}", p, "structure")
                 return
         self.add(_ERROR, f"unknown element {key!r}", p, "structure")
 
@@ -383,7 +435,9 @@ class _Walk:
             for i, item in enumerate(val):
                 if item is None:
                     if not (type(base) is list and i < len(base) and base[i] is not None):
-                        self.add(_ERROR, "null is not allowed where the value is null too (ele-1)", f"{p}[{i}]", "structure")
+                        self.add(
+                            _ERROR, "null is not allowed where the value is null too (ele-1)", f"{p}[{i}]", "structure"
+                        )
                 elif type(item) is not dict or not item:
                     self.add(_ERROR, "an element extension must be a non-empty JSON object", f"{p}[{i}]", "structure")
                 else:
@@ -400,7 +454,11 @@ class _Walk:
             codings = [(val, p)]
         else:
             listed = val.get("coding")
-            codings = [(c, f"{p}.coding[{j}]") for j, c in enumerate(listed) if type(c) is dict] if type(listed) is list else []
+            codings = (
+                [(c, f"{p}.coding[{j}]") for j, c in enumerate(listed) if type(c) is dict]
+                if type(listed) is list
+                else []
+            )
         found = False
         for c, cp in codings:
             system, code = c.get("system"), c.get("code")
@@ -408,9 +466,13 @@ class _Walk:
                 if type(code) is str and code in codes:  # type: ignore[operator]
                     found = True
                 else:
-                    self.add(_ERROR, f"the code is not in the required value set of {el.name}", f"{cp}.code", "code-invalid")
+                    self.add(
+                        _ERROR, f"the code is not in the required value set of {el.name}", f"{cp}.code", "code-invalid"
+                    )
         if not found:
-            self.add(_ERROR, f"{el.name} has a required binding: it needs a coding from its value set", p, "code-invalid")
+            self.add(
+                _ERROR, f"{el.name} has a required binding: it needs a coding from its value set", p, "code-invalid"
+            )
 
     # --- references
     def reference(self, ref: str, p: str) -> None:
@@ -434,7 +496,9 @@ class _Walk:
                 self.add(_ERROR, "the reference names no R4 resource type", p, "value")
             return
         if _ABSOLUTE_URL.fullmatch(ref) is None:
-            self.add(_ERROR, "a reference is Type/id, Type?query, urn:uuid:…, urn:oid:…, an absolute URL or #id", p, "value")
+            self.add(
+                _ERROR, "a reference is Type/id, Type?query, urn:uuid:…, urn:oid:…, an absolute URL or #id", p, "value"
+            )
 
 
 # ------------------------------------------------------------------------------------------------ type hooks
@@ -520,12 +584,25 @@ def _h_observation(w: _Walk, node: dict[str, Any], path: str) -> None:
     comps = node.get("component")
     code = node.get("code")
     if _has_value(node) and type(comps) is list and type(code) is dict and type(code.get("coding")) is list:
-        mine = {(c.get("system"), c.get("code")) for c in code["coding"] if type(c) is dict and type(c.get("code")) is str and type(c.get("system")) is str}
+        mine = {
+            (c.get("system"), c.get("code"))
+            for c in code["coding"]
+            if type(c) is dict and type(c.get("code")) is str and type(c.get("system")) is str
+        }
         for i, comp in enumerate(comps):
             cc = comp.get("code") if type(comp) is dict else None
             if mine and type(cc) is dict and type(cc.get("coding")) is list:
-                if any((c.get("system"), c.get("code")) in mine for c in cc["coding"] if type(c) is dict and type(c.get("code")) is str and type(c.get("system")) is str):
-                    w.add(_ERROR, "a component with the Observation's own code means the Observation has no value (obs-7)", f"{path}.component[{i}]", "invariant")
+                if any(
+                    (c.get("system"), c.get("code")) in mine
+                    for c in cc["coding"]
+                    if type(c) is dict and type(c.get("code")) is str and type(c.get("system")) is str
+                ):
+                    w.add(
+                        _ERROR,
+                        "a component with the Observation's own code means the Observation has no value (obs-7)",
+                        f"{path}.component[{i}]",
+                        "invariant",
+                    )
 
 
 def _h_observation_component(w: _Walk, node: dict[str, Any], path: str) -> None:
@@ -541,18 +618,38 @@ _CON_CLIN = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 def _h_allergy(w: _Walk, node: dict[str, Any], path: str) -> None:
     eie = "entered-in-error" in _codes(node.get("verificationStatus"), _AI_VER)
     if not eie and "clinicalStatus" not in node:
-        w.add(_ERROR, "clinicalStatus is required unless verificationStatus is entered-in-error (ait-1)", f"{path}.clinicalStatus", "invariant")
+        w.add(
+            _ERROR,
+            "clinicalStatus is required unless verificationStatus is entered-in-error (ait-1)",
+            f"{path}.clinicalStatus",
+            "invariant",
+        )
     if eie and "clinicalStatus" in node:
-        w.add(_ERROR, "no clinicalStatus when verificationStatus is entered-in-error (ait-2)", f"{path}.clinicalStatus", "invariant")
+        w.add(
+            _ERROR,
+            "no clinicalStatus when verificationStatus is entered-in-error (ait-2)",
+            f"{path}.clinicalStatus",
+            "invariant",
+        )
 
 
 def _h_condition(w: _Walk, node: dict[str, Any], path: str) -> None:
     if any(k.startswith("abatement") for k in node):
         clin = _codes(node.get("clinicalStatus"), _CON_CLIN)
         if "clinicalStatus" in node and not clin & {"inactive", "resolved", "remission"}:
-            w.add(_ERROR, "an abated condition's clinicalStatus is inactive, resolved or remission (con-4)", f"{path}.clinicalStatus", "invariant")
+            w.add(
+                _ERROR,
+                "an abated condition's clinicalStatus is inactive, resolved or remission (con-4)",
+                f"{path}.clinicalStatus",
+                "invariant",
+            )
     if "entered-in-error" in _codes(node.get("verificationStatus"), _CON_VER) and "clinicalStatus" in node:
-        w.add(_ERROR, "no clinicalStatus when verificationStatus is entered-in-error (con-5)", f"{path}.clinicalStatus", "invariant")
+        w.add(
+            _ERROR,
+            "no clinicalStatus when verificationStatus is entered-in-error (con-5)",
+            f"{path}.clinicalStatus",
+            "invariant",
+        )
 
 
 def _h_appointment(w: _Walk, node: dict[str, Any], path: str) -> None:
@@ -560,10 +657,17 @@ def _h_appointment(w: _Walk, node: dict[str, Any], path: str) -> None:
     if has_start != has_end:
         w.add(_ERROR, "an appointment has both start and end, or neither (app-2)", path, "invariant")
     elif not has_start and node.get("status") not in ("proposed", "cancelled", "waitlist"):
-        w.add(_ERROR, "only a proposed, cancelled or waitlisted appointment may have no start and end (app-3)", path, "invariant")
+        w.add(
+            _ERROR,
+            "only a proposed, cancelled or waitlisted appointment may have no start and end (app-3)",
+            path,
+            "invariant",
+        )
 
 
 _QUANTITIES = ("Quantity", "Age", "Count", "Distance", "Duration")
+
+
 def _h_service_request(w: _Walk, node: dict[str, Any], path: str) -> None:
     if "orderDetail" in node and "code" not in node:
         w.add(_ERROR, "orderDetail only when there is a code (prr-1)", f"{path}.orderDetail", "invariant")
@@ -617,7 +721,12 @@ def _bundle_rules(w: _Walk, data: dict[str, Any], path: str) -> None:
     if btype == "document":
         ident = data.get("identifier")
         if not (type(ident) is dict and "system" in ident and "value" in ident):
-            add(_ERROR, "a document needs an identifier with a system and a value (bdl-9)", f"{path}.identifier", "invariant")
+            add(
+                _ERROR,
+                "a document needs an identifier with a system and a value (bdl-9)",
+                f"{path}.identifier",
+                "invariant",
+            )
         if "timestamp" not in data:
             add(_ERROR, "a document needs a timestamp (bdl-10)", f"{path}.timestamp", "invariant")
     first = entries[0].get("resource") if entries and type(entries[0]) is dict else None
@@ -667,10 +776,20 @@ def _bundle_rules(w: _Walk, data: dict[str, Any], path: str) -> None:
                     relative.append(i)
                 if type(res) is dict and type(res.get("id")) is str and type(res.get("resourceType")) is str:
                     if not fu.endswith(f"{res['resourceType']}/{res['id']}"):
-                        add(_ERROR, "the fullUrl disagrees with the resource's type and id", f"{where}.fullUrl", "invariant")
+                        add(
+                            _ERROR,
+                            "the fullUrl disagrees with the resource's type and id",
+                            f"{where}.fullUrl",
+                            "invariant",
+                        )
     if relative:
         more = f" (so are {len(relative) - 1} more entries' fullUrls)" if len(relative) > 1 else ""
-        add(_WARNING, f"a fullUrl should be an absolute URL, urn:uuid: or urn:oid:{more}", f"{path}.entry[{relative[0]}].fullUrl", "value")
+        add(
+            _WARNING,
+            f"a fullUrl should be an absolute URL, urn:uuid: or urn:oid:{more}",
+            f"{path}.entry[{relative[0]}].fullUrl",
+            "value",
+        )
     if btype in ("transaction", "collection", "document", "message"):
         for ref, p in w.uuid_refs:
             if ref not in full_urls:
@@ -683,7 +802,7 @@ def validate(doc: FhirDocument | dict[str, Any] | bytes) -> list[Issue]:
     try:
         if isinstance(doc, (bytes, str)):
             doc = parse_fhir(doc)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return [Issue("error", str(exc), "", getattr(exc, "code", "") or "structure")]
     data = doc.data if isinstance(doc, FhirDocument) else doc
     if not isinstance(data, dict):
@@ -692,7 +811,7 @@ def validate(doc: FhirDocument | dict[str, Any] | bytes) -> list[Issue]:
     w = _Walk()
     try:
         w.resource(data, rtype if type(rtype) is str and rtype in resource_types() else "Resource")
-    except Exception as exc:  # noqa: BLE001 - a validator bug must not lose the message: report it
+    except Exception as exc:
         w.add("error", f"validator failure: {type(exc).__name__}", "", "exception")
     return w.issues
 
@@ -711,7 +830,11 @@ def check_basic(doc: FhirDocument) -> list[Issue]:
         for i, e in enumerate(entries):
             res = e.get("resource") if isinstance(e, dict) else None
             if res is not None and not (isinstance(res, dict) and isinstance(res.get("resourceType"), str)):
-                out.append(Issue("error", "an entry's resource needs a resourceType", f"Bundle.entry[{i}].resource", "structure"))
+                out.append(
+                    Issue(
+                        "error", "an entry's resource needs a resourceType", f"Bundle.entry[{i}].resource", "structure"
+                    )
+                )
     return out
 
 
@@ -719,7 +842,10 @@ def operation_outcome(issues: list[Issue], *, information: str | None = None) ->
     """Issues → an OperationOutcome (an information issue when there are none)."""
     out = []
     for i in issues:
-        item: dict[str, Any] = {"severity": i.severity if i.severity in ("fatal", "error", "warning", "information") else "error", "code": i.code or "processing"}
+        item: dict[str, Any] = {
+            "severity": i.severity if i.severity in ("fatal", "error", "warning", "information") else "error",
+            "code": i.code or "processing",
+        }
         item["diagnostics"] = i.message
         if i.location:
             item["expression"] = [i.location]
@@ -748,9 +874,15 @@ class FhirValidate:
         doc = message.parsed if isinstance(message.parsed, FhirDocument) else parse_fhir(message.raw)
         message.parsed = doc
         issues = validate(doc)
-        bad = [i for i in issues if i.severity in ("error", "fatal") or (self.config.warnings_fail and i.severity == "warning")]
+        bad = [
+            i
+            for i in issues
+            if i.severity in ("error", "fatal") or (self.config.warnings_fail and i.severity == "warning")
+        ]
         if bad:
             shown = "; ".join(str(i) for i in bad[: self.config.max_reported])
             more = f" (and {len(bad) - self.config.max_reported} more)" if len(bad) > self.config.max_reported else ""
-            raise ValidationError(f"FHIR validation failed: {shown}{more}", code=bad[0].code, location=bad[0].location, issues=bad)
+            raise ValidationError(
+                f"FHIR validation failed: {shown}{more}", code=bad[0].code, location=bad[0].location, issues=bad
+            )
         return message

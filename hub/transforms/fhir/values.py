@@ -41,8 +41,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote, unquote
 
 __all__ = [
@@ -83,7 +84,9 @@ _YEAR = r"(?:[0-9](?:[0-9](?:[0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)"  # 0001-9999
 _TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:(?:[0-5][0-9]|60)(?:\.[0-9]+)?"
 _ZONE = r"(?:Z|[+-](?:(?:0[0-9]|1[0-3]):[0-5][0-9]|14:00))"
 _DATE_RE = re.compile(_YEAR + r"(?:-(?:0[1-9]|1[0-2])(?:-(?:0[1-9]|[12][0-9]|3[01]))?)?")
-_DATETIME_RE = re.compile(_YEAR + r"(?:-(?:0[1-9]|1[0-2])(?:-(?:0[1-9]|[12][0-9]|3[01])(?:T" + _TIME + _ZONE + r")?)?)?")
+_DATETIME_RE = re.compile(
+    _YEAR + r"(?:-(?:0[1-9]|1[0-2])(?:-(?:0[1-9]|[12][0-9]|3[01])(?:T" + _TIME + _ZONE + r")?)?)?"
+)
 _INSTANT_RE = re.compile(_YEAR + r"-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])T" + _TIME + _ZONE)
 _TIME_RE = re.compile(_TIME)
 _INTEGER_RE = re.compile(r"-?(?:0|[1-9][0-9]*)")
@@ -278,8 +281,13 @@ def problem(type_code: str, value: Any) -> str | None:
 
 
 # --- reasons (the slow path: only for invalid values)
-_JSON_KIND = {"boolean": "a JSON boolean (true or false)", "integer": "a JSON integer", "positiveInt": "a JSON integer",
-              "unsignedInt": "a JSON integer", "decimal": "a JSON number"}
+_JSON_KIND = {
+    "boolean": "a JSON boolean (true or false)",
+    "integer": "a JSON integer",
+    "positiveInt": "a JSON integer",
+    "unsignedInt": "a JSON integer",
+    "decimal": "a JSON number",
+}
 _LOOSE_DT = re.compile(
     r"(?P<y>[0-9]{4})(?:-(?P<mo>[0-9]{1,2})(?:-(?P<d>[0-9]{1,2})"
     r"(?:[T ](?P<h>[0-9]{1,2})(?::(?P<mi>[0-9]{1,2})(?::(?P<s>[0-9]{1,2})(?P<f>\.[0-9]*)?)?)?"
@@ -301,8 +309,11 @@ def _reason(t: str, v: Any) -> str:
             return "must be a finite number"
         if type(v) is not int:
             return "must be a whole number"
-        return {"integer": "out of the 32-bit integer range", "positiveInt": "must be 1 to 2147483647",
-                "unsignedInt": "must be 0 to 2147483647"}[t]
+        return {
+            "integer": "out of the 32-bit integer range",
+            "positiveInt": "must be 1 to 2147483647",
+            "unsignedInt": "must be 0 to 2147483647",
+        }[t]
     if type(v) is not str:
         return "must be a JSON string"
     if v == "":
@@ -322,7 +333,11 @@ def _reason(t: str, v: Any) -> str:
             return "contains a control character"
         return "a code has no leading, trailing or repeated whitespace, and only single spaces inside"
     if t == "id":
-        return "an id is 1-64 characters of A-Z, a-z, 0-9, '-' and '.'" if len(v) <= 64 else "an id is at most 64 characters"
+        return (
+            "an id is 1-64 characters of A-Z, a-z, 0-9, '-' and '.'"
+            if len(v) <= 64
+            else "an id is at most 64 characters"
+        )
     if t in ("uri", "url", "canonical"):
         return "a URI has no whitespace or control characters"
     if t == "oid":
@@ -350,7 +365,9 @@ def _clock_reasons(h: str, mi: str | None, s: str | None) -> str:
         if len(part) != 2 or not part.isascii() or not part.isdigit():
             return ""
         if int(part) > top:
-            out.append(f"{name} must be 00-{top}" if name != "second" else "second must be 00-59 (60 for a leap second)")
+            out.append(
+                f"{name} must be 00-{top}" if name != "second" else "second must be 00-59 (60 for a leap second)"
+            )
     if frac is not None and (frac == "" or not (frac.isascii() and frac.isdigit())):
         out.append("fractional seconds need digits after the point")
     if (mi is None or s is None) and not out:

@@ -20,7 +20,7 @@ formatting escapes (``\\.br\\``, ``\\H\\``, ``\\N\\``) verbatim.
 
 from __future__ import annotations
 
-from .ack import ack_code, ack_for_unparseable, ack_mode, accept_ack_wanted, build_ack
+from .ack import accept_ack_wanted, ack_code, ack_for_unparseable, ack_mode, build_ack
 from .batch import is_batch, split_batch
 from .er7 import NULL, Er7, Hl7Message, Segment, format_ts, meta, new_control_id, new_message, parse
 from .escaping import DEFAULT_ENCODING_CHARS, EncodingChars, escape, unescape

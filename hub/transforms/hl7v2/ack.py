@@ -30,7 +30,14 @@ from .escaping import DEFAULT_ENCODING_CHARS, EncodingChars, escape
 from .paths import Hl7Path, parse_path
 
 __all__ = [
-    "build_ack", "ack_mode", "ack_code", "accept_ack_wanted", "ack_for_unparseable", "recover_msh", "TABLE_0357", "version_tuple",
+    "build_ack",
+    "ack_mode",
+    "ack_code",
+    "accept_ack_wanted",
+    "ack_for_unparseable",
+    "recover_msh",
+    "TABLE_0357",
+    "version_tuple",
 ]
 
 TABLE_0357: dict[str, str] = {

@@ -45,9 +45,10 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from random import getrandbits as _random_bits
-from typing import Any, Iterator
+from typing import Any
 
 from hub.errors import Hl7ParseError, MappingError
 
@@ -70,12 +71,157 @@ _NOT_IN_MESSAGE = frozenset(("MSH",) + _BATCH_SEGMENTS)  # allowed only as the f
 _LINE_SPLIT_RE = re.compile(r"(\r\n|\r|\n)")
 # Standard segment IDs: only these are quoted in error messages (anything else might be a name or an MRN).
 _STANDARD_IDS = frozenset(
-    """ABS ACC ADD AFF AIG AIL AIP AIS AL1 APR ARQ AUT BHS BLC BLG BPO BPX BTS BTX CDM CER CM0 CM1 CM2 CNS CON CSP
-    CSR CSS CTD CTI DB1 DG1 DRG DSC DSP ECD ECR EDU EQP EQU ERR EVN FAC FHS FT1 FTS GOL GP1 GP2 GT1 IAM IIM IN1 IN2
-    IN3 INV IPC ISD LAN LCC LCH LDP LOC LRL MFA MFE MFI MRG MSA MSH NCK NDS NK1 NPU NSC NST NTE OBR OBX ODS ODT OM1
-    OM2 OM3 OM4 OM5 OM6 OM7 ORC ORG OVR PCR PD1 PDA PDC PEO PES PID PR1 PRA PRB PRC PRD PRT PSH PTH PV1 PV2 QAK QID
-    QPD QRD QRF QRI RCP RDF RDT RF1 RGS RMI ROL RQ1 RQD RXA RXC RXD RXE RXG RXO RXR SAC SCH SFT SID SPM SPR STF TCC
-    TCD TQ1 TQ2 TXA UB1 UB2 URD URS VAR VTQ""".split()
+    [
+        "ABS",
+        "ACC",
+        "ADD",
+        "AFF",
+        "AIG",
+        "AIL",
+        "AIP",
+        "AIS",
+        "AL1",
+        "APR",
+        "ARQ",
+        "AUT",
+        "BHS",
+        "BLC",
+        "BLG",
+        "BPO",
+        "BPX",
+        "BTS",
+        "BTX",
+        "CDM",
+        "CER",
+        "CM0",
+        "CM1",
+        "CM2",
+        "CNS",
+        "CON",
+        "CSP",
+        "CSR",
+        "CSS",
+        "CTD",
+        "CTI",
+        "DB1",
+        "DG1",
+        "DRG",
+        "DSC",
+        "DSP",
+        "ECD",
+        "ECR",
+        "EDU",
+        "EQP",
+        "EQU",
+        "ERR",
+        "EVN",
+        "FAC",
+        "FHS",
+        "FT1",
+        "FTS",
+        "GOL",
+        "GP1",
+        "GP2",
+        "GT1",
+        "IAM",
+        "IIM",
+        "IN1",
+        "IN2",
+        "IN3",
+        "INV",
+        "IPC",
+        "ISD",
+        "LAN",
+        "LCC",
+        "LCH",
+        "LDP",
+        "LOC",
+        "LRL",
+        "MFA",
+        "MFE",
+        "MFI",
+        "MRG",
+        "MSA",
+        "MSH",
+        "NCK",
+        "NDS",
+        "NK1",
+        "NPU",
+        "NSC",
+        "NST",
+        "NTE",
+        "OBR",
+        "OBX",
+        "ODS",
+        "ODT",
+        "OM1",
+        "OM2",
+        "OM3",
+        "OM4",
+        "OM5",
+        "OM6",
+        "OM7",
+        "ORC",
+        "ORG",
+        "OVR",
+        "PCR",
+        "PD1",
+        "PDA",
+        "PDC",
+        "PEO",
+        "PES",
+        "PID",
+        "PR1",
+        "PRA",
+        "PRB",
+        "PRC",
+        "PRD",
+        "PRT",
+        "PSH",
+        "PTH",
+        "PV1",
+        "PV2",
+        "QAK",
+        "QID",
+        "QPD",
+        "QRD",
+        "QRF",
+        "QRI",
+        "RCP",
+        "RDF",
+        "RDT",
+        "RF1",
+        "RGS",
+        "RMI",
+        "ROL",
+        "RQ1",
+        "RQD",
+        "RXA",
+        "RXC",
+        "RXD",
+        "RXE",
+        "RXG",
+        "RXO",
+        "RXR",
+        "SAC",
+        "SCH",
+        "SFT",
+        "SID",
+        "SPM",
+        "SPR",
+        "STF",
+        "TCC",
+        "TCD",
+        "TQ1",
+        "TQ2",
+        "TXA",
+        "UB1",
+        "UB2",
+        "URD",
+        "URS",
+        "VAR",
+        "VTQ",
+    ]
 )
 
 
@@ -129,7 +275,7 @@ class Segment:
     :meth:`Hl7Message.get` with the segment part of the path left out.
     """
 
-    __slots__ = ("name", "_text", "_fields", "_enc", "_codec")
+    __slots__ = ("_codec", "_enc", "_fields", "_text", "name")
 
     def __init__(self, name: str, text: str, enc: EncodingChars, codec: str) -> None:
         self.name = name
@@ -286,7 +432,7 @@ class Hl7Message:
     :meth:`remove_segment`.
     """
 
-    __slots__ = ("enc", "codec", "_raw", "_text", "_dirty", "_index", "_segs", "_texts")
+    __slots__ = ("_dirty", "_index", "_raw", "_segs", "_text", "_texts", "codec", "enc")
 
     def __init__(self, segments_text: list[str], enc: EncodingChars, codec: str, raw: bytes | None, text: str) -> None:
         self.enc = enc
@@ -359,7 +505,9 @@ class Hl7Message:
         """Add a segment written as ER7 with this message's delimiters (``"ZPI|1|x"``), at the end or after ``after``."""
         name = text[:3]
         if not _SEG_ID_RE.match(name) or (len(text) > 3 and text[3] != self.enc.field):
-            raise MappingError(f"{text[:4]!r} does not start a segment (a 3-character segment ID and the field separator)")
+            raise MappingError(
+                f"{text[:4]!r} does not start a segment (a 3-character segment ID and the field separator)"
+            )
         if name in _HEADERS or name in _BATCH_SEGMENTS:
             raise MappingError(f"a message cannot hold a second {name} segment")
         seg = Segment(name, text, self.enc, self.codec)
@@ -454,8 +602,11 @@ class Hl7Message:
         if not create:
             return None
         if p.segment in _HEADERS or p.segment in _BATCH_SEGMENTS:
-            raise MappingError(f"{p}: a message has exactly one {p.segment}" if p.segment == "MSH" else
-                               f"{p}: {p.segment} belongs to batch envelopes, not messages")
+            raise MappingError(
+                f"{p}: a message has exactly one {p.segment}"
+                if p.segment == "MSH"
+                else f"{p}: {p.segment} belongs to batch envelopes, not messages"
+            )
         # Missing segments are appended after the last one of the same name (so OBX[2] follows OBX[1]),
         # or at the end of the message when there is none.
         after = self._at(pos[-1]) if pos else None
@@ -512,7 +663,9 @@ class Hl7Message:
             return
         p = parse_path(path)
         if p.field is None:
-            raise MappingError(f"{path!r} names a whole segment; set one of its fields (e.g. {p.segment}-1)", location=path)
+            raise MappingError(
+                f"{path!r} names a whole segment; set one of its fields (e.g. {p.segment}-1)", location=path
+            )
         if p.segment in _HEADERS and p.field <= 2:
             raise MappingError(f"{path}: the delimiters (MSH-1, MSH-2) cannot be changed by set", location=path)
         if not isinstance(value, str):
@@ -726,12 +879,13 @@ def _decode(data: bytes, encoding: str | None) -> tuple[str, str]:
             raise _fail(f"unknown character encoding {encoding!r}", code="207") from None
         except UnicodeError as exc:  # UnicodeDecodeError, or the plain UnicodeError of codecs such as idna
             raise _fail(
-                f"the bytes are not valid {encoding}" + (f" (byte {exc.start})" if isinstance(exc, UnicodeDecodeError) else ""),
+                f"the bytes are not valid {encoding}"
+                + (f" (byte {exc.start})" if isinstance(exc, UnicodeDecodeError) else ""),
                 code="102",
                 location="MSH-18",
                 control_id=_control_id_from_bytes(data),
             ) from None
-    charset, codec = _declared_codec(data)
+    _charset, codec = _declared_codec(data)
     tried = []
     for name in (codec, "utf-8"):
         if name and name not in tried:
@@ -768,7 +922,9 @@ def _parse_header(first: str) -> tuple[EncodingChars, str | None]:
         raise _fail("MSH-2 (encoding characters) is empty", code="101", location="MSH-2", control_id=control_id)
     if len(msh2) > 5:
         raise _fail(
-            "MSH-2 (encoding characters) is longer than 5 characters", code="102", location="MSH-2",
+            "MSH-2 (encoding characters) is longer than 5 characters",
+            code="102",
+            location="MSH-2",
             control_id=control_id,
         )
     chars = fs + msh2
@@ -905,7 +1061,7 @@ def format_ts(now: datetime | None = None) -> str:
         second = int(time.time())
         if _NOW[0] == second:
             return _NOW[1]
-        now = datetime.fromtimestamp(second, timezone.utc)
+        now = datetime.fromtimestamp(second, UTC)
         out = now.strftime("%Y%m%d%H%M%S%z")
         _NOW[:] = [second, out]
         return out

@@ -90,7 +90,7 @@ def _field_counts() -> dict[str, int]:
             for version in ("2.5.1", "2.8.2"):
                 for name, (_, children) in load_library(version).ELEMENTS["Segment"].items():
                     counts[name] = max(counts.get(name, 0), len(children))
-        except Exception:  # noqa: BLE001 - without hl7apy's tables fields are not bounded
+        except Exception:
             counts = {}
         _FIELD_COUNTS = counts
     return _FIELD_COUNTS

@@ -55,11 +55,11 @@ for _structure, _events in {
 }.items():
     for _event in _events.split():
         _STRUCTURES[f"ADT^{_event}"] = _structure
-for _event in "S12 S13 S14 S15 S16 S17 S18 S19 S20 S21 S22 S23 S24 S26".split():
+for _event in ["S12", "S13", "S14", "S15", "S16", "S17", "S18", "S19", "S20", "S21", "S22", "S23", "S24", "S26"]:
     _STRUCTURES[f"SIU^{_event}"] = "SIU_S12"
-for _event in "T01 T03 T05 T07 T09 T11".split():
+for _event in ["T01", "T03", "T05", "T07", "T09", "T11"]:
     _STRUCTURES[f"MDM^{_event}"] = "MDM_T01"
-for _event in "T02 T04 T06 T08 T10".split():
+for _event in ["T02", "T04", "T06", "T08", "T10"]:
     _STRUCTURES[f"MDM^{_event}"] = "MDM_T02"
 _STRUCTURES["RDE^O25"] = "RDE_O11"
 _STRUCTURES["ORU^R30"] = "ORU_R30"
@@ -83,7 +83,9 @@ def structure_for(message_type: str | None, trigger: str | None, declared: str |
 # ---------------------------------------------------------------------- cheap checks
 _CONTROL_ID_MAX = 20  # MSH-10 length before v2.7 (199 from v2.7)
 _PROCESSING_IDS = {"P", "T", "D"}
-_TYPE, _TRIGGER, _CONTROL, _VERSION, _PROCESSING = (parse_path(p) for p in ("MSH-9.1", "MSH-9.2", "MSH-10", "MSH-12.1", "MSH-11.1"))
+_TYPE, _TRIGGER, _CONTROL, _VERSION, _PROCESSING = (
+    parse_path(p) for p in ("MSH-9.1", "MSH-9.2", "MSH-10", "MSH-12.1", "MSH-11.1")
+)
 
 
 def check_basic(msg: Hl7Message) -> list[Issue]:
@@ -170,7 +172,7 @@ def _location(text: str) -> str:
     m = _FIELD_RE.search(text)
     if m and not re.fullmatch(r"[A-Z]{3}_[A-Z]\d\d", f"{m.group(1)}_{m.group(2)}"):
         path = f"{m.group(1)}-{int(m.group(2))}"
-        for i, n in enumerate(_SUB_RE.findall(m.group(3) or "")[:2]):
+        for _i, n in enumerate(_SUB_RE.findall(m.group(3) or "")[:2]):
             path += f".{int(n)}"
         return path
     return ""
@@ -228,8 +230,12 @@ def _issue_from(exc: Exception, severity: str) -> Issue:
         return Issue(severity, f"{where} has more components than its data type allows", where, "102")
     m = _UNKNOWN_RE.search(text)
     if m:
-        return Issue(severity, "unknown element (segment or field not defined for this version/structure)",
-                     _child_location(m.group(1)), "100")
+        return Issue(
+            severity,
+            "unknown element (segment or field not defined for this version/structure)",
+            _child_location(m.group(1)),
+            "100",
+        )
     # Anything else: keep hl7apy's wording but never let a value through (hl7apy quotes values in a few places).
     return Issue(severity, re.sub(r"Value .*? (not|is)", r"a value \1", text)[:300], _location(text), "102")
 
@@ -251,7 +257,7 @@ def _fold_choices(errors: list[Exception], version: str, issues: list[Issue]) ->
             parent = m.group(1)
             try:
                 ref = hl7apy.load_reference(parent, "Group", version)
-            except Exception:  # noqa: BLE001 - not a group: a segment or message, checked as is
+            except Exception:
                 ref = None
             if ref is not None and ref[0] == "choice":
                 missing.setdefault(parent, []).append(exc)
@@ -289,7 +295,7 @@ class _Frame:
     """One open group (or the message) while segments are placed: its structure, the hl7apy element, the index
     of the structure child used last and how many times in a row it was used."""
 
-    __slots__ = ("children", "starts", "element", "pos", "count")
+    __slots__ = ("children", "count", "element", "pos", "starts")
 
     def __init__(self, reference: Any, element: Any) -> None:
         self.children = reference[1]  # (name, reference, (min, max), "SEG" | "GRP") in the structure's order
@@ -367,7 +373,9 @@ def _place_segments(
                 break
         if not placed and not name.startswith("Z"):
             where = f"after {previous}" if previous else "first"
-            issues.append(Issue("error", f"segment {name} is not expected here ({where}) in {structure} v{version}", name, "100"))
+            issues.append(
+                Issue("error", f"segment {name} is not expected here ({where}) in {structure} v{version}", name, "100")
+            )
         previous = name
     return out, issues
 
@@ -382,7 +390,7 @@ def validate(msg: Hl7Message, *, version: str | None = None) -> list[Issue]:
     """
     try:
         return _validate(msg, version)
-    except Exception as exc:  # noqa: BLE001 - validation never raises (DESIGN.md §6.3)
+    except Exception as exc:
         return [Issue("error", f"validation failed: {type(exc).__name__}", "", "207")]
 
 
@@ -394,15 +402,25 @@ def _validate(msg: Hl7Message, version: str | None) -> list[Issue]:
     declared = msg.get("MSH-12.1")
     version = version or declared
     if not version:
-        return [Issue("error", "version id (MSH-12) is missing: cannot choose the rules to validate with", "MSH-12", "101")]
+        return [
+            Issue("error", "version id (MSH-12) is missing: cannot choose the rules to validate with", "MSH-12", "101")
+        ]
     if version not in hl7apy.SUPPORTED_LIBRARIES:
-        return [Issue("warning", f"version {version!r} is not supported by the validator (2.1–2.8.2); not validated",
-                      "MSH-12", "203")]
+        return [
+            Issue(
+                "warning",
+                f"version {version!r} is not supported by the validator (2.1–2.8.2); not validated",
+                "MSH-12",
+                "203",
+            )
+        ]
 
     enc = msg.enc
     msh2 = enc.msh2
     if enc.truncation and version < "2.7":
-        issues.append(Issue("warning", "MSH-2 has a 5th (truncation) character, defined only from v2.7", "MSH-2", "102"))
+        issues.append(
+            Issue("warning", "MSH-2 has a 5th (truncation) character, defined only from v2.7", "MSH-2", "102")
+        )
         msh2 = msh2[:4]
     if len(msh2) != 4 and not (len(msh2) == 5 and version >= "2.7"):
         issues.append(Issue("error", "MSH-2 must hold 4 encoding characters", "MSH-2", "102"))
@@ -435,8 +453,14 @@ def _validate(msg: Hl7Message, version: str | None) -> list[Issue]:
     try:
         hl7apy.load_reference(structure, "Message", version)
     except (ChildNotFound, KeyError):
-        issues.append(Issue("warning", f"message structure {structure} is not defined in v{version}; "
-                                       "structure not validated", "MSH-9", "200"))
+        issues.append(
+            Issue(
+                "warning",
+                f"message structure {structure} is not defined in v{version}; structure not validated",
+                "MSH-9",
+                "200",
+            )
+        )
         return issues
 
     _install_recorders()
@@ -464,4 +488,3 @@ def _validate(msg: Hl7Message, version: str | None) -> list[Issue]:
                 seen.add(key)
                 issues.append(issue)
     return issues
-

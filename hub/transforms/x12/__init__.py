@@ -30,6 +30,7 @@ from __future__ import annotations
 from .acks import AckRecord, InterchangeCheck, check_interchanges, make_999, make_ta1, read_277ca, read_999
 from .claims import write_837
 from .document import LoopView, X12Document, iter_loops, parse_document, parse_path
+from .engine import meta, split_transactions  # engine hooks: hub.transforms.document META, split: x12_transaction
 from .from_fhir import claims_from_fhir
 from .from_hl7v2 import claim_from_dft, v2_to_x12_837
 from .loops import LoopTracker, spec_for
@@ -49,7 +50,6 @@ from .remit import (
 )
 from .validate import ValidationReport, validate, validate_report
 from .writer import SegmentWriter, write_interchange
-from .engine import meta, split_transactions  # engine hooks: hub.transforms.document META, split: x12_transaction
 
 __all__ = [
     # reading

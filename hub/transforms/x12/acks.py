@@ -14,10 +14,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Collection, Iterable
 
 from hub.errors import MappingError, X12ParseError
 
@@ -85,9 +85,13 @@ def make_999(
     p = get_partner(partner)
     report = report or validate_report(raw)
     if report.fatal is not None:
-        raise X12ParseError(f"cannot acknowledge with a 999: {report.fatal}", code=report.fatal.code, location=report.fatal.location)
+        raise X12ParseError(
+            f"cannot acknowledge with a 999: {report.fatal}", code=report.fatal.code, location=report.fatal.location
+        )
     if not report.interchanges or not any(isa.groups for isa in report.interchanges):
-        raise X12ParseError("cannot acknowledge with a 999: the file has no functional group", code="024", location="GS")
+        raise X12ParseError(
+            "cannot acknowledge with a 999: the file has no functional group", code="024", location="GS"
+        )
     if all(g.functional_id == "FA" for isa in report.interchanges for g in isa.groups):
         raise MappingError("the file holds only acknowledgements (999/997, GS01 FA): they are not acknowledged")
     d = delimiters_of(p)
@@ -140,7 +144,9 @@ def make_999(
             else:
                 ak9 = "A"
             declared = g.declared_count or len(g.transactions)
-            w.segment("AK9", ak9, str(declared), str(g.received_count or len(g.transactions)), str(accepted), *ak9_codes)
+            w.segment(
+                "AK9", ak9, str(declared), str(g.received_count or len(g.transactions)), str(accepted), *ak9_codes
+            )
             group.transactions.append(TransactionBody("999", w.parts, VERSION_999))
     return write_interchange(
         p,
@@ -261,7 +267,7 @@ def check_interchanges(raw: bytes) -> list[InterchangeCheck]:
         if start < 0:
             break
         try:
-            d = read_isa_header(text[start:start + 200], strict=False)
+            d = read_isa_header(text[start : start + 200], strict=False)
         except X12ParseError as exc:
             if not checks:
                 raise
@@ -319,9 +325,13 @@ def check_interchanges(raw: bytes) -> list[InterchangeCheck]:
         if open_gs:
             chk.codes.append(("024", f"{TA1_CODES['024']}: a group is not closed by GE before the IEA"))
         if len(iea) < 3 or iea[2] != fields[13]:
-            chk.codes.append(("001", f"{TA1_CODES['001']}: ISA13 {fields[13]} / IEA02 {iea[2] if len(iea) > 2 else ''}"))
+            chk.codes.append(
+                ("001", f"{TA1_CODES['001']}: ISA13 {fields[13]} / IEA02 {iea[2] if len(iea) > 2 else ''}")
+            )
         if len(iea) < 2 or iea[1] != str(groups):
-            chk.codes.append(("021", f"{TA1_CODES['021']}: IEA01 {iea[1] if len(iea) > 1 else ''}, found {groups} group(s)"))
+            chk.codes.append(
+                ("021", f"{TA1_CODES['021']}: IEA01 {iea[1] if len(iea) > 1 else ''}, found {groups} group(s)")
+            )
         if pos >= len(text):
             break
     return checks
@@ -351,7 +361,9 @@ def make_ta1(
         w.segment("TA1", control, date_, time_, chk.status, chk.note_code)
     first = checks[0]
     usable = (
-        first.sender[0] in _ISA_QUALIFIERS and 0 < len(first.sender[1]) <= 15 and first.receiver[0] in _ISA_QUALIFIERS
+        first.sender[0] in _ISA_QUALIFIERS
+        and 0 < len(first.sender[1]) <= 15
+        and first.receiver[0] in _ISA_QUALIFIERS
         and 0 < len(first.receiver[1]) <= 15
     )
     return write_interchange(
@@ -396,8 +408,15 @@ class AckRecord:
         return "; ".join(self.errors)
 
 
-_999_STATUS = {"A": "accepted", "E": "accepted_with_errors", "R": "rejected", "M": "rejected", "W": "rejected",
-               "X": "rejected", "P": "partially_accepted"}
+_999_STATUS = {
+    "A": "accepted",
+    "E": "accepted_with_errors",
+    "R": "rejected",
+    "M": "rejected",
+    "W": "rejected",
+    "X": "rejected",
+    "P": "partially_accepted",
+}
 
 
 def _segments_of(raw: bytes) -> Iterable[Segment]:
@@ -417,7 +436,9 @@ def read_999(raw: bytes) -> list[AckRecord]:
         sid = seg.id
         if sid == "ST":
             if seg[1] not in ("999", "997"):
-                raise X12ParseError(f"transaction set {seg[1]} is not a 999/997", code="6", location=f"ST02={seg[2]}/ST01")
+                raise X12ParseError(
+                    f"transaction set {seg[1]} is not a 999/997", code="6", location=f"ST02={seg[2]}/ST01"
+                )
             tracker = LoopTracker(SPEC_999, strict=True) if seg[1] == "999" else None
             continue
         if tracker is not None and sid != "SE":
@@ -444,16 +465,30 @@ def read_999(raw: bytes) -> list[AckRecord]:
             codes = [seg[i] for i in range(2, 7) if seg[i]]
             errors += [IK5_CODES.get(c, f"error {c}") for c in codes if not (c == "5" and errors)]
             records.append(
-                AckRecord("999", "transaction", _999_STATUS.get(seg[1], "rejected"), seg[1], st_control=st_control,
-                          set_id=set_id, group_control=group_control, errors=tuple(errors))
+                AckRecord(
+                    "999",
+                    "transaction",
+                    _999_STATUS.get(seg[1], "rejected"),
+                    seg[1],
+                    st_control=st_control,
+                    set_id=set_id,
+                    group_control=group_control,
+                    errors=tuple(errors),
+                )
             )
         elif sid == "AK9":
             codes = [seg[i] for i in range(5, 10) if seg[i]]
             if not saw_ak2 or codes:
                 records.append(
-                    AckRecord("999", "group", _999_STATUS.get(seg[1], "rejected"), seg[1], set_id=group_id,
-                              group_control=group_control,
-                              errors=tuple(AK9_CODES.get(c, f"error {c}") for c in codes))
+                    AckRecord(
+                        "999",
+                        "group",
+                        _999_STATUS.get(seg[1], "rejected"),
+                        seg[1],
+                        set_id=group_id,
+                        group_control=group_control,
+                        errors=tuple(AK9_CODES.get(c, f"error {c}") for c in codes),
+                    )
                 )
     return records
 
@@ -560,7 +595,9 @@ def read_277ca(raw: bytes) -> list[AckRecord]:
         sid = seg.id
         if sid == "ST":
             if seg[1] != "277":
-                raise X12ParseError(f"transaction set {seg[1]} is not a 277CA", code="6", location=f"ST02={seg[2]}/ST01")
+                raise X12ParseError(
+                    f"transaction set {seg[1]} is not a 277CA", code="6", location=f"ST02={seg[2]}/ST01"
+                )
             tracker = LoopTracker(SPEC_277CA, strict=True)
             continue
         if tracker is None:

@@ -12,9 +12,10 @@ reject. The tests run pyx12's 5010 validation over every file written here.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import date, datetime
-from typing import Iterable, Literal
+from typing import Literal
 
 from hub.errors import MappingError
 
@@ -92,7 +93,9 @@ class _Body:
         if s.email:
             contact += ["EM", s.email]
         if len(contact) == 3:
-            raise MappingError(f"partner {partner.name!r} submitter needs a phone or email (1000A PER)", location="1000A/PER")
+            raise MappingError(
+                f"partner {partner.name!r} submitter needs a phone or email (1000A PER)", location="1000A/PER"
+            )
         self.seg(*contact, loop="1000A")
         self.seg("NM1", "40", "2", r.name, None, None, None, None, "46", r.id, loop="1000B")
 
@@ -119,11 +122,27 @@ class _Body:
             sub.payer_responsibility,
             None if c.patient else "18",
             sub.group_number or None,
-            None, None, None, None, None,
+            None,
+            None,
+            None,
+            None,
+            None,
             c.payer.claim_filing_code,
             loop="2000B",
         )
-        self.seg("NM1", "IL", "1", sub.last_name, sub.first_name or None, sub.middle_name or None, None, None, "MI", sub.member_id, loop="2010BA")
+        self.seg(
+            "NM1",
+            "IL",
+            "1",
+            sub.last_name,
+            sub.first_name or None,
+            sub.middle_name or None,
+            None,
+            None,
+            "MI",
+            sub.member_id,
+            loop="2010BA",
+        )
         if sub.address is not None:
             self.address(sub.address, "2010BA")
         if sub.birth_date is not None:
@@ -140,18 +159,32 @@ class _Body:
         # 2300
         if k == "P":
             self.seg(
-                "CLM", c.patient_control_number, c.charge, None, None,
+                "CLM",
+                c.patient_control_number,
+                c.charge,
+                None,
+                None,
                 [c.place_of_service, "B", c.frequency],
-                c.provider_signature, c.assignment, c.benefits_assignment, c.release_of_information,
+                c.provider_signature,
+                c.assignment,
+                c.benefits_assignment,
+                c.release_of_information,
                 loop="2300",
             )
             if c.onset_date is not None:
                 self.seg("DTP", "431", "D8", _d8(c.onset_date), loop="2300")
         else:
             self.seg(
-                "CLM", c.patient_control_number, c.charge, None, None,
+                "CLM",
+                c.patient_control_number,
+                c.charge,
+                None,
+                None,
                 [c.facility_code, "A", c.frequency],
-                None, c.assignment, c.benefits_assignment, c.release_of_information,
+                None,
+                c.assignment,
+                c.benefits_assignment,
+                c.release_of_information,
                 loop="2300",
             )
             start = c.statement_from
@@ -190,17 +223,35 @@ class _Body:
         # 2400
         for n, line in enumerate(c.service_lines, start=1):
             self.seg("LX", str(n), loop="2400")
-            proc = [line.procedure_qualifier or "HC", line.procedure_code, *line.modifiers] if line.procedure_code else None
+            proc = (
+                [line.procedure_qualifier or "HC", line.procedure_code, *line.modifiers]
+                if line.procedure_code
+                else None
+            )
             if k == "P":
                 self.seg(
-                    "SV1", proc, line.charge, line.unit_code, format_quantity(line.units),
-                    line.place_of_service if line.place_of_service and line.place_of_service != c.place_of_service else None,
+                    "SV1",
+                    proc,
+                    line.charge,
+                    line.unit_code,
+                    format_quantity(line.units),
+                    line.place_of_service
+                    if line.place_of_service and line.place_of_service != c.place_of_service
+                    else None,
                     None,
                     [str(p) for p in line.diagnosis_pointers],
                     loop="2400",
                 )
             else:
-                self.seg("SV2", line.revenue_code, proc, line.charge, line.unit_code, format_quantity(line.units), loop="2400")
+                self.seg(
+                    "SV2",
+                    line.revenue_code,
+                    proc,
+                    line.charge,
+                    line.unit_code,
+                    format_quantity(line.units),
+                    loop="2400",
+                )
             if line.service_date_end and line.service_date_end != line.service_date:
                 self.seg("DTP", "472", "RD8", f"{_d8(line.service_date)}-{_d8(line.service_date_end)}", loop="2400")
             else:
@@ -272,4 +323,3 @@ def write_837(
                 body.claim(c, hl)
         group.transactions.append(TransactionBody("837", w.parts, VERSIONS[kind]))
     return write_interchange(p, numbers, [group], now=now)
-

@@ -24,28 +24,72 @@ gives back exactly the input bytes, line breaks included; changed segments are r
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 
 from hub.errors import Issue, MappingError, X12ParseError
 
 from .loops import LoopTracker, spec_for
 from .reader import DEFAULT_CHUNK_SIZE, ISA_LENGTH, Delimiters, Segment, SegmentReader, read_isa_header
 
-__all__ = ["X12Document", "LoopView", "parse_document", "parse_path", "X12Path", "QUALIFIED", "iter_loops", "tokenize_text"]
+__all__ = [
+    "X12Document",
+    "LoopView",
+    "parse_document",
+    "parse_path",
+    "X12Path",
+    "QUALIFIED",
+    "iter_loops",
+    "tokenize_text",
+]
 
 # Segments whose element 01 (HL: 03) is a qualifier code, so ``SEG[code]`` selects on it.
 QUALIFIED = frozenset(
     {
-        "NM1", "N1", "REF", "DTP", "DTM", "AMT", "QTY", "PER", "CAS", "HI", "PRV", "NTE", "TRN", "PWK", "CRC",
-        "MEA", "CUR", "LQ", "STC", "SBR", "PAT", "CN1", "HCP", "MOA", "MIA", "DMG", "HL", "BPR", "RDM", "K3",
-        "FRM", "OI", "CR1", "CR2", "CR3", "TS3", "TS2", "CTX", "PS1",
+        "NM1",
+        "N1",
+        "REF",
+        "DTP",
+        "DTM",
+        "AMT",
+        "QTY",
+        "PER",
+        "CAS",
+        "HI",
+        "PRV",
+        "NTE",
+        "TRN",
+        "PWK",
+        "CRC",
+        "MEA",
+        "CUR",
+        "LQ",
+        "STC",
+        "SBR",
+        "PAT",
+        "CN1",
+        "HCP",
+        "MOA",
+        "MIA",
+        "DMG",
+        "HL",
+        "BPR",
+        "RDM",
+        "K3",
+        "FRM",
+        "OI",
+        "CR1",
+        "CR2",
+        "CR3",
+        "TS3",
+        "TS2",
+        "CTX",
+        "PS1",
     }
 )
 
-_PATH = re.compile(
-    r"^(?P<seg>[A-Z][A-Z0-9]{1,2}?)(?P<sel>(?:\[[^\]]*\])*)(?P<ele>\d{2})?(?:[-.](?P<comp>\d{1,2}))?$"
-)
+_PATH = re.compile(r"^(?P<seg>[A-Z][A-Z0-9]{1,2}?)(?P<sel>(?:\[[^\]]*\])*)(?P<ele>\d{2})?(?:[-.](?P<comp>\d{1,2}))?$")
 _SCOPE = re.compile(r"^(?P<name>ISA|GS|ST|HEADER|\d{4}[A-Z]{0,2})(?:\[(?P<idx>\d+)\])?$")
 
 
@@ -72,7 +116,9 @@ def parse_path(path: str) -> X12Path:
     for part in parts[:-1]:
         m = _SCOPE.match(part)
         if not m:
-            raise MappingError(f"bad X12 path {path!r}: {part!r} is not a loop id (2300, 2010BA, ST[2] …)", location=path)
+            raise MappingError(
+                f"bad X12 path {path!r}: {part!r} is not a loop id (2300, 2010BA, ST[2] …)", location=path
+            )
         scopes.append((m["name"], int(m["idx"]) if m["idx"] else None))
     m = _PATH.match(parts[-1])
     if not m:
@@ -95,7 +141,7 @@ def parse_path(path: str) -> X12Path:
 
 
 class _Entry:
-    __slots__ = ("seg", "orig", "frames")
+    __slots__ = ("frames", "orig", "seg")
 
     def __init__(self, seg: Segment, orig: str | None, frames: tuple[tuple[str, int], ...]) -> None:
         self.seg = seg
@@ -112,7 +158,7 @@ def tokenize_text(text: str) -> tuple[str, list[tuple[str, str, Delimiters]]]:
     prefix = text[:pos]
     out: list[tuple[str, str, Delimiters]] = []
     if not text.startswith("ISA", pos):
-        first = text[pos:pos + 40].split("\n", 1)[0]
+        first = text[pos : pos + 40].split("\n", 1)[0]
         if not first:
             raise X12ParseError("empty input: no X12 segments", code="023", location="ISA")
         raise X12ParseError(
@@ -120,10 +166,10 @@ def tokenize_text(text: str) -> tuple[str, list[tuple[str, str, Delimiters]]]:
             code="022",
             location="ISA",
         )
-    delims = read_isa_header(text[pos:pos + ISA_LENGTH + 2])
+    delims = read_isa_header(text[pos : pos + ISA_LENGTH + 2])
     while pos < n:
         if text.startswith("ISA", pos) and out:
-            delims = read_isa_header(text[pos:pos + ISA_LENGTH + 2])
+            delims = read_isa_header(text[pos : pos + ISA_LENGTH + 2])
         term = delims.segment
         end = text.find(term, pos)
         if end < 0:
@@ -227,6 +273,7 @@ def _select(p: X12Path, entries: list[_Entry]) -> list[_Entry]:
             found = [e for e in found if e.seg[pos] == sel or e.seg.get(pos, 1) == sel]
             qualified = True
     return found
+
 
 def _values(path: str, entries: list[_Entry]) -> Iterator[str]:
     p = parse_path(path)
@@ -363,7 +410,9 @@ class X12Document:
         else:
             target = next((f for e in scope_entries for f in e.frames if f[0] == "ST"), None)
         if target is None:
-            raise MappingError(f"cannot create {p.text!r}: its loop or transaction is not in the document", location=p.text)
+            raise MappingError(
+                f"cannot create {p.text!r}: its loop or transaction is not in the document", location=p.text
+            )
         last = self._insert_after(target, p.segment)
         anchor = self._entries[last]
         d = anchor.seg.delimiters
@@ -395,7 +444,11 @@ class X12Document:
     def _insert_after(self, target: tuple[str, int], sid: str) -> int:
         """Index of the segment a new ``sid`` of loop ``target`` goes after: among the loop's own segments
         (before its child loops), after the last one the guide orders at or before ``sid``."""
-        own = [i for i, e in enumerate(self._entries) if e.frames and e.frames[-1] == target and e.seg.id not in ("SE", "GE", "IEA")]
+        own = [
+            i
+            for i, e in enumerate(self._entries)
+            if e.frames and e.frames[-1] == target and e.seg.id not in ("SE", "GE", "IEA")
+        ]
         if not own:
             own = [i for i, e in enumerate(self._entries) if target in e.frames and e.seg.id != "SE"]
         members: tuple[str, ...] = ()
@@ -408,7 +461,9 @@ class X12Document:
                 members = (loop.trigger,) + loop.members if loop else ("ST",) + spec.header
         if sid in members:
             rank = members.index(sid)
-            before = [i for i in own if self._entries[i].seg.id in members and members.index(self._entries[i].seg.id) <= rank]
+            before = [
+                i for i in own if self._entries[i].seg.id in members and members.index(self._entries[i].seg.id) <= rank
+            ]
             if before:
                 return before[-1]
             return own[0]
@@ -426,7 +481,9 @@ class X12Document:
                 f"value for {p.text} contains an X12 delimiter ({''.join(sorted(forbidden))})", location=p.text
             )
         if seg.id == "ISA":
-            raise MappingError("ISA elements are fixed-width envelope data; set them through partner settings", location=p.text)
+            raise MappingError(
+                "ISA elements are fixed-width envelope data; set them through partner settings", location=p.text
+            )
         elements = seg.elements
         if len(elements) <= p.element:
             elements.extend([""] * (p.element + 1 - len(elements)))

@@ -131,7 +131,12 @@ def _fhir_data(message: Message) -> dict[str, Any]:
 
 
 def claims_of(
-    message: Message, partner: Partner, kind: Literal["P", "I"], *, place_of_service: str = "11", other_kind: str = "reject"
+    message: Message,
+    partner: Partner,
+    kind: Literal["P", "I"],
+    *,
+    place_of_service: str = "11",
+    other_kind: str = "reject",
 ) -> list[Claim]:
     """The claims a charge message holds: one for a DFT^P03, every Claim of a FHIR Bundle. MappingError.
 
@@ -173,7 +178,9 @@ def quick_check(claims: list[Claim], partner: Partner, kind: Literal["P", "I"]) 
             check_claim(c, kind, bp)
         except MappingError as exc:
             if c.patient_control_number and c.patient_control_number not in str(exc):
-                raise MappingError(f"claim {c.patient_control_number}: {exc}", location=exc.location, code=exc.code) from None
+                raise MappingError(
+                    f"claim {c.patient_control_number}: {exc}", location=exc.location, code=exc.code
+                ) from None
             raise
 
 
@@ -203,7 +210,9 @@ class _PartnerTransform:
 
 
 _PARTNER = Field(description="The trading partner (a key of mappings/x12/partners.yaml).", examples=["clearinghouse"])
-_PARTNERS = Field(None, description="Partner settings file, relative to the mappings folder (default x12/partners.yaml).")
+_PARTNERS = Field(
+    None, description="Partner settings file, relative to the mappings folder (default x12/partners.yaml)."
+)
 _KIND = Field("P", description="P: 837P professional (005010X222A1); I: 837I institutional (005010X223A2).")
 _POS = Field("11", description="DFT: place of service (CLM05-1) of an 837P claim.", examples=["11", "22"])
 _OTHER = Field(
@@ -230,7 +239,9 @@ class X12ClaimCheck(_PartnerTransform):
         other_kind: Literal["reject", "skip"] = _OTHER
         partners: str | None = _PARTNERS
         validate_: bool = Field(
-            False, alias="validate", description="Also run pyx12's 5010 validation on the claim (about 0.3 s a message)."
+            False,
+            alias="validate",
+            description="Also run pyx12's 5010 validation on the claim (about 0.3 s a message).",
         )
 
     def __call__(self, message: Message) -> Message:
@@ -371,7 +382,8 @@ class X12Ack(_PartnerTransform):
         partner: str = _PARTNER
         partners: str | None = _PARTNERS
         ta1: Literal["on_error", "never"] = Field(
-            "on_error", description="on_error: a TA1 instead of the 999 when the envelope is in error; never: always a 999."
+            "on_error",
+            description="on_error: a TA1 instead of the 999 when the envelope is in error; never: always a 999.",
         )
 
     def __init__(self, config: Config, ctx: Any) -> None:

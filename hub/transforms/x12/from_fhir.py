@@ -25,8 +25,9 @@ service lines          Claim.item: productOrService (CPT/HCPCS), modifier, quant
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 from hub.errors import MappingError
 
@@ -135,7 +136,9 @@ def _provider(res: dict[str, Any], where: str) -> Provider:
         family, first, _ = _name(res)
         return Provider(family, npi, tin, tax_type, _address(res), entity_type="1", first_name=first)
     if res.get("resourceType") == "PractitionerRole":
-        raise MappingError("a PractitionerRole provider is not supported yet: reference the Practitioner", location=where)
+        raise MappingError(
+            "a PractitionerRole provider is not supported yet: reference the Practitioner", location=where
+        )
     return Provider(res.get("name", ""), npi, tin, tax_type, _address(res), entity_type="2")
 
 
@@ -166,9 +169,15 @@ def claim_from_fhir(
     kind = claim_kind(claim)
     pcn = next((i.get("value") for i in claim.get("identifier", []) or [] if i.get("value")), None) or claim.get("id")
     if not pcn:
-        raise MappingError("the Claim has no identifier or id for the patient control number", location="Claim.identifier")
+        raise MappingError(
+            "the Claim has no identifier or id for the patient control number", location="Claim.identifier"
+        )
 
-    billing = _provider(r.get(claim.get("provider"), claim, "Claim.provider"), "Claim.provider") if claim.get("provider") else None
+    billing = (
+        _provider(r.get(claim.get("provider"), claim, "Claim.provider"), "Claim.provider")
+        if claim.get("provider")
+        else None
+    )
     patient_res = r.get(claim.get("patient"), claim, "Claim.patient")
     insurances = claim.get("insurance") or []
     if not insurances:
@@ -190,9 +199,7 @@ def claim_from_fhir(
     member_id = coverage.get("subscriberId") or next(
         (i.get("value") for i in coverage.get("identifier", []) or [] if i.get("value")), ""
     )
-    group = next(
-        (c.get("value", "") for c in coverage.get("class", []) or [] if _code(c.get("type")) == "group"), ""
-    )
+    group = next((c.get("value", "") for c in coverage.get("class", []) or [] if _code(c.get("type")) == "group"), "")
     p_family, p_first, p_middle = _name(patient_res)
     p_dob = _date(patient_res.get("birthDate"), "Patient.birthDate")
     p_sex = _sex(patient_res.get("gender"))
@@ -204,11 +211,19 @@ def claim_from_fhir(
         sub_res = r.get(coverage.get("subscriber"), coverage, "Coverage.subscriber")
         s_family, s_first, s_middle = _name(sub_res)
         subscriber = Subscriber(
-            s_family, s_first, member_id, _date(sub_res.get("birthDate"), "Coverage.subscriber.birthDate"),
-            _sex(sub_res.get("gender")), _address(sub_res), group, s_middle,
+            s_family,
+            s_first,
+            member_id,
+            _date(sub_res.get("birthDate"), "Coverage.subscriber.birthDate"),
+            _sex(sub_res.get("gender")),
+            _address(sub_res),
+            group,
+            s_middle,
         )
         if p_dob is None or p_addr is None:
-            raise MappingError("the patient is not the subscriber: Patient.birthDate and address are needed", location="Patient")
+            raise MappingError(
+                "the patient is not the subscriber: Patient.birthDate and address are needed", location="Patient"
+            )
         patient = Patient(p_family, p_first, p_dob, p_sex, p_addr, RELATIONSHIPS.get(relationship, "G8"), p_middle)
 
     # diagnoses in sequence order
@@ -283,7 +298,9 @@ def claim_from_fhir(
         place_of_service=place or "11",
         facility_code=tob.lstrip("0")[:2] if tob else "",
         frequency=(tob.lstrip("0")[2:3] if tob and len(tob.lstrip("0")) >= 3 else "1"),
-        rendering_provider=rendering if kind == "P" and rendering is not None and (billing is None or rendering.npi != billing.npi) else None,
+        rendering_provider=rendering
+        if kind == "P" and rendering is not None and (billing is None or rendering.npi != billing.npi)
+        else None,
         attending_provider=attending if kind == "I" else None,
         statement_from=_date(period.get("start"), "Claim.billablePeriod.start") if kind == "I" else None,
         statement_to=_date(period.get("end"), "Claim.billablePeriod.end") if kind == "I" else None,
@@ -302,7 +319,11 @@ def claims_from_fhir(
     """Every Claim of a Bundle (or the one Claim given) → ``[(claim, "P"|"I"), …]``."""
     extra = list(resources)
     if data.get("resourceType") == "Bundle":
-        claims = [e.get("resource") for e in data.get("entry", []) or [] if (e.get("resource") or {}).get("resourceType") == "Claim"]
+        claims = [
+            e.get("resource")
+            for e in data.get("entry", []) or []
+            if (e.get("resource") or {}).get("resourceType") == "Claim"
+        ]
         if not claims:
             raise MappingError("the Bundle has no Claim", location="Bundle.entry")
         return [(claim_from_fhir(c, bundle=data, resources=extra, partner=partner), claim_kind(c)) for c in claims]

@@ -131,7 +131,9 @@ def claim_from_dft(msg: Any, partner: Partner | str | None = None, *, place_of_s
             group_number=msg.get("IN1-8") or "",
         )
         if patient_dob is None or patient_addr is None:
-            raise MappingError("the patient is not the insured, and PID-7/PID-11 are needed for 2010CA", location="PID-7")
+            raise MappingError(
+                "the patient is not the insured, and PID-7/PID-11 are needed for 2010CA", location="PID-7"
+            )
         patient = Patient(
             last_name=patient_last,
             first_name=patient_first,
@@ -249,4 +251,3 @@ def v2_to_x12_837(
         msg = raw
     claim = claim_from_dft(msg, partner, place_of_service=place_of_service)
     return write_837([claim], partner, numbers, kind=kind, **kw)
-

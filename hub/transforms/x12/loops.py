@@ -16,8 +16,8 @@ Segments the table does not list are tolerated and stay in the current loop, so 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from hub.errors import X12ParseError
 
@@ -61,7 +61,9 @@ class TransactionSpec:
         self.triggers = frozenset(loop.trigger for loop in self.loops)
 
 
-def L(id: str, trigger: str, quals: str = "", parents: str = "", members: str = "", *, pos: int = 1, name: str = "") -> LoopDef:  # noqa: E741
+def L(
+    id: str, trigger: str, quals: str = "", parents: str = "", members: str = "", *, pos: int = 1, name: str = ""
+) -> LoopDef:
     return LoopDef(
         id=id,
         trigger=trigger,
@@ -325,8 +327,7 @@ def _check_required(seg: Segment, loop_id: str) -> None:
             if "-" in ref:
                 whole = seg[int(ref.split("-")[0])]
                 hint = (
-                    f"; the composite reads {whole!r} but the ISA16 component separator is "
-                    f"{seg.delimiters.component!r}"
+                    f"; the composite reads {whole!r} but the ISA16 component separator is {seg.delimiters.component!r}"
                 )
             raise X12ParseError(
                 f"required element {seg.id}{ref}{' (' + name + ')' if name else ''} is missing in segment "
@@ -343,9 +344,7 @@ class LoopTracker:
     open loop ids, outermost first. ``strict=False`` never raises: unplaceable segments stay where they are.
     """
 
-    def __init__(
-        self, spec: TransactionSpec, *, strict: bool = True, counters: dict[str, int] | None = None
-    ) -> None:
+    def __init__(self, spec: TransactionSpec, *, strict: bool = True, counters: dict[str, int] | None = None) -> None:
         self.spec = spec
         self.strict = strict
         # instance numbers per loop id (shared across transactions when a document passes its own dict)
@@ -396,7 +395,9 @@ class LoopTracker:
             # a loop trigger: find the innermost open loop that can contain it
             for depth in range(len(stack) - 1, -1, -1):
                 for loop in spec.children.get(stack[depth][0], ()):
-                    if loop.trigger == sid and (not loop.quals or (qual if loop.qual_pos == 1 else seg[loop.qual_pos]) in loop.quals):
+                    if loop.trigger == sid and (
+                        not loop.quals or (qual if loop.qual_pos == 1 else seg[loop.qual_pos]) in loop.quals
+                    ):
                         del stack[depth + 1 :]
                         n = self.counters.get(loop.id, 0) + 1
                         self.counters[loop.id] = n

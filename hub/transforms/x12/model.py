@@ -153,7 +153,11 @@ class Claim:
 
     @property
     def charge(self) -> Decimal:
-        return self.total_charge if self.total_charge is not None else sum((s.charge for s in self.service_lines), Decimal(0))
+        return (
+            self.total_charge
+            if self.total_charge is not None
+            else sum((s.charge for s in self.service_lines), Decimal(0))
+        )
 
 
 def to_decimal(value: object, what: str, location: str = "") -> Decimal:
@@ -261,20 +265,30 @@ def check_claim(claim: Claim, kind: Literal["P", "I"], billing: Provider) -> Non
         raise MappingError(f"claim {pcn} has no diagnosis (an 837 needs at least one ICD-10 code)", location="2300/HI")
     limit = 12 if kind == "P" else 25
     if len(claim.diagnoses) > limit:
-        raise MappingError(f"claim {pcn} has {len(claim.diagnoses)} diagnoses; the 837{kind} takes {limit}", location="2300/HI")
+        raise MappingError(
+            f"claim {pcn} has {len(claim.diagnoses)} diagnoses; the 837{kind} takes {limit}", location="2300/HI"
+        )
     for i, dx in enumerate(claim.diagnoses, start=1):
         if not ICD10_PATTERN.match(normalise_icd10(dx)):
-            raise MappingError(f"diagnosis {dx!r} of claim {pcn} is not an ICD-10-CM code", location=f"2300/HI0{min(i, 9)}")
+            raise MappingError(
+                f"diagnosis {dx!r} of claim {pcn} is not an ICD-10-CM code", location=f"2300/HI0{min(i, 9)}"
+            )
     # lines
     if not claim.service_lines:
         raise MappingError(f"claim {pcn} has no service line", location="2400/LX")
     max_lines = 50 if kind == "P" else 999
     if len(claim.service_lines) > max_lines:
-        raise MappingError(f"claim {pcn} has {len(claim.service_lines)} lines; the 837{kind} takes {max_lines}", location="2400")
+        raise MappingError(
+            f"claim {pcn} has {len(claim.service_lines)} lines; the 837{kind} takes {max_lines}", location="2400"
+        )
     total = Decimal(0)
     for n, line in enumerate(claim.service_lines, start=1):
         where = f"2400[{n}]"
-        _check_money(line.charge, f"charge of line {n} of claim {pcn}", f"{where}/SV{'1' if kind == 'P' else '2'}0{2 if kind == 'P' else 3}")
+        _check_money(
+            line.charge,
+            f"charge of line {n} of claim {pcn}",
+            f"{where}/SV{'1' if kind == 'P' else '2'}0{2 if kind == 'P' else 3}",
+        )
         total += line.charge
         if kind == "P" or line.procedure_code:
             if not _PROCEDURE.match(line.procedure_code or ""):
@@ -284,10 +298,14 @@ def check_claim(claim: Claim, kind: Literal["P", "I"], billing: Provider) -> Non
                 )
         if kind == "I" and not _REVENUE.match(line.revenue_code or ""):
             raise MappingError(
-                f"revenue code {line.revenue_code!r} of line {n} of claim {pcn} is not 4 digits", location=f"{where}/SV201"
+                f"revenue code {line.revenue_code!r} of line {n} of claim {pcn} is not 4 digits",
+                location=f"{where}/SV201",
             )
         if len(line.modifiers) > 4 or any(not _MODIFIER.match(m) for m in line.modifiers):
-            raise MappingError(f"modifiers {line.modifiers!r} of line {n} of claim {pcn} are not 1-4 two-character codes", location=f"{where}/SV101-3")
+            raise MappingError(
+                f"modifiers {line.modifiers!r} of line {n} of claim {pcn} are not 1-4 two-character codes",
+                location=f"{where}/SV101-3",
+            )
         if line.units <= 0:
             raise MappingError(f"units of line {n} of claim {pcn} must be more than zero", location=f"{where}/SV104")
         if kind == "P":
@@ -319,7 +337,9 @@ def check_claim(claim: Claim, kind: Literal["P", "I"], billing: Provider) -> Non
         )
     if kind == "P":
         if not re.match(r"^\d{2}$", claim.place_of_service or ""):
-            raise MappingError(f"place of service {claim.place_of_service!r} is not a 2-digit code", location="2300/CLM05-1")
+            raise MappingError(
+                f"place of service {claim.place_of_service!r} is not a 2-digit code", location="2300/CLM05-1"
+            )
         if claim.rendering_provider is not None:
             _check_npi(claim.rendering_provider.npi, "rendering provider", "2310B/NM109")
         if claim.referring_provider is not None:

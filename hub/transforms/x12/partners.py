@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError as PydanticValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ValidationError as PydanticValidationError
 
 from hub.errors import ConfigError
 

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 
 from hub.errors import Issue, X12ParseError
 
@@ -72,7 +73,7 @@ class Segment:
     ``ordinal`` is the 1-based position of the segment in the file. Missing trailing elements read as ``""``.
     """
 
-    __slots__ = ("elements", "ordinal", "delimiters")
+    __slots__ = ("delimiters", "elements", "ordinal")
 
     def __init__(self, elements: list[str], ordinal: int = 0, delimiters: Delimiters | None = None) -> None:
         self.elements = elements
@@ -122,9 +123,7 @@ def read_isa_header(head: str, *, strict: bool = True) -> Delimiters:
     ISA) splits on the element separator and takes the terminator after ISA16.
     """
     if not head.startswith("ISA"):
-        raise X12ParseError(
-            f"interchange does not start with ISA (found {head[:3]!r})", code="022", location="ISA"
-        )
+        raise X12ParseError(f"interchange does not start with ISA (found {head[:3]!r})", code="022", location="ISA")
     if len(head) < 4:
         raise X12ParseError("ISA segment is truncated", code="023", location="ISA")
     sep = head[3]
@@ -133,8 +132,8 @@ def read_isa_header(head: str, *, strict: bool = True) -> Delimiters:
     if strict:
         if len(head) < ISA_LENGTH:
             raise X12ParseError("file ends inside the ISA segment", code="023", location="ISA")
-        fields = head[:ISA_LENGTH - 1].split(sep)
-        if len(fields) != 17 or any(len(f) != w for f, w in zip(fields[1:], ISA_ELEMENT_WIDTHS)):
+        fields = head[: ISA_LENGTH - 1].split(sep)
+        if len(fields) != 17 or any(len(f) != w for f, w in zip(fields[1:], ISA_ELEMENT_WIDTHS, strict=False)):
             _raise_isa_width(head, sep)
         component, repetition, terminator = head[104], head[82], head[105]
     else:
@@ -143,9 +142,7 @@ def read_isa_header(head: str, *, strict: bool = True) -> Delimiters:
             raise X12ParseError("ISA segment does not have 16 elements", code="022", location="ISA")
         component, repetition, terminator = fields[16][0], fields[11], fields[16][1]
     if terminator.isalnum() or terminator == " ":
-        raise X12ParseError(
-            f"invalid segment terminator {terminator!r} after ISA16", code="004", location="ISA16"
-        )
+        raise X12ParseError(f"invalid segment terminator {terminator!r} after ISA16", code="004", location="ISA16")
     if len({sep, component, terminator}) != 3:
         raise X12ParseError("ISA delimiters are not distinct", code="027", location="ISA16")
     if len(repetition) != 1 or repetition.isalnum() or repetition in (sep, component, terminator):
@@ -159,8 +156,24 @@ def read_isa_header(head: str, *, strict: bool = True) -> Delimiters:
     return Delimiters(sep, repetition, component, terminator, suffix)
 
 
-_ISA_TA1_CODES = ("010", "011", "012", "013", "005", "006", "007", "008", "014", "015", "016", "017", "018",
-                  "019", "020", "027")
+_ISA_TA1_CODES = (
+    "010",
+    "011",
+    "012",
+    "013",
+    "005",
+    "006",
+    "007",
+    "008",
+    "014",
+    "015",
+    "016",
+    "017",
+    "018",
+    "019",
+    "020",
+    "027",
+)
 
 
 def _raise_isa_width(head: str, sep: str) -> None:
@@ -416,7 +429,9 @@ class SegmentReader:
             self._gs_count += 1
         elif sid == "ST":
             if strict and self.gs is None:
-                raise X12ParseError("ST outside a functional group (missing GS)", code="024", location=self._where("ST"))
+                raise X12ParseError(
+                    "ST outside a functional group (missing GS)", code="024", location=self._where("ST")
+                )
             if strict and self.st is not None:
                 raise X12ParseError(
                     f"ST {seg[2]} starts before the SE of transaction {self.st[2]}",
@@ -462,9 +477,7 @@ class SegmentReader:
                     raise X12ParseError("IEA without ISA", code="024", location=self._where("IEA"))
                 return
             if strict and self.gs is not None:
-                raise X12ParseError(
-                    f"IEA before the GE of group {self.gs[6]}", code="024", location=self._where("IEA")
-                )
+                raise X12ParseError(f"IEA before the GE of group {self.gs[6]}", code="024", location=self._where("IEA"))
             if seg[2] != self.isa[13]:
                 self._issue(f"IEA02 {seg[2]!r} does not match ISA13 {self.isa[13]!r}", "001", "IEA02")
             if seg[1] != str(self._gs_count):

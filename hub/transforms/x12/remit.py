@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Iterator, Literal, TextIO
+from typing import Any, BinaryIO, Literal, TextIO
 
 import yaml
 
@@ -181,7 +182,9 @@ def _amount(seg: Segment, index: int, where: str, required: bool = True) -> Deci
     text = el[index] if index < len(el) else ""
     if not text:
         if required:
-            raise X12ParseError(f"{seg.id}{index:02d} is required (segment {seg.ordinal})", location=f"{where}/{seg.id}{index:02d}")
+            raise X12ParseError(
+                f"{seg.id}{index:02d} is required (segment {seg.ordinal})", location=f"{where}/{seg.id}{index:02d}"
+            )
         return ZERO
     try:
         return Decimal(text)
@@ -420,13 +423,19 @@ def _join(adjustments: Iterable[Adjustment]) -> str:
 _Getter = Callable[[RemitClaim, "RemitLine | None"], Any]
 _FIELDS: dict[str, tuple[str, _Getter]] = {
     "payer_name": ("Payer name (1000A N102)", lambda c, ln: c.payment.payer_name),
-    "payer_id": ("Payer id (1000A REF*2U, N104, else TRN03)", lambda c, ln: c.payment.payer_id or c.payment.originator_id),
+    "payer_id": (
+        "Payer id (1000A REF*2U, N104, else TRN03)",
+        lambda c, ln: c.payment.payer_id or c.payment.originator_id,
+    ),
     "payee_name": ("Payee name (1000B N102)", lambda c, ln: c.payment.payee_name),
     "payee_id": ("Payee id, NPI when N103 = XX (1000B N104)", lambda c, ln: c.payment.payee_id),
     "check_number": ("Check or EFT trace number (TRN02)", lambda c, ln: c.payment.check_number),
     "payment_date": ("Check issue or EFT effective date (BPR16)", lambda c, ln: _date(c.payment.payment_date)),
     "payment_method": ("Payment method code (BPR04: ACH, CHK, FWT, BOP, NON)", lambda c, ln: c.payment.method),
-    "payment_method_text": ("Payment method in words", lambda c, ln: PAYMENT_METHOD_TEXT.get(c.payment.method, c.payment.method)),
+    "payment_method_text": (
+        "Payment method in words",
+        lambda c, ln: PAYMENT_METHOD_TEXT.get(c.payment.method, c.payment.method),
+    ),
     "payment_amount": ("Total payment (BPR02)", lambda c, ln: _dollars(c.payment.amount)),
     "production_date": ("Production date (DTM*405)", lambda c, ln: _date(c.payment.production_date)),
     "transaction_control_number": ("ST02 of the 835", lambda c, ln: c.payment.st_control),
@@ -451,7 +460,10 @@ _FIELDS: dict[str, tuple[str, _Getter]] = {
     "line_number": ("Service line number within the claim", lambda c, ln: ln.number if ln else ""),
     "procedure_qualifier": ("Procedure code qualifier (SVC01-1)", lambda c, ln: ln.procedure_qualifier if ln else ""),
     "procedure_code": ("Procedure code (SVC01-2)", lambda c, ln: ln.procedure_code if ln else ""),
-    "modifiers": ("Procedure modifiers joined with ':' (SVC01-3..6)", lambda c, ln: ":".join(ln.modifiers) if ln else ""),
+    "modifiers": (
+        "Procedure modifiers joined with ':' (SVC01-3..6)",
+        lambda c, ln: ":".join(ln.modifiers) if ln else "",
+    ),
     "modifier_1": ("First modifier", lambda c, ln: ln.modifiers[0] if ln and len(ln.modifiers) > 0 else ""),
     "modifier_2": ("Second modifier", lambda c, ln: ln.modifiers[1] if ln and len(ln.modifiers) > 1 else ""),
     "modifier_3": ("Third modifier", lambda c, ln: ln.modifiers[2] if ln and len(ln.modifiers) > 2 else ""),
@@ -462,14 +474,23 @@ _FIELDS: dict[str, tuple[str, _Getter]] = {
     "line_paid": ("Line payment (SVC03)", lambda c, ln: _dollars(ln.paid) if ln else ""),
     "line_allowed": ("Allowed amount (AMT*B6)", lambda c, ln: _dollars(ln.allowed) if ln else ""),
     "line_control_number": ("Line item control number (REF*6R)", lambda c, ln: ln.control_number if ln else ""),
-    "line_adjustments": ("Line-level CAS, e.g. CO-45:12.00;PR-2:10.00", lambda c, ln: _join(ln.adjustments) if ln else ""),
+    "line_adjustments": (
+        "Line-level CAS, e.g. CO-45:12.00;PR-2:10.00",
+        lambda c, ln: _join(ln.adjustments) if ln else "",
+    ),
     "adjustments": (
         "Claim-level then line-level CAS together",
         lambda c, ln: _join([*c.adjustments, *(ln.adjustments if ln else [])]),
     ),
     "remark_codes": ("Remark codes (LQ*HE) joined with ':'", lambda c, ln: ":".join(ln.remarks) if ln else ""),
-    "service_date": ("Service date (DTM*472 / DTM*150)", lambda c, ln: _date(ln.service_date or c.statement_from) if ln else _date(c.statement_from)),
-    "service_date_end": ("Service end date (DTM*151)", lambda c, ln: _date(ln.service_date_end) if ln else _date(c.statement_to)),
+    "service_date": (
+        "Service date (DTM*472 / DTM*150)",
+        lambda c, ln: _date(ln.service_date or c.statement_from) if ln else _date(c.statement_from),
+    ),
+    "service_date_end": (
+        "Service end date (DTM*151)",
+        lambda c, ln: _date(ln.service_date_end) if ln else _date(c.statement_to),
+    ),
 }
 ROW_FIELDS: dict[str, str] = {name: desc for name, (desc, _) in _FIELDS.items()}
 
@@ -493,7 +514,9 @@ def claim_rows(claim: RemitClaim, fields: Iterable[str] | None = None) -> list[d
 class RemitRows:
     """Rows of an 835, one per service line, streaming; ``issues`` holds balancing problems after iteration."""
 
-    def __init__(self, source: bytes | BinaryIO | Iterable[bytes], *, fields: Iterable[str] | None = None, **kw: Any) -> None:
+    def __init__(
+        self, source: bytes | BinaryIO | Iterable[bytes], *, fields: Iterable[str] | None = None, **kw: Any
+    ) -> None:
         self.reader = RemitReader(source, **kw)
         self.fields = list(fields) if fields is not None else list(_FIELDS)
         unknown = [f for f in self.fields if f not in _FIELDS]
@@ -712,7 +735,9 @@ def claim_to_eob(claim: RemitClaim, *, created: str | None = None) -> dict[str, 
     p = claim.payment
     institutional = any(ln.procedure_qualifier == "NU" or ln.revenue_code for ln in claim.lines)
     created = created or _fhir_date(p.production_date or p.payment_date) or date.today().isoformat()
-    patient_ref: dict[str, Any] = {"identifier": {"value": claim.patient_id or claim.insured_id or claim.patient_control_number}}
+    patient_ref: dict[str, Any] = {
+        "identifier": {"value": claim.patient_id or claim.insured_id or claim.patient_control_number}
+    }
     name = " ".join(x for x in (claim.patient_first, claim.patient_last) if x)
     if name:
         patient_ref["display"] = name
@@ -748,7 +773,10 @@ def claim_to_eob(claim: RemitClaim, *, created: str | None = None) -> dict[str, 
     eob: dict[str, Any] = {
         "resourceType": "ExplanationOfBenefit",
         "identifier": [
-            {"type": {"text": "payer claim control number"}, "value": claim.payer_claim_number or claim.patient_control_number}
+            {
+                "type": {"text": "payer claim control number"},
+                "value": claim.payer_claim_number or claim.patient_control_number,
+            }
         ],
         "status": "active",
         "type": {
@@ -762,7 +790,10 @@ def claim_to_eob(claim: RemitClaim, *, created: str | None = None) -> dict[str, 
         "use": "claim",
         "patient": patient_ref,
         "created": created,
-        "insurer": {"identifier": {"value": p.payer_id or p.originator_id or "unknown"}, "display": p.payer_name or None},
+        "insurer": {
+            "identifier": {"value": p.payer_id or p.originator_id or "unknown"},
+            "display": p.payer_name or None,
+        },
         "provider": {
             "identifier": {
                 **({"system": NPI_SYSTEM} if p.payee_id_qualifier == "XX" else {}),
@@ -773,7 +804,9 @@ def claim_to_eob(claim: RemitClaim, *, created: str | None = None) -> dict[str, 
         "claim": {"identifier": {"value": claim.patient_control_number}},
         "outcome": "complete",
         "disposition": claim.status_text,
-        "insurance": [{"focal": True, "coverage": {"identifier": {"value": claim.insured_id or claim.patient_id or "unknown"}}}],
+        "insurance": [
+            {"focal": True, "coverage": {"identifier": {"value": claim.insured_id or claim.patient_id or "unknown"}}}
+        ],
     }
     if not eob["insurer"].get("display"):
         del eob["insurer"]["display"]

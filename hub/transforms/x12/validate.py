@@ -17,8 +17,9 @@ import io
 import json
 import logging
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from hub.errors import Issue, X12ParseError
 
@@ -51,11 +52,11 @@ IK3_CODES = {
     "6": "Segment not in defined transaction set",
     "7": "Segment not in proper sequence",
     "8": "Segment has data element errors",
-    "I4": "Implementation \"Not Used\" segment present",
+    "I4": 'Implementation "Not Used" segment present',
     "I6": "Implementation dependent segment missing",
     "I7": "Implementation loop occurs under minimum times",
     "I8": "Implementation segment below minimum use",
-    "I9": "Implementation dependent \"Not Used\" segment present",
+    "I9": 'Implementation dependent "Not Used" segment present',
 }
 IK4_CODES = {
     "1": "Required data element missing",
@@ -70,10 +71,10 @@ IK4_CODES = {
     "10": "Exclusion condition violated",
     "12": "Too many repetitions",
     "13": "Too many components",
-    "I10": "Implementation \"Not Used\" data element present",
+    "I10": 'Implementation "Not Used" data element present',
     "I11": "Implementation too few repetitions",
     "I12": "Implementation pattern match failure",
-    "I13": "Implementation dependent \"Not Used\" data element present",
+    "I13": 'Implementation dependent "Not Used" data element present',
     "I6": "Code value not used in implementation",
     "I9": "Implementation dependent data element missing",
 }
@@ -377,13 +378,19 @@ def validate_report(raw: bytes) -> ValidationReport:
         )
         jisa = json_isas[i] if i < len(json_isas) else None
         if jisa:
-            isa_res.errors = [(e["err_cde"], e["err_str"]) for e in jisa.get("errors", []) if not (unsupported and e["err_cde"] == "021")]
+            isa_res.errors = [
+                (e["err_cde"], e["err_str"])
+                for e in jisa.get("errors", [])
+                if not (unsupported and e["err_cde"] == "021")
+            ]
         jgroups = iter((jisa or {}).get("groups", []))
         for j, (gs, txs) in enumerate(groups):
             g = GroupResult(gs[1], gs[6], gs[8], received_count=len(txs))
             isa_res.groups.append(g)
             if (i, j) in unsupported:
-                g.errors.append(("2", f"functional group version {gs[8] or '(none)'} ({gs[1]}) is not supported by the validator"))
+                g.errors.append(
+                    ("2", f"functional group version {gs[8] or '(none)'} ({gs[1]}) is not supported by the validator")
+                )
                 for tx in txs:
                     t = TransactionResult(tx[0][1], tx[0][2], tx[0][3] or gs[8])
                     t.errors.append(("1", f"transaction set {tx[0][1]} {gs[8]} is not supported"))
@@ -397,7 +404,9 @@ def validate_report(raw: bytes) -> ValidationReport:
             for k, jt in enumerate(jg.get("transactions", [])):
                 tx = txs[k] if k < len(txs) else []
                 loops = _loop_ids(tx, gs[8]) if tx else []
-                t = TransactionResult(jt.get("trn_set_id") or "", (jt.get("trn_set_control_num") or "").strip(), jt.get("vriic") or gs[8])
+                t = TransactionResult(
+                    jt.get("trn_set_id") or "", (jt.get("trn_set_control_num") or "").strip(), jt.get("vriic") or gs[8]
+                )
                 t.errors = [(e["err_cde"], e["err_str"]) for e in jt.get("errors", [])]
                 for js in jt.get("segments", []):
                     pos = int(js.get("seg_count") or 0)
@@ -435,7 +444,7 @@ def _without_groups(raw: bytes, drop: set[tuple[int, int]]) -> str:
     parts: list[str] = []
     i = j = -1
     skipping = False
-    for text, trailer, d in tokens:
+    for text, _trailer, d in tokens:
         sid = text.split(d.element, 1)[0]
         if sid == "ISA":
             i, j = i + 1, -1
@@ -455,4 +464,3 @@ def validate(raw: bytes) -> list[Issue]:
         return validate_report(raw).issues()
     except Exception as exc:  # a validator returns issues, it does not raise (DESIGN.md §6.3)
         return [Issue("error", f"validation failed: {type(exc).__name__}: {exc}", "", "")]
-

@@ -7,10 +7,11 @@ the X12 ``R``/``N`` forms (no exponent, no trailing zeros).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Iterable, Sequence, Union
+from typing import Union
 
 from hub.errors import MappingError
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from support import ROOT, SAMPLES
 from hub.cli import main
+from support import ROOT, SAMPLES
 
 CONFIG = str(ROOT / "config")
 

@@ -8,7 +8,6 @@ import json
 
 import pytest
 
-from support import CORPUS, ROOT, SAMPLES
 from hub.errors import FhirParseError, MappingError, ValidationError
 from hub.message import Message
 from hub.transforms.document import extract_meta, parse_document, validate_document
@@ -16,6 +15,7 @@ from hub.transforms.fhir.document import parse
 from hub.transforms.fhir.maps import load_tables
 from hub.transforms.fhir.v2_to_fhir import convert
 from hub.transforms.fhir.validate import FhirValidate, check_basic, operation_outcome, validate
+from support import CORPUS, ROOT, SAMPLES
 
 TABLES = load_tables(ROOT / "mappings" / "fhir")
 ADT = convert((SAMPLES / "hl7v2" / "adt_a01.hl7").read_bytes(), TABLES)
@@ -49,7 +49,12 @@ def test_set_delete_and_exact_bytes():
     p = out["entry"][0]["resource"]
     assert p["gender"] == "male" and p["name"][0]["given"] == ["JANE", "QUINN"] and "birthDate" not in p
     assert p["telecom"][5] == {"value": "x@example.org"}
-    assert next(e["resource"] for e in out["entry"] if e["resource"]["resourceType"] == "Observation")["valueQuantity"]["value"] == 170
+    assert (
+        next(e["resource"] for e in out["entry"] if e["resource"]["resourceType"] == "Observation")["valueQuantity"][
+            "value"
+        ]
+        == 170
+    )
     with pytest.raises(MappingError):
         doc.get("Patient..name")
 
@@ -64,7 +69,11 @@ def test_parse_errors_and_bom():
 
 def test_meta_indexes_the_bundle():
     meta = extract_meta("fhir", parse(RAW))
-    assert meta["message_type"] == "Bundle^transaction" and meta["control_id"] == "ADT00001" and meta["patient_id"] == "MRN00012345"
+    assert (
+        meta["message_type"] == "Bundle^transaction"
+        and meta["control_id"] == "ADT00001"
+        and meta["patient_id"] == "MRN00012345"
+    )
 
 
 def test_validation_finds_model_binding_and_bundle_problems():
@@ -93,7 +102,11 @@ def test_validation_finds_model_binding_and_bundle_problems():
     dangling["entry"] = dangling["entry"][1:]  # the Patient is gone: references to it dangle
     assert any(i.code == "not-found" for i in validate(dangling))
     oo = operation_outcome(issues)
-    assert oo["resourceType"] == "OperationOutcome" and oo["issue"][0]["severity"] == "error" and oo["issue"][0]["expression"]
+    assert (
+        oo["resourceType"] == "OperationOutcome"
+        and oo["issue"][0]["severity"] == "error"
+        and oo["issue"][0]["expression"]
+    )
 
 
 def test_validators_by_level_and_the_transform():
@@ -119,13 +132,20 @@ def small() -> dict:
     """A transaction Bundle as the converter makes them, written out so these tests do not move with it."""
     patient = {
         "resourceType": "Patient",
-        "identifier": [{"system": "urn:hub:id:EXAMPLE_CLINIC", "value": "MRN1",
-                        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]}}],
+        "identifier": [
+            {
+                "system": "urn:hub:id:EXAMPLE_CLINIC",
+                "value": "MRN1",
+                "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]},
+            }
+        ],
         "name": [{"family": "DOE", "given": ["JANE", "Q"]}],
         "gender": "female",
         "birthDate": "1980-02-14",
         "telecom": [{"system": "phone", "value": "555-0123", "use": "home"}],
-        "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName", "valueString": "SAMPLE"}],
+        "extension": [
+            {"url": "http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName", "valueString": "SAMPLE"}
+        ],
     }
     encounter = {
         "resourceType": "Encounter",
@@ -177,7 +197,9 @@ def test_the_values_medplum_refused_are_caught_in_a_bundle(where, element, value
     assert loc.startswith(f"Bundle.entry[{where}].resource.{element}") and issues[0].code == code
     assert loc.endswith(("start", "birthDate", "system"))
     leaves = [value] if isinstance(value, str) else [v for v in json.dumps(value).split('"') if len(v) > 3]
-    assert not any(leaf in issues[0].message for leaf in leaves if leaf not in ("system", "coding", "start", "value"))  # never quoted
+    assert not any(
+        leaf in issues[0].message for leaf in leaves if leaf not in ("system", "coding", "start", "value")
+    )  # never quoted
 
 
 def test_structure_unknown_elements_and_choice_suffixes():
@@ -188,7 +210,10 @@ def test_structure_unknown_elements_and_choice_suffixes():
     b["entry"][0]["resource"]["deceasedBoolean"] = False
     b["entry"][0]["resource"]["deceasedDateTime"] = "2020-01-01"
     got = found(b)
-    assert ("Bundle.entry[2].resource.valueFoo", "structure") in got and ("Bundle.entry[2].resource.colour", "structure") in got
+    assert ("Bundle.entry[2].resource.valueFoo", "structure") in got and (
+        "Bundle.entry[2].resource.colour",
+        "structure",
+    ) in got
     assert ("Bundle.entry[2].resource.valueQuantity", "structure") not in got
     assert ("Bundle.entry[0].resource.deceasedDateTime", "structure") in got  # one type of deceased[x] only
     foo = next(i for i in validate(b) if i.location.endswith("valueFoo"))
@@ -216,8 +241,14 @@ def test_required_elements_and_required_bindings():
     b["entry"][0]["resource"]["gender"] = "F"
     b["entry"][2]["resource"]["valueQuantity"]["comparator"] = "=<"
     got = found(b)
-    assert ("Bundle.entry[1].resource.status", "required") in got and ("Bundle.entry[1].resource.class", "required") in got
-    assert ("Bundle.entry[2].resource.status", "code-invalid") in got and ("Bundle.entry[0].resource.gender", "code-invalid") in got
+    assert ("Bundle.entry[1].resource.status", "required") in got and (
+        "Bundle.entry[1].resource.class",
+        "required",
+    ) in got
+    assert ("Bundle.entry[2].resource.status", "code-invalid") in got and (
+        "Bundle.entry[0].resource.gender",
+        "code-invalid",
+    ) in got
     assert ("Bundle.entry[2].resource.valueQuantity.comparator", "code-invalid") in got
     assert not any("'F'" in i.message or "done" in i.message for i in validate(b))
 
@@ -227,9 +258,19 @@ def test_required_binding_on_a_codeable_concept():
     allergy = {
         "resourceType": "AllergyIntolerance",
         "patient": {"reference": PID},
-        "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "code": "active"}]},
+        "clinicalStatus": {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "code": "active"}
+            ]
+        },
     }
-    b["entry"].append({"fullUrl": "urn:uuid:0f1e2d3c-4b5a-5968-8776-655443322110", "resource": allergy, "request": {"method": "POST", "url": "AllergyIntolerance"}})
+    b["entry"].append(
+        {
+            "fullUrl": "urn:uuid:0f1e2d3c-4b5a-5968-8776-655443322110",
+            "resource": allergy,
+            "request": {"method": "POST", "url": "AllergyIntolerance"},
+        }
+    )
     assert found(b) == set()
     allergy["clinicalStatus"]["coding"][0]["code"] = "current"  # not in the value set
     assert ("Bundle.entry[3].resource.clinicalStatus.coding[0].code", "code-invalid") in found(b)
@@ -269,7 +310,9 @@ def test_extensions_need_a_url_and_a_value_or_extensions():
     b = small()
     ext = b["entry"][0]["resource"]["extension"]
     ext.append({"url": "http://example.org/a"})  # neither
-    ext.append({"url": "http://example.org/b", "valueString": "x", "extension": [{"url": "c", "valueBoolean": True}]})  # both
+    ext.append(
+        {"url": "http://example.org/b", "valueString": "x", "extension": [{"url": "c", "valueBoolean": True}]}
+    )  # both
     ext.append({"valueString": "x"})  # no url
     ext.append({"url": "http://example.org/has space", "valueString": "x"})
     got = found(b)
@@ -305,7 +348,10 @@ def test_references():
     obs["contained"][0]["meta"] = {"versionId": "1"}  # dom-4
     obs["contained"].append({"resourceType": "Nonsense"})
     got = found(b)
-    assert ("Bundle.entry[2].resource.contained[0].contained", "invariant") in got and ("Bundle.entry[2].resource.contained[0].meta", "invariant") in got
+    assert ("Bundle.entry[2].resource.contained[0].contained", "invariant") in got and (
+        "Bundle.entry[2].resource.contained[0].meta",
+        "invariant",
+    ) in got
     assert ("Bundle.entry[2].resource.contained[1].resourceType", "code-invalid") in got
 
 
@@ -334,9 +380,20 @@ def test_invariants_of_data_types_and_resources():
     assert ("Bundle.entry[0].resource.contact[0]", "invariant") in got
     enc["period"]["end"] = "2026-03-10T16:15:00+01:00"  # the same instant in another zone: not before
     assert ("Bundle.entry[1].resource.period", "invariant") not in found(b)
-    sr = {"resourceType": "ServiceRequest", "status": "active", "intent": "order", "subject": {"display": "x"},
-          "orderDetail": [{"text": "fasting"}]}  # prr-1: an orderDetail without a code
-    b["entry"].append({"fullUrl": "urn:uuid:5a0c1f4e-0000-4000-8000-000000000001", "resource": sr, "request": {"method": "POST", "url": "ServiceRequest"}})
+    sr = {
+        "resourceType": "ServiceRequest",
+        "status": "active",
+        "intent": "order",
+        "subject": {"display": "x"},
+        "orderDetail": [{"text": "fasting"}],
+    }  # prr-1: an orderDetail without a code
+    b["entry"].append(
+        {
+            "fullUrl": "urn:uuid:5a0c1f4e-0000-4000-8000-000000000001",
+            "resource": sr,
+            "request": {"method": "POST", "url": "ServiceRequest"},
+        }
+    )
     assert ("Bundle.entry[3].resource.orderDetail", "invariant") in found(b)
     sr["code"] = {"text": "glucose"}
     assert ("Bundle.entry[3].resource.orderDetail", "invariant") not in found(b)
@@ -384,19 +441,30 @@ def test_single_resources_and_garbage_never_raise():
     assert validate({"no": "type"})[0].code == "required"
     assert validate(b"{not json")[0].code
     assert validate([1, 2])[0].code == "structure"
-    for junk in ({"resourceType": "Bundle", "entry": "x"}, {"resourceType": "Bundle", "entry": [1, None, {"resource": 5}]},
-                 {"resourceType": "Patient", "name": [{"given": [{"a": 1}]}], "contained": [[]]}):
+    for junk in (
+        {"resourceType": "Bundle", "entry": "x"},
+        {"resourceType": "Bundle", "entry": [1, None, {"resource": 5}]},
+        {"resourceType": "Patient", "name": [{"given": [{"a": 1}]}], "contained": [[]]},
+    ):
         assert all(i.severity == "error" for i in validate(junk))
     assert check_basic(parse(b'{"resourceType": "Patient"}')) == []
 
 
 def test_samples_the_converter_makes_validate_without_error():
     """Every sample Bundle of v2_to_fhir passes (issue 12): the converter's own output is R4 as the index says."""
-    names = sorted(p.name for p in (SAMPLES / "hl7v2").glob("*.hl7") if not p.name.startswith("batch_") and p.name != "fhir_oru_bad_nm.hl7")
+    names = sorted(
+        p.name
+        for p in (SAMPLES / "hl7v2").glob("*.hl7")
+        if not p.name.startswith("batch_") and p.name != "fhir_oru_bad_nm.hl7"
+    )
     assert names
     bad = {}
     for name in names:
-        errors = [str(i) for i in validate(convert((SAMPLES / "hl7v2" / name).read_bytes(), TABLES)) if i.severity in ("error", "fatal")]
+        errors = [
+            str(i)
+            for i in validate(convert((SAMPLES / "hl7v2" / name).read_bytes(), TABLES))
+            if i.severity in ("error", "fatal")
+        ]
         if errors:
             bad[name] = errors
     assert bad == {}

@@ -38,10 +38,22 @@ SHAPES = [
     (with_(identifier=[["MRN1"]]), "Patient.identifier[0]"),
     (with_(extension=[{"url": 5, "valueString": "x"}]), "Patient.extension[0].url"),
     ({"resourceType": "Bundle", "type": "collection", "entry": True}, "Bundle.entry"),
-    ({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {"id": "x"}}]}, "Bundle.entry[0].resource.resourceType"),
-    ({"resourceType": "Bundle", "type": "collection", "entry": [{"fullUrl": {"a": 1}, "resource": PATIENT}]}, "Bundle.entry[0].fullUrl"),
-    ({"resourceType": "Encounter", "status": "planned", "class": {"code": "AMB"}, "subject": "Patient/1"}, "Encounter.subject"),
-    ({"resourceType": "DiagnosticReport", "status": "final", "code": {"text": "x"}, "result": [7]}, "DiagnosticReport.result[0]"),
+    (
+        {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {"id": "x"}}]},
+        "Bundle.entry[0].resource.resourceType",
+    ),
+    (
+        {"resourceType": "Bundle", "type": "collection", "entry": [{"fullUrl": {"a": 1}, "resource": PATIENT}]},
+        "Bundle.entry[0].fullUrl",
+    ),
+    (
+        {"resourceType": "Encounter", "status": "planned", "class": {"code": "AMB"}, "subject": "Patient/1"},
+        "Encounter.subject",
+    ),
+    (
+        {"resourceType": "DiagnosticReport", "status": "final", "code": {"text": "x"}, "result": [7]},
+        "DiagnosticReport.result[0]",
+    ),
 ]
 
 
@@ -74,8 +86,16 @@ def test_well_shaped_content_still_maps():
     [
         {"resourceType": "Bundle", "type": "message", "entry": True},
         {"resourceType": "Bundle", "type": ["message"], "identifier": {"value": ["x"]}, "id": {"a": 1}},
-        {"resourceType": "Bundle", "type": "message", "entry": [{"resource": {"resourceType": "MessageHeader", "eventCoding": ["x"], "source": 3, "id": 7}}]},
-        {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {"resourceType": "Patient", "identifier": 1.5}}]},
+        {
+            "resourceType": "Bundle",
+            "type": "message",
+            "entry": [{"resource": {"resourceType": "MessageHeader", "eventCoding": ["x"], "source": 3, "id": 7}}],
+        },
+        {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": {"resourceType": "Patient", "identifier": 1.5}}],
+        },
         {"resourceType": "Patient", "identifier": [{"value": {"x": 1}}], "id": ["p"]},
     ],
 )

@@ -7,17 +7,19 @@ import shutil
 
 import pytest
 
-from support import ROOT, SAMPLES
 from hub.channels.base import Context
 from hub.errors import MappingError
 from hub.message import Message
 from hub.transforms.fhir.maps import load_tables
 from hub.transforms.fhir.v2_to_fhir import V2ToFhir, convert
 from hub.transforms.fhir.validate import validate
+from support import ROOT, SAMPLES
 
 HL7 = SAMPLES / "hl7v2"
 TABLES = load_tables(ROOT / "mappings" / "fhir")
-ALL_SAMPLES = sorted(p.name for p in HL7.glob("*.hl7") if not p.name.startswith("batch") and p.name != "fhir_oru_bad_nm.hl7")
+ALL_SAMPLES = sorted(
+    p.name for p in HL7.glob("*.hl7") if not p.name.startswith("batch") and p.name != "fhir_oru_bad_nm.hl7"
+)
 
 
 def bundle(name: str, **cfg) -> dict:
@@ -50,12 +52,65 @@ def test_every_sample_converts_to_a_valid_transaction(name):
 
 # Issue 12: every event whose structure the IG maps, plus the families a practice sends.
 REQUIRED_EVENTS = (
-    [f"ADT^A{n:02d}" for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 21, 22, 23, 25, 26, 27, 28, 29,
-                              31, 32, 33, 38, 40, 41, 42, 45, 47, 50, 60)]
-    + [f"SIU^S{n}" for n in range(12, 27) if n != 25] + ["VXU^V04", "RDE^O11", "RDE^O25", "RDS^O13", "OMG^O19", "OML^O21",
-                                                          "ORM^O01", "ORU^R01", "ORU^R30", "DFT^P03", "DFT^P11"]
-    + [f"OUL^R{n}" for n in (21, 22, 23, 24)] + [f"BAR^P{n:02d}" for n in (1, 2, 5, 6, 10, 12)]
-    + [f"REF^I{n}" for n in (12, 13, 14, 15)] + [f"MDM^T{n:02d}" for n in range(1, 12)]
+    [
+        f"ADT^A{n:02d}"
+        for n in (
+            1,
+            2,
+            3,
+            4,
+            5,
+            6,
+            7,
+            8,
+            9,
+            10,
+            11,
+            12,
+            13,
+            14,
+            15,
+            16,
+            17,
+            21,
+            22,
+            23,
+            25,
+            26,
+            27,
+            28,
+            29,
+            31,
+            32,
+            33,
+            38,
+            40,
+            41,
+            42,
+            45,
+            47,
+            50,
+            60,
+        )
+    ]
+    + [f"SIU^S{n}" for n in range(12, 27) if n != 25]
+    + [
+        "VXU^V04",
+        "RDE^O11",
+        "RDE^O25",
+        "RDS^O13",
+        "OMG^O19",
+        "OML^O21",
+        "ORM^O01",
+        "ORU^R01",
+        "ORU^R30",
+        "DFT^P03",
+        "DFT^P11",
+    ]
+    + [f"OUL^R{n}" for n in (21, 22, 23, 24)]
+    + [f"BAR^P{n:02d}" for n in (1, 2, 5, 6, 10, 12)]
+    + [f"REF^I{n}" for n in (12, 13, 14, 15)]
+    + [f"MDM^T{n:02d}" for n in range(1, 12)]
 )
 
 
@@ -81,26 +136,57 @@ def test_adt_a01_patient_field_by_field():
     assert b["entry"][0]["resource"] is p  # the Patient comes first
     mrn, empi = p["identifier"][0], p["identifier"][1]
     assert mrn == {
-        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR", "display": "Medical record number"}]},
+        "type": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/v2-0203",
+                    "code": "MR",
+                    "display": "Medical record number",
+                }
+            ]
+        },
         "system": "https://example.org/fhir/sid/clinic-mrn",
         "value": "MRN00012345",
     }
     assert empi["system"] == "https://example.org/fhir/sid/empi" and empi["value"] == "E998877"
     assert p["name"][0] == {"use": "official", "family": "DOE", "given": ["JANE", "Q"]}
     assert p["gender"] == "female" and p["birthDate"] == "1980-02-14"
-    assert p["address"][0] == {"use": "home", "line": ["123 MAIN ST", "APT 4B"], "city": "SPRINGFIELD", "state": "IL", "postalCode": "62701", "country": "USA"}
-    telecom = [{k: v for k, v in t.items() if k != "extension"} for t in p["telecom"]]  # (+ country/area/local extensions)
+    assert p["address"][0] == {
+        "use": "home",
+        "line": ["123 MAIN ST", "APT 4B"],
+        "city": "SPRINGFIELD",
+        "state": "IL",
+        "postalCode": "62701",
+        "country": "USA",
+    }
+    telecom = [
+        {k: v for k, v in t.items() if k != "extension"} for t in p["telecom"]
+    ]  # (+ country/area/local extensions)
     assert {"system": "phone", "value": "+1 (217) 555-0123", "use": "home"} in telecom
     assert {"system": "email", "value": "jane.doe@example.org"} in telecom
     assert {"system": "phone", "value": "+1 (217) 555-0199", "use": "work"} in telecom
-    assert {"system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": "M", "display": "Married"} in p["maritalStatus"]["coding"]
-    assert p["communication"][0]["language"]["coding"][0] == {"system": "urn:ietf:bcp:47", "code": "en", "display": "English"}
+    assert {"system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": "M", "display": "Married"} in p[
+        "maritalStatus"
+    ]["coding"]
+    assert p["communication"][0]["language"]["coding"][0] == {
+        "system": "urn:ietf:bcp:47",
+        "code": "en",
+        "display": "English",
+    }
     exts = {e["url"]: e for e in p["extension"]}
     assert exts["http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName"]["valueString"] == "SAMPLE"
     assert "http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity" in exts
     gp = target(b, p["generalPractitioner"][0])
     assert gp["identifier"][0] == {
-        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "NPI", "display": "National provider identifier"}]},
+        "type": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/v2-0203",
+                    "code": "NPI",
+                    "display": "National provider identifier",
+                }
+            ]
+        },
         "system": "http://hl7.org/fhir/sid/us-npi",
         "value": "1234567893",
     }
@@ -110,8 +196,15 @@ def test_adt_a01_encounter_and_the_other_segments():
     b = bundle("adt_a01.hl7")
     (enc,) = of(b, "Encounter")
     assert enc["status"] == "in-progress"  # A01: admitted
-    assert enc["class"] == {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP", "display": "inpatient encounter"}
-    assert enc["identifier"][0]["value"] == "V00012345" and enc["identifier"][0]["system"] == "https://example.org/fhir/sid/hospital-visit"
+    assert enc["class"] == {
+        "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+        "code": "IMP",
+        "display": "inpatient encounter",
+    }
+    assert (
+        enc["identifier"][0]["value"] == "V00012345"
+        and enc["identifier"][0]["system"] == "https://example.org/fhir/sid/hospital-visit"
+    )
     assert enc["period"] == {"start": "2026-03-10T09:15:00-06:00"}
     assert target(b, enc["subject"])["resourceType"] == "Patient"
     roles = {p["type"][0]["coding"][0]["code"]: target(b, p["individual"]) for p in enc["participant"]}
@@ -119,29 +212,50 @@ def test_adt_a01_encounter_and_the_other_segments():
     assert roles["ATND"] is roles["ADM"]  # the same practitioner named twice is one entry
     assert len(of(b, "Practitioner")) == 2
     loc = target(b, enc["location"][0]["location"])
-    assert loc["identifier"][0]["value"] == "MED^0412^B^EXAMPLE_HOSPITAL^^^^MEDSURG" and loc["physicalType"]["coding"][0]["code"] == "bd"
-    assert enc["reasonCode"][0]["coding"][0] == {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "R07.9", "display": "Chest pain, unspecified"}
+    assert (
+        loc["identifier"][0]["value"] == "MED^0412^B^EXAMPLE_HOSPITAL^^^^MEDSURG"
+        and loc["physicalType"]["coding"][0]["code"] == "bd"
+    )
+    assert enc["reasonCode"][0]["coding"][0] == {
+        "system": "http://hl7.org/fhir/sid/icd-10-cm",
+        "code": "R07.9",
+        "display": "Chest pain, unspecified",
+    }
     (rp,) = of(b, "RelatedPerson")
     assert rp["name"][0] == {"family": "DOE", "given": ["JOHN", "R"]}
     codes = [c["code"] for cc in rp["relationship"] for c in cc["coding"]]
     assert "SPO" in codes and "SPS" in codes and "EC" in codes
     (al,) = of(b, "AllergyIntolerance")
     assert al["category"] == ["medication"] and al["criticality"] == "high" and al["type"] == "allergy"
-    assert al["code"]["coding"][0] == {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "7980", "display": "Penicillin"}
+    assert al["code"]["coding"][0] == {
+        "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+        "code": "7980",
+        "display": "Penicillin",
+    }
     assert al["reaction"][0]["manifestation"] == [{"text": "Hives"}] and al["reaction"][0]["severity"] == "severe"
     (cond,) = of(b, "Condition")
     assert cond["code"]["coding"][0]["code"] == "R07.9" and cond["onsetDateTime"] == "2026-03-10T09:15:00-06:00"
     assert enc["diagnosis"][0]["condition"]["reference"] == entry_of(b, cond)["fullUrl"]
     assert [c["code"] for c in enc["diagnosis"][0]["use"]["coding"]] == ["A", "AD"]  # DG1-6 A, and as a diagnosis-role
     self_pay, cov = of(b, "Coverage")  # PV1-20 SELF (the patient pays), then IN1
-    assert self_pay["payor"] == [self_pay["beneficiary"]] and target(b, self_pay["payor"][0])["resourceType"] == "Patient"
+    assert (
+        self_pay["payor"] == [self_pay["beneficiary"]] and target(b, self_pay["payor"][0])["resourceType"] == "Patient"
+    )
     assert cov["subscriberId"] == "XYZ123456789" and "self" in [c["code"] for c in cov["relationship"]["coding"]]
     assert cov["period"] == {"start": "2026-01-01", "end": "2026-12-31"}
-    assert {c["type"]["coding"][0]["code"]: c["value"] for c in cov["class"]} == {"plan": "BCBSPPO", "group": "GRP44556"}
+    assert {c["type"]["coding"][0]["code"]: c["value"] for c in cov["class"]} == {
+        "plan": "BCBSPPO",
+        "group": "GRP44556",
+    }
     payer = target(b, cov["payor"][0])
     assert payer["name"] == "BLUE CROSS BLUE SHIELD OF EXAMPLE" and payer["identifier"][0]["value"] == "BCBS001"
     height, weight = of(b, "Observation")
-    assert height["valueQuantity"] == {"value": 165, "unit": "centimeter", "system": "http://unitsofmeasure.org", "code": "cm"}
+    assert height["valueQuantity"] == {
+        "value": 165,
+        "unit": "centimeter",
+        "system": "http://unitsofmeasure.org",
+        "code": "cm",
+    }
     assert weight["valueQuantity"]["value"] == 68.5 and weight["category"][0]["coding"][0]["code"] == "vital-signs"
 
 
@@ -149,17 +263,26 @@ def test_conditional_update_on_the_mrn_and_stable_fullurls_across_messages():
     a04, a08, oru = bundle("adt_a04.hl7"), bundle("adt_a08.hl7"), bundle("oru_r01.hl7")
     p04 = entry_of(a04, of(a04, "Patient")[0])
     p08 = entry_of(a08, of(a08, "Patient")[0])
-    assert p04["request"] == {"method": "PUT", "url": "Patient?identifier=https://example.org/fhir/sid/clinic-mrn|MRN00012345"}
+    assert p04["request"] == {
+        "method": "PUT",
+        "url": "Patient?identifier=https://example.org/fhir/sid/clinic-mrn|MRN00012345",
+    }
     assert p04["fullUrl"] == p08["fullUrl"]  # the same person → the same fullUrl
     # results do not overwrite demographics: created when absent, else the destination only adds what the server lacks
     po = entry_of(oru, of(oru, "Patient")[0])
-    assert po["request"] == {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=https://example.org/fhir/sid/clinic-mrn|MRN00023456",
-                             "extension": [{"url": "urn:hub:fhir:merge", "valueCode": "fill"}]}
+    assert po["request"] == {
+        "method": "POST",
+        "url": "Patient",
+        "ifNoneExist": "identifier=https://example.org/fhir/sid/clinic-mrn|MRN00023456",
+        "extension": [{"url": "urn:hub:fhir:merge", "valueCode": "fill"}],
+    }
     # the same message converted twice gives the same Bundle
     assert bundle("oru_r01.hl7") == oru
     # practitioners are conditionally created, never overwritten
     prac = entry_of(oru, of(oru, "Practitioner")[0])
-    assert prac["request"]["method"] == "POST" and prac["request"]["ifNoneExist"].startswith("identifier=http://hl7.org/fhir/sid/us-npi|")
+    assert prac["request"]["method"] == "POST" and prac["request"]["ifNoneExist"].startswith(
+        "identifier=http://hl7.org/fhir/sid/us-npi|"
+    )
 
 
 def test_patient_mode_and_bundle_kinds():
@@ -168,7 +291,10 @@ def test_patient_mode_and_bundle_kinds():
     batch = bundle("adt_a04.hl7", bundle="batch")
     assert batch["type"] == "batch"
     enc = of(batch, "Encounter")[0]
-    assert enc["subject"] == {"type": "Patient", "identifier": {"system": "https://example.org/fhir/sid/clinic-mrn", "value": "MRN00012345"}}
+    assert enc["subject"] == {
+        "type": "Patient",
+        "identifier": {"system": "https://example.org/fhir/sid/clinic-mrn", "value": "MRN00012345"},
+    }
     coll = bundle("adt_a04.hl7", bundle="collection")
     assert all("request" not in e and e["resource"]["id"] == e["fullUrl"][9:] for e in coll["entry"])
     assert validate(batch) == [] and validate(coll) == []
@@ -178,9 +304,14 @@ def test_a40_merge_links_both_patients():
     b = bundle("adt_a40.hl7")
     survivor, merged = of(b, "Patient")
     assert survivor["identifier"][0]["value"] == "MRN00012345" and merged["identifier"][0]["value"] == "MRN00099999"
-    assert merged["active"] is False and merged["link"] == [{"other": {"reference": entry_of(b, survivor)["fullUrl"]}, "type": "replaced-by"}]
+    assert merged["active"] is False and merged["link"] == [
+        {"other": {"reference": entry_of(b, survivor)["fullUrl"]}, "type": "replaced-by"}
+    ]
     assert survivor["link"] == [{"other": {"reference": entry_of(b, merged)["fullUrl"]}, "type": "replaces"}]
-    assert entry_of(b, merged)["request"]["url"] == "Patient?identifier=https://example.org/fhir/sid/clinic-mrn|MRN00099999"
+    assert (
+        entry_of(b, merged)["request"]["url"]
+        == "Patient?identifier=https://example.org/fhir/sid/clinic-mrn|MRN00099999"
+    )
 
 
 @pytest.mark.parametrize(
@@ -212,7 +343,12 @@ def test_a28_person_only_and_z_segment_extension_by_rule():
     exts = {e["url"]: e for e in of(b, "Patient")[0]["extension"]}
     assert exts["https://example.org/fhir/StructureDefinition/preferred-pharmacy"]["valueString"] == "GREEN PHARMACY"
     assert exts["https://example.org/fhir/StructureDefinition/portal-enrolled"]["valueBoolean"] is True
-    assert exts["https://example.org/fhir/StructureDefinition/preferred-contact-method"]["valueCodeableConcept"]["coding"][0]["code"] == "EMAIL"
+    assert (
+        exts["https://example.org/fhir/StructureDefinition/preferred-contact-method"]["valueCodeableConcept"]["coding"][
+            0
+        ]["code"]
+        == "EMAIL"
+    )
 
 
 def test_oru_diagnostic_report_and_observations():
@@ -221,20 +357,41 @@ def test_oru_diagnostic_report_and_observations():
     obs = of(b, "Observation")
     assert len(obs) == 10 and len(dr["result"]) == 10
     assert [target(b, r) for r in dr["result"]] == obs
-    assert dr["status"] == "final" and dr["code"]["coding"][0]["code"] == "80053" and dr["issued"] == "2026-03-16T16:00:00-06:00"
-    assert {i["type"]["coding"][0]["code"]: i["value"] for i in dr["identifier"]} == {"FILL": "LAB77001", "PLAC": "ORD448811"}
+    assert (
+        dr["status"] == "final"
+        and dr["code"]["coding"][0]["code"] == "80053"
+        and dr["issued"] == "2026-03-16T16:00:00-06:00"
+    )
+    assert {i["type"]["coding"][0]["code"]: i["value"] for i in dr["identifier"]} == {
+        "FILL": "LAB77001",
+        "PLAC": "ORD448811",
+    }
     (sr,) = of(b, "ServiceRequest")
     assert dr["basedOn"][0]["reference"] == entry_of(b, sr)["fullUrl"] and sr["status"] == "completed"
     by_code = {o["code"]["coding"][0]["code"]: o for o in obs}
     glu = by_code["2345-7"]
-    assert glu["valueQuantity"] == {"value": 142, "unit": "milligram per deciliter", "system": "http://unitsofmeasure.org", "code": "mg/dL"}
+    assert glu["valueQuantity"] == {
+        "value": 142,
+        "unit": "milligram per deciliter",
+        "system": "http://unitsofmeasure.org",
+        "code": "mg/dL",
+    }
     assert glu["interpretation"][0]["coding"][0]["code"] == "H" and glu["status"] == "final"
     assert glu["referenceRange"][0]["low"]["value"] == 70 and glu["referenceRange"][0]["high"]["value"] == 99
     assert glu["effectiveDateTime"] == "2026-03-16T10:10:00-06:00"
-    assert entry_of(b, glu)["request"] == {"method": "PUT", "url": "Observation?identifier=https://example.org/fhir/sid/lab-order|LAB77001-2345-7"}
-    assert by_code["33914-3"]["valueQuantity"]["comparator"] == ">" and by_code["33914-3"]["valueQuantity"]["value"] == 60
+    assert entry_of(b, glu)["request"] == {
+        "method": "PUT",
+        "url": "Observation?identifier=https://example.org/fhir/sid/lab-order|LAB77001-2345-7",
+    }
+    assert (
+        by_code["33914-3"]["valueQuantity"]["comparator"] == ">" and by_code["33914-3"]["valueQuantity"]["value"] == 60
+    )
     assert by_code["5778-6"]["valueString"] == "Yellow"
-    assert by_code["5797-6"]["valueCodeableConcept"]["coding"][0] == {"system": "http://snomed.info/sct", "code": "260385009", "display": "Negative"}
+    assert by_code["5797-6"]["valueCodeableConcept"]["coding"][0] == {
+        "system": "http://snomed.info/sct",
+        "code": "260385009",
+        "display": "Negative",
+    }
     assert by_code["8665-2"]["valueDateTime"] == "2026-03-01"
     assert by_code["8251-1"]["valueString"].endswith("Results & comments reviewed by lab director.")
     k = by_code["2823-3"]
@@ -247,12 +404,19 @@ def test_oru_value_types_ft_ts_sn_ed_tm():
     by_code = {o["code"]["coding"][0]["code"]: o for o in of(b, "Observation")}
     assert by_code["11502-2"]["valueString"] == "Line one\nLine two" and by_code["11502-2"]["status"] == "preliminary"
     assert by_code["8665-2"]["valueDateTime"] == "2026-03-01T08:30:00-06:00"
-    assert by_code["13945-1"]["valueRange"]["low"]["value"] == 2 and by_code["13945-1"]["valueRange"]["high"]["value"] == 5
-    assert by_code["9339-7"]["valueRatio"] == {"numerator": {"value": 1}, "denominator": {"value": 128}} and by_code["9339-7"]["status"] == "corrected"
+    assert (
+        by_code["13945-1"]["valueRange"]["low"]["value"] == 2 and by_code["13945-1"]["valueRange"]["high"]["value"] == 5
+    )
+    assert (
+        by_code["9339-7"]["valueRatio"] == {"numerator": {"value": 1}, "denominator": {"value": 128}}
+        and by_code["9339-7"]["status"] == "corrected"
+    )
     ed = by_code["11526-1"]["extension"][0]
     assert ed["valueAttachment"] == {"contentType": "text/plain", "data": "SGVsbG8gd29ybGQ="}
     assert by_code["8587-2"]["valueTime"] == "08:30:00"
-    assert by_code["2345-7"]["valueQuantity"]["code"] == "mg/dL"  # non-UCUM "mg/dl" through mappings/fhir/codes/units.csv
+    assert (
+        by_code["2345-7"]["valueQuantity"]["code"] == "mg/dL"
+    )  # non-UCUM "mg/dl" through mappings/fhir/codes/units.csv
     (dr,) = of(b, "DiagnosticReport")
     assert dr["status"] == "preliminary" and dr["conclusion"] == "Collected at the clinic."
 
@@ -275,7 +439,11 @@ def test_orders_appointments_medications_immunizations_documents_charges():
     assert sr2["priority"] == "routine" and target(oml, sr2["specimen"][0])["type"]["coding"][0]["code"] == "119297000"
     siu = bundle("siu_s12.hl7")
     (apt,) = of(siu, "Appointment")
-    assert apt["status"] == "booked" and apt["start"] == "2026-03-25T14:00:00-06:00" and apt["end"] == "2026-03-25T14:30:00-06:00"
+    assert (
+        apt["status"] == "booked"
+        and apt["start"] == "2026-03-25T14:00:00-06:00"
+        and apt["end"] == "2026-03-25T14:30:00-06:00"
+    )
     assert apt["minutesDuration"] == 30 and apt["comment"] == "Patient requests an interpreter (Spanish)."
     booked = [p for p in apt["participant"] if p.get("required") != "information-only"]  # (SCH-12/16/20 contacts)
     kinds = sorted(target(siu, p["actor"])["resourceType"] for p in booked if "reference" in p.get("actor", {}))
@@ -285,12 +453,23 @@ def test_orders_appointments_medications_immunizations_documents_charges():
     (mr,) = of(rde, "MedicationRequest")
     assert mr["medicationCodeableConcept"]["coding"][0]["code"] == "860975" and mr["status"] == "active"
     assert mr["dispenseRequest"]["quantity"]["value"] == 60 and mr["dispenseRequest"]["numberOfRepeatsAllowed"] == 3
-    assert mr["dosageInstruction"][0]["route"]["coding"][0]["code"] == "PO" and mr["dosageInstruction"][0]["timing"]["code"]["coding"][0]["code"] == "BID"
+    assert (
+        mr["dosageInstruction"][0]["route"]["coding"][0]["code"] == "PO"
+        and mr["dosageInstruction"][0]["timing"]["code"]["coding"][0]["code"] == "BID"
+    )
     vxu = bundle("vxu_v04.hl7")
     (imm,) = of(vxu, "Immunization")
-    assert imm["vaccineCode"]["coding"][0] == {"system": "http://hl7.org/fhir/sid/cvx", "code": "141", "display": "Influenza, seasonal, injectable"}
+    assert imm["vaccineCode"]["coding"][0] == {
+        "system": "http://hl7.org/fhir/sid/cvx",
+        "code": "141",
+        "display": "Influenza, seasonal, injectable",
+    }
     assert imm["status"] == "completed" and imm["lotNumber"] == "LOT12345" and imm["expirationDate"] == "2027-06-30"
-    assert imm["doseQuantity"]["value"] == 0.5 and imm["primarySource"] is True and imm["programEligibility"][0]["coding"][0]["code"] == "V02"
+    assert (
+        imm["doseQuantity"]["value"] == 0.5
+        and imm["primarySource"] is True
+        and imm["programEligibility"][0]["coding"][0]["code"] == "V02"
+    )
     mdm = bundle("mdm_t02.hl7")
     (doc,) = of(mdm, "DocumentReference")
     import base64
@@ -333,7 +512,9 @@ def test_the_transform_in_a_channel_reads_the_clinic_mappings(tmp_path):
     maps = tmp_path / "mappings"
     shutil.copytree(ROOT / "mappings", maps)
     (maps / "fhir" / "systems.yaml").write_text(
-        (maps / "fhir" / "systems.yaml").read_text().replace("https://example.org/fhir/sid/clinic-mrn", "urn:oid:1.2.3.4")
+        (maps / "fhir" / "systems.yaml")
+        .read_text()
+        .replace("https://example.org/fhir/sid/clinic-mrn", "urn:oid:1.2.3.4")
     )
     t = V2ToFhir(V2ToFhir.Config(type="v2_to_fhir"), Context(home=tmp_path, mappings_dir=maps))
     msg = Message(raw=(HL7 / "adt_a04.hl7").read_bytes(), content_type="hl7v2")
@@ -354,7 +535,9 @@ def test_reportstream_pairs_agree_on_the_mapped_elements():
     def both(rel: str, rtype: str) -> tuple[dict, dict]:
         raw = (pairs / f"{rel}.hl7").read_bytes()
         lines = [x for x in raw.replace(b"\r\n", b"\r").replace(b"\n", b"\r").split(b"\r") if x != b"PID|1"]
-        if not any(x.startswith(b"PID|") for x in lines):  # a fragment: an order needs its patient (ServiceRequest.subject)
+        if not any(
+            x.startswith(b"PID|") for x in lines
+        ):  # a fragment: an order needs its patient (ServiceRequest.subject)
             raw = b"\r".join(lines[:1] + [b"PID|1||TEST001^^^TEST^MR||TEST^PAIR"] + lines[1:])
         ours = convert(raw, TABLES, cfg)
         theirs = json.loads((pairs / f"{rel}.fhir").read_text())
@@ -376,7 +559,11 @@ def test_reportstream_pairs_agree_on_the_mapped_elements():
             (c["code"], c["display"]) for c in b["valueCodeableConcept"]["coding"]
         ]
         assert a["status"] == b["status"]
-    for rel in ("dtm_dateTime/dtm-day-precision-to-dateTime", "dtm_dateTime/dtm-csec-precision-to-dateTime", "dtm_dateTime/dtm-dsec-precision-to-dateTime"):
+    for rel in (
+        "dtm_dateTime/dtm-day-precision-to-dateTime",
+        "dtm_dateTime/dtm-csec-precision-to-dateTime",
+        "dtm_dateTime/dtm-dsec-precision-to-dateTime",
+    ):
         a, b = both(rel, "Patient")
         assert a["deceasedDateTime"] == b["deceasedDateTime"], rel
     a, b = both("pid/pid-to-patient-pid-25-populated", "Patient")
@@ -390,6 +577,8 @@ def test_reportstream_pairs_agree_on_the_mapped_elements():
         assert a[key] == b[key], key
     assert a["name"][:2] == b["name"][:2]
     assert [(x["city"], x["line"]) for x in a["address"]] == [(x["city"], x["line"]) for x in b["address"]]
-    assert [(x["value"], x["use"]) for x in a["telecom"]] == [(x["value"], x["use"]) for x in b["telecom"]][: len(a["telecom"])]
+    assert [(x["value"], x["use"]) for x in a["telecom"]] == [(x["value"], x["use"]) for x in b["telecom"]][
+        : len(a["telecom"])
+    ]
     a, b = both("pv1pv2/PV1-PV2-to-Encounter", "Encounter")
     assert a["class"] == b["class"] and a["identifier"][0]["value"] == b["identifier"][0]["value"]

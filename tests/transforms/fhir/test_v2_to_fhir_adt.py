@@ -13,10 +13,10 @@ import subprocess
 
 import pytest
 
-from support import ROOT, SAMPLES
 from hub.transforms.fhir.maps import load_tables
 from hub.transforms.fhir.v2_to_fhir import V2ToFhir, convert
 from hub.transforms.fhir.validate import validate
+from support import ROOT, SAMPLES
 
 HL7 = SAMPLES / "hl7v2"
 TYPES = HL7 / "types"
@@ -24,7 +24,11 @@ TABLES = load_tables(ROOT / "mappings" / "fhir")
 FAMILY = ("adt_", "bar_", "dft_", "mdm_", "ref_", "siu_")
 SAMPLE_FILES = sorted(
     [p for p in TYPES.glob("*.hl7") if p.name.startswith(FAMILY)]
-    + [p for p in HL7.glob("*.hl7") if p.name.startswith(FAMILY) or p.name.startswith(("fhir_adt_", "fhir_siu_", "fhir_messy_adt"))]
+    + [
+        p
+        for p in HL7.glob("*.hl7")
+        if p.name.startswith(FAMILY) or p.name.startswith(("fhir_adt_", "fhir_siu_", "fhir_messy_adt"))
+    ]
     + [p for p in (TYPES / "messy").glob("*.hl7") if p.name.startswith(FAMILY)]
 )
 IDS = [str(p.relative_to(HL7)) for p in SAMPLE_FILES]
@@ -95,9 +99,16 @@ def test_sample_converts_validates_and_links(path) -> None:
         assert of(b, rtype), f"no {rtype}"
     # the clinical and financial resources all point at a patient of the Bundle
     patient_urls = {entry_of(b, p)["fullUrl"] for p in patients}
-    for rtype, element in (("AllergyIntolerance", "patient"), ("Condition", "subject"), ("Coverage", "beneficiary"),
-                           ("ChargeItem", "subject"), ("DocumentReference", "subject"), ("Encounter", "subject"),
-                           ("Procedure", "subject"), ("RelatedPerson", "patient")):
+    for rtype, element in (
+        ("AllergyIntolerance", "patient"),
+        ("Condition", "subject"),
+        ("Coverage", "beneficiary"),
+        ("ChargeItem", "subject"),
+        ("DocumentReference", "subject"),
+        ("Encounter", "subject"),
+        ("Procedure", "subject"),
+        ("RelatedPerson", "patient"),
+    ):
         for r in of(b, rtype):
             assert r[element]["reference"] in patient_urls, (rtype, element)
 
@@ -108,13 +119,21 @@ def test_every_family_sample_is_covered() -> None:
 
 # ---------------------------------------------------------------------------------------------- PID data loss (issue 12)
 def test_pid_street_name_driver_licence_and_telecom_reach_the_patient() -> None:
-    raw = (TYPES / "siu_s14.hl7").read_bytes().replace(
-        b"|2186-5^Not Hispanic or Latino^CDCREC", b"|2186-5^Not Hispanic or Latino^CDCREC" + b"|" * 18 + b"^NET^Internet^eric@example.net"
+    raw = (
+        (TYPES / "siu_s14.hl7")
+        .read_bytes()
+        .replace(
+            b"|2186-5^Not Hispanic or Latino^CDCREC",
+            b"|2186-5^Not Hispanic or Latino^CDCREC" + b"|" * 18 + b"^NET^Internet^eric@example.net",
+        )
     )
     b = convert(raw, TABLES)
     p = of(b, "Patient")[0]
     street = p["address"][0]["_line"][0]["extension"]  # XAD.1.2, the street name of the SAD, as a part of the line (IG)
-    assert {"url": "http://hl7.org/fhir/StructureDefinition/iso21090-ADXP-streetName", "valueString": "Demo Drive"} in street
+    assert {
+        "url": "http://hl7.org/fhir/StructureDefinition/iso21090-ADXP-streetName",
+        "valueString": "Demo Drive",
+    } in street
     dl = [i for i in p["identifier"] if i.get("type", {}).get("coding", [{}])[0].get("code") == "DL"]
     assert dl and dl[0]["value"] == "X5550707"  # PID-20
     assert any(t.get("value") == "eric@example.net" for t in p["telecom"])  # PID-40
@@ -167,7 +186,9 @@ def test_appointment_has_times_and_participants(name) -> None:
     (appt,) = of(b, "Appointment")
     if appt["status"] not in ("proposed", "cancelled", "waitlist"):
         assert appt["start"] and appt["end"] and appt["start"] <= appt["end"]  # app-3
-    assert appt["participant"] and all(p.get("status") and (p.get("actor") or p.get("type")) for p in appt["participant"])
+    assert appt["participant"] and all(
+        p.get("status") and (p.get("actor") or p.get("type")) for p in appt["participant"]
+    )
     if not of(b, "Patient"):  # a blocked/released slot has no patient
         return
     patient_url = entry_of(b, of(b, "Patient")[0])["fullUrl"]
@@ -190,7 +211,12 @@ def test_siu_times_from_tq1_and_events() -> None:
     b = sample("siu_s24.hl7")  # SCH-11 empty: TQ1-7/8
     (appt,) = of(b, "Appointment")
     assert appt["start"] == "2026-05-19T12:00:00-05:00" and appt["end"] == "2026-05-19T13:00:00-05:00"
-    assert of(sample("siu_s15.hl7") if (TYPES / "siu_s15.hl7").is_file() else sample("fhir_siu_s15.hl7"), "Appointment")[0]["status"] == "cancelled"
+    assert (
+        of(sample("siu_s15.hl7") if (TYPES / "siu_s15.hl7").is_file() else sample("fhir_siu_s15.hl7"), "Appointment")[
+            0
+        ]["status"]
+        == "cancelled"
+    )
     assert of(sample("siu_s17.hl7"), "Appointment")[0]["status"] == "entered-in-error"
     assert of(sample("siu_s26.hl7"), "Appointment")[0]["status"] == "noshow"
 
@@ -207,7 +233,9 @@ def test_mdm_t02_document_text() -> None:
     assert target(b, doc["subject"])["resourceType"] == "Patient"
 
 
-@pytest.mark.parametrize("name", ["mdm_t01.hl7", "mdm_t03.hl7", "mdm_t05.hl7", "mdm_t07.hl7", "mdm_t09.hl7", "mdm_t11.hl7"])
+@pytest.mark.parametrize(
+    "name", ["mdm_t01.hl7", "mdm_t03.hl7", "mdm_t05.hl7", "mdm_t07.hl7", "mdm_t09.hl7", "mdm_t11.hl7"]
+)
 def test_mdm_notification_content_from_txa(name) -> None:
     b = sample(name)
     (doc,) = of(b, "DocumentReference")
@@ -263,15 +291,22 @@ def test_ref_i12_referral() -> None:
 MEDPLUM = ROOT / "var" / "test-peers" / "medplum"
 
 
-@pytest.mark.skipif(shutil.which("node") is None or not MEDPLUM.is_dir(), reason="node or var/test-peers/medplum not installed")
+@pytest.mark.skipif(
+    shutil.which("node") is None or not MEDPLUM.is_dir(), reason="node or var/test-peers/medplum not installed"
+)
 def test_medplum_validator_accepts_every_family_bundle(tmp_path) -> None:
     files = []
     for i, p in enumerate(SAMPLE_FILES):
         f = tmp_path / f"{i:03d}_{p.stem}.json"
         f.write_text(json.dumps(convert_file(p)))
         files.append(str(f))
-    run = subprocess.run(["node", "--experimental-websocket", "tools/medplum_validate.mjs", *files], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        ["node", "--experimental-websocket", "tools/medplum_validate.mjs", *files],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     bad = [line for line in run.stdout.splitlines() if not line.endswith(": OK")]
     assert run.returncode == 0 and not bad, "\n".join(bad[:40]) + run.stderr[-2000:]
 
@@ -279,8 +314,12 @@ def test_medplum_validator_accepts_every_family_bundle(tmp_path) -> None:
 # ---------------------------------------------------------------------------------------------- IG gaps closed
 def unreached(path) -> set[str]:
     """The components --explain lists as populated but not reaching the Bundle."""
-    out = subprocess.run([str(ROOT / ".venv" / "bin" / "hub"), "convert", str(path), "--to", "fhir", "--explain"],
-                         cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "hub"), "convert", str(path), "--to", "fhir", "--explain"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     locs = set()
     for line in (out.stdout + out.stderr).splitlines():
         if line.startswith("    ") and line.split():
@@ -296,9 +335,12 @@ def test_in1_insured_self_is_the_patient_subscriber() -> None:
 
 
 def test_in1_insured_other_than_the_patient_is_a_related_person_subscriber() -> None:
-    text = (HL7 / "adt_a01.hl7").read_text().replace(
-        "DOE^JANE^Q|SEL^Self^HL70063|19800214|123 MAIN ST", "DOE^JOHN^R|SPO^Spouse^HL70063|19790101|9 OAK ST").replace(
-        "XYZ123456789", "XYZ123456789|||||||M||||||JD0001^^^BCBS^MB")
+    text = (
+        (HL7 / "adt_a01.hl7")
+        .read_text()
+        .replace("DOE^JANE^Q|SEL^Self^HL70063|19800214|123 MAIN ST", "DOE^JOHN^R|SPO^Spouse^HL70063|19790101|9 OAK ST")
+        .replace("XYZ123456789", "XYZ123456789|||||||M||||||JD0001^^^BCBS^MB")
+    )
     b = convert(text.encode(), TABLES, V2ToFhir.Config(type="v2_to_fhir"))
     assert not [i for i in validate(b) if i.severity in ("error", "fatal")]
     cov = next(c for c in of(b, "Coverage") if "subscriber" in c)
@@ -336,7 +378,8 @@ def test_siu_personnel_start_offset_gives_the_participant_period() -> None:
 def test_siu_ais_10_status_when_sch_gives_none() -> None:
     text = (HL7 / "fhir_siu_s13.hl7").read_text()
     text = text.replace("|||||Booked^Booked^HL70278", "|||||").replace(
-        "|20|min^minutes^ANS+\n", "|20|min^minutes^ANS+||Complete\n", 1)
+        "|20|min^minutes^ANS+\n", "|20|min^minutes^ANS+||Complete\n", 1
+    )
     b = convert(text.encode(), TABLES, V2ToFhir.Config(type="v2_to_fhir"))
     assert of(b, "Appointment")[0]["status"] == "fulfilled"
 

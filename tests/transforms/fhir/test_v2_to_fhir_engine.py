@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from support import ROOT, SAMPLES, write_config
 from hub.errors import MappingError
 from hub.transforms.fhir.maps import load_tables
 from hub.transforms.fhir.v2_to_fhir import V2ToFhir, convert, explain
 from hub.transforms.fhir.validate import validate
+from support import ROOT, SAMPLES, write_config
 
 TABLES = load_tables(ROOT / "mappings" / "fhir")
 
@@ -90,7 +90,20 @@ def test_explain_lists_what_no_map_covers_and_counts_the_rest():
 def test_hub_convert_explain_prints_the_share_and_the_uncovered(capsys):
     from hub.cli import main
 
-    assert main(["convert", str(SAMPLES / "hl7v2" / "fhir_oru_types.hl7"), "--to", "fhir", "--explain", "--config", str(ROOT / "config")]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                str(SAMPLES / "hl7v2" / "fhir_oru_types.hl7"),
+                "--to",
+                "fhir",
+                "--explain",
+                "--config",
+                str(ROOT / "config"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "populated components reach the Bundle (" in out and "resources: " in out
     assert "not mapped (no row of mappings/fhir covers them):" in out and "MSH-12" in out
@@ -124,12 +137,17 @@ def test_results_reused_between_messages_are_copies():
 
 
 def test_a_performing_lab_known_by_name_only_keeps_its_address():
-    raw = BAD_DATES.replace("|||F|||99999999\r", "|||F|||20220301|" + "|" * 8 + "SAMPLE LAB|1 LAB WAY^^LABTOWN^ST^12345\r")
+    raw = BAD_DATES.replace(
+        "|||F|||99999999\r", "|||F|||20220301|" + "|" * 8 + "SAMPLE LAB|1 LAB WAY^^LABTOWN^ST^12345\r"
+    )
     b = convert(raw.encode(), TABLES)
     (obs,) = _all(b, "Observation")
     (lab,) = _all(b, "Organization")
     assert lab["name"] == "SAMPLE LAB" and lab["address"][0]["city"] == "LABTOWN"
-    assert {"reference": next(e["fullUrl"] for e in b["entry"] if e["resource"] is lab), "display": "SAMPLE LAB"} in obs["performer"]
+    assert {
+        "reference": next(e["fullUrl"] for e in b["entry"] if e["resource"] is lab),
+        "display": "SAMPLE LAB",
+    } in obs["performer"]
     assert [i for i in validate(b) if i.severity == "error"] == []
 
 
@@ -176,7 +194,8 @@ async def test_warnings_are_kept_with_the_message_and_hub_show_lists_them(tmp_pa
 def test_the_performing_lab_keeps_its_address_its_producer_id_and_its_director():
     raw = BAD_DATES.replace(
         "|||F|||99999999\r",
-        "|||F|||20220301|12D3456789^SAMPLE LAB^CLIA" + "|" * 8  # OBX-14, OBX-15, then OBX-23 …
+        "|||F|||20220301|12D3456789^SAMPLE LAB^CLIA"
+        + "|" * 8  # OBX-14, OBX-15, then OBX-23 …
         + "SAMPLE LAB^L^^^^CLIA&2.16.840.1.113883.4.7&ISO^XX^^^12D3456789|1 LAB WAY^^LABTOWN^ST^12345|1234^DIRECTOR^DANA^^^DR\r",
     )
     b = convert(raw.encode(), TABLES)
@@ -253,7 +272,9 @@ def test_the_event_is_read_however_the_sender_writes_msh_9(msh9):
 def test_a_role_in_the_visit_is_a_participant_of_the_encounter():
     lines = (SAMPLES / "hl7v2" / "adt_a01.hl7").read_bytes().replace(b"\r\n", b"\r").replace(b"\n", b"\r").split(b"\r")
     at = next(i for i, x in enumerate(lines) if x.startswith(b"PV2|")) + 1
-    lines.insert(at, b"ROL|1|AD|CP^Consulting Provider^HL70443|5555555555^CONSULT^CARL^^^DR^MD^^NPI^L^^^NPI|20260310100000-0600")
+    lines.insert(
+        at, b"ROL|1|AD|CP^Consulting Provider^HL70443|5555555555^CONSULT^CARL^^^DR^MD^^NPI^L^^^NPI|20260310100000-0600"
+    )
     b = convert(b"\r".join(x for x in lines if x), TABLES)
     (enc,) = _all(b, "Encounter")
     by_url = {e["fullUrl"]: e["resource"] for e in b["entry"]}
@@ -271,5 +292,7 @@ def test_a_table_naming_a_code_map_that_does_not_exist_is_a_configuration_error(
     shutil.copytree(ROOT / "mappings", tmp_path / "mappings")
     pid = tmp_path / "mappings" / "fhir" / "segments" / "PID[Patient].csv"
     pid.write_text(pid.read_text().replace(",administrative_sex,", ",administrativ_sex,", 1))
-    with pytest.raises(ConfigError, match=r"PID\[Patient\]\.csv:\d+: vocabulary 'administrativ_sex': there is no codes/"):
+    with pytest.raises(
+        ConfigError, match=r"PID\[Patient\]\.csv:\d+: vocabulary 'administrativ_sex': there is no codes/"
+    ):
         load_tables(tmp_path / "mappings" / "fhir").defs()

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from support import ROOT, SAMPLES
 from hub.channels.base import Context
 from hub.message import Message
 from hub.transforms.fhir.v2_to_fhir import V2ToFhir
+from support import ROOT, SAMPLES
 
 GOLDEN = Path(__file__).parent / "golden"
 HL7 = SAMPLES / "hl7v2"

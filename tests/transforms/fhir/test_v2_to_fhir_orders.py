@@ -11,15 +11,35 @@ import subprocess
 
 import pytest
 
-from support import ROOT, SAMPLES
 from hub.transforms.fhir.v2_to_fhir import convert
 from hub.transforms.fhir.validate import validate
+from support import ROOT, SAMPLES
 
 HL7 = SAMPLES / "hl7v2"
-TYPES = ["oru_r01", "oru_r30", "oul_r21", "oul_r22", "oul_r23", "oul_r24", "omg_o19", "oml_o21", "orm_o01", "rde_o11",
-         "rde_o25", "rds_o13", "vxu_v04"]
+TYPES = [
+    "oru_r01",
+    "oru_r30",
+    "oul_r21",
+    "oul_r22",
+    "oul_r23",
+    "oul_r24",
+    "omg_o19",
+    "oml_o21",
+    "orm_o01",
+    "rde_o11",
+    "rde_o25",
+    "rds_o13",
+    "vxu_v04",
+]
 SAMPLE_FILES = [f"types/{t}.hl7" for t in TYPES] + [
-    "oru_r01.hl7", "orm_o01.hl7", "oml_o21.hl7", "rde_o11.hl7", "vxu_v04.hl7", "fhir_oru_types.hl7", "fhir_oru_two_orders.hl7"]
+    "oru_r01.hl7",
+    "orm_o01.hl7",
+    "oml_o21.hl7",
+    "rde_o11.hl7",
+    "vxu_v04.hl7",
+    "fhir_oru_types.hl7",
+    "fhir_oru_two_orders.hl7",
+]
 
 # resource → the reference elements that must be present and resolve inside the Bundle
 REQUIRED_REFS = {
@@ -88,7 +108,9 @@ def test_oru_every_obr_a_report_and_an_order_every_obx_an_observation():
     assert len(obs) == n_obx
     for dr in reports:
         assert target(b, dr["basedOn"][0])["resourceType"] == "ServiceRequest"
-    assert sum(len(dr.get("result", [])) for dr in reports) == n_obx - 2  # the two OBX before the first order are the patient's
+    assert (
+        sum(len(dr.get("result", [])) for dr in reports) == n_obx - 2
+    )  # the two OBX before the first order are the patient's
 
 
 def test_oru_repeated_obx5_keeps_every_repetition():
@@ -112,7 +134,10 @@ def test_oru_specimen_from_spm_and_obr13_note():
 def test_oru_identifiers_and_report_conclusion():
     b = bundle("oru_r01.hl7")
     (dr,) = of(b, "DiagnosticReport")
-    assert {i["type"]["coding"][0]["code"]: i["value"] for i in dr["identifier"]} == {"FILL": "LAB77001", "PLAC": "ORD448811"}
+    assert {i["type"]["coding"][0]["code"]: i["value"] for i in dr["identifier"]} == {
+        "FILL": "LAB77001",
+        "PLAC": "ORD448811",
+    }
     (sr,) = of(b, "ServiceRequest")
     assert sr["status"] == "completed" and sr["requester"]["display"]
     assert [e for e in b["entry"] if e["resource"] is sr][0]["request"]["url"].endswith("|ORD448811")  # keyed on PLAC
@@ -153,7 +178,12 @@ def test_rde_medication_request():
     b = bundle("rde_o11.hl7")
     (mr,) = of(b, "MedicationRequest")
     assert mr["medicationCodeableConcept"]["coding"][0]["code"] == "860975" and mr["status"] == "active"
-    assert mr["dispenseRequest"]["quantity"] == {"value": 60, "unit": "tablet", "system": "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl", "code": "TAB"}
+    assert mr["dispenseRequest"]["quantity"] == {
+        "value": 60,
+        "unit": "tablet",
+        "system": "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl",
+        "code": "TAB",
+    }
     assert mr["dispenseRequest"]["numberOfRepeatsAllowed"] == 3
     dose = mr["dosageInstruction"][0]
     assert dose["route"]["coding"][-1]["code"] == "PO" and dose["timing"]["code"]["coding"][0]["code"] == "BID"
@@ -169,14 +199,21 @@ def test_rds_dispense_points_to_its_prescription():
     assert target(b, md["authorizingPrescription"][0]) == mr
     assert md["status"] == "completed" and md["quantity"]["value"] == 90
     assert md["substitution"]["wasSubstituted"] is True
-    assert [n["text"] for n in md["note"]] == ["Generic substituted; counseling offered", "Patient picked up at counter."]
+    assert [n["text"] for n in md["note"]] == [
+        "Generic substituted; counseling offered",
+        "Patient picked up at counter.",
+    ]
     assert mr["substitution"]["allowedCodeableConcept"]["coding"][0]["code"] == "G"
 
 
 def test_vxu_immunization():
     b = bundle("vxu_v04.hl7")
     (imm,) = of(b, "Immunization")
-    assert imm["vaccineCode"]["coding"][0] == {"system": "http://hl7.org/fhir/sid/cvx", "code": "141", "display": "Influenza, seasonal, injectable"}
+    assert imm["vaccineCode"]["coding"][0] == {
+        "system": "http://hl7.org/fhir/sid/cvx",
+        "code": "141",
+        "display": "Influenza, seasonal, injectable",
+    }
     assert imm["status"] == "completed" and imm["lotNumber"] == "LOT12345" and imm["expirationDate"] == "2027-06-30"
     assert imm["doseQuantity"]["value"] == 0.5 and imm["primarySource"] is True
     assert imm["programEligibility"][0]["coding"][0]["code"] == "V02"  # OBX 64994-7
@@ -187,11 +224,13 @@ def test_vxu_immunization():
 
 
 def test_invalid_dates_are_left_out_not_written():
-    msg = (b"MSH|^~\\&|LAB|LAB|EHR|EHR|20220301||ORU^R01^ORU_R01|X1|P|2.5.1\r"
-           b"PID|1||123^^^HOSP^MR||DOE^JANE||19800101|F\r"
-           b"OBR|1|P1^EHR|F1^LAB|94500-6^SARS-CoV-2 RNA^LN|||201701222656|||||||20220229\r"
-           b"OBX|1|DT|11368-8^Onset^LN||99999999||||||F|||20220229\r"
-           b"SPM|1|S1^EHR||258500001^Nasopharyngeal swab^SCT|||||||||||||20220229|20220230\r")
+    msg = (
+        b"MSH|^~\\&|LAB|LAB|EHR|EHR|20220301||ORU^R01^ORU_R01|X1|P|2.5.1\r"
+        b"PID|1||123^^^HOSP^MR||DOE^JANE||19800101|F\r"
+        b"OBR|1|P1^EHR|F1^LAB|94500-6^SARS-CoV-2 RNA^LN|||201701222656|||||||20220229\r"
+        b"OBX|1|DT|11368-8^Onset^LN||99999999||||||F|||20220229\r"
+        b"SPM|1|S1^EHR||258500001^Nasopharyngeal swab^SCT|||||||||||||20220229|20220230\r"
+    )
     b = convert(msg)
     assert [i for i in validate(b) if i.severity == "error"] == []
     text = json.dumps(b)
@@ -202,12 +241,17 @@ def test_invalid_dates_are_left_out_not_written():
 def test_specimen_collection_time_from_spm17():
     (sp,) = of(bundle("oml_o21.hl7"), "Specimen")
     assert sp["collection"]["collectedDateTime"] == "2026-03-16T10:10:00-06:00"  # SPM-17 (DR.1 only): a dateTime
-    msg = (b"MSH|^~\\&|LAB|LAB|EHR|EHR|20220301||ORU^R01^ORU_R01|X2|P|2.5.1\r"
-           b"PID|1||123^^^HOSP^MR||DOE^JANE||19800101|F\r"
-           b"OBR|1|P1^EHR|F1^LAB|94500-6^SARS-CoV-2 RNA^LN\r"
-           b"SPM|1|S1^EHR||258500001^Nasopharyngeal swab^SCT|||||||||||||202202280800^202202280815\r")
+    msg = (
+        b"MSH|^~\\&|LAB|LAB|EHR|EHR|20220301||ORU^R01^ORU_R01|X2|P|2.5.1\r"
+        b"PID|1||123^^^HOSP^MR||DOE^JANE||19800101|F\r"
+        b"OBR|1|P1^EHR|F1^LAB|94500-6^SARS-CoV-2 RNA^LN\r"
+        b"SPM|1|S1^EHR||258500001^Nasopharyngeal swab^SCT|||||||||||||202202280800^202202280815\r"
+    )
     (sp,) = of(convert(msg), "Specimen")
-    assert sp["collection"]["collectedPeriod"] == {"start": "2022-02-28T08:00:00Z", "end": "2022-02-28T08:15:00Z"}  # SPM-17.2: a Period
+    assert sp["collection"]["collectedPeriod"] == {
+        "start": "2022-02-28T08:00:00Z",
+        "end": "2022-02-28T08:15:00Z",
+    }  # SPM-17.2: a Period
 
 
 def test_oml_every_order_group_is_a_service_request():
@@ -215,8 +259,10 @@ def test_oml_every_order_group_is_a_service_request():
     the Bundle."""
     b = bundle("types/oml_o21.hl7")
     srs = of(b, "ServiceRequest")
-    assert sorted(i["value"] for sr in srs for i in sr["identifier"] if i["type"]["coding"][0]["code"] == "PLAC") == \
-        ["ORD90051", "ORD90052"]
+    assert sorted(i["value"] for sr in srs for i in sr["identifier"] if i["type"]["coding"][0]["code"] == "PLAC") == [
+        "ORD90051",
+        "ORD90052",
+    ]
     second = next(sr for sr in srs if any(i["value"] == "ORD90052" for i in sr["identifier"]))
     assert second["priority"] == "routine" and second["code"]["coding"][0]["code"] == "3016-3"  # TQ1[2]-9, OBR[2]-4
     assert second["occurrenceTiming"]["repeat"]["boundsPeriod"]["start"].startswith("2026-05-02")  # TQ1[2]-7
@@ -232,18 +278,22 @@ def test_ordering_facility_makes_the_requester_a_practitioner_role():
     assert org["name"] == "EXAMPLE CLINIC" and org["address"][0]["city"] == "Anytown"
     assert org["telecom"][0]["value"] == "+1 (217) 555-0190"
     (acct,) = of(b, "Account")  # PID-18
-    assert acct["identifier"][0]["value"] == "ACCT50000707" and target(b, acct["subject"][0])["resourceType"] == "Patient"
+    assert (
+        acct["identifier"][0]["value"] == "ACCT50000707" and target(b, acct["subject"][0])["resourceType"] == "Patient"
+    )
     (mr,) = of(bundle("types/rde_o25.hl7"), "MedicationRequest")
     assert mr["requester"]["reference"]  # a PractitionerRole too (ORC-21 … ORC-23)
 
 
 def test_ordering_provider_address_and_a_facility_known_by_name_only():
-    msg = (b"MSH|^~\\&|LAB|LAB|EHR|EHR|20220301||ORU^R01^ORU_R01|X3|P|2.5.1\r"
-           b"PID|1||123^^^HOSP^MR||DOE^JANE||19800101|F\r"
-           b"ORC|RE|P1^EHR|F1^LAB|||||||||1234567893^Hane^Cornelius^^^^^^NPI&2.16.840.1.113883.4.6&ISO^^^^NPI|||||||||"
-           b"Any facility USA^L|7143 Wilford Meadow^^Springfield^IL|^WPN^PH^^1^235^6754082|395 Tenesha Stravenue^^Springfield^IL\r"
-           b"OBR|1|P1^EHR|F1^LAB|94500-6^SARS-CoV-2 RNA^LN\r"
-           b"OBX|1|ST|94500-6^SARS-CoV-2 RNA^LN||Detected||||||F\r")
+    msg = (
+        b"MSH|^~\\&|LAB|LAB|EHR|EHR|20220301||ORU^R01^ORU_R01|X3|P|2.5.1\r"
+        b"PID|1||123^^^HOSP^MR||DOE^JANE||19800101|F\r"
+        b"ORC|RE|P1^EHR|F1^LAB|||||||||1234567893^Hane^Cornelius^^^^^^NPI&2.16.840.1.113883.4.6&ISO^^^^NPI|||||||||"
+        b"Any facility USA^L|7143 Wilford Meadow^^Springfield^IL|^WPN^PH^^1^235^6754082|395 Tenesha Stravenue^^Springfield^IL\r"
+        b"OBR|1|P1^EHR|F1^LAB|94500-6^SARS-CoV-2 RNA^LN\r"
+        b"OBX|1|ST|94500-6^SARS-CoV-2 RNA^LN||Detected||||||F\r"
+    )
     b = convert(msg)
     assert [i for i in validate(b) if i.severity == "error"] == []
     (sr,) = of(b, "ServiceRequest")
@@ -280,7 +330,9 @@ def _with_field(name: str, seg: str, n: int, value: str, nth: int = 1) -> bytes:
     return b"\r".join(segs)
 
 
-@pytest.mark.parametrize("t", [t for t in TYPES if b"\rPV1|" in (HL7 / f"types/{t}.hl7").read_bytes().replace(b"\n", b"\r")])
+@pytest.mark.parametrize(
+    "t", [t for t in TYPES if b"\rPV1|" in (HL7 / f"types/{t}.hl7").read_bytes().replace(b"\n", b"\r")]
+)
 def test_pv1_20_financial_class_is_a_coverage_in_every_order_and_result_message(t):
     b = convert(_with_field(f"types/{t}.hl7", "PV1", 20, "SP^Self pay^HL70064"))
     assert [i for i in validate(b) if i.severity == "error"] == []
@@ -293,7 +345,9 @@ def test_obr24_diagnostic_service_section_is_the_order_category():
     (sr,) = of(bundle("types/mdm_t08.hl7"), "ServiceRequest")  # MDM: the OBR is the document's order
     assert [c["code"] for c in sr["category"][0]["coding"]] == ["RAD", "RAD"]
     assert sr["category"][0]["coding"][1]["system"] == "http://terminology.hl7.org/CodeSystem/v2-0074"
-    cats = sorted(c["coding"][0]["code"] for sr in of(bundle("types/orm_o01.hl7"), "ServiceRequest") for c in sr["category"])
+    cats = sorted(
+        c["coding"][0]["code"] for sr in of(bundle("types/orm_o01.hl7"), "ServiceRequest") for c in sr["category"]
+    )
     assert cats == ["CH", "CT"]
 
 
@@ -314,25 +368,37 @@ def test_obx6_units_of_a_numeric_range():
 
 def test_nte4_comment_type_on_the_note():
     b = convert(_with_field("types/oml_o21.hl7", "NTE", 4, "RE^Remark^HL70364", nth=2))  # the second order's NTE
-    notes = [n for sr in of(b, "ServiceRequest") for n in sr.get("note", []) if n["text"] == "Same draw as lipid panel."]
+    notes = [
+        n for sr in of(b, "ServiceRequest") for n in sr.get("note", []) if n["text"] == "Same draw as lipid panel."
+    ]
     (ext,) = notes[0]["extension"]
     assert ext["url"] == "http://hl7.org/fhir/StructureDefinition/annotationType"
     assert ext["valueCodeableConcept"]["coding"][0] == {
-        "system": "http://terminology.hl7.org/CodeSystem/v2-0364", "code": "RE", "display": "Remark"}
+        "system": "http://terminology.hl7.org/CodeSystem/v2-0364",
+        "code": "RE",
+        "display": "Remark",
+    }
     b = convert(_with_field("types/oru_r01.hl7", "NTE", 4, "RE^Remark^HL70364", nth=2))  # after an OBX
     typed = [n for o in of(b, "Observation") for n in o.get("note", []) if n.get("extension")]
     assert [n["text"] for n in typed] == ["Non-fasting specimen."]
 
 
-@pytest.mark.skipif(shutil.which("node") is None or not (ROOT / "var/test-peers/medplum").exists(),
-                    reason="node or var/test-peers/medplum (Medplum's validator) not installed")
+@pytest.mark.skipif(
+    shutil.which("node") is None or not (ROOT / "var/test-peers/medplum").exists(),
+    reason="node or var/test-peers/medplum (Medplum's validator) not installed",
+)
 def test_medplum_validator_accepts_every_sample(tmp_path):
     files = []
     for name in SAMPLE_FILES:
         p = tmp_path / (name.replace("/", "_") + ".json")
         p.write_text(json.dumps(bundle(name)))
         files.append(str(p))
-    out = subprocess.run(["node", "--experimental-websocket", "tools/medplum_validate.mjs", *files], cwd=ROOT,
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        ["node", "--experimental-websocket", "tools/medplum_validate.mjs", *files],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     lines = [ln for ln in out.stdout.splitlines() if ln.strip()]
     assert out.returncode == 0 and lines and all(ln.endswith(": OK") for ln in lines), out.stdout + out.stderr

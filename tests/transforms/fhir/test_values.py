@@ -39,7 +39,9 @@ def test_hour_26_without_seconds_gives_both_reasons():
 
 
 # ----------------------------------------------------------------------------- dates and times
-@pytest.mark.parametrize("value", ["2024", "2024-02", "2024-02-29", "2000-02-29", "0001-01-01", "1900-02-28", "2023-12-31", "2023-04-30"])
+@pytest.mark.parametrize(
+    "value", ["2024", "2024-02", "2024-02-29", "2000-02-29", "0001-01-01", "1900-02-28", "2023-12-31", "2023-04-30"]
+)
 def test_valid_dates(value):
     assert v.is_date(value) and v.is_datetime(value) and problem("date", value) is None
 
@@ -133,7 +135,9 @@ def test_valid_times(value):
     assert v.is_time(value) and problem("time", value) is None
 
 
-@pytest.mark.parametrize("value", ["24:00:00", "12:60:00", "12:30", "12:30:00Z", "12:30:00+01:00", "1:30:00", "", "12:3\u0661:00"])
+@pytest.mark.parametrize(
+    "value", ["24:00:00", "12:60:00", "12:30", "12:30:00Z", "12:30:00+01:00", "1:30:00", "", "12:3\u0661:00"]
+)
 def test_invalid_times(value):
     assert not v.is_time(value) and problem("time", value)
 
@@ -203,12 +207,18 @@ def test_hypothesis_property_if_installed():
 def test_booleans_and_numbers_are_json_types():
     assert problem("boolean", True) is None and problem("boolean", False) is None
     assert problem("boolean", "true") and problem("boolean", 1)
-    assert problem("integer", 0) is None and problem("integer", -(2**31)) is None and problem("integer", 2**31 - 1) is None
+    assert (
+        problem("integer", 0) is None and problem("integer", -(2**31)) is None and problem("integer", 2**31 - 1) is None
+    )
     assert problem("integer", 2**31) and problem("integer", -(2**31) - 1) and problem("integer", True)
     assert problem("integer", 1.5) and problem("integer", "5")  # JSON: a number, not text
     assert problem("positiveInt", 1) is None and problem("positiveInt", 0) and problem("positiveInt", -1)
     assert problem("unsignedInt", 0) is None and problem("unsignedInt", -1) and problem("unsignedInt", 2**31)
-    assert problem("decimal", 1) is None and problem("decimal", 68.5) is None and problem("decimal", Decimal("1.50")) is None
+    assert (
+        problem("decimal", 1) is None
+        and problem("decimal", 68.5) is None
+        and problem("decimal", Decimal("1.50")) is None
+    )
     for bad in (float("nan"), float("inf"), Decimal("NaN"), True, "1.5", None):
         assert problem("decimal", bad), bad
 
@@ -217,14 +227,25 @@ def test_number_text_for_the_converter():
     assert v.is_decimal("68.5") and v.is_decimal("-0.5") and v.is_decimal("1e3") and v.is_decimal("0")
     for bad in ("", "01", "1.", ".5", "+1", "1,5", "NaN", "Infinity", "\u0661", "1\u00b2", " 1"):
         assert not v.is_decimal(bad), bad
-    assert v.is_integer("-12") and not v.is_integer("012") and not v.is_integer("2147483648") and not v.is_integer("\u0661")
-    assert v.is_positive_int("1") and not v.is_positive_int("0") and v.is_unsigned_int("0") and not v.is_unsigned_int("-0")
+    assert (
+        v.is_integer("-12")
+        and not v.is_integer("012")
+        and not v.is_integer("2147483648")
+        and not v.is_integer("\u0661")
+    )
+    assert (
+        v.is_positive_int("1") and not v.is_positive_int("0") and v.is_unsigned_int("0") and not v.is_unsigned_int("-0")
+    )
     assert v.is_integer("-0")  # R4's integer regex allows it; unsignedInt's does not
 
 
 # ----------------------------------------------------------------------------- text types
 def test_strings():
-    assert problem("string", "JANE") is None and problem("string", " a\tb\r\n") is None and problem("string", "é ü 日本") is None
+    assert (
+        problem("string", "JANE") is None
+        and problem("string", " a\tb\r\n") is None
+        and problem("string", "é ü 日本") is None
+    )
     assert "empty" in problem("string", "")
     assert "whitespace" in problem("string", " \t\r\n")
     assert "whitespace" in problem("string", "\u00a0")  # a no-break space is no content either
@@ -263,7 +284,11 @@ def test_oids_and_uuids():
     for bad in ("2.16.840", "urn:oid:3.1", "urn:oid:1", "urn:oid:1.02", "urn:oid:1..2", "urn:oid:1.\u0662"):
         assert problem("oid", bad), bad
     assert v.is_uuid("urn:uuid:c757873d-ec9a-4326-a141-556f43239520")
-    for bad in ("c757873d-ec9a-4326-a141-556f43239520", "urn:uuid:C757873D-EC9A-4326-A141-556F43239520", "urn:uuid:c757873d-ec9a-4326-a141-556f4323952"):
+    for bad in (
+        "c757873d-ec9a-4326-a141-556f43239520",
+        "urn:uuid:C757873D-EC9A-4326-A141-556F43239520",
+        "urn:uuid:c757873d-ec9a-4326-a141-556f4323952",
+    ):
         assert problem("uuid", bad), bad
 
 

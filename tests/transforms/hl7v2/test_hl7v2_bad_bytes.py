@@ -15,7 +15,7 @@ def adt(msh12: str = "2.5.1", msh18: str | None = None) -> bytes:
     return (
         f"MSH|^~\\&|PM|CLINIC|HUB|CLINIC|20260310091500||ADT^A01^ADT_A01|CTRL1|P|{msh12}{tail}\r"
         "PID|1||MRN1^^^CLINIC^MR||SAMPLE^PAT\r"
-    ).encode("utf-8")
+    ).encode()
 
 
 def segment_of(ack: bytes, name: str) -> str:
@@ -62,7 +62,10 @@ def test_version_tuple_reads_ascii_digits_only() -> None:
     assert version_tuple("٢.5") == (2, 5, 1)
 
 
-@pytest.mark.parametrize("charset", ["idna", "punycode", "undefined", "unicode_escape", "raw_unicode_escape", "base64", "rot13", "zlib", "hex"])
+@pytest.mark.parametrize(
+    "charset",
+    ["idna", "punycode", "undefined", "unicode_escape", "raw_unicode_escape", "base64", "rot13", "zlib", "hex"],
+)
 def test_codec_names_that_are_no_character_set_are_treated_as_unknown(charset: str) -> None:
     # Python's codec registry knows these, but they are no charset: decoding with them raised UnicodeError
     # (idna, punycode, undefined) or the ACK would not be HL7 (unicode_escape doubles MSH-2's backslash)

@@ -13,7 +13,7 @@ from hub.transforms.hl7v2 import NULL, EncodingChars, Er7, Hl7Message, meta, new
 ADT = (
     "MSH|^~\\&|SEND_APP^1.2.3^ISO|SEND_FAC|RECV_APP|RECV_FAC|20260301120000||ADT^A01^ADT_A01|CTRL001|P|2.5.1\r"
     "EVN|A01|20260301120000\r"
-    "PID|1|OLDID^^^OLD|MRN1^^^HOSP^MR~SSN9^^^SSA^SS||DOE^JANE^Q&R^^DR||19800101|F|||1 MAIN ST\\F\\APT 2^^TOWN^ST^12345||\"\"|\r"
+    'PID|1|OLDID^^^OLD|MRN1^^^HOSP^MR~SSN9^^^SSA^SS||DOE^JANE^Q&R^^DR||19800101|F|||1 MAIN ST\\F\\APT 2^^TOWN^ST^12345||""|\r'
     "PV1|1|O|CLINIC^101^A\r"
     "OBX|1|NM|GLU^Glucose^L||95|mg/dL|70-99|N|||F\r"
     "OBX|2|ST|NOTE^Note^L||A \\T\\ B||||||F\r"
@@ -107,7 +107,9 @@ def test_get_segment_path_returns_segment_text(adt: Hl7Message) -> None:
     assert len(adt.get_all("OBX")) == 3
 
 
-@pytest.mark.parametrize("bad", ["PID", "pid-3", "PID-", "PID-3.", "PID-0", "OBX[0]-5", "PID-3[x]", "P-3", "PIDX-1", ""])
+@pytest.mark.parametrize(
+    "bad", ["PID", "pid-3", "PID-", "PID-3.", "PID-0", "OBX[0]-5", "PID-3[x]", "P-3", "PIDX-1", ""]
+)
 def test_bad_paths_raise_mapping_error(adt: Hl7Message, bad: str) -> None:
     if bad == "PID":  # a segment path is valid
         assert adt.get(bad) is not None
@@ -391,7 +393,9 @@ def test_truncation_character_v27(sample) -> None:
 
 
 def test_corpus_style_custom_delimiters() -> None:
-    msg = parse(b"MSH#!@%*#SENDER#FAC#RECV#FAC#20260301120000##ADT!A01#MSG007#P#2.5\nPID#1##12345!!!MRN##DOE!JOHN!A##19800101#M\n")
+    msg = parse(
+        b"MSH#!@%*#SENDER#FAC#RECV#FAC#20260301120000##ADT!A01#MSG007#P#2.5\nPID#1##12345!!!MRN##DOE!JOHN!A##19800101#M\n"
+    )
     assert msg.get("PID-5.2") == "JOHN" and msg.trigger == "A01" and msg.get("PID-3.4") == "MRN"
 
 
@@ -447,7 +451,13 @@ def test_encoding_argument_wins() -> None:
 
 @pytest.mark.parametrize(
     ("charset", "codec"),
-    [("UNICODE UTF-8", "utf-8"), ("8859/1", "latin-1"), ("ASCII", "ascii"), ("8859/15", "iso8859-15"), ("UTF-8", "utf-8")],
+    [
+        ("UNICODE UTF-8", "utf-8"),
+        ("8859/1", "latin-1"),
+        ("ASCII", "ascii"),
+        ("8859/15", "iso8859-15"),
+        ("UTF-8", "utf-8"),
+    ],
 )
 def test_msh18_mapping(charset: str, codec: str) -> None:
     msg = parse(f"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|X1|P|2.5.1||||||{charset}\rPID|1\r".encode("ascii"))

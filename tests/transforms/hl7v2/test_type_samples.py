@@ -103,7 +103,7 @@ def test_each_order_validates_on_its_own(name: str) -> None:
     segments = read(name).decode().strip("\r").split("\r")
     starts = [i for i, s in enumerate(segments) if s.startswith("ORC|")]
     assert len(starts) == 2
-    for a, b in zip(starts, [*starts[1:], len(segments)]):
+    for a, b in zip(starts, [*starts[1:], len(segments)], strict=False):
         one = "\r".join(segments[: starts[0]] + segments[a:b]) + "\r"
         assert [str(i) for i in validate(parse(one)) if i.code != "103"] == []
 

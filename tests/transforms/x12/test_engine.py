@@ -60,7 +60,9 @@ def test_claim_check_passes_a_billable_dft_unchanged_and_rejects_an_unbillable_o
     bad = DFT.replace(b"\rDG1|1||E11.9^Type 2 diabetes mellitus without complications^I10||20260320|F", b"").replace(
         b"\rDG1|2||I10^Essential (primary) hypertension^I10||20260320|F", b""
     )
-    bad = bad.replace(b"E11.9^Type 2 diabetes mellitus without complications^I10~I10^Essential (primary) hypertension^I10", b"")
+    bad = bad.replace(
+        b"E11.9^Type 2 diabetes mellitus without complications^I10~I10^Essential (primary) hypertension^I10", b""
+    )
     bad = bad.replace(b"E11.9^Type 2 diabetes mellitus without complications^I10", b"")
     with pytest.raises(MappingError) as exc:
         check(msg(bad, "hl7v2"))
@@ -80,7 +82,9 @@ def test_claim_check_of_a_fhir_bundle_with_both_kinds():
     with pytest.raises(MappingError, match="institutional"):
         reject(msg(FHIR_BUNDLE, "fhir"))
     for kind in ("P", "I"):
-        skip = build("transform", {"type": "x12_claim_check", "partner": "clearinghouse", "kind": kind, "other_kind": "skip"})
+        skip = build(
+            "transform", {"type": "x12_claim_check", "partner": "clearinghouse", "kind": kind, "other_kind": "skip"}
+        )
         assert skip(msg(FHIR_BUNDLE, "fhir")).raw == FHIR_BUNDLE
 
 
@@ -92,7 +96,9 @@ def test_v2_to_x12_837_makes_a_valid_837p_with_increasing_control_numbers():
     isa = [next(s[13] for s in iter_segments(m.raw) if s.id == "ISA") for m in (first, second)]
     assert isa == ["000000001", "000000002"]
     doc = parse_document("x12", first.raw)
-    assert doc.get("CLM01") == "V00012399" and doc.get("GS08") == "005010X222A1" and doc.get("NM1[85]09") == "1234567893"
+    assert (
+        doc.get("CLM01") == "V00012399" and doc.get("GS08") == "005010X222A1" and doc.get("NM1[85]09") == "1234567893"
+    )
 
 
 def test_fhir_to_x12_837_makes_the_institutional_claim_valid():
@@ -121,7 +127,9 @@ def test_835_to_csv_and_fhir_and_balancing():
 
     to_fhir = build("transform", {"type": "x12_835_to_fhir"})
     bundle = json.loads(to_fhir(msg((X12 / "remit_3_claims_plb.835").read_bytes(), "x12")).raw)
-    assert bundle["type"] == "collection" and {e["resource"]["resourceType"] for e in bundle["entry"]} == {"ExplanationOfBenefit"}
+    assert bundle["type"] == "collection" and {e["resource"]["resourceType"] for e in bundle["entry"]} == {
+        "ExplanationOfBenefit"
+    }
     with pytest.raises(ValidationError):
         to_fhir(msg(unbalanced, "x12"))
 
@@ -172,7 +180,7 @@ def test_split_transactions_gives_each_transaction_its_own_envelope():
     se = text.index("~", text.index("SE*")) + 1
     body = text[st:se].lstrip()
     second = body.replace("ST*835*0001", "ST*835*0002").replace("*0001~", "*0002~")
-    two = text[: se] + "\n" + second + text[se:]
+    two = text[:se] + "\n" + second + text[se:]
     two = two.replace("GE*1*", "GE*2*")
     parts = split_transactions(two.encode())
     assert len(parts) == 2

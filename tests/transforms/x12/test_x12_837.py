@@ -56,16 +56,42 @@ CASES = {
                 referring_provider=Provider("REFER", REFERRING_NPI, entity_type="1", first_name="RAY"),
                 total_charge=Decimal("250.00"),
                 service_lines=[
-                    ServiceLine(Decimal("150"), date(2024, 1, 2), "99213", ["25", "59"], diagnosis_pointers=[2, 1],
-                                line_control_number="L1", place_of_service="22"),
+                    ServiceLine(
+                        Decimal("150"),
+                        date(2024, 1, 2),
+                        "99213",
+                        ["25", "59"],
+                        diagnosis_pointers=[2, 1],
+                        line_control_number="L1",
+                        place_of_service="22",
+                    ),
                     ServiceLine(Decimal("100.00"), date(2024, 1, 2), "G0008", service_date_end=date(2024, 1, 3)),
                 ],
             )
         ],
         "P",
     ),
-    "P many diagnoses": ([prof_claim(diagnoses=["E11.9", "I10", "J06.9", "R05.9", "Z00.00", "M54.5", "K21.9",
-                                                "F41.1", "N39.0", "E78.5", "G43.909", "R51.9"])], "P"),
+    "P many diagnoses": (
+        [
+            prof_claim(
+                diagnoses=[
+                    "E11.9",
+                    "I10",
+                    "J06.9",
+                    "R05.9",
+                    "Z00.00",
+                    "M54.5",
+                    "K21.9",
+                    "F41.1",
+                    "N39.0",
+                    "E78.5",
+                    "G43.909",
+                    "R51.9",
+                ]
+            )
+        ],
+        "P",
+    ),
     "I outpatient": ([inst_claim()], "I"),
     "I inpatient dependent": ([inst_claim(inpatient=True, child=True)], "I"),
     "I several claims": ([inst_claim("I1"), inst_claim("I2", child=True), inst_claim("I3", inpatient=True)], "I"),
@@ -152,29 +178,71 @@ def _line(**kw) -> ServiceLine:
 
 
 BAD = {
-    "no NPI": (lambda: prof_claim(billing_provider=replace(OTHER_CLINIC, npi="")), "billing provider NPI is missing", "2010AA/NM109"),
-    "bad NPI check digit": (lambda: prof_claim(billing_provider=replace(OTHER_CLINIC, npi="1671449937")), "not valid", "2010AA/NM109"),
-    "bad rendering NPI": (lambda: prof_claim(rendering_provider=Provider("X", "123", entity_type="1")), "rendering provider NPI", "2310B/NM109"),
+    "no NPI": (
+        lambda: prof_claim(billing_provider=replace(OTHER_CLINIC, npi="")),
+        "billing provider NPI is missing",
+        "2010AA/NM109",
+    ),
+    "bad NPI check digit": (
+        lambda: prof_claim(billing_provider=replace(OTHER_CLINIC, npi="1671449937")),
+        "not valid",
+        "2010AA/NM109",
+    ),
+    "bad rendering NPI": (
+        lambda: prof_claim(rendering_provider=Provider("X", "123", entity_type="1")),
+        "rendering provider NPI",
+        "2310B/NM109",
+    ),
     "no diagnosis": (lambda: prof_claim(diagnoses=[]), "has no diagnosis", "2300/HI"),
     "not ICD-10": (lambda: prof_claim(diagnoses=["250.00"]), "not an ICD-10-CM code", "2300/HI01"),
     "no service line": (lambda: prof_claim(service_lines=[]), "has no service line", "2400/LX"),
     "zero charge": (lambda: prof_claim(service_lines=[_line(charge=Decimal("0"))]), "more than zero", "2400[1]/SV102"),
-    "negative charge": (lambda: prof_claim(service_lines=[_line(charge=Decimal("-5"))]), "more than zero", "2400[1]/SV102"),
-    "three decimals": (lambda: prof_claim(service_lines=[_line(charge=Decimal("1.005"))]), "more than 2 decimals", "2400[1]/SV102"),
+    "negative charge": (
+        lambda: prof_claim(service_lines=[_line(charge=Decimal("-5"))]),
+        "more than zero",
+        "2400[1]/SV102",
+    ),
+    "three decimals": (
+        lambda: prof_claim(service_lines=[_line(charge=Decimal("1.005"))]),
+        "more than 2 decimals",
+        "2400[1]/SV102",
+    ),
     "total mismatch": (lambda: prof_claim(total_charge=Decimal("999")), "not the sum of its lines", "2300/CLM02"),
-    "bad pointer": (lambda: prof_claim(service_lines=[_line(diagnosis_pointers=[3])]), "points to diagnosis 3", "2400[1]/SV107"),
-    "bad procedure": (lambda: prof_claim(service_lines=[_line(procedure_code="9921")]), "not a CPT/HCPCS", "2400[1]/SV101-2"),
+    "bad pointer": (
+        lambda: prof_claim(service_lines=[_line(diagnosis_pointers=[3])]),
+        "points to diagnosis 3",
+        "2400[1]/SV107",
+    ),
+    "bad procedure": (
+        lambda: prof_claim(service_lines=[_line(procedure_code="9921")]),
+        "not a CPT/HCPCS",
+        "2400[1]/SV101-2",
+    ),
     "bad modifier": (lambda: prof_claim(service_lines=[_line(modifiers=["2"])]), "modifiers", "2400[1]/SV101-3"),
     "5-digit billing ZIP": (
-        lambda: prof_claim(billing_provider=replace(OTHER_CLINIC, address=Address("9 ELM ST", "SPRINGFIELD", "IL", "62702"))),
+        lambda: prof_claim(
+            billing_provider=replace(OTHER_CLINIC, address=Address("9 ELM ST", "SPRINGFIELD", "IL", "62702"))
+        ),
         "9-digit ZIP+4",
         "2010AA/N403",
     ),
     "no tax id": (lambda: prof_claim(billing_provider=replace(OTHER_CLINIC, tax_id="")), "tax id", "2010AA/REF02"),
-    "no member id": (lambda: prof_claim(subscriber=replace(prof_claim().subscriber, member_id="")), "member id is missing", "2010BA/NM109"),
-    "no payer id": (lambda: prof_claim(payer=replace(prof_claim().payer, name="UNKNOWN PAYER", payer_id="")), "payer id is missing", "2010BB/NM109"),
+    "no member id": (
+        lambda: prof_claim(subscriber=replace(prof_claim().subscriber, member_id="")),
+        "member id is missing",
+        "2010BA/NM109",
+    ),
+    "no payer id": (
+        lambda: prof_claim(payer=replace(prof_claim().payer, name="UNKNOWN PAYER", payer_id="")),
+        "payer id is missing",
+        "2010BB/NM109",
+    ),
     "replacement without original": (lambda: prof_claim(frequency="7"), "no original claim number", "2300/REF*F8"),
-    "delimiter in a value": (lambda: prof_claim(subscriber=replace(prof_claim().subscriber, last_name="O*NEIL")), "delimiter", "2010BA/NM103"),
+    "delimiter in a value": (
+        lambda: prof_claim(subscriber=replace(prof_claim().subscriber, last_name="O*NEIL")),
+        "delimiter",
+        "2010BA/NM103",
+    ),
     "long control number": (lambda: prof_claim("X" * 21), "longer than 20", "2300/CLM01"),
 }
 
@@ -232,7 +300,9 @@ def test_partners_file_loads(tmp_path) -> None:
     assert ch.isa.usage in ("T", "P") and ch.billing_provider is not None
     assert npi_is_valid(ch.billing_provider.npi)
     bad = tmp_path / "p.yaml"
-    bad.write_text("partners:\n  x:\n    isa: {sender_id: A, receiver_id: B, usage: Q, extra: 1}\n    gs: {sender_code: A, receiver_code: B}\n")
+    bad.write_text(
+        "partners:\n  x:\n    isa: {sender_id: A, receiver_id: B, usage: Q, extra: 1}\n    gs: {sender_code: A, receiver_code: B}\n"
+    )
     with pytest.raises(ConfigError) as err:
         load_partners(bad)
     text = " ".join(p[2] for p in err.value.problems)

@@ -189,7 +189,12 @@ def test_read_277ca_sample() -> None:
     "name, status, pcn, text",
     [
         ("x12_277CA_accepted.txt", "accepted", "5781", ""),
-        ("x12_277CA_rejected.txt", "rejected", "3920394930203", "562 Entity's National Provider Identifier (NPI): entity 85 Billing Provider"),
+        (
+            "x12_277CA_rejected.txt",
+            "rejected",
+            "3920394930203",
+            "562 Entity's National Provider Identifier (NPI): entity 85 Billing Provider",
+        ),
     ],
 )
 def test_read_277ca_corpus(name: str, status: str, pcn: str, text: str) -> None:

@@ -131,7 +131,7 @@ def test_set_and_delete_rewrite_only_what_changed() -> None:
     assert again.get("NM1[85]03") == "RENAMED CLINIC"
     assert again.get("SV101") == "HC:99213"
     assert again.get("CLM[2]05") == "22:B:1"
-    changed = [a for a, b in zip(P837.split(b"\n"), out.split(b"\n")) if a != b]
+    changed = [a for a, b in zip(P837.split(b"\n"), out.split(b"\n"), strict=False) if a != b]
     assert len(changed) == 4
 
 

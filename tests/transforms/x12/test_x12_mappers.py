@@ -34,7 +34,11 @@ def test_dft_to_claim() -> None:
     claim = claim_from_dft(_hl7(DFT), "clearinghouse")
     assert claim.patient_control_number == "V00012399"
     assert claim.patient is None  # IN1-17 SEL: the patient is the insured
-    assert (claim.subscriber.last_name, claim.subscriber.member_id, claim.subscriber.group_number) == ("DOE", "XYZ123456789", "GRP44556")
+    assert (claim.subscriber.last_name, claim.subscriber.member_id, claim.subscriber.group_number) == (
+        "DOE",
+        "XYZ123456789",
+        "GRP44556",
+    )
     assert claim.subscriber.birth_date == date(1980, 2, 14)
     assert claim.payer.name == "BLUE CROSS BLUE SHIELD OF EXAMPLE" and claim.payer.claim_filing_code == "12"
     assert claim.diagnoses == ["E119", "I10"]
@@ -76,7 +80,12 @@ def test_dft_dependent_patient_and_payer_table() -> None:
         (lambda t: t.replace("|XYZ123456789", "|"), "IN1-36"),
         (lambda t: t.replace("|185.00&USD||FAMMED", "|||FAMMED"), "FT1[1]-11"),
         (lambda t: t.replace("V00012399", "").replace("ACCT0098765", ""), "PV1-19"),
-        (lambda t: t.replace("I10^Essential (primary) hypertension^I10||20260320", "401.9^Hypertension^I9||20260320"), "DG1[2]-3.3"),
+        (
+            lambda t: t.replace(
+                "I10^Essential (primary) hypertension^I10||20260320", "401.9^Hypertension^I9||20260320"
+            ),
+            "DG1[2]-3.3",
+        ),
     ],
 )
 def test_dft_mapping_errors(change, location: str) -> None:
@@ -89,7 +98,9 @@ def test_dft_without_diagnosis_cannot_be_billed() -> None:
     text = DFT.decode()
     lines = [ln for ln in text.split("\r") if not ln.startswith("DG1")]
     text = "\r".join(lines)
-    text = text.replace("|E11.9^Type 2 diabetes mellitus without complications^I10~I10^Essential (primary) hypertension^I10|", "||")
+    text = text.replace(
+        "|E11.9^Type 2 diabetes mellitus without complications^I10~I10^Essential (primary) hypertension^I10|", "||"
+    )
     text = text.replace("|E11.9^Type 2 diabetes mellitus without complications^I10|", "||")
     with pytest.raises(MappingError, match="no diagnosis"):
         v2_to_x12_837(text.encode(), "clearinghouse", InMemoryControlNumbers())

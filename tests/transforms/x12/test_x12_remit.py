@@ -48,7 +48,11 @@ def test_rows_one_per_service_line() -> None:
     assert first["payment_date"] == "2024-01-16"
     assert first["payment_method"] == "ACH"
     assert first["claim_status"] == "1"
-    assert (first["claim_charge"], first["claim_paid"], first["patient_responsibility"]) == ("250.00", "180.00", "30.00")
+    assert (first["claim_charge"], first["claim_paid"], first["patient_responsibility"]) == (
+        "250.00",
+        "180.00",
+        "30.00",
+    )
     assert first["line_adjustments"] == "CO-45:30.00;PR-2:20.00"
     assert (first["line_charge"], first["line_paid"], first["line_allowed"]) == ("150.00", "100.00", "120.00")
     assert first["service_date"] == "2024-01-02"
@@ -91,7 +95,10 @@ def test_claim_level_imbalance() -> None:
     rows = remit_to_rows(raw)
     list(rows)
     assert [i.location for i in rows.issues] == ["ST02=0001/2100[CLP01=PCN1002]/CLP04"]
-    assert "charge 500.00 - adjustments 150.00 (claim 50.00 + lines 100.00) = 350.00, but paid is 360.00" in rows.issues[0].message
+    assert (
+        "charge 500.00 - adjustments 150.00 (claim 50.00 + lines 100.00) = 350.00, but paid is 360.00"
+        in rows.issues[0].message
+    )
 
 
 def test_x12_835_to_csv_default_layout_file() -> None:
@@ -102,7 +109,7 @@ def test_x12_835_to_csv_default_layout_file() -> None:
     assert lines[0] == [c.header for c in layout.columns]
     assert lines[0][:3] == ["Payer", "Payer ID", "Check/EFT Number"]
     assert len(lines) == 5
-    row = dict(zip(lines[0], lines[1]))
+    row = dict(zip(lines[0], lines[1], strict=False))
     assert row["Payment Date"] == "01/16/2024"  # the layout's date_format
     assert row["Line Adjustments"] == "CO-45:30.00;PR-2:20.00"
     assert text.endswith("\r\n")
@@ -162,7 +169,9 @@ def test_streaming_large_835_in_small_chunks() -> None:
     assert count == 500 and reader.line_count == 1000
     assert reader.issues == []
     out = io.StringIO()
-    rows = write_remit_csv(io.BytesIO(raw), out, CsvLayout((CsvColumn("PCN", "patient_control_number"),)), chunk_size=1000)
+    rows = write_remit_csv(
+        io.BytesIO(raw), out, CsvLayout((CsvColumn("PCN", "patient_control_number"),)), chunk_size=1000
+    )
     assert out.getvalue().count("\r\n") == 1001 and rows.balanced
 
 
@@ -185,7 +194,11 @@ def test_remit_to_fhir_eobs_validate_as_r4() -> None:
     Bundle.model_validate(bundle)  # raises on an invalid resource
     first = eobs[0]
     assert first["resourceType"] == "ExplanationOfBenefit"
-    assert first["payment"] == {"amount": {"value": 180.0, "currency": "USD"}, "date": "2024-01-16", "identifier": {"value": "EFT20240116001"}}
+    assert first["payment"] == {
+        "amount": {"value": 180.0, "currency": "USD"},
+        "date": "2024-01-16",
+        "identifier": {"value": "EFT20240116001"},
+    }
     assert first["item"][0]["adjudication"][3]["reason"]["coding"][0]["code"] == "45"
     assert eobs[2]["disposition"] == "Denied"
     assert len({e["fullUrl"] for e in bundle["entry"]}) == 3

@@ -26,8 +26,13 @@ HOME = Address("12 OAK ST", "SPRINGFIELD", "IL", "62704")
 
 def subscriber(**kw: object) -> Subscriber:
     base: dict = dict(
-        last_name="DOE", first_name="JANE", member_id="MEM123456", birth_date=date(1980, 5, 1), gender="F",
-        address=HOME, group_number="GRP1",
+        last_name="DOE",
+        first_name="JANE",
+        member_id="MEM123456",
+        birth_date=date(1980, 5, 1),
+        gender="F",
+        address=HOME,
+        group_number="GRP1",
     )
     base.update(kw)
     return Subscriber(**base)
