@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from hub.spec import Config
     from hub.store import Store
 
-__all__ = ["Context", "Result", "Receipt", "Receiver", "Source", "Destination"]
+__all__ = ["Context", "Result", "Receipt", "Receiver", "Source", "Destination", "ReportsPeer"]
 
 
 @dataclass
@@ -98,3 +98,16 @@ class Destination(Protocol):
     # Optional: ``async def send_many(self, messages) -> list[str | None | BaseException]`` sends several in order
     # and stops at the first failure (its exception is the last item; the rest are not sent). A FIFO worker uses it
     # for what it claimed at once, so a destination can share work between them (one folder fsync for many files).
+
+
+class ReportsPeer(Protocol):
+    """Optional on a source or destination that talks to a remote peer (MLLP, SFTP …): how that connection is now.
+
+    The engine's facade (what the web and ``hub status`` read) asks each running component for it instead of
+    reading the Prometheus gauges back. Keys, all optional: ``mllp`` ({endpoint: open connections}, endpoint
+    ``source`` for a listener's peers, else the destination's name), ``sftp_last_poll`` (epoch seconds of the last
+    poll that reached the server, None before the first), ``sftp_error`` (why the last poll failed, None once one
+    works).
+    """
+
+    def peer_state(self) -> dict[str, Any]: ...
