@@ -10,15 +10,18 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from hub import __version__
 from hub.errors import ConfigError, StoreError
 from hub.spec import Config, default_config_dir, load_config, parse_duration
 
+if TYPE_CHECKING:
+    from hub.engine import ServiceStarter
+
 __all__ = ["main"]
 
-# The statuses `hub messages --status` takes (hub.store.repository; repeated here so `hub --help` imports no store).
+# The statuses `hub messages --status` takes (hub.store.records; repeated here so `hub --help` imports no store).
 MESSAGE_STATUSES = ("accepted", "filtered", "rejected", "error")
 DELIVERY_STATUSES = ("queued", "sending", "retry", "sent", "dead")
 
@@ -67,7 +70,8 @@ def _config(args: argparse.Namespace) -> Config:
     folder = Path(args.config)
     if not (folder / "hub.yaml").is_file():
         raise SystemExit(
-            f"hub: no config in {folder} (no {folder / 'hub.yaml'}); run from a project folder or give --config DIR (or set $HUB_CONFIG)"
+            f"hub: no config in {folder} (no {folder / 'hub.yaml'}); run from a project folder or give --config DIR "
+            "(or set $HUB_CONFIG)"
         )
     return load_config(folder)
 
@@ -115,6 +119,13 @@ def _store(cfg: Config):  # type: ignore[no-untyped-def]
         raise SystemExit(f"hub: {exc}") from None
 
 
+def _services(cfg: Config) -> list[ServiceStarter]:
+    """What `hub run` starts beside the channels: the web app (API, dashboard, /metrics) when web.enabled."""
+    from hub import web
+
+    return [web.start] if cfg.hub.web.enabled else []
+
+
 # --------------------------------------------------------------------------------------------- commands
 def cmd_run(args: argparse.Namespace) -> int:
     from hub.engine import Engine, build
@@ -138,7 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # MLLP bench: no change).
     sys.setswitchinterval(0.001)
     try:
-        asyncio.run(Engine(cfg).run_forever())
+        asyncio.run(Engine(cfg, services=_services(cfg)).run_forever())
     except StoreError as exc:
         print(f"hub: {exc}", file=sys.stderr)
         return 1
@@ -221,7 +232,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
         return 0
     print(
-        f"{'CHANNEL / destination':34} {'received':>8} {'filtered':>8} {'rejected':>8} {'queued':>7} {'retry':>6} {'sent':>8} {'dead':>6} {'oldest':>7}"
+        f"{'CHANNEL / destination':34} {'received':>8} {'filtered':>8} {'rejected':>8} {'queued':>7} {'retry':>6} "
+        f"{'sent':>8} {'dead':>6} {'oldest':>7}"
     )
     for ch in names:
         counts = st["channels"].get(ch, {})
@@ -265,7 +277,7 @@ def cmd_messages(args: argparse.Namespace) -> int:
     store = _store(cfg)
     try:
         if getattr(args, "claim_status", None):
-            from hub.store.claims import ClaimStore
+            from hub.store.claim_status import ClaimStore
 
             rows = ClaimStore(store).messages(
                 args.claim_status,
@@ -300,13 +312,15 @@ def cmd_messages(args: argparse.Namespace) -> int:
         print("no messages")
         return 0
     print(
-        f"{'ID':>8}  {'RECEIVED':20} {'CHANNEL':20} {'STATUS':9} {'TYPE':10} {'CONTROL ID':20} {'PATIENT':14} DELIVERIES"
+        f"{'ID':>8}  {'RECEIVED':20} {'CHANNEL':20} {'STATUS':9} {'TYPE':10} {'CONTROL ID':20} {'PATIENT':14} "
+        "DELIVERIES"
     )
     for r in rows:
         dl = " ".join(f"{k}:{v}" for k, v in sorted(r["deliveries"].items())) or "-"
         print(
-            f"{r['id']:>8}  {_iso(r['received_at']):20} {r['channel'][:20]:20} {r['status']:9} {(r['message_type'] or '-')[:10]:10} "
-            f"{(r['control_id'] or '-')[:20]:20} {(r['patient_id'] or '-')[:14]:14} {dl}"
+            f"{r['id']:>8}  {_iso(r['received_at']):20} {r['channel'][:20]:20} {r['status']:9} "
+            f"{(r['message_type'] or '-')[:10]:10} {(r['control_id'] or '-')[:20]:20} "
+            f"{(r['patient_id'] or '-')[:14]:14} {dl}"
         )
         if r["error"]:
             print(f"{'':10}{r['error'][:150]}")
@@ -328,8 +342,8 @@ def _printable(data: bytes | None) -> str:
 
 
 def _claims_of(store: Any, message_id: int) -> list[dict[str, Any]]:
-    """The X12 claims submitted from a message, with their status history (hub.store.claims)."""
-    from hub.store.claims import ClaimStore
+    """The X12 claims submitted from a message, with their status history (hub.store.claim_status)."""
+    from hub.store.claim_status import ClaimStore
 
     try:
         return ClaimStore(store).for_message(message_id)
@@ -340,8 +354,8 @@ def _claims_of(store: Any, message_id: int) -> list[dict[str, Any]]:
 def _print_claims(claims: list[dict[str, Any]]) -> None:
     for c in claims:
         print(
-            f"--- claim {c['patient_control_number']} → {c['partner']} (837{c['kind']}, charge {c['charge'] or '-'}): {c['status']}"
-            f" since {_iso(c['status_at'])}; ISA13 {c['isa13']} GS06 {c['gs06']} ST02 {c['st02']}"
+            f"--- claim {c['patient_control_number']} → {c['partner']} (837{c['kind']}, charge {c['charge'] or '-'}): "
+            f"{c['status']} since {_iso(c['status_at'])}; ISA13 {c['isa13']} GS06 {c['gs06']} ST02 {c['st02']}"
             + (f", payer claim number {c['payer_claim_number']}" if c.get("payer_claim_number") else "")
         )
         for e in c["events"]:
@@ -385,7 +399,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(_printable(msg["raw"]))
     for d in msg["deliveries"]:
         print(
-            f"--- delivery {d['id']} → {d['destination']} (route {d['route']}): {d['status']}, {d['attempts']} attempt(s)"
+            f"--- delivery {d['id']} → {d['destination']} (route {d['route']}): {d['status']}, {d['attempts']} "
+            "attempt(s)"
         )
         if d["content"] is not None:
             print(f"  content ({d['content_type']}):")
@@ -426,6 +441,7 @@ def _reprocess(cfg: Config, store: Any, ids: list[int]) -> int:
         p = channel.process(
             Message(raw=row["raw"], content_type=row["content_type"], channel=channel.name, meta=dict(row["meta"]))
         )
+        channel.take_numbers([p], store)  # X12 control numbers from the store, as receive() does
         store.reprocess(
             mid,
             NewMessage(
@@ -564,7 +580,8 @@ def cmd_user(args: argparse.Namespace) -> int:
         else:
             for u in auth.list_users():
                 print(
-                    f"{u.name:30} {u.role:9} {'disabled' if u.disabled else 'active':9} {'password' if u.has_password else 'token only'}"
+                    f"{u.name:30} {u.role:9} {'disabled' if u.disabled else 'active':9} "
+                    f"{'password' if u.has_password else 'token only'}"
                 )
     finally:
         store.close()
@@ -572,7 +589,8 @@ def cmd_user(args: argparse.Namespace) -> int:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    """``hub send mllp://host:port FILE...``: each message on one connection, one line per ACK; exit 1 unless all AA/CA."""
+    """``hub send mllp://host:port FILE...``: each message on one connection, one line per ACK; exit 1 unless all
+    AA/CA."""
     from pathlib import Path
 
     from hub.channels.mllp import (
@@ -610,7 +628,8 @@ def cmd_send(args: argparse.Namespace) -> int:
     context = None
     if tls or args.tls or args.ca or args.cert:
         try:
-            context = client_context(MllpTls(ca=args.ca, cert=args.cert, key=args.key, verify=not args.insecure))
+            tls_settings = {"ca": args.ca, "cert": args.cert, "key": args.key, "verify": not args.insecure}
+            context = client_context(MllpTls.model_validate(tls_settings))
         except (ValueError, OSError) as exc:
             print(f"hub: tls: {exc}", file=sys.stderr)
             return 2
@@ -722,7 +741,7 @@ def _convert_v2_to_fhir(raw: bytes, args: argparse.Namespace, ctx: Any) -> tuple
     from hub.transforms.fhir.validate import validate
     from hub.transforms.hl7v2 import parse, split_batch
 
-    conv = V2ToFhir(V2ToFhir.Config(type="v2_to_fhir", bundle=args.bundle), ctx)
+    conv = V2ToFhir(V2ToFhir.Config.model_validate({"type": "v2_to_fhir", "bundle": args.bundle}), ctx)
     outputs, problems = [], []
     for i, part in enumerate(split_batch(raw), 1):
         try:
@@ -788,7 +807,7 @@ def _x12_partner(args: argparse.Namespace, ctx: Any) -> Any:
     from pathlib import Path
 
     from hub.transforms.x12 import load_partners
-    from hub.transforms.x12.engine import partner_for
+    from hub.transforms.x12.components import partner_for
 
     name = getattr(args, "partner", None)
     if not name:
@@ -805,7 +824,7 @@ def _convert_to_x12(raw: bytes, args: argparse.Namespace, ctx: Any, source: str)
     from hub.errors import InputError
     from hub.message import Message
     from hub.transforms.x12 import InMemoryControlNumbers, claims_from_fhir, validate, write_837
-    from hub.transforms.x12.engine import _fhir_data, claims_of
+    from hub.transforms.x12.components import _fhir_data, claims_of
 
     partner = _x12_partner(args, ctx)
     claims: list[Any] = []
@@ -814,10 +833,11 @@ def _convert_to_x12(raw: bytes, args: argparse.Namespace, ctx: Any, source: str)
     if source == "hl7v2":
         from hub.transforms.hl7v2 import parse, split_batch
 
-        kind = kind or "P"
+        professional: Literal["P", "I"] = "I" if kind == "I" else "P"  # --kind takes P or I; a DFT: P by default
+        kind = professional
         for i, part in enumerate(split_batch(raw), 1):
             try:
-                claims += claims_of(Message(raw=part, content_type="hl7v2", parsed=parse(part)), partner, kind)
+                claims += claims_of(Message(raw=part, content_type="hl7v2", parsed=parse(part)), partner, professional)
             except InputError as exc:
                 problems.append(f"message {i}: {exc}" + (f" (at {exc.location})" if exc.location else ""))
     else:
@@ -848,12 +868,13 @@ def _convert_to_x12(raw: bytes, args: argparse.Namespace, ctx: Any, source: str)
 
 def _convert_835(raw: bytes, args: argparse.Namespace, ctx: Any, to: str) -> tuple[list[str], list[str]]:
     """835 → payment-posting CSV (the layout of <mappings>/x12/835_posting_layout.yaml; written to stdout as is)
-    or → a FHIR Bundle of ExplanationOfBenefit. An 835 that does not balance is printed and exits 1 with the problems."""
+    or → a FHIR Bundle of ExplanationOfBenefit. An 835 that does not balance is printed and exits 1 with the
+    problems."""
     from pathlib import Path
 
     from hub.errors import InputError
     from hub.transforms.x12 import load_layout, remit_to_fhir, x12_835_to_csv
-    from hub.transforms.x12.engine import _require_set
+    from hub.transforms.x12.components import _require_set
 
     issues: list[Any] = []
     try:
@@ -924,6 +945,31 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if problems:
         print(f"{len(problems)} problem(s)", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_docs(args: argparse.Namespace) -> int:
+    """Write (or with --check, compare) the configuration reference generated from the config models."""
+    from pathlib import Path
+
+    from hub.reference import check, render
+
+    out = Path(args.out)
+    if args.check:
+        try:
+            current = out.read_text(encoding="utf-8")
+        except OSError as exc:
+            print(f"hub: cannot read {out}: {exc.strerror or exc}; run `hub docs` to write it", file=sys.stderr)
+            return 1
+        why = check(current)
+        if why is not None:
+            print(f"hub: {out} is out of date ({why}); run `hub docs --out {out}` and commit it", file=sys.stderr)
+            return 1
+        print(f"{out} is current")
+        return 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(), encoding="utf-8")
+    print(f"wrote {out}")
     return 0
 
 
@@ -1032,7 +1078,8 @@ def parser() -> argparse.ArgumentParser:
     cv.add_argument(
         "--explain",
         action="store_true",
-        help="to fhir: instead of the Bundle, list which v2 fields reached it, which no map covers and which values were left out as invalid",
+        help="to fhir: instead of the Bundle, list which v2 fields reached it, which no map covers and which values "
+        "were left out as invalid",
     )
     cv.add_argument("--trigger", help="to hl7v2: the ADT trigger for Patient/Encounter content (A04, A08 …)")
     cv.add_argument(
@@ -1042,6 +1089,12 @@ def parser() -> argparse.ArgumentParser:
         "--kind", choices=["P", "I"], help="to x12: 837P or 837I (default: P for a DFT, the Claim's type for FHIR)"
     )
     cv.set_defaults(fn=cmd_convert)
+    dc = sub.add_parser(
+        "docs", help="write the configuration reference (docs/reference.md) from the config models; --check compares"
+    )
+    dc.add_argument("--out", default="docs/reference.md", metavar="FILE", help="default: docs/reference.md")
+    dc.add_argument("--check", action="store_true", help="exit 1 when FILE is not what the code generates")
+    dc.set_defaults(fn=cmd_docs)
     us = sub.add_parser("user", help="dashboard and API users: add NAME --role ROLE, token NAME, list")
     usub = us.add_subparsers(dest="action", metavar="ACTION", required=True)
     ua = usub.add_parser(

@@ -3,6 +3,13 @@
 :func:`build` turns a :class:`~hub.spec.Config` into runnable parts and collects every problem it meets with
 its file and line, so ``hub check`` and ``hub run`` can never disagree about what is valid. Building never
 opens sockets or creates folders; :meth:`Engine.start` does.
+
+:class:`Engine` is also the typed facade of the running hub for what sits above it (the web app, DESIGN.md
+§6.6): which channels are paused (:meth:`Engine.pause`, :meth:`Engine.resume`), each channel's state
+(:meth:`Engine.channel_state`) and its peers' (:meth:`Engine.peer_state`, from the components that implement
+:class:`~hub.channels.base.ReportsPeer`), :meth:`Engine.reload`. The engine imports nothing above it: the
+command line composes it with the web app by passing :func:`hub.web.start` as one of its ``services``
+(started once the channels run, stopped before them).
 """
 
 from __future__ import annotations
@@ -12,23 +19,45 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from pydantic import ValidationError
 
 from hub import registry
-from hub.channels.base import Context
+from hub.channels.base import Context, Destination, Receiver, ReportsPeer, Source
 from hub.channels.channel import Channel, Route
-from hub.channels.schedule import Poller, check_schedule
+from hub.channels.schedule import Poller
 from hub.channels.worker import DeliveryWorker
 from hub.errors import ConfigError
 from hub.routes import compile_all, compile_condition
-from hub.spec import Config, Problem, load_config, parse_duration, parse_listen, pydantic_problems
-from hub.store import Claimed, Store
+from hub.spec import (
+    BatchSpec,
+    Config,
+    Problem,
+    QueueSpec,
+    check_schedule,
+    load_config,
+    parse_duration,
+    parse_listen,
+    pydantic_problems,
+)
+from hub.store import Claimed, NewDelivery, Store
 
-__all__ = ["Engine", "Built", "build", "check", "open_store", "CHANNEL_STATE_PREFIX", "channel_states"]
+__all__ = [
+    "Engine",
+    "Built",
+    "build",
+    "check",
+    "open_store",
+    "CHANNEL_STATE_PREFIX",
+    "channel_states",
+    "Service",
+    "ServiceStarter",
+    "ChannelState",
+]
 
 log = logging.getLogger("hub.engine")
 
@@ -36,10 +65,10 @@ log = logging.getLogger("hub.engine")
 @dataclass
 class Built:
     channels: dict[str, Channel] = field(default_factory=dict)
-    sources: dict[str, Any] = field(default_factory=dict)
-    destinations: dict[tuple[str, str], Any] = field(default_factory=dict)
-    queues: dict[tuple[str, str], Any] = field(default_factory=dict)
-    batches: dict[tuple[str, str], tuple[Any, Any]] = field(default_factory=dict)  # (BatchSpec, assembler)
+    sources: dict[str, Source] = field(default_factory=dict)
+    destinations: dict[tuple[str, str], Destination] = field(default_factory=dict)
+    queues: dict[tuple[str, str], QueueSpec] = field(default_factory=dict)
+    batches: dict[tuple[str, str], tuple[BatchSpec, Any]] = field(default_factory=dict)  # (spec, its assembler)
     problems: list[Problem] = field(default_factory=list)
 
 
@@ -78,7 +107,7 @@ def _component(
         return conf, None
 
 
-def build(cfg: Config, *, store: Store | None = None, engine: Any = None, testing: bool = False) -> Built:
+def build(cfg: Config, *, store: Store | None = None, engine: Engine | None = None, testing: bool = False) -> Built:
     """Build every enabled channel. With ``testing`` destinations are in-memory and sources are not built."""
     out = Built(problems=list(cfg.problems))
     problems = out.problems
@@ -107,7 +136,7 @@ def build(cfg: Config, *, store: Store | None = None, engine: Any = None, testin
             engine=engine,
             channel=name,
             testing=testing,
-            executor=getattr(engine, "executor", None),
+            executor=engine.executor if engine is not None else None,
         )
 
         # source: constructors do no I/O, so `hub check` and `hub test` build it too (and then leave it unused)
@@ -253,7 +282,8 @@ def _path_problems(cfg: Config, spec: Any, fmt: str | None, dest_confs: dict[str
     for ri, route in enumerate(spec.routes):
         condition(route.when, ("routes", ri, "when"))
         for ti, t in enumerate(route.transforms):
-            keys = _PATH_KEYS.get(t.get("type")) if isinstance(t, dict) else None
+            ttype = t.get("type") if isinstance(t, dict) else None
+            keys = _PATH_KEYS.get(ttype) if isinstance(ttype, str) else None
             if keys is None:
                 break  # a conversion (v2_to_fhir …) or code: the paths after it may be another format's
             for key in keys:
@@ -271,7 +301,8 @@ def check(cfg: Config) -> list[Problem]:
 
 
 def channel_states(store: Store, names: list[str]) -> dict[str, dict[str, Any]]:
-    """Each channel's last state as a running hub recorded it ({state, error, node, at}); channels never started: absent."""
+    """Each channel's last state as a running hub recorded it ({state, error, node, at}); channels never started:
+    absent."""
     import json
 
     out: dict[str, dict[str, Any]] = {}
@@ -307,26 +338,52 @@ def _start_failure(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+class Service(Protocol):
+    """Something started beside the channels (the web app): stopped before them, in the reverse order."""
+
+    async def stop(self) -> None: ...
+
+
+#: Starts a service for a running engine, e.g. :func:`hub.web.start` (``hub run`` passes it when web.enabled).
+ServiceStarter = Callable[["Engine"], Awaitable[Service]]
+
+#: What :meth:`Engine.channel_state` says of a channel (the dashboard's and the API's ``state``).
+ChannelState = Literal["failed", "paused", "running", "no source", "not configured"]
+
+# The order of the keys of :meth:`Engine.peer_state` (the API's ``peers`` object); keys of other components follow.
+_PEER_KEYS = ("sftp_error", "mllp", "sftp_last_poll")
+
+
 class Engine:
-    """The running hub: ``await Engine(cfg).start()`` … ``await engine.stop()``."""
+    """The running hub: ``await Engine(cfg).start()`` … ``await engine.stop()``.
+
+    ``services`` are started, in order, once the channels run (``hub run`` passes the web app's
+    :func:`hub.web.start` when ``web.enabled``) and stopped, in reverse, before anything else.
+    """
 
     def __init__(
-        self, cfg: Config, *, store: Store | None = None, idle_poll: float = 1.0, start_web: bool = True
+        self,
+        cfg: Config,
+        *,
+        store: Store | None = None,
+        idle_poll: float = 1.0,
+        services: Sequence[ServiceStarter] = (),
     ) -> None:
         self.cfg = cfg
-        self.start_web = start_web
         self.store = store
         self._own_store = store is None
         self.idle_poll = idle_poll
         self.channels: dict[str, Channel] = {}
-        self.sources: dict[str, Any] = {}
-        self.destinations: dict[tuple[str, str], Any] = {}
+        self.sources: dict[str, Source] = {}
+        self.destinations: dict[tuple[str, str], Destination] = {}
         self.workers: dict[tuple[str, str], DeliveryWorker] = {}
         self.pollers: list[Poller] = []
         self.started_at: float | None = None
         self._waiters: dict[int, list[asyncio.Future[None]]] = {}
         self.failed: dict[str, str] = {}  # channel → why its source could not start (the others run on)
-        self.web: Any = None  # the running web app (hub.web.start), when enabled
+        self._service_starters = list(services)
+        self.services: list[Service] = []  # the running services (the web app's hub.web.WebServer …)
+        self._paused: set[str] = set()  # channels whose source was stopped by pause() (their workers still send)
         self.executor: ThreadPoolExecutor | None = None  # pipelines kept off the event loop (hub.channels.channel)
 
     async def start(self) -> None:
@@ -343,13 +400,8 @@ class Engine:
         if built.problems:
             raise ConfigError("configuration has problems", [(p.file, p.line, p.message) for p in built.problems])
         await self._start_channels(built)
-        if self.cfg.hub.web.enabled and self.start_web:
-            import hub.web
-
-            if hasattr(
-                hub.web, "start"
-            ):  # the web app (API, dashboard, /metrics): `await start(engine)` → has `stop()`
-                self.web = await hub.web.start(self)
+        for starter in self._service_starters:
+            self.services.append(await starter(self))
         retention = self.cfg.hub.retention
         self.pollers.append(Poller(retention.schedule, self.prune, "retention", run_first=False))
         # Another node's expired leases (it died mid-send) go back to the queue for whoever is alive.
@@ -357,6 +409,83 @@ class Engine:
         for p in self.pollers:
             p.start()
         self.started_at = time.time()
+
+    # ------------------------------------------------------------------ the facade: pause, state, peers
+    @property
+    def paused(self) -> frozenset[str]:
+        """The channels paused by :meth:`pause` (until :meth:`resume` or a reload that applied)."""
+        return frozenset(self._paused)
+
+    def is_paused(self, channel: str) -> bool:
+        return channel in self._paused
+
+    async def pause(self, channel: str) -> bool:
+        """Stop the channel's source (its queued deliveries still go out); False when it was paused already.
+
+        KeyError when the channel has no running source (none configured, or it failed to start).
+        """
+        src = self.sources[channel]
+        if channel in self._paused:
+            return False
+        await src.stop()
+        self._paused.add(channel)
+        return True
+
+    async def resume(self, channel: str) -> bool:
+        """Start a paused channel's source again; False when it was not paused. KeyError when it has no source;
+        the source's own exception when it does not start (the channel stays paused)."""
+        src = self.sources[channel]
+        if channel not in self._paused:
+            return False
+        await src.start(self.channels[channel].receive)
+        self._paused.discard(channel)
+        return True
+
+    def channel_state(self, channel: str) -> ChannelState:
+        """``failed`` (its source could not start; the other channels run), ``paused``, ``running``, ``no source``
+        (running without one) or ``not configured`` (known only from the store)."""
+        if channel in self.failed:
+            return "failed"
+        if channel in self._paused:
+            return "paused"
+        if channel in self.sources:
+            return "running"
+        if channel in self.channels:
+            return "no source"
+        return "not configured"
+
+    def sources_running(self) -> dict[str, int]:
+        """Each channel with a source: 1 when it takes input, 0 when paused (the ``hub_channel_running`` gauge)."""
+        return {name: 0 if name in self._paused else 1 for name in self.sources}
+
+    def peer_state(self, channel: str) -> dict[str, Any]:
+        """How the channel's connections to remote peers are, merged from its running source and destinations
+        that implement :class:`~hub.channels.base.ReportsPeer` (``{}`` when none does); mappings under one key
+        (``mllp``: endpoint → open connections) are merged."""
+        parts: list[object] = [self.sources.get(channel)]
+        parts += [dest for (ch, _), dest in self.destinations.items() if ch == channel]
+        merged: dict[str, Any] = {}
+        for part in parts:
+            if not isinstance(part, ReportsPeer):
+                continue
+            try:
+                state = part.peer_state()
+            except Exception:
+                log.exception("channel %s: a component could not report its peer state", channel)
+                continue
+            for key, value in state.items():
+                known = merged.get(key)
+                if isinstance(value, dict) and isinstance(known, dict):
+                    merged[key] = {**known, **value}
+                else:
+                    merged[key] = value
+        ordered = {k: merged.pop(k) for k in _PEER_KEYS if k in merged}
+        return {**ordered, **merged}
+
+    def channel_input(self, channel: str) -> Receiver | None:
+        """:class:`~hub.channels.base.ChannelInput`: the running channel's ``receive``, None when it is not running."""
+        ch = self.channels.get(channel)
+        return ch.receive if ch is not None else None
 
     async def _start_channels(self, built: Built) -> None:
         assert self.store is not None
@@ -448,6 +577,7 @@ class Engine:
         cfg.hub.store, cfg.hub.web = self.cfg.hub.store, self.cfg.hub.web
         self.cfg = cfg
         await self._start_channels(built)
+        self._paused.clear()  # every channel was started again from the files
         log.info("reloaded %d channels from %s", len(self.channels), cfg.folder)
         return []
 
@@ -466,7 +596,7 @@ class Engine:
             for w in self.workers.values():
                 w.wake()
 
-    def _wake(self, channel: str, deliveries: list[Any]) -> None:
+    def _wake(self, channel: str, deliveries: list[NewDelivery]) -> None:
         for d in deliveries:
             w = self.workers.get((channel, d.destination))
             if w is not None:
@@ -511,9 +641,8 @@ class Engine:
 
     async def stop(self) -> None:
         """Stop taking input, let workers finish what they hold, close everything. Idempotent."""
-        if self.web is not None:
-            await self.web.stop()
-            self.web = None
+        while self.services:
+            await self.services.pop().stop()
         for p in self.pollers:
             await p.stop()
         self.pollers = []

@@ -26,7 +26,8 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class Outcome(str, enum.Enum):
+# (str, Enum), not StrEnum: StrEnum would change str()/format() of a member from "Outcome.ACCEPTED" to "accepted".
+class Outcome(str, enum.Enum):  # noqa: UP042 - see above: str() and format() must stay as they are
     """What a source answers its peer (DESIGN.md §2)."""
 
     ACCEPTED = "accepted"  # stored durably (and routed): MLLP AA, HTTP 200, file → done/

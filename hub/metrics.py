@@ -116,7 +116,8 @@ MLLP_CONNECTIONS = Gauge(
 MLLP_PROBLEMS = Counter(
     "hub_mllp_problems",
     "Input an MLLP listener could not take as sent: reason = refused (allow-list, too many connections), tls_failed, "
-    "garbage (bytes between frames), too_large, unterminated, unparseable, unanswerable, connection_errors, internal_errors.",
+    "garbage (bytes between frames), too_large, unterminated, unparseable, unanswerable, connection_errors, "
+    "internal_errors.",
     ["channel", "reason"],
     registry=REGISTRY,
 )

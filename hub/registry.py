@@ -1,7 +1,8 @@
 """Component name → implementation. Built-ins are imported lazily; third parties register via entry points.
 
 A component is a class with a ``Config`` attribute (a pydantic model: the user documentation of its keys,
-DESIGN.md §6.1) and a constructor ``(config, ctx)``. Kinds: ``source``, ``destination``, ``transform``, ``assembler`` (for ``batch:`` destinations).
+DESIGN.md §6.1) and a constructor ``(config, ctx)``. Kinds: ``source``, ``destination``, ``transform``,
+``assembler`` (for ``batch:`` destinations).
 Third-party packages add components with an entry point in the group ``hub.components`` whose name is
 ``kind:type`` (e.g. ``destination:kafka``) and whose value is ``package.module:Class``.
 """
@@ -41,12 +42,12 @@ BUILTINS: dict[tuple[str, str], str] = {
     ("destination", "fhir_rest"): "hub.channels.fhir:FhirRestDestination",
     ("source", "fhir"): "hub.channels.fhir:FhirSource",
     ("source", "fhir_poll"): "hub.channels.fhir:FhirPollSource",
-    ("transform", "x12_claim_check"): "hub.transforms.x12.engine:X12ClaimCheck",
-    ("transform", "v2_to_x12_837"): "hub.transforms.x12.engine:V2ToX12837",
-    ("transform", "fhir_to_x12_837"): "hub.transforms.x12.engine:FhirToX12837",
-    ("transform", "x12_835_to_csv"): "hub.transforms.x12.engine:X12835ToCsv",
-    ("transform", "x12_835_to_fhir"): "hub.transforms.x12.engine:X12835ToFhir",
-    ("transform", "x12_999"): "hub.transforms.x12.engine:X12Ack",
+    ("transform", "x12_claim_check"): "hub.transforms.x12.components:X12ClaimCheck",
+    ("transform", "v2_to_x12_837"): "hub.transforms.x12.components:V2ToX12837",
+    ("transform", "fhir_to_x12_837"): "hub.transforms.x12.components:FhirToX12837",
+    ("transform", "x12_835_to_csv"): "hub.transforms.x12.components:X12835ToCsv",
+    ("transform", "x12_835_to_fhir"): "hub.transforms.x12.components:X12835ToFhir",
+    ("transform", "x12_999"): "hub.transforms.x12.components:X12Ack",
     ("assembler", "x12_837"): "hub.channels.x12:X12_837Assembler",
     ("destination", "claim_status"): "hub.channels.x12:ClaimStatusDestination",
 }

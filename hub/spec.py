@@ -24,6 +24,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from hub.schedules import check_schedule, parse_duration
+
 __all__ = [
     "Strict",
     "HubSpec",
@@ -41,26 +43,13 @@ __all__ = [
     "load_yaml",
     "parse_duration",
     "parse_listen",
+    "check_schedule",
 ]
 
 CONTENT_FORMATS = ("hl7v2", "fhir", "x12", "csv", "raw")
 
 
 # --------------------------------------------------------------------------------------------------- helpers
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
-
-
-def parse_duration(value: str | int | float) -> float:
-    """``"30s"``, ``"5m"``, ``"2h"``, ``"30d"``, ``"250ms"`` or a number of seconds → seconds."""
-    if isinstance(value, (int, float)):
-        return float(value)
-    m = _DURATION.match(str(value))
-    if not m:
-        raise ValueError(f"{value!r} is not a duration (use e.g. 500ms, 30s, 5m, 2h, 30d)")
-    return float(m.group(1)) * _UNITS[m.group(2)]
-
-
 def parse_listen(value: str) -> tuple[str, int]:
     """``"127.0.0.1:2575"`` → (host, port). A bare port listens on 127.0.0.1."""
     host, sep, port = str(value).rpartition(":")
@@ -90,30 +79,32 @@ def _check_duration(v: Any) -> Any:
 # --------------------------------------------------------------------------------------------------- hub.yaml
 class StoreSpec(Strict):
     url: str = Field(
-        "sqlite:///var/hub.db", description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db"
+        default="sqlite:///var/hub.db",
+        description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db",
     )
     batch_max: int = Field(
-        500, ge=1, description="Most operations the writer commits in one transaction (group commit)."
+        default=500, ge=1, description="Most operations the writer commits in one transaction (group commit)."
     )
     synchronous: Literal["full", "normal"] = Field(
-        "full",
-        description="SQLite only: 'full' flushes the WAL to disk before a message is acknowledged (survives power loss); "
-        "'normal' survives a crash of the hub process only. With 'full', workers' claims and delivery results are flushed "
-        "within a second (a power loss may send a delivery twice, never lose one).",
+        default="full",
+        description="SQLite only: 'full' flushes the WAL to disk before a message is acknowledged (survives power "
+        "loss); 'normal' survives a crash of the hub process only. With 'full', workers' claims and delivery results "
+        "are flushed within a second (a power loss may send a delivery twice, never lose one).",
     )
-    pool_size: int = Field(5, ge=1, description="PostgreSQL connections kept for readers and claims.")
+    pool_size: int = Field(default=5, ge=1, description="PostgreSQL connections kept for readers and claims.")
 
 
 class WebTlsSpec(Strict):
     cert: str = Field(description="PEM certificate (chain) file, relative to home.", examples=["/etc/hub/tls/hub.crt"])
     key: str = Field(description="PEM private key file, relative to home.", examples=["/etc/hub/tls/hub.key"])
     ca: str | None = Field(
-        None, description="PEM CA bundle that signs the clients' certificates (mutual TLS), relative to home."
+        default=None, description="PEM CA bundle that signs the clients' certificates (mutual TLS), relative to home."
     )
     client_cert: Literal["none", "optional", "required"] = Field(
-        "none",
-        description="Mutual TLS: required = every connection (dashboard, API, senders) must present a certificate signed "
-        "by ca — a sending system then proves itself twice, by certificate and by its token; optional = checked when given.",
+        default="none",
+        description="Mutual TLS: required = every connection (dashboard, API, senders) must present a certificate "
+        "signed by ca — a sending system then proves itself twice, by certificate and by its token; optional = checked "
+        "when given.",
     )
 
     @model_validator(mode="after")
@@ -124,15 +115,16 @@ class WebTlsSpec(Strict):
 
 
 class WebSpec(Strict):
-    listen: str = Field("127.0.0.1:8080", description="host:port of the API, dashboard and /metrics")
+    listen: str = Field(default="127.0.0.1:8080", description="host:port of the API, dashboard and /metrics")
     enabled: bool = True
     tls: WebTlsSpec | None = Field(
-        None, description="Serve HTTPS with this certificate and key (session cookies are then Secure)."
+        default=None, description="Serve HTTPS with this certificate and key (session cookies are then Secure)."
     )
-    session_ttl: Duration = Field("12h", description="How long a dashboard login lasts.")
+    session_ttl: Duration = Field(default="12h", description="How long a dashboard login lasts.")
     secure_cookies: bool | None = Field(
-        None,
-        description="Mark the session cookie Secure (HTTPS only). Default: on when tls is set; set true behind a TLS proxy.",
+        default=None,
+        description="Mark the session cookie Secure (HTTPS only). Default: on when tls is set; set true behind a TLS "
+        "proxy.",
     )
 
     _v_listen = field_validator("listen")(lambda cls, v: (parse_listen(v), v)[1])
@@ -140,28 +132,34 @@ class WebSpec(Strict):
 
 
 class RetentionSpec(Strict):
-    messages: Duration = Field("30d", description="Messages older than this are pruned (with their deliveries).")
-    schedule: str = Field("0 3 * * *", description="When pruning runs: cron (5 fields) or an interval like 1h.")
-    keep_unsent: bool = Field(True, description="Never prune a message with a delivery still queued, retrying or dead.")
+    messages: Duration = Field(
+        default="30d", description="Messages older than this are pruned (with their deliveries)."
+    )
+    schedule: str = Field(default="0 3 * * *", description="When pruning runs: cron (5 fields) or an interval like 1h.")
+    keep_unsent: bool = Field(
+        default=True, description="Never prune a message with a delivery still queued, retrying or dead."
+    )
 
     _v_messages = field_validator("messages")(lambda cls, v: _check_duration(v))
 
 
 class HubSpec(Strict):
     home: str = Field(
-        ".",
-        description="Folder that relative paths (store, files, mappings, samples) resolve against; relative to the config folder.",
+        default=".",
+        description="Folder that relative paths (store, files, mappings, samples) resolve against; relative to the "
+        "config folder.",
     )
     node: str | None = Field(
-        None,
-        description="This node's name in a shared store (default: the hostname); give each hub process on one host its own.",
+        default=None,
+        description="This node's name in a shared store (default: the hostname); give each hub process on one host its "
+        "own.",
     )
     store: StoreSpec = Field(default_factory=StoreSpec)
     web: WebSpec = Field(default_factory=WebSpec)
     channels: str | list[str] = Field(
-        "channels/*.yaml", description="Glob(s) of channel files, relative to the config folder."
+        default="channels/*.yaml", description="Glob(s) of channel files, relative to the config folder."
     )
-    mappings: str = Field("mappings", description="Folder of mapping tables, relative to home.")
+    mappings: str = Field(default="mappings", description="Folder of mapping tables, relative to home.")
     python_path: list[str] = Field(
         default_factory=list, description="Folders (relative to home) added to sys.path for python transforms."
     )
@@ -182,12 +180,12 @@ class Condition(Strict):
 
     path: str | None = None
     equals: str | None = None
-    in_: list[str] | None = Field(None, alias="in")
+    in_: list[str] | None = Field(default=None, alias="in")
     matches: str | None = None
     exists: bool | None = None
     all: list[Condition] | None = None
     any: list[Condition] | None = None
-    not_: Condition | None = Field(None, alias="not")
+    not_: Condition | None = Field(default=None, alias="not")
 
     @model_validator(mode="after")
     def _one_test(self) -> Condition:
@@ -213,21 +211,24 @@ class TransformConfig(Strict):
 
 
 class BackoffSpec(Strict):
-    initial: Duration = Field("1s", description="Wait before the first retry.")
-    max: Duration = Field("5m", description="Longest wait between retries.")
-    multiplier: float = Field(2.0, ge=1.0)
+    initial: Duration = Field(default="1s", description="Wait before the first retry.")
+    max: Duration = Field(default="5m", description="Longest wait between retries.")
+    multiplier: float = Field(default=2.0, ge=1.0)
 
     _v = field_validator("initial", "max")(lambda cls, v: _check_duration(v))
 
 
 class QueueSpec(Strict):
-    max_attempts: int = Field(10, ge=1, description="Attempts before a delivery goes dead (kept, visible, replayable).")
+    max_attempts: int = Field(
+        default=10, ge=1, description="Attempts before a delivery goes dead (kept, visible, replayable)."
+    )
     backoff: BackoffSpec = Field(default_factory=BackoffSpec)
     order_by: str | None = Field(
-        None, description="A path (e.g. PID-3.1) whose value orders delivery per key; different keys flow in parallel."
+        default=None,
+        description="A path (e.g. PID-3.1) whose value orders delivery per key; different keys flow in parallel.",
     )
-    parallel: int = Field(4, ge=1, description="With order_by: how many keys are sent at once.")
-    batch: int = Field(50, ge=1, description="How many queued deliveries a worker claims at a time.")
+    parallel: int = Field(default=4, ge=1, description="With order_by: how many keys are sent at once.")
+    batch: int = Field(default=50, ge=1, description="How many queued deliveries a worker claims at a time.")
 
 
 class SourceConfig(Strict):
@@ -235,15 +236,15 @@ class SourceConfig(Strict):
 
     type: str
     format: Literal["hl7v2", "fhir", "x12", "csv", "raw"] | None = Field(
-        None,
+        default=None,
         description="Content type; without it the format is sniffed (MSH|/FHS|/BHS| → hl7v2, ISA → x12, { → fhir).",
     )
     split: Literal["none", "hl7_batch", "x12_transaction", "csv_row", "auto"] = Field(
-        "auto", description="Where one input holds many messages: auto splits HL7 batches, none keeps it whole."
+        default="auto", description="Where one input holds many messages: auto splits HL7 batches, none keeps it whole."
     )
-    encoding: str | None = Field(None, description="Character set when the content does not name one (MSH-18).")
+    encoding: str | None = Field(default=None, description="Character set when the content does not name one (MSH-18).")
     validate_: Literal["none", "basic", "strict"] = Field(
-        "basic",
+        default="basic",
         description="Check each message at ingest: basic = the header fields every message needs (cheap); "
         "strict = the format's full structure and data types (HL7 v2 via hl7apy, costs milliseconds). "
         "A message with errors is rejected with the protocol's error code.",
@@ -257,7 +258,7 @@ class BatchSpec(Strict):
     schedule: str | int | float = Field(
         description="When to send a batch: a duration (15m) or a cron string.", examples=["15m", "0 * * * *"]
     )
-    max: int = Field(1000, ge=1, description="Most messages in one batch; more wait for the next one.")
+    max: int = Field(default=1000, ge=1, description="Most messages in one batch; more wait for the next one.")
     assemble: dict[str, Any] = Field(
         default_factory=lambda: {"type": "concat"},
         description="How the messages become one payload: {type: concat} (one after another), {type: hl7_batch} "
@@ -267,8 +268,6 @@ class BatchSpec(Strict):
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, v: Any) -> Any:
-        from hub.channels.schedule import check_schedule
-
         return check_schedule(v)
 
 
@@ -278,7 +277,7 @@ class DestinationConfig(Strict):
     type: str
     queue: QueueSpec = Field(default_factory=QueueSpec)
     batch: BatchSpec | None = Field(
-        None, description="Send queued messages together on a schedule instead of one by one."
+        default=None, description="Send queued messages together on a schedule instead of one by one."
     )
 
 
@@ -291,8 +290,9 @@ class RouteSpec(Strict):
 
 class StorageSpec(Strict):
     content: Literal["full", "raw"] = Field(
-        "full",
-        description="full: keep each destination's transformed content; raw: drop it once sent (the raw is always kept).",
+        default="full",
+        description="full: keep each destination's transformed content; raw: drop it once sent (the raw is always "
+        "kept).",
     )
 
 
@@ -318,12 +318,14 @@ class _Lines:
         self.items: dict[Any, int] = {}
 
 
-class LineDict(dict):
+class LineDict(dict[Any, Any]):
     __slots__ = ("lines",)
+    lines: _Lines
 
 
-class LineList(list):
+class LineList(list[Any]):
     __slots__ = ("lines",)
+    lines: _Lines
 
 
 _ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

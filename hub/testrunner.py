@@ -155,10 +155,10 @@ def _check_output(m: Matcher, out: Message, cfg: Config) -> list[str]:
         except InputError as exc:
             problems.append(f"cannot read output paths: {exc}")
         else:
-            for path, want in m.paths.items():
-                have = doc.get(path)
+            for where, want in m.paths.items():
+                have = doc.get(where)
                 if have != want:
-                    problems.append(f"{path} is {have!r}, expected {want!r}")
+                    problems.append(f"{where} is {have!r}, expected {want!r}")
     return problems
 
 

@@ -16,6 +16,8 @@ import pytest
 from hub.cli import main
 from support import ROOT, write_config
 
+pytestmark = pytest.mark.slow  # `hub run` and the commands in their own processes: make test, not make unit
+
 HUB = "home: ..\nstore: {{url: '{url}'}}\nweb: {{enabled: false}}\n"
 CHANNEL = """
 name: relay
@@ -207,7 +209,7 @@ def test_scheduled_retention_prunes(tmp_path):
     )
 
     async def go():
-        eng = Engine(load_config(cfg), start_web=False)
+        eng = Engine(load_config(cfg))
         await eng.start()
         try:
             eng.store.accept(
@@ -265,7 +267,8 @@ source: {type: file, path: in, format: hl7v2}
 routes:
   - {name: r, to: [out]}
 destinations:
-  out: {type: file, path: "out/{now:%H%M%S}.hl7", batch: {schedule: 15m, assemble: {type: hl7_batch, sending_app: CLINIC}}}
+  out: {type: file, path: "out/{now:%H%M%S}.hl7",
+    batch: {schedule: 15m, assemble: {type: hl7_batch, sending_app: CLINIC}}}
 """
     write_config(tmp_path / "cfg", "web: {enabled: false}\n", {"b": chan})
     (tmp_path / "cfg" / "channels" / "b_test.yaml").write_text(

@@ -82,7 +82,8 @@ source: {type: memory, format: fhir}
 routes:
   - {name: all, to: [ehr]}
 destinations:
-  ehr: {type: fhir_rest, base_url: "http://ehr.test/fhir", queue: {max_attempts: 2, backoff: {initial: 10ms, max: 10ms}}}
+  ehr: {type: fhir_rest, base_url: "http://ehr.test/fhir",
+    queue: {max_attempts: 2, backoff: {initial: 10ms, max: 10ms}}}
 """
 
 
@@ -140,7 +141,7 @@ def test_a_store_error_names_the_error_and_statement_never_the_values(store, cap
         (store.run_read, cast, {"v": {"mrn": MRN}}),  # a value the driver cannot bind / a cast the server refuses
     ):
         with pytest.raises(StoreError) as caught:
-            run(lambda conn: conn.execute(stmt, params))
+            run(lambda conn, stmt=stmt, params=params: conn.execute(stmt, params))
         message = str(caught.value)
         assert MRN not in message and "SELECT" in message
         assert "[parameters:" not in str(caught.value.__cause__)  # hide_parameters: SQLAlchemy's own text lists none

@@ -71,7 +71,8 @@ def main(src: Path) -> None:
         return codes or None
 
     def systems_of(url: str) -> list[str]:
-        """The code systems a value set's codes come from (for Coding/CodeableConcept bindings: which codings to check)."""
+        """The code systems a value set's codes come from (for Coding/CodeableConcept bindings: which codings to
+        check)."""
         out: list[str] = []
         for inc in (valuesets[url.split("|")[0]].get("compose") or {}).get("include") or []:
             if inc.get("system"):

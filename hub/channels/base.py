@@ -4,7 +4,10 @@ A source is built as ``Source(config, ctx)`` and started with the channel's ``re
 each input to ``receive`` and answers its peer from the returned :class:`Receipt` (DESIGN.md §2 outcomes).
 A destination is built as ``Destination(config, ctx)``; its ``send`` returns the peer's answer (stored with the
 delivery) or raises :class:`~hub.errors.RetryableDelivery` / :class:`~hub.errors.PermanentDelivery`.
-Neither imports the engine: everything they may use arrives in the :class:`Context` (DESIGN.md §6.6).
+Neither imports the engine: everything they may use arrives in the :class:`Context` (DESIGN.md §6.6), the
+running engine as :class:`EngineServices` — what a component may ask of it: another channel's input
+(:class:`ChannelInput`, for the ``channel`` destination) and waiting for deliveries (:class:`DeliveryWaiter`, for
+``ack: after_delivery``). :class:`hub.engine.Engine` implements both.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from hub.message import Message, Outcome
 
@@ -22,9 +25,21 @@ if TYPE_CHECKING:
     from concurrent.futures import Executor
 
     from hub.spec import Config
-    from hub.store import Store
+    from hub.store import NewDelivery, Store
 
-__all__ = ["Context", "Result", "Receipt", "Receiver", "Source", "Destination", "ReportsPeer"]
+__all__ = [
+    "Context",
+    "Result",
+    "Receipt",
+    "Processed",
+    "Receiver",
+    "Source",
+    "Destination",
+    "ReportsPeer",
+    "ChannelInput",
+    "DeliveryWaiter",
+    "EngineServices",
+]
 
 
 @dataclass
@@ -35,7 +50,7 @@ class Context:
     mappings_dir: Path = field(default_factory=lambda: Path("mappings"))
     config: Config | None = None
     store: Store | None = None
-    engine: Any = None  # hub.engine.Engine when running; used by the `channel` destination
+    engine: EngineServices | None = None  # the running hub.engine.Engine (None in `hub check`, `hub test`)
     node: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     channel: str = ""
     testing: bool = False  # built for `hub test`: no sockets, no folders created
@@ -58,6 +73,20 @@ class Result:
     message: Message | None = None  # with its parsed document, for building an acknowledgement
     duplicate: bool = False
     delivery_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Processed:
+    """The pure result of running one message through filters, routes and transforms
+    (:meth:`hub.channels.channel.Channel.process`), before anything is stored."""
+
+    message: Message
+    status: str  # accepted | filtered | rejected | error
+    reason: str | None = None
+    code: str | None = None
+    location: str | None = None
+    deliveries: list[NewDelivery] = field(default_factory=list)
+    outputs: dict[str, list[Message]] = field(default_factory=dict)  # destination → transformed messages
 
 
 _SEVERITY = {Outcome.ERROR: 3, Outcome.REJECTED: 2, Outcome.ACCEPTED: 1, Outcome.FILTERED: 0}
@@ -100,6 +129,7 @@ class Destination(Protocol):
     # for what it claimed at once, so a destination can share work between them (one folder fsync for many files).
 
 
+@runtime_checkable
 class ReportsPeer(Protocol):
     """Optional on a source or destination that talks to a remote peer (MLLP, SFTP …): how that connection is now.
 
@@ -111,3 +141,23 @@ class ReportsPeer(Protocol):
     """
 
     def peer_state(self) -> dict[str, Any]: ...
+
+
+class ChannelInput(Protocol):
+    """How a component hands a message to another channel of this hub (the ``channel`` destination)."""
+
+    def channel_input(self, channel: str) -> Receiver | None:
+        """The running channel's ``receive``; None when no channel of that name runs."""
+        ...
+
+
+class DeliveryWaiter(Protocol):
+    """How a source with ``ack: after_delivery`` waits until the messages it took were delivered."""
+
+    async def wait_delivered(self, message_ids: list[int], timeout: float) -> dict[int, list[str]]:
+        """Message id → its deliveries' states once all are final (sent or dead) or ``timeout`` seconds passed."""
+        ...
+
+
+class EngineServices(ChannelInput, DeliveryWaiter, Protocol):
+    """What components may ask of the running engine (:attr:`Context.engine`)."""

@@ -14,7 +14,8 @@ a batch-response whose entries failed is judged by the worst entry.
 
 Source ``fhir`` (served by the hub's web app through :meth:`FhirSource.router`): ``POST /fhir/{channel}`` takes
 a resource or a Bundle, ``POST /fhir/{channel}/{ResourceType}`` a resource of that type. The sender authenticates
-with the API token of a ``sender`` user (401 without, 403 for another role or a user not in ``senders``). The body is validated
+with the API token of a ``sender`` user (401 without, 403 for another role or a user not in ``senders``), checked by
+:mod:`hub.channels.http_auth` like every caller of the web app. The body is validated
 (422 with an OperationOutcome listing the issues), then handed to the channel; the answer (201/200 with an
 OperationOutcome naming the message id) comes only after the store has committed it; a store that is down is
 a 503 with ``Retry-After``.
@@ -43,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from hub.channels.base import Context, Receiver
 from hub.channels.fhir_delivery import BundleDelivery, MergeRules, load_merge_rules, outcome_summary
 from hub.channels.fhir_delivery import retry_after_seconds as _retry_after
+from hub.channels.http_auth import Principal, require
 from hub.channels.schedule import Poller, check_schedule
 from hub.errors import ConfigError, FhirParseError, PermanentDelivery, RetryableDelivery, retryable_http_status
 from hub.message import Message, Outcome
@@ -207,27 +209,30 @@ class FhirRestDestination:
         )
         mode: Literal["transaction", "batch", "resources"] = Field(
             "transaction",
-            description="How a transaction Bundle is written: transaction (chunks that each succeed or fail whole), batch "
-            "(chunks of independent entries, each judged) or resources (one request per entry, for servers that take no "
-            "transactions, as EHR vendor APIs often do not). A batch Bundle is sent as batches unless this is resources.",
+            description="How a transaction Bundle is written: transaction (chunks that each succeed or fail whole), "
+            "batch (chunks of independent entries, each judged) or resources (one request per entry, for servers that "
+            "take no transactions, as EHR vendor APIs often do not). A batch Bundle is sent as batches unless this is "
+            "resources.",
         )
         max_entries: int = Field(
             8,
             ge=1,
-            description="Most entries in one transaction or batch; a bigger Bundle is split, each entry after the entries it "
-            "references (a reference cycle stays in one transaction), later chunks referring by the ids the server gave. 8 is "
-            "Medplum's cap for a transaction with conditional entries (it also refuses more than 50 updates); raise it for a "
-            "server without such a cap (HAPI FHIR unless MaximumTransactionBundleSize is set) to keep a message atomic. A "
-            "server that refuses a chunk as too big makes the delivery dead with a reason saying to lower this.",
+            description="Most entries in one transaction or batch; a bigger Bundle is split, each entry after the "
+            "entries it references (a reference cycle stays in one transaction), later chunks referring by the ids the "
+            "server gave. 8 is Medplum's cap for a transaction with conditional entries (it also refuses more than 50 "
+            "updates); raise it for a server without such a cap (HAPI FHIR unless MaximumTransactionBundleSize is set) "
+            "to keep a message atomic. A server that refuses a chunk as too big makes the delivery dead with a reason "
+            "saying to lower this.",
         )
         update: Literal["merge", "replace"] = Field(
             "merge",
-            description="merge: before a conditional update (PUT Type?identifier=…) read what the server holds, merge the "
-            "message's resource into it (merge_rules) and write PUT Type/id with If-Match (HTTP 412: read, merge, send again), "
-            "so a message that carries part of a patient erases nothing (the rules may replace some types whole: results, "
-            "appointments); replace: send the conditional update as it is (the resource is replaced whole). An entry's "
-            "urn:hub:fhir:merge hint (merge | fill | replace; stripped before sending) wins over both, also on a conditional "
-            "create (POST + ifNoneExist): fill there means found → add only what the server lacks, absent → create.",
+            description="merge: before a conditional update (PUT Type?identifier=…) read what the server holds, merge "
+            "the message's resource into it (merge_rules) and write PUT Type/id with If-Match (HTTP 412: read, merge, "
+            "send again), so a message that carries part of a patient erases nothing (the rules may replace some types "
+            "whole: results, appointments); replace: send the conditional update as it is (the resource is replaced "
+            "whole). An entry's urn:hub:fhir:merge hint (merge | fill | replace; stripped before sending) wins over "
+            "both, also on a conditional create (POST + ifNoneExist): fill there means found → add only what the "
+            "server lacks, absent → create.",
         )
         merge_rules: str | None = Field(
             None,
@@ -417,9 +422,9 @@ class FhirSource:
         validate_: Literal["none", "basic", "strict"] = Field(
             "strict",
             alias="validate",
-            description="strict: fhir_validate (the R4 element index: structure, cardinality, required bindings, value formats, "
-            "invariants and Bundle rules; 422 with every issue); "
-            "basic: only that it is a resource; none: no check.",
+            description="strict: fhir_validate (the R4 element index: structure, cardinality, required bindings, value "
+            "formats, invariants and Bundle rules; 422 with every issue); basic: only that it is a resource; none: no "
+            "check.",
         )
         resource_types: list[str] = Field(
             default_factory=list, description="Accept only these resource types (empty: any)."
@@ -434,8 +439,9 @@ class FhirSource:
         max_bytes: int = Field(20_000_000, ge=1, description="Largest body accepted (413 beyond).")
         senders: list[str] = Field(
             default_factory=list,
-            description="Users (role sender) whose tokens may post here; empty: any sender. Every post needs a sender's "
-            "token (`hub user add ehr --role sender --no-password`, `hub user token ehr`): 401 without, 403 for another role or user.",
+            description="Users (role sender) whose tokens may post here; empty: any sender. Every post needs a "
+            "sender's token (`hub user add ehr --role sender --no-password`, `hub user token ehr`): 401 without, 403 "
+            "for another role or user.",
             examples=[["ehr"]],
         )
 
@@ -459,8 +465,6 @@ class FhirSource:
         """The FastAPI router the web app mounts for this source. Nothing is anonymous: every post needs the token
         (or session) of a user with the ``send`` permission (role ``sender``), one named in ``senders`` when set."""
         from fastapi import Depends, HTTPException
-
-        from hub.web.security import Principal, require
 
         allowed = frozenset(self.config.senders)
         channel = self.ctx.channel
@@ -573,7 +577,7 @@ class FhirSource:
 class FhirPollSource:
     class Config(SourceConfig):
         """Poll a FHIR search on a schedule: ``{type: fhir_poll, base_url: ..., search: 'Observation?category=laboratory'}``.
-        Each resource found becomes a message; the ``_lastUpdated`` cursor is kept in the store."""
+        Each resource found becomes a message; the ``_lastUpdated`` cursor is kept in the store."""  # noqa: E501 (a Config's docstring is its documented description: kept as it is)
 
         type: Literal["fhir_poll"] = "fhir_poll"
         format: Literal["fhir"] | None = Field("fhir", description="Always FHIR JSON.")
@@ -639,9 +643,10 @@ class FhirPollSource:
         cursor = await asyncio.to_thread(store.get_cursor, self.cursor_name) if store is not None else None
         cursor = cursor or self.config.since
         sep = "&" if "?" in self.config.search else "?"
-        url: str | None = f"{self.base}/{self.config.search}{sep}_sort=_lastUpdated&_count={self.config.page_size}"
+        first = f"{self.base}/{self.config.search}{sep}_sort=_lastUpdated&_count={self.config.page_size}"
         if cursor:
-            url += f"&_lastUpdated=gt{quote(cursor, safe='')}"
+            first += f"&_lastUpdated=gt{quote(cursor, safe='')}"
+        url: str | None = first
         taken = 0
         newest = cursor
         for _ in range(self.config.max_pages):

@@ -629,7 +629,8 @@ class BundleDelivery:
         head = f"HTTP {last.status_code} {last.reason_phrase}".rstrip() if last is not None else "nothing to send"
         n = len(self.entries)
         lines = [
-            f"{head} ({n} entries in {self._units(len(self.steps))}, {self.requests} HTTP request{'s' if self.requests != 1 else ''})"
+            f"{head} ({n} entries in {self._units(len(self.steps))}, {self.requests} HTTP "
+            f"request{'s' if self.requests != 1 else ''})"
         ]
         lines += [f"entry {e.index}: {e.status} {e.shown or e.location or ''}".rstrip() for e in self.entries]
         return "\n".join(lines)
@@ -652,8 +653,8 @@ class BundleDelivery:
             # transaction: nothing of it was written, all again; otherwise only the entries that met a newer version
             pending = step if self.mode == "transaction" else [s.step_entry for s in conflicts]
         raise RetryableDelivery(
-            f"{self._where(k)}: the server's copy kept changing between our read and our write (HTTP 412 {CONFLICT_TRIES} times) "
-            f"for {', '.join(e.label for e, _ in pending)}; {self._progress(k)}"
+            f"{self._where(k)}: the server's copy kept changing between our read and our write (HTTP 412 "
+            f"{CONFLICT_TRIES} times) for {', '.join(e.label for e, _ in pending)}; {self._progress(k)}"
         )
 
     async def _prepare(self, k: int, step: Step) -> list[_Sent]:
@@ -700,7 +701,8 @@ class BundleDelivery:
                 continue  # its stub found the server's own copy: a conditional create does not touch it
             unresolved: list[str] = []
 
-            def resolve(ref: str) -> str | None:
+            # this entry's stub flag and list, bound now (the closure is used within this iteration only)
+            def resolve(ref: str, stub: bool = stub, unresolved: list[str] = unresolved) -> str | None:
                 target = by_url.get(ref)
                 if target is None:
                     return ref
@@ -715,8 +717,8 @@ class BundleDelivery:
             resource = _rewrite_resource(e.resource, resolve)
             if unresolved:
                 raise PermanentDelivery(
-                    f"{self._where(k)}: {e.label} refers to {', '.join(unresolved)}, whose location the server did not report; "
-                    f"{self._progress(k)}"
+                    f"{self._where(k)}: {e.label} refers to {', '.join(unresolved)}, whose location the server did not "
+                    f"report; {self._progress(k)}"
                 )
             request = {x: v for x, v in e.request.items() if x != "extension" or v}
             if e.index in held:
@@ -893,8 +895,12 @@ class BundleDelivery:
         hint = ""
         if entries and len(entries) > 1 and code in (400, 403, 413, 422) and _TOO_BIG.search(why or str(body)[:2000]):
             other = "mode: batch or resources" if self.mode == "transaction" else "mode: resources"
-            hint = f"; the server refuses {self.unit}s this large: lower max_entries (now {self.max_entries}) or use {other}"
-        what = f"{self._where(k)}{' ' + doing if doing else ''}: HTTP {code or '?'}{': ' + why if why else ''}{held}{hint}; {self._progress(k)}"
+            hint = (
+                f"; the server refuses {self.unit}s this large: lower max_entries (now {self.max_entries}) "
+                f"or use {other}"
+            )
+        status = f"HTTP {code or '?'}{': ' + why if why else ''}"
+        what = f"{self._where(k)}{' ' + doing if doing else ''}: {status}{held}{hint}; {self._progress(k)}"
         return self._error(code, what, r)
 
     def _error(self, code: int, reason: str, r: httpx.Response) -> Exception:

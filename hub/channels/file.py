@@ -14,9 +14,9 @@ sees half a file. A name that is already taken is never replaced unless ``exists
 ``unique`` (default) the file is hard-linked to the first free name of ``<stem>-2<suffix>``, ``-3`` … (a
 random suffix after ``-99``; a link never replaces, so two writers cannot take the same name), with ``error``
 the delivery fails (dead). A taken name whose file holds exactly the same bytes counts as this delivery's own, so
-a delivery repeated after a crash (written, not yet marked sent) makes no second copy. Temporary files older than the destination (left by a killed process) are removed
-from a folder the first time the destination writes into it (and from the template's fixed folder when it
-first writes anything); only names of that pattern are touched.
+a delivery repeated after a crash (written, not yet marked sent) makes no second copy. Temporary files older than
+the destination (left by a killed process) are removed from a folder the first time the destination writes into
+it (and from the template's fixed folder when it first writes anything); only names of that pattern are touched.
 """
 
 from __future__ import annotations
@@ -132,7 +132,9 @@ class FileSource:
                 unit = "row" if self.config.split == "csv_row" else "message"
                 bad = [(i, r) for i, r in enumerate(receipt.results) if r.outcome in (Outcome.REJECTED, Outcome.ERROR)]
                 reasons = [
-                    f"{unit} {i + 1}: {'' if r.outcome is Outcome.REJECTED else f'kept as message {r.message_id} with status error: '}{r.reason}"
+                    f"{unit} {i + 1}: "
+                    + ("" if r.outcome is Outcome.REJECTED else f"kept as message {r.message_id} with status error: ")
+                    + f"{r.reason}"
                     for i, r in bad
                 ]
                 await asyncio.to_thread(self._move, path, self.error, "\n".join(reasons) + "\n")
@@ -176,7 +178,7 @@ class FileSource:
 _UNSAFE = re.compile(r"[^A-Za-z0-9._^\-]+")
 
 
-class _Fields(dict):
+class _Fields(dict[str, Any]):
     """Template values: missing or empty ones render as ``_`` so a path is always complete."""
 
     def __missing__(self, key: str) -> str:
@@ -254,7 +256,8 @@ def check_path_template(template: str) -> str:
 
 
 def unique_names(path: str, limit: int = 99) -> Iterator[str]:
-    """``path`` then ``<stem>-2<ext>`` … ``<stem>-<limit><ext>``, then random suffixes (the names ``exists: unique`` tries)."""
+    """``path`` then ``<stem>-2<ext>`` … ``<stem>-<limit><ext>``, then random suffixes (the names ``exists: unique``
+    tries)."""
     folder, sep, name = path.rpartition("/")
     stem, dot, ext = name.rpartition(".")
     if not dot or not stem:
@@ -268,7 +271,8 @@ _TMP = re.compile(r"^\..+\.hub-[0-9a-f]{12}\.tmp$")  # the file destination's te
 
 
 def _static_folder(template: str) -> str | None:
-    """The folder part of ``template`` before its first field (``var/archive`` of ``var/archive/{received_at:%Y}/…``)."""
+    """The folder part of ``template`` before its first field (``var/archive`` of
+    ``var/archive/{received_at:%Y}/…``)."""
     literal = ""
     for text, field, _, _ in string.Formatter().parse(template):
         literal += text
@@ -296,8 +300,10 @@ class FileDestination:
         path: str = Field(description="Path template (relative to home); folders are made as needed.")
         exists: Literal["unique", "overwrite", "error"] = Field(
             "unique",
-            description="When the rendered name is already taken: unique (default) writes <stem>-2<ext>, -3 … and never "
-            "replaces a file; overwrite replaces it atomically; error fails the delivery (dead) and keeps the file. A file already holding exactly the same bytes counts as this delivery's own (a retry makes no copy).",
+            description="When the rendered name is already taken: unique (default) writes <stem>-2<ext>, -3 … and "
+            "never replaces a file; overwrite replaces it atomically; error fails the delivery (dead) and keeps the "
+            "file. A file already holding exactly the same bytes counts as this delivery's own (a retry makes no "
+            "copy).",
         )
         fsync: bool = Field(
             True, description="Flush to disk before the rename (the delivery is durable when marked sent)."

@@ -45,7 +45,7 @@ class MemoryDestination:
 
         type: Literal["memory"] = "memory"
         fail: Literal["none", "retry", "permanent"] = "none"
-        fail_times: int = Field(0, ge=0)
+        fail_times: int = Field(default=0, ge=0)
 
     def __init__(self, config: Config, ctx: Context) -> None:
         self.config = config

@@ -1,7 +1,9 @@
-"""Schedules (DESIGN.md §5 ``schedule:``): a duration (``30s``: every 30 seconds) or a five-field cron string.
+"""Running schedules (DESIGN.md §5 ``schedule:``): a duration (``30s``: every 30 seconds) or a five-field cron string.
 
 APScheduler's triggers compute the fire times (cron semantics, time zones, DST); each poller runs its own
-asyncio loop around them so that a poll never overlaps the previous one and stopping is immediate.
+asyncio loop around them so that a poll never overlaps the previous one and stopping is immediate. The triggers
+are built by :mod:`hub.schedules`, which also checks schedules when the configuration is loaded (``check_schedule``,
+re-exported here for the connectors' models).
 """
 
 from __future__ import annotations
@@ -11,34 +13,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from hub.spec import parse_duration
+from hub.schedules import check_schedule, make_trigger
 
 __all__ = ["make_trigger", "check_schedule", "Poller"]
 
 log = logging.getLogger("hub.schedule")
-
-
-def make_trigger(schedule: str | int | float) -> CronTrigger | IntervalTrigger:
-    text = str(schedule).strip()
-    if len(text.split()) == 5:
-        return CronTrigger.from_crontab(text)
-    seconds = parse_duration(text)
-    if seconds <= 0:
-        raise ValueError("a schedule interval must be positive")
-    return IntervalTrigger(seconds=seconds)
-
-
-def check_schedule(value: str | int | float) -> str | int | float:
-    try:
-        make_trigger(value)
-    except ValueError as exc:
-        raise ValueError(
-            f"schedule {value!r}: {exc} (use a duration like 30s or cron like '*/15 8-18 * * 1-5')"
-        ) from None
-    return value
 
 
 class Poller:
@@ -47,7 +28,7 @@ class Poller:
     def __init__(
         self,
         schedule: str | int | float,
-        job: Callable[[], Awaitable[None]],
+        job: Callable[[], Awaitable[object]],
         name: str,
         *,
         run_first: bool | None = None,

@@ -269,7 +269,8 @@ class DeliveryWorker:
         if isinstance(err, PermanentDelivery) or attempt >= self.queue.max_attempts:
             why = "permanent failure" if isinstance(err, PermanentDelivery) else f"gave up after {attempt} attempts"
             log.warning(
-                "delivery %s of message %s to %s/%s is dead (%s): %s; the reason is stored with the delivery (hub show %s)",
+                "delivery %s of message %s to %s/%s is dead (%s): %s; the reason is stored with the delivery (hub show "
+                "%s)",
                 c.id,
                 c.message_id,
                 self.channel,

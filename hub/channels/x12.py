@@ -1,5 +1,17 @@
-"""X12 at run time: the ``x12_837`` assembler (claims out, one interchange per batch) and the ``claim_status``
-destination (999/277CA in → claim status). Both keep their records in the store (:mod:`hub.store.claims`).
+"""X12 at run time: control numbers from the store, the ``x12_837`` assembler (claims out, one interchange per
+batch) and the ``claim_status`` destination (999/277CA in → claim status). The last two keep their records in
+the store (:mod:`hub.store.claim_status`).
+
+Control numbers (ISA13, GS06, ST02) are the store's durable sequences ``x12:<partner>:<isa|gs|st>``
+(:class:`StoreControlNumbers`): unique and increasing per partner and kind across restarts and nodes, wrapped
+into 1…999,999,999. They are taken only for an interchange that is on its way out, never inside a transform:
+
+* an X12 transform (``x12_999``, ``v2_to_x12_837``, ``fhir_to_x12_837``) writes provisional numbers and names
+  its partner (``numbered_for``); :meth:`hub.channels.channel.Channel.receive` calls
+  :func:`take_control_numbers` for the messages it is about to accept, which writes the store's numbers into
+  their interchanges. A message the pipeline rejects takes none; ``hub test`` shows the provisional ones.
+* the ``x12_837`` assembler writes the batch with throw-away numbers, leaves out what cannot be billed, and
+  takes the store's numbers for the one interchange it hands to the destination.
 
 Claims out::
 
@@ -29,21 +41,81 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
-from hub.channels.base import Context
+from hub.channels.base import Context, Processed
 from hub.errors import InputError, PermanentDelivery, RetryableDelivery, X12ParseError
 from hub.message import Message
 from hub.spec import DestinationConfig, TransformConfig
+from hub.store import Store
 from hub.transforms.assemble import Assembled
-from hub.transforms.x12 import InMemoryControlNumbers, iter_segments, read_277ca, read_999, validate, write_837
-from hub.transforms.x12.engine import check_claims, claims_of, numbers_for, partner_for, quick_check
+from hub.transforms.x12 import (
+    Claim,
+    ControlNumbers,
+    InMemoryControlNumbers,
+    iter_segments,
+    number_interchange,
+    read_277ca,
+    read_999,
+    validate,
+    write_837,
+)
+from hub.transforms.x12.components import check_claims, claims_of, partner_for, quick_check
 
-__all__ = ["X12_837Assembler", "ClaimStatusDestination", "interchange_claims"]
+__all__ = [
+    "StoreControlNumbers",
+    "take_control_numbers",
+    "X12_837Assembler",
+    "ClaimStatusDestination",
+    "interchange_claims",
+]
 
 log = logging.getLogger("hub.x12")
+
+MAX_CONTROL_NUMBER = 999_999_999
+
+
+class StoreControlNumbers:
+    """:class:`~hub.transforms.x12.ControlNumbers` backed by the store's durable sequences.
+
+    ``next(partner, kind)`` is ``store.next_sequence("x12:<partner>:<kind>")``, wrapped into 1…999,999,999
+    (ISA13 is nine digits). Unique and increasing per partner and kind, across restarts and nodes sharing a store.
+    Each call is one small write transaction: call it from a thread (assemblers run in one) or accept the wait.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def next(self, partner: str, kind: str) -> int:
+        if kind not in ("isa", "gs", "st"):
+            raise ValueError(f"control number kind must be isa, gs or st, not {kind!r}")
+        n = self.store.next_sequence(f"x12:{partner}:{kind}")
+        return (n - 1) % MAX_CONTROL_NUMBER + 1
+
+
+def take_control_numbers(processed: list[Processed], numbered: dict[str, str], store: Store) -> None:
+    """Write the store's control numbers into the interchanges of the accepted messages of ``processed``.
+
+    ``numbered`` maps a route to the partner whose sequences its output takes (the ``numbered_for`` of its X12
+    transform). Each accepted message's output of such a route is numbered once — destinations of one route get
+    the same interchange, as they get the same content — and only X12 content is touched. Called by
+    :meth:`~hub.channels.channel.Channel.receive` just before the accept, in a worker thread.
+    """
+    numbers = StoreControlNumbers(store)
+    for p in processed:
+        if p.status != "accepted":
+            continue
+        done: dict[str, bytes] = {}  # route → its numbered output
+        for d in p.deliveries:
+            route = d.route or ""
+            partner = numbered.get(route)
+            if partner is None or d.content is None or d.content_type != "x12":
+                continue
+            if route not in done:
+                done[route] = number_interchange(d.content, partner, numbers)
+            d.content = done[route]
 
 
 def interchange_claims(raw: bytes) -> list[dict[str, str]]:
@@ -86,7 +158,8 @@ class X12_837Assembler:
         place_of_service: str = Field("11", description="DFT: place of service (CLM05-1) of 837P claims.")
         other_kind: Literal["reject", "skip"] = Field(
             "reject",
-            description="FHIR: Claims of the other kind in a Bundle — skip them (another destination sends them) or leave the message out.",
+            description="FHIR: Claims of the other kind in a Bundle — skip them (another destination sends them) or "
+            "leave the message out.",
         )
         partners: str | None = Field(
             None, description="Partner settings file, relative to the mappings folder (default x12/partners.yaml)."
@@ -102,7 +175,7 @@ class X12_837Assembler:
         self.config = config
         self.ctx = ctx
         self.partner = partner_for(config.partner, config.partners, ctx)
-        self.numbers = numbers_for(ctx)
+        self.numbers = InMemoryControlNumbers()  # the batch's numbers without a store (hub test, a dry run)
 
     def _validation_errors(self, raw: bytes) -> list[str]:
         return [str(i) for i in validate(raw) if i.severity == "error"]
@@ -110,7 +183,7 @@ class X12_837Assembler:
     def __call__(self, messages: list[Message]) -> Assembled:
         c = self.config
         skipped: dict[int, str] = {}
-        good: list[tuple[int, list[Any]]] = []
+        good: list[tuple[int, list[Claim]]] = []
         for i, m in enumerate(messages):
             try:
                 claims = claims_of(
@@ -139,6 +212,8 @@ class X12_837Assembler:
         content = self._write(good, skipped, self.numbers, now) if good else None
         if content is None:
             return Assembled(b"", "x12", skipped)
+        if self.ctx.store is not None:  # the interchange goes out: its numbers from the store's sequences
+            content = number_interchange(content, self.partner.name, StoreControlNumbers(self.ctx.store))
         self._record(messages, good, content)
         log.info(
             "837%s batch for %s: %d claim(s) from %d message(s), %d left out",
@@ -151,7 +226,7 @@ class X12_837Assembler:
         return Assembled(content, "x12", skipped)
 
     def _write(
-        self, good: list[tuple[int, list[Any]]], skipped: dict[int, str], numbers: Any, now: datetime
+        self, good: list[tuple[int, list[Claim]]], skipped: dict[int, str], numbers: ControlNumbers, now: datetime
     ) -> bytes | None:
         """The interchange of ``good``; a message the writer refuses (beyond the quick check) moves to ``skipped``."""
         kind = self.config.kind
@@ -171,11 +246,11 @@ class X12_837Assembler:
                 return None
             return write_837([cl for _, cs in good for cl in cs], self.partner, numbers, kind=kind, now=now)
 
-    def _record(self, messages: list[Message], good: list[tuple[int, list[Any]]], content: bytes) -> None:
+    def _record(self, messages: list[Message], good: list[tuple[int, list[Claim]]], content: bytes) -> None:
         store = self.ctx.store
         if store is None:  # hub test / a dry run: nothing to record
             return
-        from hub.store.claims import ClaimStore, Submission
+        from hub.store.claim_status import ClaimStore, Submission
 
         # match the interchange's CLM segments (grouped by billing provider) back to their messages
         pending: dict[str, list[int]] = {}
@@ -236,8 +311,8 @@ class ClaimStatusDestination:
             raise RetryableDelivery("claim_status needs the hub's store")
         return await asyncio.to_thread(self._apply, store, message)
 
-    def _apply(self, store: Any, message: Message) -> str:
-        from hub.store.claims import ClaimStore
+    def _apply(self, store: Store, message: Message) -> str:
+        from hub.store.claim_status import ClaimStore
 
         raw = message.raw
         try:

@@ -1,8 +1,13 @@
-"""The durable store (SQLAlchemy Core; SQLite by default, PostgreSQL by URL)."""
+"""The durable store (SQLAlchemy Core; SQLite by default, PostgreSQL by URL).
+
+:class:`Store` (hub.store.repository) is the one entry point; the value objects it takes and gives are in
+hub.store.records. The repositories of other tables built on it: hub.store.auth (users, tokens, sessions, audit)
+and hub.store.claim_status (X12 claims submitted and their 999/277CA status).
+"""
 
 from __future__ import annotations
 
-from hub.store.repository import (
+from hub.store.records import (
     DELIVERY_STATUSES,
     MESSAGE_STATUSES,
     Accepted,
@@ -11,8 +16,8 @@ from hub.store.repository import (
     NewDelivery,
     NewMessage,
     SearchQuery,
-    Store,
 )
+from hub.store.repository import Store
 
 __all__ = [
     "Store",

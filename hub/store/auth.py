@@ -255,7 +255,8 @@ class AuthStore(Repository):
         done = self._write(op)
         if done == "last admin":
             raise LastAdminError(
-                f"{name} is the last enabled admin: make another admin first (the hub would have nobody to manage users)"
+                f"{name} is the last enabled admin: make another admin first "
+                "(the hub would have nobody to manage users)"
             )
         if not done:
             raise KeyError(name)

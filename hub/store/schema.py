@@ -177,7 +177,7 @@ Index("ix_audit_action", audit_log.c.action, audit_log.c.at)
 
 __all__ += ["users", "api_tokens", "sessions", "audit_log"]
 
-# ------------------------------------------------------------------------------------ X12 claims and their status (0003)
+# ----------------------------------------------------------------------------------- X12 claims and their status (0003)
 # One row per claim submitted to a trading partner (an 837 written by the `x12_837` assembler). ``message_id`` is
 # the charge message (DFT^P03 / FHIR Claim) it came from; no foreign key: the billing record outlives pruned messages.
 # Control numbers are kept without leading zeros ("000000012" → "12") so a 999's AK1/AK2 echo matches either way.

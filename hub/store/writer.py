@@ -36,12 +36,11 @@ import asyncio
 import logging
 import os
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
@@ -59,13 +58,18 @@ def _fdatasync(fd: int) -> None:
     (getattr(os, "fdatasync", None) or os.fsync)(fd)  # macOS has no fdatasync
 
 
-class WriteOp(Protocol):
-    """An operation for the writer. Operations of one class may be merged via ``run_batch``."""
-
-    def run(self, conn: Connection) -> Any: ...
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 
-def run_ops(conn: Connection, ops: list[Any]) -> list[Any]:
+class WriteOp(Protocol[T_co]):
+    """An operation for the writer, whose ``run`` gives the caller's result. Operations of one class may be merged
+    via a static ``run_batch(conn, ops)`` that gives one result per operation."""
+
+    def run(self, conn: Connection) -> T_co: ...
+
+
+def run_ops(conn: Connection, ops: list[WriteOp[Any]]) -> list[Any]:
     """Run ops in order, merging consecutive runs of the same class that defines ``run_batch``."""
     results: list[Any] = []
     i = 0
@@ -221,17 +225,17 @@ class GroupWriter:
             self._thread = threading.Thread(target=self._loop, name="hub-store-writer", daemon=True)
             self._thread.start()
 
-    def submit(self, op: Any) -> Future[Any]:
-        fut: Future[Any] = Future()
+    def submit(self, op: WriteOp[T]) -> Future[T]:
+        fut: Future[T] = Future()
         if self._closed:
             fut.set_exception(StoreError("store is closed"))
             return fut
         self._queue.put((op, fut))
         return fut
 
-    def submit_async(self, op: Any) -> asyncio.Future[Any]:
+    def submit_async(self, op: WriteOp[T]) -> asyncio.Future[T]:
         """Like :meth:`submit`, for a caller on an event loop: await the returned future."""
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         if self._closed:
             fut.set_exception(StoreError("store is closed"))
             return fut
@@ -282,10 +286,8 @@ class GroupWriter:
                 if self.durability is not None:
                     self.durability.within(conn, durable)
                 return run_ops(conn, ops)
-        except Exception:
-            if conn.invalidated or (
-                isinstance(sys.exc_info()[1], DBAPIError) and sys.exc_info()[1].connection_invalidated
-            ):  # type: ignore[union-attr]
+        except Exception as exc:
+            if conn.invalidated or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
                 self._drop_connection()
             raise
 

@@ -93,7 +93,8 @@ def parse_document(content_type: str, raw: bytes) -> Document:
     fn = _function(PARSERS, content_type)
     if fn is None:
         raise MappingError(f"content type {content_type!r} has no paths; use a python transform instead")
-    return fn(raw)
+    doc: Document = fn(raw)
+    return doc
 
 
 def validate_document(content_type: str, doc: Any, level: str) -> list[Any]:
@@ -116,9 +117,11 @@ def document_of(message: Any) -> Document:
     if message.parsed is None:
         doc = parse_document(message.content_type, message.raw)
         fallback = message.meta.get("encoding")
+        # (an hl7v2 document is an Hl7Message, which has charset; the Document protocol does not name it)
         if fallback and message.content_type == "hl7v2" and not doc.charset:  # type: ignore[attr-defined]
             from hub.transforms.hl7v2 import parse
 
             doc = parse(message.raw, encoding=fallback)
         message.parsed = doc
-    return message.parsed
+    parsed: Document = message.parsed
+    return parsed

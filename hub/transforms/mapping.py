@@ -83,7 +83,8 @@ class CopyTransform:
 
 class DeleteTransform:
     class Config(TransformConfig):
-        """Empty one or more elements: ``{type: delete, path: PID-19}`` or ``{type: delete, paths: [PID-19, PID-20]}``."""
+        """Empty one or more elements: ``{type: delete, path: PID-19}`` or
+        ``{type: delete, paths: [PID-19, PID-20]}``."""
 
         type: Literal["delete"] = "delete"
         path: str | None = None

@@ -1,9 +1,11 @@
 """The web app: JSON API, dashboard, /metrics, /healthz (issue 7). ``await start(engine)`` → object with ``stop()``.
 
-:func:`start` is called by :meth:`hub.engine.Engine.start` when ``web.enabled``: it creates the first admin from
-``HUB_ADMIN_USER``/``HUB_ADMIN_PASSWORD`` when the store has no user, registers the queue gauges, binds
-``web.listen`` (HTTPS when ``web.tls`` names a certificate and key) and serves the app with uvicorn as a task of
-the engine's own event loop.
+:func:`start` is a :data:`hub.engine.ServiceStarter`: ``hub run`` (:mod:`hub.cli`) passes it to the
+:class:`~hub.engine.Engine` when ``web.enabled``, and the engine calls it once its channels run (and stops the
+server before them). It creates the first admin from ``HUB_ADMIN_USER``/``HUB_ADMIN_PASSWORD`` when the store has
+no user, registers the queue gauges, binds ``web.listen`` (HTTPS when ``web.tls`` names a certificate and key) and
+serves the app with uvicorn as a task of the engine's own event loop. The web app sees the hub only through the
+engine's facade (:class:`hub.engine.Engine`); the engine imports nothing of it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,14 @@ import logging
 import os
 import socket
 import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import uvicorn
+    from fastapi import FastAPI
+
+    from hub.engine import Engine
+    from hub.metrics import QueueCollector
 
 __all__ = ["start", "WebServer"]
 
@@ -25,10 +34,16 @@ class WebServer:
     """The running web app. ``await stop()`` is idempotent."""
 
     def __init__(
-        self, server: Any, task: asyncio.Task[None], collector: Any, app: Any, address: tuple[str, int], scheme: str
+        self,
+        server: uvicorn.Server,
+        task: asyncio.Task[None],
+        collector: QueueCollector | None,
+        app: FastAPI,
+        address: tuple[str, int],
+        scheme: str,
     ) -> None:
         self.server = server
-        self.task = task
+        self.task: asyncio.Task[None] | None = task
         self.collector = collector
         self.app = app
         self.address = address
@@ -49,7 +64,7 @@ class WebServer:
             self.task.cancel()
         except Exception:
             log.exception("web: the server stopped with an error")
-        self.task = None  # type: ignore[assignment]
+        self.task = None
         if self.collector is not None:
             from hub import metrics
 
@@ -73,7 +88,7 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def start(engine: Any, *, env: dict[str, str] | None = None) -> WebServer:
+async def start(engine: Engine, *, env: dict[str, str] | None = None) -> WebServer:
     import uvicorn
 
     from hub import metrics
@@ -91,7 +106,7 @@ async def start(engine: Any, *, env: dict[str, str] | None = None) -> WebServer:
     for name, channel in engine.channels.items():
         metrics.touch_channel(name, channel.destinations)
     collector = metrics.QueueCollector(
-        lambda: queries.queue_rows(engine.store), state.running, known=lambda: list(engine.workers)
+        lambda: queries.queue_rows(state.store), state.running, known=lambda: list(engine.workers)
     )
     with contextlib.suppress(ValueError):  # another engine in this process registered one (tests)
         metrics.REGISTRY.register(collector)
@@ -146,8 +161,8 @@ async def start(engine: Any, *, env: dict[str, str] | None = None) -> WebServer:
     task = asyncio.create_task(server.serve(sockets=[sock]), name="web")
     while not server.started:
         if task.done():
-            exc = task.exception()
-            raise ConfigError(f"web app did not start: {exc}", [(str(cfg.folder / "hub.yaml"), 0, f"web: {exc}")])
+            error = task.exception()
+            raise ConfigError(f"web app did not start: {error}", [(str(cfg.folder / "hub.yaml"), 0, f"web: {error}")])
         await asyncio.sleep(0.01)
     bound = sock.getsockname()[:2]
     ws = WebServer(server, task, collector, app, (bound[0], bound[1]), scheme)

@@ -15,13 +15,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from hub import metrics
+from hub.channels.channel import Channel
+from hub.engine import Engine
 from hub.errors import StoreError
 from hub.spec import parse_duration
 from hub.store import DELIVERY_STATUSES, MESSAGE_STATUSES, SearchQuery
@@ -29,12 +32,16 @@ from hub.store.auth import LastAdminError
 from hub.web import queries
 from hub.web.render import render
 from hub.web.security import COOKIE, Principal, audit, client_ip, principal, require
+from hub.web.state import WebState
 
 __all__ = ["router"]
 
 log = logging.getLogger("hub.web")
 
 router = APIRouter(prefix="/api")
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 # Ids are the store's 64-bit integers (SQLite INTEGER, PostgreSQL BIGINT): a larger number is refused with 422 here
 # instead of overflowing in the database driver (HTTP 500).
@@ -61,8 +68,9 @@ _SECRET_WORDS = (
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def _hub(request: Request) -> Any:
-    return request.app.state.hub
+def _hub(request: Request) -> WebState:
+    state: WebState = request.app.state.hub
+    return state
 
 
 def _when(value: str | None, name: str) -> float | None:
@@ -97,7 +105,7 @@ def _text(data: bytes | None) -> str | None:
         return data.decode("latin-1")
 
 
-def _store_call(fn: Any, *args: Any, **kw: Any) -> Any:
+def _store_call(fn: Callable[P, T], *args: P.args, **kw: P.kwargs) -> T:
     try:
         return fn(*args, **kw)
     except StoreError as exc:
@@ -124,48 +132,34 @@ def _age(ts: float | None, now: float) -> float | None:
     return None if ts is None else max(0.0, round(now - ts, 1))
 
 
-def _peers(channel: str, source: Any = None) -> dict[str, Any]:
-    """Connection status of MLLP/SFTP peers, read from the gauges their connectors set; a polling source's failing
-    state (``sftp_error``: why the last poll failed, None once one works) from the source itself."""
-    out: dict[str, Any] = {}
-    if source is not None and hasattr(source, "last_error"):
-        out["sftp_error"] = source.last_error
-    for metric in metrics.MLLP_CONNECTIONS.collect():
-        for s in metric.samples:
-            if s.labels.get("channel") == channel:
-                out.setdefault("mllp", {})[s.labels.get("endpoint", "")] = int(s.value)
-    for metric in metrics.SFTP_LAST_POLL.collect():
-        for s in metric.samples:
-            if s.labels.get("channel") == channel:
-                out["sftp_last_poll"] = s.value or None  # 0: no poll has reached the server since the start
-                out["sftp_last_poll_age"] = _age(s.value, time.time()) if s.value else None
+def _peers(engine: Engine, channel: str) -> dict[str, Any]:
+    """Connection status of the channel's MLLP/SFTP peers as its components report it
+    (:meth:`hub.engine.Engine.peer_state`), with the age of the last SFTP poll that reached the server."""
+    out = engine.peer_state(channel)
+    if "sftp_last_poll" in out:
+        last = out["sftp_last_poll"] or None  # None/0: no poll has reached the server since the start
+        out["sftp_last_poll"] = last
+        out["sftp_last_poll_age"] = _age(last, time.time()) if last else None
     return out
 
 
-def _channel_names(hub: Any, status: dict[str, Any]) -> list[str]:
+def _channel_names(hub: WebState, status: dict[str, Any]) -> list[str]:
     names = {c.name for c in hub.engine.cfg.channels if c.enabled} | set(hub.engine.channels)
     names |= set(status["channels"]) | {k[0] for k in status["destinations"]}
     return sorted(names)
 
 
-def _channel_item(hub: Any, name: str, status: dict[str, Any], recent: dict[str, Any], p: Principal) -> dict[str, Any]:
+def _channel_item(
+    hub: WebState, name: str, status: dict[str, Any], recent: dict[str, Any], p: Principal
+) -> dict[str, Any]:
     now = time.time()
     engine = hub.engine
     counts = status["channels"].get(name, {})
     last = recent["channels"].get(name, {})
     ch = engine.channels.get(name)
     spec = ch.spec if ch is not None else None
-    failed = getattr(engine, "failed", {}).get(name)
-    if failed is not None:
-        state = "failed"  # its source could not start (e.g. the port is taken); the other channels run
-    elif name in hub.paused:
-        state = "paused"
-    elif name in engine.sources:
-        state = "running"
-    elif ch is not None:
-        state = "no source"
-    else:
-        state = "not configured"
+    failed = engine.failed.get(name)  # why its source could not start (e.g. the port is taken)
+    state = engine.channel_state(name)
     dest_names = set(ch.destinations) if ch is not None else set()
     dest_names |= {d for (c, d) in status["destinations"] if c == name}
     dests = []
@@ -200,12 +194,12 @@ def _channel_item(hub: Any, name: str, status: dict[str, Any], recent: dict[str,
             "per_minute": round(last_received / 60, 2),
         },
         "destinations": dests,
-        "peers": _peers(name, engine.sources.get(name)),
+        "peers": _peers(engine, name),
         "error": failed,
     }
 
 
-def _wanted_channel(hub: Any, name: str) -> Any:
+def _wanted_channel(hub: WebState, name: str) -> Channel:
     ch = hub.engine.channels.get(name)
     if ch is None:
         raise HTTPException(404, f"no running channel named {name!r}")
@@ -352,12 +346,9 @@ def channel_stats(
 async def pause_channel(name: str, request: Request, p: Principal = Depends(require("channels"))) -> dict[str, Any]:
     hub = _hub(request)
     _wanted_channel(hub, name)
-    src = hub.engine.sources.get(name)
-    if src is None:
+    if name not in hub.engine.sources:
         raise HTTPException(409, f"channel {name!r} has no source to pause")
-    if name not in hub.paused:
-        await src.stop()
-        hub.paused.add(name)
+    if await hub.engine.pause(name):
         log.info("web: channel %s paused by %s", name, p.name)
     await asyncio.to_thread(_store_call, audit, request, p, "pause", channel=name)
     return {"channel": name, "state": "paused"}
@@ -366,23 +357,21 @@ async def pause_channel(name: str, request: Request, p: Principal = Depends(requ
 @router.post("/channels/{name}/resume", tags=["channels"], summary="Start the channel's source again")
 async def resume_channel(name: str, request: Request, p: Principal = Depends(require("channels"))) -> dict[str, Any]:
     hub = _hub(request)
-    ch = _wanted_channel(hub, name)
-    src = hub.engine.sources.get(name)
-    if src is None:
+    _wanted_channel(hub, name)
+    if name not in hub.engine.sources:
         raise HTTPException(409, f"channel {name!r} has no source to resume")
-    if name in hub.paused:
-        try:
-            await src.start(ch.receive)
-        except Exception as exc:
-            log.error("web: channel %s could not be resumed: %s", name, exc)
-            raise HTTPException(500, f"the source did not start: {exc}") from None
-        hub.paused.discard(name)
+    try:
+        resumed = await hub.engine.resume(name)
+    except Exception as exc:
+        log.error("web: channel %s could not be resumed: %s", name, exc)
+        raise HTTPException(500, f"the source did not start: {exc}") from None
+    if resumed:
         log.info("web: channel %s resumed by %s", name, p.name)
     await asyncio.to_thread(_store_call, audit, request, p, "resume", channel=name)
     return {"channel": name, "state": "running"}
 
 
-def _check(hub: Any) -> list[str]:
+def _check(hub: WebState) -> list[str]:
     from hub.engine import check
     from hub.spec import load_config
 
@@ -411,8 +400,7 @@ async def config_reload(request: Request, p: Principal = Depends(require("channe
         raise HTTPException(
             422, {"message": "the configuration has problems; nothing was changed", "problems": problems}
         )
-    hub.paused.clear()  # every channel was started again from the files
-    hub.invalidate()
+    hub.invalidate()  # every channel was started again from the files (none is paused any more)
     return {
         "reloaded": True,
         "channels": sorted(hub.engine.channels),
@@ -651,7 +639,7 @@ def replay_message(
     return {"message_id": message_id, "queued": n, "reprocessed": outcome}
 
 
-def _reprocess(hub: Any, msg: dict[str, Any]) -> tuple[int, str]:
+def _reprocess(hub: WebState, msg: dict[str, Any]) -> tuple[int, str]:
     from hub.message import Message
     from hub.store import NewMessage
 
@@ -661,6 +649,7 @@ def _reprocess(hub: Any, msg: dict[str, Any]) -> tuple[int, str]:
     pr = ch.process(
         Message(raw=msg["raw"], content_type=msg["content_type"], channel=ch.name, meta=dict(msg["meta"] or {}))
     )
+    _store_call(ch.take_numbers, [pr], hub.store)  # X12 control numbers from the store, as receive() does
     item = NewMessage(
         ch.name,
         msg["raw"],
@@ -675,14 +664,21 @@ def _reprocess(hub: Any, msg: dict[str, Any]) -> tuple[int, str]:
     return len(ids), pr.status
 
 
+Replayable = Literal["queued", "retry", "sent", "dead"]
+
+
+def _dead_only() -> list[Replayable]:
+    return ["dead"]
+
+
 class ReplayMany(BaseModel):
     message_ids: list[StoreId] | None = Field(
         None, max_length=10000, description="These messages (else: the filter below)."
     )
     channel: str | None = None
     destination: str | None = None
-    statuses: list[Literal["queued", "retry", "sent", "dead"]] = Field(
-        default_factory=lambda: ["dead"], description="Which deliveries to queue again (default: dead ones)."
+    statuses: list[Replayable] = Field(
+        default_factory=_dead_only, description="Which deliveries to queue again (default: dead ones)."
     )
     since: str | None = Field(None, description="Only messages received since (epoch, duration ago or ISO time).")
     until: str | None = None
@@ -840,7 +836,8 @@ def search_audit(
     user: str | None = None,
     action: str | None = Query(
         None,
-        description="login, login_failed, view_message, view_raw, search, replay, replay_many, pause, resume, config_check, config_reload, user_add, user_change, token_create, token_revoke, password_change",
+        description="login, login_failed, view_message, view_raw, search, replay, replay_many, pause, resume, "
+        "config_check, config_reload, user_add, user_change, token_create, token_revoke, password_change",
     ),
     message_id: int | None = _id_query(),
     channel: str | None = None,
@@ -867,4 +864,5 @@ def search_audit(
 # ------------------------------------------------------------------------------------------------ health
 @router.get("/openapi.json", tags=["meta"], summary="This API's OpenAPI document", include_in_schema=False)
 def openapi(request: Request, p: Principal = Depends(principal)) -> dict[str, Any]:
-    return request.app.openapi()
+    schema: dict[str, Any] = request.app.openapi()
+    return schema

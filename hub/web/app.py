@@ -19,6 +19,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from hub import __version__, metrics
+from hub.engine import Engine
 from hub.errors import StoreError
 from hub.store.auth import AuthStore
 from hub.web import queries
@@ -39,7 +40,7 @@ _CSP = (
 )
 
 
-def create_app(engine: Any, *, session_ttl: float | None = None, secure_cookies: bool | None = None) -> FastAPI:
+def create_app(engine: Engine, *, session_ttl: float | None = None, secure_cookies: bool | None = None) -> FastAPI:
     from hub.spec import parse_duration
 
     web = engine.cfg.hub.web
@@ -49,6 +50,8 @@ def create_app(engine: Any, *, session_ttl: float | None = None, secure_cookies:
     if secure_cookies is None:
         configured = getattr(web, "secure_cookies", None)
         secure_cookies = tls if configured is None else configured
+    if engine.store is None:
+        raise RuntimeError("the web app needs a started engine (it has no store yet)")
     state = WebState(
         engine=engine, auth=AuthStore(engine.store), session_ttl=session_ttl, secure_cookies=bool(secure_cookies)
     )
@@ -90,7 +93,7 @@ def create_app(engine: Any, *, session_ttl: float | None = None, secure_cookies:
     def readyz(p: Principal = Depends(principal)) -> JSONResponse:
         checks: dict[str, Any] = {"engine": engine.started_at is not None}
         try:
-            queries.ping(engine.store)
+            queries.ping(state.store)
             checks["store"] = True
         except StoreError:
             checks["store"] = False
@@ -146,7 +149,8 @@ async def ensure_first_admin(auth: AuthStore, env: dict[str, str]) -> bool:
     if not name or not password:
         if await asyncio.to_thread(auth.count_users) == 0:
             log.warning(
-                "web: no users yet: create an admin with `hub user add NAME --role admin` or set HUB_ADMIN_USER and HUB_ADMIN_PASSWORD"
+                "web: no users yet: create an admin with `hub user add NAME --role admin` or set HUB_ADMIN_USER and "
+                "HUB_ADMIN_PASSWORD"
             )
         return False
     try:

@@ -6,11 +6,13 @@ received_at. Nothing here writes.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from hub.store import Store
 from hub.store.schema import deliveries, messages
 from hub.store.writer import store_error
 
@@ -18,8 +20,10 @@ __all__ = ["queue_rows", "recent_counts", "dead_letters", "ping"]
 
 _WAITING = ("queued", "retry", "sending", "dead")
 
+T = TypeVar("T")
 
-def _read(store: Any, fn: Any) -> Any:
+
+def _read(store: Store, fn: Callable[[Connection], T]) -> T:
     try:
         with store.engine.connect() as conn:
             return fn(conn)
@@ -27,7 +31,7 @@ def _read(store: Any, fn: Any) -> Any:
         raise store_error(exc) from exc
 
 
-def queue_rows(store: Any) -> list[tuple[str, str, str, int, float | None]]:
+def queue_rows(store: Store) -> list[tuple[str, str, str, int, float | None]]:
     """(channel, destination, status, count, oldest created_at) for deliveries queued, retrying, sending or dead."""
     d = deliveries.c
 
@@ -42,7 +46,7 @@ def queue_rows(store: Any) -> list[tuple[str, str, str, int, float | None]]:
     return _read(store, fn)
 
 
-def recent_counts(store: Any, since: float) -> dict[str, Any]:
+def recent_counts(store: Store, since: float) -> dict[str, Any]:
     """Messages received since ``since`` by channel and status, and their deliveries by destination and status."""
     m, d = messages.c, deliveries.c
 
@@ -65,13 +69,13 @@ def recent_counts(store: Any, since: float) -> dict[str, Any]:
     return _read(store, fn)
 
 
-def ping(store: Any) -> None:
+def ping(store: Store) -> None:
     """Raise StoreError unless the store answers a trivial query."""
     _read(store, lambda conn: conn.execute(select(1)).scalar())
 
 
 def dead_letters(
-    store: Any,
+    store: Store,
     *,
     channel: str | None = None,
     destination: str | None = None,

@@ -1,9 +1,12 @@
-"""Who is asking: a session cookie (browser) or a bearer API token (scripts, Prometheus), and what they may do.
+"""Who is asking and what they may do, for the web app's routes; the audit log; the login throttle.
 
-Every route but ``/healthz``, the login page and its static assets depends on :func:`principal` (through
-:func:`require`). A cookie-authenticated request that changes something must also carry the session's CSRF token
-in ``X-CSRF-Token`` (the dashboard's script sends it); bearer-token requests need none, since a browser never
-attaches them by itself. The session cookie is HttpOnly and SameSite=Strict, and Secure under HTTPS.
+The caller is a session cookie (browser) or a bearer API token (scripts, Prometheus): :func:`principal`,
+:func:`require` and :class:`Principal` live in :mod:`hub.channels.http_auth` (below the web app, so that the HTTP
+sources use the same check) and are re-exported here. Every route but ``/healthz``, the login page and its static
+assets depends on :func:`principal` (through :func:`require`). A cookie-authenticated request that changes
+something must also carry the session's CSRF token in ``X-CSRF-Token`` (the dashboard's script sends it);
+bearer-token requests need none, since a browser never attaches them by itself. The session cookie is HttpOnly
+and SameSite=Strict, and Secure under HTTPS.
 
 Sending systems are users too: the ``fhir`` sources' ``POST /fhir/{channel}`` needs ``require("send")`` — the
 token of a ``sender`` user, one the channel names in ``senders`` when it names any (see
@@ -12,99 +15,34 @@ token of a ``sender`` user, one the channel names in ``senders`` when it names a
 
 from __future__ import annotations
 
-import hmac
-import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Request
 
-from hub.errors import StoreError
-from hub.store.auth import AuditEntry, AuthStore, User
+from hub.channels.http_auth import (
+    COOKIE,
+    CSRF_HEADER,
+    Principal,
+    auth_store,
+    client_ip,
+    optional_principal,
+    principal,
+    require,
+)
+from hub.store.auth import AuditEntry
 
-__all__ = ["Principal", "principal", "require", "COOKIE", "CSRF_HEADER", "client_ip", "LoginThrottle", "audit"]
-
-log = logging.getLogger("hub.web")
-
-COOKIE = "hub_session"
-CSRF_HEADER = "x-csrf-token"
-_SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-@dataclass(frozen=True)
-class Principal:
-    user: User
-    via: str  # "session" | "token"
-    csrf: str | None = None
-    session: str | None = None  # the cookie value (to end the session at logout)
-
-    @property
-    def name(self) -> str:
-        return self.user.name
-
-    def can(self, permission: str) -> bool:
-        return self.user.can(permission)
-
-
-def _state(request: Request) -> Any:
-    return request.app.state.hub
-
-
-def client_ip(request: Request) -> str:
-    return request.client.host if request.client else "-"
-
-
-def _identify(request: Request) -> Principal | None:
-    auth: AuthStore = _state(request).auth
-    header = request.headers.get("authorization", "")
-    try:
-        if header[:7].lower() == "bearer ":
-            user = auth.user_for_token(header[7:].strip())
-            return Principal(user, "token") if user is not None else None
-        cookie = request.cookies.get(COOKIE)
-        if cookie:
-            found = auth.session(cookie)
-            if found is not None:
-                return Principal(found[0], "session", csrf=found[1], session=cookie)
-    except StoreError as exc:
-        log.error("web: cannot check credentials, the store is unavailable: %s", exc)
-        raise HTTPException(503, "the store is unavailable") from None
-    return None
-
-
-def principal(request: Request) -> Principal:
-    """The authenticated caller, or 401. Sync on purpose: FastAPI runs it in a worker thread (it reads the store)."""
-    p = _identify(request)
-    if p is None:
-        raise HTTPException(
-            401, "log in or send an API token (Authorization: Bearer …)", headers={"WWW-Authenticate": "Bearer"}
-        )
-    if p.via == "session" and request.method not in _SAFE:
-        sent = request.headers.get(CSRF_HEADER, "")
-        if not p.csrf or not hmac.compare_digest(sent.encode(), p.csrf.encode()):
-            raise HTTPException(403, "missing or wrong X-CSRF-Token header for a cookie session")
-    return p
-
-
-def optional_principal(request: Request) -> Principal | None:
-    try:
-        return _identify(request)
-    except HTTPException:
-        return None
-
-
-def require(permission: str) -> Callable[..., Principal]:
-    """A dependency: the caller must hold ``permission`` (see :data:`hub.store.auth.PERMISSIONS`)."""
-
-    def dep(p: Principal = Depends(principal)) -> Principal:
-        if not p.can(permission):
-            raise HTTPException(403, f"your role ({p.user.role}) may not do this (needs {permission!r})")
-        return p
-
-    dep.__name__ = f"require_{permission}"
-    return dep
+__all__ = [
+    "Principal",
+    "principal",
+    "optional_principal",
+    "require",
+    "COOKIE",
+    "CSRF_HEADER",
+    "client_ip",
+    "LoginThrottle",
+    "audit",
+]
 
 
 def audit(
@@ -118,8 +56,7 @@ def audit(
     **detail: Any,
 ) -> None:
     """Write one audit entry (blocking: call from sync routes or through a thread)."""
-    auth: AuthStore = _state(request).auth
-    auth.audit(
+    auth_store(request).audit(
         AuditEntry(
             username=p.name if p is not None else (username or "-"),
             role=p.user.role if p is not None else None,

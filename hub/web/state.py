@@ -1,41 +1,58 @@
-"""What the web app knows about the running hub: the engine, the auth store, paused channels and small caches."""
+"""What the web app knows about the running hub: the engine's facade, the auth store and small caches.
+
+Which channels are paused is the engine's (:meth:`hub.engine.Engine.pause`), not the web app's: a reload, the
+metrics and the API all see the one set.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+from hub.engine import Engine
+from hub.store import Store
 from hub.store.auth import AuthStore
 from hub.web import queries
 from hub.web.security import LoginThrottle
 
 __all__ = ["WebState"]
 
+T = TypeVar("T")
+
 
 @dataclass
 class WebState:
-    engine: Any
+    engine: Engine
     auth: AuthStore
     session_ttl: float = 12 * 3600.0
     secure_cookies: bool = False
-    paused: set[str] = field(default_factory=set)
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     cache_ttl: float = 2.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _cache: dict[Any, tuple[float, Any]] = field(default_factory=dict)
+    _cache: dict[Hashable, tuple[float, Any]] = field(default_factory=dict)
 
     @property
-    def store(self) -> Any:
-        return self.engine.store
+    def store(self) -> Store:
+        store = self.engine.store
+        if store is None:  # the web app is only made for a started engine
+            raise RuntimeError("the engine has no store: it is not started")
+        return store
 
-    def _cached(self, key: Any, fn: Any) -> Any:
+    @property
+    def paused(self) -> frozenset[str]:
+        """The engine's paused channels."""
+        return self.engine.paused
+
+    def _cached(self, key: Hashable, fn: Callable[[], T]) -> T:
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None and now - hit[0] < self.cache_ttl:
-                return hit[1]
+                value: T = hit[1]
+                return value
         value = fn()
         with self._lock:
             self._cache[key] = (now, value)
@@ -54,7 +71,8 @@ class WebState:
         return self._cached(("recent", int(window)), lambda: queries.recent_counts(self.store, time.time() - window))
 
     def running(self) -> dict[str, int]:
-        return {name: 0 if name in self.paused else 1 for name in self.engine.sources}
+        """Each channel with a source: 1 running, 0 paused (the ``hub_channel_running`` gauge)."""
+        return self.engine.sources_running()
 
     def wake(self, channel: str | None = None) -> None:
         for (ch, _), w in list(self.engine.workers.items()):

@@ -97,5 +97,6 @@ def test_bench_v2_to_fhir():
     for name, distinct, same, checked, target in rows:
         print(
             f"v2_to_fhir {name:18s} {distinct:6.0f} msg/s per core without validation (target {target}; "
-            f"{1e6 / distinct:5.0f} µs/msg; same message repeated: {same:6.0f}/s), {checked:5.0f} msg/s with fhir_validate"
+            f"{1e6 / distinct:5.0f} µs/msg; same message repeated: {same:6.0f}/s), "
+            f"{checked:5.0f} msg/s with fhir_validate"
         )

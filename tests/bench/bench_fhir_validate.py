@@ -90,7 +90,10 @@ def test_bench_fhir_validate():
         errors = sum(1 for i in validate(bundle) if i.severity == "error")
         seconds = 3.0 if len(bundle["entry"]) > 50 else 1.5
         new = _cpu_us(validate, bundle, seconds)
-        line = f"fhir_validate {name:18s} {len(bundle['entry']):4d} entries: {new:8.0f} µs/Bundle (CPU; target < 1000 for a typical one)"
+        line = (
+            f"fhir_validate {name:18s} {len(bundle['entry']):4d} entries: {new:8.0f} µs/Bundle "
+            "(CPU; target < 1000 for a typical one)"
+        )
         if old is not None:
             before = _cpu_us(old, bundle, seconds)
             line += f"; fhir.resources R4B models {before:8.0f} µs ({before / new:4.1f}×)"

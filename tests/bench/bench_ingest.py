@@ -38,7 +38,8 @@ def pct(values: list[float], p: float) -> float:
 
 def report(label: str, n: int, seconds: float, lat: list[float]) -> None:
     print(
-        f"  {label:44} {n / seconds:9.0f} msg/s   p50 {pct(lat, 0.5):6.2f} ms   p99 {pct(lat, 0.99):7.2f} ms   ({n} in {seconds:.2f}s)"
+        f"  {label:44} {n / seconds:9.0f} msg/s   p50 {pct(lat, 0.5):6.2f} ms   p99 {pct(lat, 0.99):7.2f} ms   ({n} in "
+        f"{seconds:.2f}s)"
     )
 
 

@@ -46,7 +46,8 @@ def adt(cid: str, i: int) -> bytes:
     return (
         f"MSH|^~\\&|PM|CLINIC|HUB|CLINIC|20260310091500||ADT^A01^ADT_A01|{cid}|P|2.5.1\r"
         f"EVN|A01|20260310091500\r"
-        f"PID|1||MRN{i:06d}^^^CLINIC^MR||SAMPLE^PAT^Q||19800101|F|||1 MAIN ST^^SPRINGFIELD^IL^62701||^PRN^PH^^1^217^5550100\r"
+        f"PID|1||MRN{i:06d}^^^CLINIC^MR||SAMPLE^PAT^Q||19800101|F|||1 MAIN ST^^SPRINGFIELD^IL^62701"
+        "||^PRN^PH^^1^217^5550100\r"
         f"PV1|1|I|WARD^101^1^CLINIC||||1234567893^WELBY^MARCUS^^^DR^MD^^NPI|||MED||||1|||1234567893^WELBY^MARCUS|IP|V{i:08d}\r"
     ).encode()
 
@@ -151,7 +152,8 @@ async def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> N
 
 
 async def drive(port: int, n: int, conns: int, prefix: str) -> tuple[float, list[float], dict[str, str]]:
-    """Send n messages over `conns` connections (each waits for its ACK before the next): (seconds, latencies, cid → code)."""
+    """Send n messages over `conns` connections (each waits for its ACK before the next):
+    (seconds, latencies, cid → code)."""
     streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(conns)]
     lat: list[float] = []
     acks: dict[str, str] = {}
@@ -198,8 +200,8 @@ def sqlite_ceiling(folder: Path, per: int, commits: int = 1500) -> float:
         db.execute("BEGIN")
         db.executemany(
             "INSERT INTO messages (channel, received_at, status, content_type, control_id, message_type, sending_app,"
-            " sending_facility, patient_id, meta, size, raw) VALUES ('bench', ?, 'accepted', 'hl7v2', ?, 'ADT^A01', 'PM',"
-            " 'CLINIC', ?, '{}', ?, ?)",
+            " sending_facility, patient_id, meta, size, raw)"
+            " VALUES ('bench', ?, 'accepted', 'hl7v2', ?, 'ADT^A01', 'PM', 'CLINIC', ?, '{}', ?, ?)",
             [(time.time(), f"C{i}-{k}", f"MRN{i * per + k:06d}", len(body), body) for k in range(per)],
         )
         last = db.execute("SELECT last_insert_rowid()").fetchone()[0]
@@ -215,7 +217,10 @@ def sqlite_ceiling(folder: Path, per: int, commits: int = 1500) -> float:
 
 
 def hub_config(folder: Path, channel: str, sync: str = "full") -> Path:
-    hub_yaml = f"home: {folder}\nstore: {{url: 'sqlite:///{folder / 'hub.db'}', synchronous: {sync}}}\nweb: {{enabled: false}}\nlog_level: warning\n"
+    hub_yaml = (
+        f"home: {folder}\nstore: {{url: 'sqlite:///{folder / 'hub.db'}', synchronous: {sync}}}\n"
+        "web: {enabled: false}\nlog_level: warning\n"
+    )
     return write_config(folder / "config", hub_yaml, {"bench": channel})
 
 
@@ -238,7 +243,8 @@ def stop(proc: subprocess.Popen) -> None:
 async def test_bench_mllp_throughput_and_latency(tmp_path):
     results: dict[tuple[str, int], tuple[float, list[float]]] = {}
     print(
-        f"\nMLLP: {N} ADT^A01 per run, each connection waits for its ACK before sending the next (python {sys.version.split()[0]})"
+        f"\nMLLP: {N} ADT^A01 per run, each connection waits for its ACK before sending the next"
+        f" (python {sys.version.split()[0]})"
     )
 
     # the ceiling: a bare asyncio server that answers AA and does nothing else
@@ -301,7 +307,8 @@ destinations:
                     await asyncio.sleep(0.2)
                 written = len(list(out.glob("*.hl7")))
                 print(
-                    f"  {'':6}files written: {written}/{len(acked)} ({time.perf_counter() - t0:.1f}s after the last ACK)"
+                    f"  {'':6}files written: {written}/{len(acked)}"
+                    f" ({time.perf_counter() - t0:.1f}s after the last ACK)"
                 )
         finally:
             stop(hub)
@@ -455,5 +462,6 @@ destinations:
     )
     print(f"  {'before the 835 arrives':40} {len(quiet):6} msgs   {summary(quiet)}")
     print(
-        f"  {'while it is read, mapped, pyx12-checked':40} {len(busy):6} msgs   {summary(busy)}   ({took:.1f}s until posted and acknowledged)"
+        f"  {'while it is read, mapped, pyx12-checked':40} {len(busy):6} msgs   {summary(busy)}"
+        f"   ({took:.1f}s until posted and acknowledged)"
     )

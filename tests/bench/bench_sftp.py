@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "channels"))
 
 from test_sftp import PASSPHRASE, SshServer, conn_yaml, drop, need_sshd
 
-from hub.channels import sftp as sftpmod
+from hub.channels.sftp import SftpSource
 from hub.engine import Engine
 from hub.spec import load_config
 from support import write_config
@@ -71,7 +71,8 @@ class PeakRss:
 def channel(server: SshServer, folder: Path, extra: str = "") -> str:
     return f"""
 name: bench
-source: {{type: sftp, {conn_yaml(server)}, path: '{folder}', schedule: 100ms, settle: 100ms, max_files: 1000, format: hl7v2{extra}}}
+source: {{type: sftp, {conn_yaml(server)}, path: '{folder}', schedule: 100ms, settle: 100ms, max_files: 1000,
+          format: hl7v2{extra}}}
 # no routes: every message is stored (as filtered) and nothing is delivered — the figures are the poll's
 """
 
@@ -104,7 +105,7 @@ def big_batch(total: int) -> tuple[bytes, int]:
 
 
 async def run(cfg_dir: Path, done) -> float:
-    eng = Engine(load_config(cfg_dir), idle_poll=0.05, start_web=False)
+    eng = Engine(load_config(cfg_dir), idle_poll=0.05)
     t0 = time.perf_counter()
     await eng.start()
     try:
@@ -134,7 +135,10 @@ def test_bench_sftp_poll(tmp_path):
                 {"bench": channel(server, inbox, f", parallel: {parallel}")},
             )
             secs = asyncio.run(
-                run(cfg, lambda: (inbox / "archive").exists() and len(os.listdir(inbox / "archive")) == FILES)
+                run(
+                    cfg,
+                    lambda inbox=inbox: (inbox / "archive").exists() and len(os.listdir(inbox / "archive")) == FILES,
+                )
             )
             print(
                 f"  {FILES} small files ({len(small(0))} bytes), parallel {parallel}: {FILES / secs:6.0f} files/s"
@@ -148,7 +152,7 @@ def test_bench_sftp_poll(tmp_path):
         size = len(data)
         del data
         timing: dict[str, float] = {}
-        original = sftpmod.SftpSource._download
+        original = SftpSource._download
 
         def timed(self, remote, attrs):
             t = time.perf_counter()
@@ -157,7 +161,7 @@ def test_bench_sftp_poll(tmp_path):
             finally:
                 timing["download"] = time.perf_counter() - t
 
-        sftpmod.SftpSource._download = timed  # type: ignore[method-assign]
+        SftpSource._download = timed  # type: ignore[method-assign]
         cfg = write_config(
             tmp_path / "b" / "cfg",
             f"home: ..\nstore: {{url: 'sqlite:///{tmp_path / 'b.db'}'}}\nweb: {{enabled: false}}\n",
@@ -167,14 +171,16 @@ def test_bench_sftp_poll(tmp_path):
             with PeakRss() as mem:
                 secs = asyncio.run(run(cfg, lambda: (inbox / "archive" / "big.hl7").exists()))
         finally:
-            sftpmod.SftpSource._download = original  # type: ignore[method-assign]
+            SftpSource._download = original  # type: ignore[method-assign]
         mb = size / 1024 / 1024
         print(f"  1 large file ({mb:.0f} MB, {n_msgs} ORU messages):  {mb / secs:8.1f} MB/s end to end   ({secs:.2f}s)")
         print(
-            f"      download alone (streamed to a temp file, hashed): {mb / timing['download']:6.1f} MB/s   ({timing['download']:.2f}s)"
+            f"      download alone (streamed to a temp file, hashed): {mb / timing['download']:6.1f} MB/s"
+            f"   ({timing['download']:.2f}s)"
         )
         print(
-            f"      peak resident memory growth: {(mem.peak - mem.base) / 1024 / 1024:6.1f} MB   (chunk_size 4MB; the file is {mb:.0f} MB)"
+            f"      peak resident memory growth: {(mem.peak - mem.base) / 1024 / 1024:6.1f} MB"
+            f"   (chunk_size 4MB; the file is {mb:.0f} MB)"
         )
         assert (inbox / "archive" / "big.hl7").stat().st_size == size
     finally:

@@ -27,7 +27,8 @@ def test_bench_metrics_hot_path():
     per_receive = _per_call(lambda: metrics.count_received("bench", ("accepted",), 0.001), n)
     per_delivery = _per_call(lambda: metrics.count_delivery("bench", "d", "sent", 0.5), n)
     print(
-        f"\nmetrics: count_received {per_receive * 1e6:.2f} µs/input, count_delivery {per_delivery * 1e6:.2f} µs/attempt"
+        f"\nmetrics: count_received {per_receive * 1e6:.2f} µs/input, count_delivery {per_delivery * 1e6:.2f} "
+        f"µs/attempt"
     )
 
 
@@ -67,7 +68,8 @@ async def test_bench_api(tmp_path):
                 assert r.status_code == 200
             times.sort()
             print(
-                f"api {label:32} median {times[10] * 1000:7.1f} ms  p95 {times[18] * 1000:7.1f} ms  (5000 messages, 10000 deliveries)"
+                f"api {label:32} median {times[10] * 1000:7.1f} ms  p95 {times[18] * 1000:7.1f} ms  (5000 messages, "
+                f"10000 deliveries)"
             )
         col = metrics.QueueCollector(
             lambda: __import__("hub.web.queries", fromlist=["queue_rows"]).queue_rows(store), ttl=0

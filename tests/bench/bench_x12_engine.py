@@ -1,7 +1,8 @@
 """Benchmark of the claims batch: N DFT^P03 charges → one 837P by the ``x12_837`` assembler with a SQLite store
 (control numbers from the store, one claim row per charge recorded), with and without pyx12 validation.
 
-Run with ``make bench`` (or ``.venv/bin/python -m pytest -q -s tests/bench/bench_x12_engine.py -o python_files=bench_*.py``).
+Run with ``make bench`` (or
+``.venv/bin/python -m pytest -q -s tests/bench/bench_x12_engine.py -o python_files=bench_*.py``).
 ``HUB_BENCH_837_CLAIMS`` sets the batch size (default 1,000). Figures only; nothing about time is asserted.
 """
 
@@ -15,7 +16,7 @@ from hub.channels.base import Context
 from hub.channels.x12 import X12_837Assembler
 from hub.message import Message
 from hub.store import NewMessage, Store
-from hub.store.claims import ClaimStore
+from hub.store.claim_status import ClaimStore
 
 ROOT = Path(__file__).resolve().parents[2]
 DFT = (ROOT / "tests" / "samples" / "hl7v2" / "dft_p03.hl7").read_bytes()

@@ -45,7 +45,10 @@ SAMPLE_FILES: list[tuple[str, Path]] = [(f"types/{p.stem}", p) for p in sorted((
 ]
 MRN = "https://example.org/fhir/sid/clinic-mrn"
 
-HUB = "store: {{url: 'sqlite:///{db}'}}\nweb: {{enabled: false}}\nmappings: '{mappings}'\nenv: {{EHR_FHIR_URL: '{url}'}}\n"
+HUB = (
+    "store: {{url: 'sqlite:///{db}'}}\nweb: {{enabled: false}}\nmappings: '{mappings}'\n"
+    "env: {{EHR_FHIR_URL: '{url}'}}\n"
+)
 CHANNEL = """
 name: v2_to_ehr
 source: {{type: file, path: '{inbox}', glob: '*.hl7', schedule: 100ms, settle: 0s}}
@@ -91,7 +94,7 @@ async def _run(tmp: Path, base: str) -> dict[str, Any]:
             {"v2_to_ehr": CHANNEL.format(inbox=inbox)},
         )
     )
-    eng = Engine(cfg, idle_poll=0.02, start_web=False)
+    eng = Engine(cfg, idle_poll=0.02)
     await eng.start()
     try:
         deadline = time.monotonic() + 300  # a guard against a hang, not a measure: the test judges states, not time

@@ -41,7 +41,8 @@ ROUTER = INSTALL / "node_modules" / "@medplum" / "fhir-router"
 
 def _router_is_pristine() -> bool:
     """The installed router still has Medplum's 8-entry cap on transactions that need strict isolation (an older
-    server.mjs raised it by rewriting the installed file in place; the tests must see the server as Medplum ships it)."""
+    server.mjs raised it by rewriting the installed file in place; the tests must see the server as Medplum ships
+    it)."""
     try:
         code = (ROUTER / "dist" / "esm" / "index.mjs").read_text(encoding="utf-8")
     except OSError:
@@ -267,7 +268,8 @@ def a04(mrn: str, empi: str, ssn: str) -> dict:
 
 
 def a08(mrn: str, empi: str) -> dict:
-    """An update: a new official name (the old one kept as maiden) and a new home address; not the SSN, not the work phone."""
+    """An update: a new official name (the old one kept as maiden) and a new home address; not the SSN, not the work
+    phone."""
     p = put(
         "Patient",
         MRN,
@@ -291,9 +293,9 @@ def a08(mrn: str, empi: str) -> dict:
 
 
 def a40(survivor: str, merged: str, how: str = "fill") -> dict:
-    """A merge as the converter writes it: the survivor from a sparse PID (only the MRN and the old name) — a conditional
-    create with the fill hint (how=fill) or a plain conditional update (how=update) — and the merged patient, inactive,
-    replaced-by the survivor. The two link each other: a reference cycle."""
+    """A merge as the converter writes it: the survivor from a sparse PID (only the MRN and the old name) — a
+    conditional create with the fill hint (how=fill) or a plain conditional update (how=update) — and the merged
+    patient, inactive, replaced-by the survivor. The two link each other: a reference cycle."""
     fields = {
         "name": [{"use": "official", "family": "DOE", "given": ["JANE", "Q"]}],
         "gender": "female",
@@ -664,8 +666,8 @@ async def test_two_patients_with_one_identifier_are_dead_with_a_clear_reason(fhi
         await deliver(fhir_server, a08("MRN73000001", "E73000001"))
     reason = str(err.value)
     assert (
-        f"2 Patient resources on the server have identifier {MRN}|MRN73000001; resolve the duplicate on the server, then replay"
-        in reason
+        f"2 Patient resources on the server have identifier {MRN}|MRN73000001; resolve the duplicate on the server, "
+        f"then replay" in reason
     )
     assert "transaction 1 of 1" in reason and "no earlier transaction was written" in reason
     assert "DOE" not in reason and "ELM" not in reason  # names the resources by type and identifier only

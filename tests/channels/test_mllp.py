@@ -8,6 +8,8 @@ import asyncio
 import pytest
 from test_mllp_support import HOLD_ENTERED, HOLD_RELEASE, Client, adt, mllp_channel, msa, segment, start_engine, until
 
+from hub import metrics
+from hub.channels.base import ReportsPeer
 from hub.channels.mllp import Framer, MllpSource, frame, normalise_segments
 from hub.errors import ConfigError, StoreError
 from hub.store import SearchQuery
@@ -201,7 +203,10 @@ async def test_ack_after_delivery_waits_for_the_destinations(tmp_path):
     finally:
         await eng.stop()
     # a destination that keeps failing: AE once ack_timeout has passed
-    dests = "  out: {type: memory, fail: retry, fail_times: 1000, queue: {max_attempts: 1000, backoff: {initial: 50ms, max: 50ms}}}\n"
+    dests = (
+        "  out: {type: memory, fail: retry, fail_times: 1000,"
+        " queue: {max_attempts: 1000, backoff: {initial: 50ms, max: 50ms}}}\n"
+    )
     eng = await start_engine(
         tmp_path,
         f"sqlite:///{tmp_path / 'hub2.db'}",
@@ -310,6 +315,28 @@ async def test_idle_timeout_allow_list_and_connection_limit(tmp_path):
         await eng.stop()
 
 
+async def test_peer_state_counts_the_connected_peers_as_the_gauge_does(tmp_path):
+    eng = await start_engine(tmp_path, f"sqlite:///{tmp_path / 'hub.db'}", {"c": mllp_channel()})
+    src = source(eng)
+
+    def gauge() -> float | None:
+        return metrics.REGISTRY.get_sample_value("hub_mllp_connections", {"channel": "c", "endpoint": "source"})
+
+    try:
+        assert isinstance(src, ReportsPeer) and src.peer_state() == {"mllp": {"source": 0}}
+        a, b = await Client.connect(src.port), await Client.connect(src.port)
+        assert msa(await a.send(adt("S1")))[0] == "AA" and msa(await b.send(adt("S2")))[0] == "AA"
+        assert src.peer_state() == {"mllp": {"source": 2}} and gauge() == 2
+        a.close()
+        await until(lambda: src.peer_state() == {"mllp": {"source": 1}})
+        assert gauge() == 1
+        b.close()
+        await until(lambda: src.peer_state() == {"mllp": {"source": 0}})
+        assert gauge() == 0
+    finally:
+        await eng.stop()
+
+
 async def test_duplicates_within_the_window_are_answered_alike_and_stored_once(tmp_path):
     chan = mllp_channel("dedup_window: 10m")
     eng = await start_engine(tmp_path, f"sqlite:///{tmp_path / 'hub.db'}", {"c": chan})
@@ -379,6 +406,7 @@ async def test_stop_closes_connections_and_is_idempotent(tmp_path):
         await Client.connect(src.port)
 
 
+@pytest.mark.slow  # the whole example clinic
 async def test_example_clinic_takes_pm_messages_over_mllp_and_queues_lab_orders_for_an_absent_lab(clinic, monkeypatch):
     """`make run` on a machine without partners: the listeners answer, outbound MLLP queues and retries."""
     from test_mllp_support import Peer
@@ -402,7 +430,7 @@ async def test_example_clinic_takes_pm_messages_over_mllp_and_queues_lab_orders_
     monkeypatch.setenv("LAB_ORDERS_MLLP_ADDRESS", f"127.0.0.1:{lab_port}")
     cfg = load_config(clinic / "config")
     assert not cfg.problems
-    eng = Engine(cfg, idle_poll=0.05, start_web=False)
+    eng = Engine(cfg, idle_poll=0.05)
     await eng.start()
     try:
         pm = await Client.connect(eng.sources["pm_mllp"].port)
@@ -445,9 +473,15 @@ def test_hub_check_reports_bad_mllp_settings_and_a_port_used_twice(tmp_path):
     from support import write_config
 
     hub = "store: {url: 'sqlite:///hub.db'}\nweb: {enabled: false}\n"
-    one = "name: one\nsource: {type: mllp, listen: '127.0.0.1:2575'}\nroutes: [{name: r, to: [d]}]\ndestinations:\n  d: {type: mllp, address: '127.0.0.1:2600'}\n"
+    one = (
+        "name: one\nsource: {type: mllp, listen: '127.0.0.1:2575'}\nroutes: [{name: r, to: [d]}]\n"
+        "destinations:\n  d: {type: mllp, address: '127.0.0.1:2600'}\n"
+    )
     two = "name: two\nsource:\n  type: mllp\n  listen: '127.0.0.1:2575'\n  ack: later\n"
-    three = "name: three\nsource: {type: mllp, listen: '127.0.0.1:2577'}\nroutes: [{name: r, to: [d]}]\ndestinations:\n  d:\n    type: mllp\n    address: nowhere\n    on_ar: shrug\n"
+    three = (
+        "name: three\nsource: {type: mllp, listen: '127.0.0.1:2577'}\nroutes: [{name: r, to: [d]}]\n"
+        "destinations:\n  d:\n    type: mllp\n    address: nowhere\n    on_ar: shrug\n"
+    )
     four = "name: four\nsource: {type: mllp, listen: '127.0.0.1:2575'}\n"
     cfg = load_config(write_config(tmp_path / "cfg", hub, {"one": one, "two": two, "three": three, "four": four}))
     problems = [str(p) for p in check(cfg)]

@@ -7,7 +7,8 @@ import asyncio
 
 from test_mllp_support import Peer, adt, start_engine, until
 
-from hub.channels.base import Context
+from hub import metrics
+from hub.channels.base import Context, ReportsPeer
 from hub.channels.mllp import MllpDestination
 from hub.errors import PermanentDelivery, RetryableDelivery
 from hub.message import Message
@@ -171,6 +172,25 @@ async def test_a_connection_the_peer_closed_while_idle_is_replaced_transparently
     finally:
         await dest.close()
         await dest.close()  # idempotent
+        await peer.stop()
+
+
+async def test_peer_state_counts_the_open_connections_as_the_gauge_does():
+    peer = await Peer().start()
+    dest = await _direct(peer.port, connections=2)
+
+    def gauge() -> float | None:
+        return metrics.REGISTRY.get_sample_value("hub_mllp_connections", {"channel": "c", "endpoint": "lab"})
+
+    try:
+        assert isinstance(dest, ReportsPeer) and dest.peer_state() == {}  # the first message names the endpoint
+        before = gauge() or 0.0  # the gauge is per channel and endpoint: other tests' destinations count in it too
+        await asyncio.gather(*(dest.send(_message(adt(f"G{i}"))) for i in range(2)))
+        assert dest.peer_state() == {"mllp": {"lab": 2}} and gauge() == before + 2
+        await dest.close()
+        assert dest.peer_state() == {"mllp": {"lab": 0}} and gauge() == before
+    finally:
+        await dest.close()
         await peer.stop()
 
 

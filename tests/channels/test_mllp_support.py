@@ -103,7 +103,7 @@ async def start_engine(tmp_path: Path, store_url: str, channels: dict[str, str])
     folder = tmp_path / f"cfg{time.monotonic_ns()}"
     cfg = load_config(write_config(folder, HUB.format(url=store_url, home=tmp_path), channels))
     assert not cfg.problems, cfg.problems
-    eng = Engine(cfg, idle_poll=0.05, start_web=False)
+    eng = Engine(cfg, idle_poll=0.05)
     await eng.start()
     return eng
 
@@ -160,7 +160,10 @@ class Peer:
                     continue
                 code = "AA" if what == "wrong" else what
                 acked = "SOMETHING-ELSE" if what == "wrong" else cid
-                ack = f"MSH|^~\\&|LAB|LAB|HUB|CLINIC|20260310091500||ACK^O01^ACK|A{len(self.received)}|P|2.5.1\rMSA|{code}|{acked}\r"
+                ack = (
+                    f"MSH|^~\\&|LAB|LAB|HUB|CLINIC|20260310091500||ACK^O01^ACK|A{len(self.received)}|P|2.5.1\r"
+                    f"MSA|{code}|{acked}\r"
+                )
                 if code not in ("AA", "CA"):
                     ack += "ERR||PID^1^3|101^Required field missing^HL70357|E||||the lab needs an MRN\r"
                 writer.write(VT + ack.encode() + END)

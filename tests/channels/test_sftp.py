@@ -266,7 +266,8 @@ routes:
   - name: out
     to: [out]
 destinations:
-  out: {{type: file, path: 'out/{{message_id}}.dat', queue: {{max_attempts: 3, backoff: {{initial: 50ms, max: 100ms}}}}}}
+  out: {{type: file, path: 'out/{{message_id}}.dat',
+        queue: {{max_attempts: 3, backoff: {{initial: 50ms, max: 100ms}}}}}}
 """
 
 
@@ -350,7 +351,6 @@ async def test_files_are_taken_once_then_archived_and_bad_ones_go_to_error(serve
     eng = Engine(
         config(tmp_path, source_channel(server, inbox, extra=", glob: '*.hl7', format: hl7v2")),
         idle_poll=0.05,
-        start_web=False,
     )
     await eng.start()
     try:
@@ -381,6 +381,54 @@ async def test_files_are_taken_once_then_archived_and_bad_ones_go_to_error(serve
         assert conn.execute(select(leases)).fetchall() == [], "the lease is released when the source stops"
 
 
+async def test_the_source_reports_when_a_poll_last_reached_the_server_and_why_one_failed(server, tmp_path):
+    """peer_state (ReportsPeer), which the web shows with the channel's peers: the gauge's value, and the error."""
+    inbox = server.folder("t1p/in")
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("# nobody\n")
+
+    async def receive(*args, **kwargs):
+        raise AssertionError("the folder is empty: nothing is received")
+
+    def source(channel: str, **over: object) -> SftpSource:
+        keys = dict(
+            type="sftp",
+            host="127.0.0.1",
+            port=server.port,
+            user=server.user,
+            key_file=str(server.rsa_key),
+            known_hosts=str(server.known_hosts),
+            path=str(inbox),
+            schedule="1h",  # one poll, at the start
+            settle="0s",
+            timeout="5s",
+        )
+        keys.update(over)
+        return SftpSource(SftpSource.Config(**keys), Context(home=tmp_path, channel=channel))
+
+    good = source("peer_good")
+    assert good.peer_state() == {"sftp_last_poll": None, "sftp_error": None}, "before the first poll"
+    before = time.time()
+    await good.start(receive)
+    try:
+        await until(lambda: good.polls >= 1, what="the first poll")
+        state = good.peer_state()
+        assert state["sftp_error"] is None and before <= state["sftp_last_poll"] <= time.time()
+        assert state["sftp_last_poll"] == SFTP_LAST_POLL.labels("peer_good")._value.get()
+    finally:
+        await good.stop()
+    bad = source("peer_bad", known_hosts=str(empty))
+    await bad.start(receive)
+    try:
+        await until(lambda: bad.polls >= 1, what="the first poll")
+        state = bad.peer_state()
+        assert state["sftp_last_poll"] is None and "is unknown" in state["sftp_error"]
+        assert state["sftp_error"] == bad.last_error
+        assert SFTP_LAST_POLL.labels("peer_bad")._value.get() == 0, "no poll has reached the server"
+    finally:
+        await bad.stop()
+
+
 @pytest.mark.parametrize("after", ["delete", "rename"])
 async def test_after_delete_and_rename(server, tmp_path, after):
     inbox = server.folder(f"t2-{after}/in")
@@ -388,7 +436,6 @@ async def test_after_delete_and_rename(server, tmp_path, after):
     eng = Engine(
         config(tmp_path, source_channel(server, inbox, extra=f", after: {after}, rename_suffix: .taken")),
         idle_poll=0.05,
-        start_web=False,
     )
     await eng.start()
     try:
@@ -407,9 +454,7 @@ async def test_a_half_written_file_waits_until_it_stops_growing(server, tmp_path
     inbox = server.folder("t3/in")
     p = inbox / "growing.hl7"
     p.write_bytes(adt(1))
-    eng = Engine(
-        config(tmp_path, source_channel(server, inbox, extra=", format: hl7v2")), idle_poll=0.05, start_web=False
-    )
+    eng = Engine(config(tmp_path, source_channel(server, inbox, extra=", format: hl7v2")), idle_poll=0.05)
     await eng.start()
     try:
         for i in range(2, 14):  # a slow writer: a message every 100 ms for 1.2 s, across several polls
@@ -427,7 +472,7 @@ async def test_a_half_written_file_waits_until_it_stops_growing(server, tmp_path
 async def test_duplicate_names_new_content_is_taken_same_file_is_not(server, tmp_path):
     inbox = server.folder("t4/in")
     drop(inbox, "daily.hl7", adt(1), age=100)
-    eng = Engine(config(tmp_path, source_channel(server, inbox)), idle_poll=0.05, start_web=False)
+    eng = Engine(config(tmp_path, source_channel(server, inbox)), idle_poll=0.05)
     await eng.start()
     try:
         await until(lambda: (inbox / "archive/daily.hl7").exists())
@@ -454,7 +499,7 @@ async def test_when_the_store_fails_the_file_stays_and_the_folder_order_is_kept(
     inbox = server.folder("t5b/in")
     for i, name in enumerate(("a.hl7", "b.hl7", "c.hl7")):
         drop(inbox, name, adt(i), age=30 - i)  # oldest first: a, b, c
-    eng = Engine(config(tmp_path, source_channel(server, inbox)), idle_poll=0.05, start_web=False)
+    eng = Engine(config(tmp_path, source_channel(server, inbox)), idle_poll=0.05)
     await eng.start()
     src = eng.sources["pull"]
     real, failed = src._receive, []
@@ -481,9 +526,7 @@ async def test_parallel_takes_several_files_at_once_each_once(server, tmp_path):
     inbox = server.folder("t5c/in")
     for i in range(24):
         drop(inbox, f"r{i:02d}.hl7", adt(i))
-    eng = Engine(
-        config(tmp_path, source_channel(server, inbox, extra=", parallel: 4")), idle_poll=0.05, start_web=False
-    )
+    eng = Engine(config(tmp_path, source_channel(server, inbox, extra=", parallel: 4")), idle_poll=0.05)
     await eng.start()
     try:
         await until(lambda: (inbox / "archive").exists() and len(list((inbox / "archive").iterdir())) == 24)
@@ -503,7 +546,7 @@ async def test_a_crash_between_commit_and_after_action_does_not_ingest_twice(ser
         raise RuntimeError("the process dies here")
 
     monkeypatch.setattr(SftpSource, "_after", crash)
-    eng = Engine(cfg, idle_poll=0.05, start_web=False)
+    eng = Engine(cfg, idle_poll=0.05)
     try:
         await eng.start()
         await until(lambda: messages(eng) != [])
@@ -511,7 +554,7 @@ async def test_a_crash_between_commit_and_after_action_does_not_ingest_twice(ser
         await eng.stop()
     monkeypatch.undo()
     assert (inbox / "once.hl7").exists(), "the crash left the file on the server"
-    eng = Engine(cfg, idle_poll=0.05, start_web=False)
+    eng = Engine(cfg, idle_poll=0.05)
     await eng.start()
     try:
         await until(lambda: (inbox / "archive/once.hl7").exists())
@@ -535,9 +578,7 @@ async def test_the_server_restarting_during_a_download(server, tmp_path, monkeyp
             server.stop()  # the host goes down with the transfer in flight
 
     monkeypatch.setattr(SftpSource, "_window_done", kill_once)
-    eng = Engine(
-        config(tmp_path, source_channel(server, inbox, extra=", format: raw")), idle_poll=0.05, start_web=False
-    )
+    eng = Engine(config(tmp_path, source_channel(server, inbox, extra=", format: raw")), idle_poll=0.05)
     await eng.start()
     try:
         await until(lambda: bool(cut) and server.proc is None, what="the cut")
@@ -560,7 +601,7 @@ async def test_a_large_csv_is_streamed_in_chunks_and_bad_rows_are_reported(serve
     rows[41] = b"42,Broken\n"  # a short row: rejected alone
     drop(inbox, "roster.csv", header + b"".join(rows))
     ch = source_channel(server, inbox, extra=", format: csv, split: csv_row, chunk_size: 2KB")
-    eng = Engine(config(tmp_path, ch), idle_poll=0.05, start_web=False)
+    eng = Engine(config(tmp_path, ch), idle_poll=0.05)
     await eng.start()
     try:
         await until(lambda: (inbox / "error/roster.csv").exists())
@@ -579,9 +620,7 @@ async def test_a_large_hl7_batch_is_streamed_and_a_bad_count_refused_before_any_
     body = b"".join(adt(i) for i in range(200))
     drop(inbox, "ok.hl7", b"FHS|^~\\&|PM\rBHS|^~\\&|PM\r" + body + b"BTS|200\rFTS|1\r")
     drop(inbox, "short.hl7", b"BHS|^~\\&|PM\r" + body + b"BTS|250\r", age=3)
-    eng = Engine(
-        config(tmp_path, source_channel(server, inbox, extra=", chunk_size: 4KB")), idle_poll=0.05, start_web=False
-    )
+    eng = Engine(config(tmp_path, source_channel(server, inbox, extra=", chunk_size: 4KB")), idle_poll=0.05)
     await eng.start()
     try:
         await until(lambda: (inbox / "archive/ok.hl7").exists() and (inbox / "error/short.hl7").exists())
@@ -598,7 +637,6 @@ async def test_a_whole_file_above_max_size_goes_to_error_unread(server, tmp_path
     eng = Engine(
         config(tmp_path, source_channel(server, inbox, extra=", format: raw, max_size: 1KB, chunk_size: 1KB")),
         idle_poll=0.05,
-        start_web=False,
     )
     await eng.start()
     try:
@@ -619,11 +657,11 @@ async def test_a_host_key_that_does_not_match_is_refused(server, tmp_path, caplo
     for kh, expect in ((wrong, "does not match known_hosts"), (empty, "is unknown")):
         caplog.clear()
         home = tmp_path / kh.name.replace("_known_hosts", "")
-        eng = Engine(config(home, source_channel(server, inbox, known_hosts=str(kh))), idle_poll=0.05, start_web=False)
+        eng = Engine(config(home, source_channel(server, inbox, known_hosts=str(kh))), idle_poll=0.05)
         with caplog.at_level(logging.WARNING, logger="hub.sftp"):
             await eng.start()
             try:
-                await until(lambda: expect in caplog.text, what=expect)
+                await until(lambda expect=expect: expect in caplog.text, what=expect)
                 assert messages(eng) == [] and (inbox / "secret.hl7").exists()
             finally:
                 await eng.stop()
@@ -753,7 +791,8 @@ async def test_uploads_make_folders_render_templates_and_follow_the_exists_polic
 
 
 async def test_uploads_never_replace_a_file_by_default(server, tmp_path):
-    """Senders reuse MSH-10, messages without one render `_`: each upload keeps its own file unless exists: overwrite."""
+    """Senders reuse MSH-10, messages without one render `_`: each upload keeps its own file unless
+    exists: overwrite."""
     out = server.root / "t13d"
     d = dest_for(server, tmp_path, f"{out}/{{control_id}}.hl7")
     for i in (1, 2, 3):
@@ -771,10 +810,10 @@ async def test_uploads_never_replace_a_file_by_default(server, tmp_path):
 async def test_an_upload_does_not_replace_a_file_put_there_after_the_name_was_checked(server, tmp_path, monkeypatch):
     """Another writer takes the name between the existence check and the rename: the plain SFTP rename fails
     (OpenSSH renames with link(), which never replaces) and the next free name is used; the other file is kept."""
-    import hub.channels.sftp as sftp_module
+    from hub.channels.sftp import destination
 
     out = server.folder("t13r")
-    real = sftp_module._exists
+    real = destination.remote_exists
     raced: list[str] = []
 
     def other_writer_after_the_check(sftp, path):  # type: ignore[no-untyped-def]
@@ -784,7 +823,7 @@ async def test_an_upload_does_not_replace_a_file_put_there_after_the_name_was_ch
             (out / "ADT00002.hl7").write_bytes(b"the other writer's message")
         return found
 
-    monkeypatch.setattr(sftp_module, "_exists", other_writer_after_the_check)
+    monkeypatch.setattr(destination, "remote_exists", other_writer_after_the_check)
     d = dest_for(server, tmp_path, f"{out}/{{control_id}}.hl7")
     answer = await d.send(Message(b"this writer's message", "hl7v2", meta={"control_id": "ADT00002"}))
     await d.close()
@@ -845,10 +884,11 @@ name: push
 source: {{type: file, path: in, schedule: 100ms, settle: 0s, format: raw}}
 routes: [{{name: up, to: [up]}}]
 destinations:
-  up: {{type: sftp, {conn_yaml(server, key_file=str(server.rsa_key), key_passphrase=None)}, path: '{out}/{{source_name}}',
+  up: {{type: sftp, {conn_yaml(server, key_file=str(server.rsa_key), key_passphrase=None)},
+        path: '{out}/{{source_name}}',
         queue: {{max_attempts: 100, backoff: {{initial: 100ms, max: 300ms}}}}}}
 """
-    eng = Engine(config(tmp_path, ch), idle_poll=0.05, start_web=False)
+    eng = Engine(config(tmp_path, ch), idle_poll=0.05)
     await eng.start()
     try:
         (tmp_path / "in/big.bin").write_bytes(big)
@@ -879,7 +919,8 @@ async def test_pm_roster_from_sftp_becomes_adt_for_every_synthea_patient(server,
     drop(inbox, "roster.csv", raw)
     ch = f"""
 name: roster
-source: {{type: sftp, {conn_yaml(server)}, path: '{inbox}', glob: '*.csv', format: csv, split: csv_row, schedule: 150ms, settle: 100ms}}
+source: {{type: sftp, {conn_yaml(server)}, path: '{inbox}', glob: '*.csv', format: csv, split: csv_row,
+          schedule: 150ms, settle: 100ms}}
 routes:
   - name: ehr
     transforms: [{{type: csv_to_v2, layout: csv/pm_roster.yaml}}]
@@ -889,7 +930,7 @@ destinations:
 """
     shutil.copytree(Path(__file__).resolve().parents[2] / "mappings", tmp_path / "mappings")
     cfg = config(tmp_path, ch)
-    eng = Engine(cfg, idle_poll=0.05, start_web=False)
+    eng = Engine(cfg, idle_poll=0.05)
     await eng.start()
     patients = raw.count(b"\n") - 1
     try:

@@ -35,12 +35,16 @@ def test_two_hub_processes_share_the_folder_and_take_every_file_once(pg_url, tmp
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         inbox = server.folder("in")
-        adt = "MSH|^~\\&|PM|CLINIC|HUB|CLINIC|20261123101500||ADT^A04^ADT_A01|N{n:04d}|P|2.5.1\rPID|1||{n}^^^CLINIC^MR||TESTER^ANNA\r"
+        adt = (
+            "MSH|^~\\&|PM|CLINIC|HUB|CLINIC|20261123101500||ADT^A04^ADT_A01|N{n:04d}|P|2.5.1\r"
+            "PID|1||{n}^^^CLINIC^MR||TESTER^ANNA\r"
+        )
         for n in range(60):
             drop(inbox, f"f{n:04d}.hl7", adt.format(n=n).encode())
         channel = f"""
 name: shared
-source: {{type: sftp, {conn_yaml(server)}, path: '{inbox}', schedule: 200ms, settle: 100ms, lease_ttl: 3s, max_files: 5, format: hl7v2}}
+source: {{type: sftp, {conn_yaml(server)}, path: '{inbox}', schedule: 200ms, settle: 100ms, lease_ttl: 3s,
+          max_files: 5, format: hl7v2}}
 routes: [{{name: out, to: [out]}}]
 destinations:
   out: {{type: file, path: 'out/{{control_id}}.hl7'}}
@@ -50,14 +54,14 @@ destinations:
             home = tmp_path / node
             hub_yaml = f"home: ..\nnode: {node}\nstore: {{url: '{pg_url}'}}\nweb: {{enabled: false}}\nlog_level: info\n"
             cfg = write_config(home / "cfg", hub_yaml, {"shared": channel})
-            log = open(home / "hub.log", "wb")
-            procs[node] = subprocess.Popen(
-                [sys.executable, "-m", "hub", "run", "--config", str(cfg)],
-                cwd=home,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+            with open(home / "hub.log", "wb") as log:  # the child keeps its own copy of the descriptor
+                procs[node] = subprocess.Popen(
+                    [sys.executable, "-m", "hub", "run", "--config", str(cfg)],
+                    cwd=home,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
         db = sa.create_engine(pg_url)
 
         def count() -> int:

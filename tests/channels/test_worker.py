@@ -185,7 +185,8 @@ source: {type: memory, format: raw}
 routes:
   - {name: all, to: [out]}
 destinations:
-  out: {type: memory, fail: retry, fail_times: 1, queue: {backoff: {initial: 10ms, max: 10ms}}, batch: {schedule: 200ms}}
+  out: {type: memory, fail: retry, fail_times: 1, queue: {backoff: {initial: 10ms, max: 10ms}},
+    batch: {schedule: 200ms}}
 """
     cfg = load_config(write_config(tmp_path / "cfg", HUB.format(url=store_url), {"c": chan}))
     eng = Engine(cfg, idle_poll=0.05)

@@ -8,10 +8,12 @@ import csv
 import io
 from pathlib import Path
 
+import pytest
+
 from hub.engine import Engine
 from hub.message import Outcome
 from hub.spec import load_config
-from hub.store.claims import ClaimStore
+from hub.store.claim_status import ClaimStore
 from hub.transforms.x12 import iter_segments, remit_to_rows, validate
 from support import ROOT, SAMPLES, write_config
 
@@ -95,7 +97,7 @@ def make_cfg(tmp_path: Path, store_url: str, channels: dict[str, str]):
 
 
 async def engine(cfg) -> Engine:
-    eng = Engine(cfg, idle_poll=0.05, start_web=False)
+    eng = Engine(cfg, idle_poll=0.05)
     await eng.start()
     return eng
 
@@ -125,6 +127,7 @@ async def push_all(eng: Engine, channel: str, items: list[bytes]) -> list[int]:
     return ids
 
 
+@pytest.mark.slow  # two engines, batches on a schedule
 async def test_charges_become_one_valid_837_per_batch_with_control_numbers_that_survive_a_restart(tmp_path, store_url):
     cfg = make_cfg(tmp_path, store_url, {"charges": CHARGES})
     outbox = tmp_path / "home" / "outbox"
@@ -148,7 +151,7 @@ async def test_charges_become_one_valid_837_per_batch_with_control_numbers_that_
 
         await push_all(eng, "charges", [dft("V0003", "C3")])
         assert await worker.flush() == 1
-        second = [f for f in outbox.glob("*.x12") if f not in files][0].read_bytes()
+        second = next(f for f in outbox.glob("*.x12") if f not in files).read_bytes()
         assert envelope(second)[:3] == ("000000002", "2", ["0002"])
         assert eng.store.status()["destinations"][("charges", "clearinghouse")].get("sent") == 4
     finally:
@@ -290,7 +293,7 @@ async def test_835_becomes_posting_rows_and_a_999_and_an_unbalanced_one_is_rejec
 
 
 def test_control_numbers_from_the_store_are_per_partner(store):
-    from hub.transforms.x12.engine import StoreControlNumbers
+    from hub.channels.x12 import StoreControlNumbers
 
     numbers = StoreControlNumbers(store)
     assert [numbers.next("a", "isa") for _ in range(3)] == [1, 2, 3]
@@ -329,3 +332,96 @@ destinations:
         assert claim["isa13"] == "2" and claim["status"] == "submitted" and len(claim["events"]) == 2
     finally:
         await eng.stop()
+
+
+NUMBERED = """
+name: numbered
+source: {type: memory, format: hl7v2}
+routes:
+  - name: claims
+    transforms: [{type: v2_to_x12_837, partner: clearinghouse, kind: P}]
+    to: [outbox, copy]
+  - name: inpatient          # a later step: an inpatient charge must also make an institutional claim
+    when: {path: PV1-2, equals: I}
+    transforms: [{type: x12_claim_check, partner: clearinghouse, kind: I}]
+    to: [outbox]
+destinations:
+  outbox: {type: memory}
+  copy: {type: memory}
+"""
+
+ACK_FIRST = """
+name: remits
+source: {type: memory, format: x12}
+routes:
+  - name: ack                # the 999 is written before the 835 is balanced by the next route
+    transforms: [{type: x12_999, partner: clearinghouse}]
+    to: [ack]
+  - name: postings
+    transforms: [{type: x12_835_to_csv}]
+    to: [pm]
+destinations:
+  ack: {type: memory}
+  pm: {type: memory}
+"""
+
+
+async def test_a_message_rejected_after_its_x12_transform_takes_no_control_number(tmp_path, store_url):
+    eng = await engine(make_cfg(tmp_path, store_url, {"numbered": NUMBERED, "remits": ACK_FIRST}))
+    try:
+        inpatient = dft("V0600", "C600").replace(b"PV1|1|O|", b"PV1|1|I|")
+        receipt = await eng.sources["numbered"].push(inpatient)
+        assert receipt.outcome is Outcome.REJECTED and "revenue code" in receipt.results[0].reason
+        good = await push_all(eng, "numbered", [dft("V0601", "C601"), dft("V0602", "C602")])
+        await eng.wait_delivered(good, timeout=10)
+        sent = eng.destinations[("numbered", "outbox")].sent
+        assert [envelope(m.raw)[:3] for m in sent] == [("000000001", "1", ["0001"]), ("000000002", "2", ["0002"])]
+        assert [m.raw for m in eng.destinations[("numbered", "copy")].sent] == [m.raw for m in sent]
+        for m in sent:  # trailers repeat the numbers the store gave the headers; the file stays valid
+            assert validate(m.raw) == []
+            iea = next(s for s in iter_segments(m.raw) if s.id == "IEA")
+            ge = next(s for s in iter_segments(m.raw) if s.id == "GE")
+            se = next(s for s in iter_segments(m.raw) if s.id == "SE")
+            assert (iea[2], ge[2], [se[2]]) == envelope(m.raw)[:3]
+
+        bad = await eng.sources["remits"].push((X12 / "remit_unbalanced.835").read_bytes())
+        assert bad.outcome is Outcome.REJECTED and "does not balance" in bad.results[0].reason
+        ok = await push_all(eng, "remits", [(X12 / "remit_3_claims_plb.835").read_bytes()])
+        await eng.wait_delivered(ok, timeout=10)
+        (ack,) = eng.destinations[("remits", "ack")].sent
+        # the partner's sequences are shared by everything sent to it: 837, 837, then this 999 — none burnt
+        assert envelope(ack.raw)[:3] == ("000000003", "3", ["0003"]) and validate(ack.raw) == []
+        assert eng.store.next_sequence("x12:clearinghouse:isa") == 4
+    finally:
+        await eng.stop()
+
+
+async def test_a_reprocessed_message_takes_its_control_numbers_from_the_store(tmp_path, store_url, capsys):
+    from hub.cli import main
+    from hub.engine import open_store
+
+    eng = await engine(make_cfg(tmp_path, store_url, {"numbered": NUMBERED}))
+    try:
+        inpatient = dft("V0700", "C700").replace(b"PV1|1|O|", b"PV1|1|I|")
+        rejected = await eng.sources["numbered"].push(inpatient)
+        assert rejected.outcome is Outcome.REJECTED
+        mid = rejected.results[0].message_id
+    finally:
+        await eng.stop()
+    fixed = NUMBERED.split("  - name: inpatient")[0] + "destinations:" + NUMBERED.split("destinations:")[1]
+    cfg = make_cfg(tmp_path, store_url, {"numbered": fixed})  # the later step is gone
+    eng = await engine(cfg)
+    try:
+        ok = await push_all(eng, "numbered", [dft("V0701", "C701")])
+        await eng.wait_delivered(ok, timeout=10)
+        assert envelope(eng.destinations[("numbered", "outbox")].sent[0].raw)[0] == "000000001"
+    finally:
+        await eng.stop()
+    assert main(["replay", str(mid), "--config", str(tmp_path / "cfg")]) == 0
+    assert "reprocessed: accepted" in capsys.readouterr().out
+    store = open_store(cfg)
+    try:
+        deliveries = store.get_message(mid)["deliveries"]
+        assert [envelope(d["content"])[:3] for d in deliveries] == [("000000002", "2", ["0002"])] * 2
+    finally:
+        store.close()

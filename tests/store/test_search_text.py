@@ -1,4 +1,5 @@
-"""``--text`` / ``text=`` finds the bytes as written: ``%``, ``_`` and ``\\`` are no wildcards (SQLite and PostgreSQL)."""
+"""``--text`` / ``text=`` finds the bytes as written: ``%``, ``_`` and ``\\`` are no wildcards (SQLite and
+PostgreSQL)."""
 
 from __future__ import annotations
 

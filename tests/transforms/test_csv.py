@@ -115,7 +115,7 @@ def test_every_bad_row_is_reported_with_row_line_column_and_reason():
 
 
 def test_file_level_problems_reject_the_whole_file():
-    with pytest.raises(CsvParseError, match="lacks required column.*BIRTHDATE"):
+    with pytest.raises(CsvParseError, match=r"lacks required column.*BIRTHDATE"):
         hcsv.read_rows(b"Id,FIRST,LAST,GENDER\n1,A,B,F\n", layout())
     strict = layout().model_copy(update={"extra_columns": "reject"})
     with pytest.raises(CsvParseError, match="does not know: SHOE_SIZE"):
@@ -128,7 +128,7 @@ def test_layout_problems_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="uses column 'B'"):
         hcsv.load_layout(ctx, "bad.yaml")
     (tmp_path / "typo.yaml").write_text("columns: {A: {typ: date}}\n")
-    with pytest.raises(ConfigError, match="columns.A.typ"):
+    with pytest.raises(ConfigError, match=r"columns\.A\.typ"):
         hcsv.load_layout(ctx, "typo.yaml")
     with pytest.raises(ConfigError, match="not found"):
         hcsv.load_layout(ctx, "none.yaml")
@@ -139,7 +139,8 @@ def test_layout_problems_are_config_errors(tmp_path):
 
 def test_a_layout_without_a_header_reads_columns_by_position(tmp_path):
     (tmp_path / "pos.yaml").write_text(
-        "delimiter: '|'\nheader: false\ncolumns: {MRN: {required: true}, DOB: {type: date, format: '%m/%d/%Y'}, VISITS: {type: integer}}\n"
+        "delimiter: '|'\nheader: false\n"
+        "columns: {MRN: {required: true}, DOB: {type: date, format: '%m/%d/%Y'}, VISITS: {type: integer}}\n"
         "fhir: {elements: {'identifier[0].value': MRN, birthDate: DOB, 'extension[0].valueInteger': VISITS}}\n"
     )
     lay = hcsv.load_layout(Context(home=tmp_path, mappings_dir=tmp_path), "pos.yaml")

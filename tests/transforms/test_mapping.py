@@ -55,8 +55,8 @@ def run(channel, raw=ADT):
 def test_set_copy_delete(tmp_path):
     ch = pipeline(
         tmp_path,
-        "[{type: set, path: MSH-5, value: EHR}, {type: copy, from: 'PID-3[2].1', to: PID-2.1}, {type: delete, path: PID-19},"
-        " {type: set, path: ZPI-1, value: 'A|B'}]",
+        "[{type: set, path: MSH-5, value: EHR}, {type: copy, from: 'PID-3[2].1', to: PID-2.1},"
+        " {type: delete, path: PID-19}, {type: set, path: ZPI-1, value: 'A|B'}]",
     )
     p, out = run(ch)
     assert p.status == "accepted"

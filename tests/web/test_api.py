@@ -1,4 +1,5 @@
-"""The JSON API against a running engine (memory sources), through httpx's ASGI transport: every endpoint, every role."""
+"""The JSON API against a running engine (memory sources), through httpx's ASGI transport: every endpoint, every
+role."""
 
 from __future__ import annotations
 
@@ -202,7 +203,7 @@ async def test_an_oldest_queued_age_appears_while_a_delivery_waits(hub):
     mid = await hub.push(b"waiting", "other")
     hub.app.state.hub.invalidate()
     await asyncio.sleep(1.1)
-    out = [d for d in (await hub.client("viewer").get("/api/destinations")).json() if d["name"] == "out"][0]
+    out = next(d for d in (await hub.client("viewer").get("/api/destinations")).json() if d["name"] == "out")
     assert out["queued"] == 1 and out["oldest_queued_age"] >= 1.0
     assert hub.engine.store.delivery_states(mid) == ["queued"]
 
@@ -257,6 +258,30 @@ async def test_config_check_and_reload(hub):
         a["action"] for a in (await hub.client("admin").get("/api/audit", params={"user": "analyst"})).json()["items"]
     ]
     assert actions.count("config_check") == 2 and actions.count("config_reload") == 2
+
+
+async def test_a_pause_is_the_engines_it_outlives_a_failed_reload_and_a_reload_that_applies_ends_it(hub):
+    analyst = hub.client("analyst")
+    assert (await analyst.post("/api/channels/adt/pause")).status_code == 200
+    assert hub.engine.paused == {"adt"} and hub.engine.is_paused("adt")
+    assert hub.engine.channel_state("adt") == "paused" and hub.engine.sources_running() == {"adt": 0, "other": 1}
+    assert (await analyst.post("/api/channels/adt/pause")).json()["state"] == "paused"  # twice: still paused
+    assert hub.engine.paused == {"adt"}
+    folder = hub.engine.cfg.folder
+    broken = folder / "channels" / "broken.yaml"
+    broken.write_text("name: broken\nsource: {type: nope}\n")
+    assert (await analyst.post("/api/config/reload")).status_code == 422  # nothing changed: still paused
+    assert hub.engine.paused == {"adt"}
+    assert {c["name"]: c["state"] for c in (await analyst.get("/api/channels")).json()}["adt"] == "paused"
+    broken.unlink()
+    assert (await analyst.post("/api/config/reload")).status_code == 200  # every channel started again
+    assert hub.engine.paused == frozenset() and hub.engine.channel_state("adt") == "running"
+    assert await hub.push(hl7("R2", "MRN-R2")) > 0
+    # the engine's own pause is what the API shows, and resuming through the API ends it
+    assert await hub.engine.pause("other") and not await hub.engine.pause("other")
+    assert {c["name"]: c["state"] for c in (await analyst.get("/api/channels")).json()}["other"] == "paused"
+    assert (await analyst.post("/api/channels/other/resume")).json()["state"] == "running"
+    assert not hub.engine.is_paused("other") and not await hub.engine.resume("other")
 
 
 # ------------------------------------------------------------------------------------------- messages
@@ -380,9 +405,8 @@ async def test_replay_one_message_sends_its_dead_delivery_again(hub):
     r = await op.post(f"/api/messages/{ids[0]}/replay", json={"destination": "flaky"})
     assert r.json() == {"message_id": ids[0], "queued": 1, "reprocessed": None}
     await until(lambda: hub.engine.store.delivery_states(ids[0]) == ["sent", "sent"])
-    flaky = [d for d in (await op.get(f"/api/messages/{ids[0]}")).json()["deliveries"] if d["destination"] == "flaky"][
-        0
-    ]
+    deliveries = (await op.get(f"/api/messages/{ids[0]}")).json()["deliveries"]
+    flaky = next(d for d in deliveries if d["destination"] == "flaky")
     assert [a["outcome"] for a in flaky["attempt_log"]] == ["dead", "sent"]
     audit = (await hub.client("admin").get("/api/audit", params={"action": "replay"})).json()["items"]
     assert audit[0]["message_id"] == ids[0] and audit[0]["detail"] == {"destination": "flaky", "queued": 1}

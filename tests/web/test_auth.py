@@ -64,7 +64,7 @@ def test_two_admins_removing_each_other_at_once_leave_one(store_url):
         for _ in range(5):
             gate = Barrier(2)
 
-            def change(auth: AuthStore, name: str, disabled: bool) -> str:
+            def change(auth: AuthStore, name: str, disabled: bool, gate: Barrier = gate) -> str:
                 gate.wait()
                 try:
                     auth.update_user(name, disabled=disabled)

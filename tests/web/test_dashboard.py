@@ -10,9 +10,8 @@ import struct
 from pathlib import Path
 
 import pytest
-from websupport import ADT, OTHER, hl7, until
+from websupport import ADT, OTHER, hl7, until, web_engine, web_server
 
-from hub.engine import Engine
 from hub.spec import load_config
 from hub.store.auth import AuthStore
 from support import need_peer, write_config
@@ -48,7 +47,9 @@ def free_port() -> int:
 async def running(tmp_path):
     port = free_port()
     hub_yaml = f"store: {{url: 'sqlite:///{tmp_path / 'hub.db'}'}}\nweb: {{listen: '127.0.0.1:{port}'}}\n"
-    eng = Engine(load_config(write_config(tmp_path / "cfg", hub_yaml, {"adt": ADT, "other": OTHER})), idle_poll=0.05)
+    eng = web_engine(
+        load_config(write_config(tmp_path / "cfg", hub_yaml, {"adt": ADT, "other": OTHER})), idle_poll=0.05
+    )
     await eng.start()
     auth = AuthStore(eng.store)
     auth.add_user("olivia", "operator", PW)
@@ -70,7 +71,9 @@ async def test_log_in_find_a_message_by_patient_id_open_it_and_replay_it(running
     except ImportError:
         need_peer(False, "the playwright package is not installed (pip install -e '.[test]')")
     eng, mid = running
-    base = eng.web.url
+    web = web_server(eng)
+    assert web is not None
+    base = web.url
     shots = Path(os.environ.get("HUB_SCREENSHOT_DIR") or tmp_path / "shots")
     shots.mkdir(parents=True, exist_ok=True)
     problems: list[str] = []

@@ -97,7 +97,7 @@ async def test_a_port_in_use_fails_that_channel_alone_in_one_line(tmp_path, busy
         HUB.format(db=tmp_path / "hub.db", port=18080),
         {"fa_adt": MEMORY, "fa_busy": MLLP.format(port=busy_port), "fa_free": MLLP_FREE},
     )
-    eng = Engine(load_config(cfg_dir), idle_poll=0.05, start_web=False)
+    eng = Engine(load_config(cfg_dir), idle_poll=0.05)
     with caplog.at_level(logging.INFO, logger="hub"):
         await eng.start()  # before: OSError out of start() — the whole hub exited
     try:
@@ -142,7 +142,7 @@ async def test_hub_status_shows_the_failed_channel(tmp_path, busy_port, capsys):
         HUB.format(db=tmp_path / "hub.db", port=18080),
         {"fa_adt": MEMORY, "fa_busy": MLLP.format(port=busy_port)},
     )
-    eng = Engine(load_config(cfg_dir), idle_poll=0.05, start_web=False)
+    eng = Engine(load_config(cfg_dir), idle_poll=0.05)
     await eng.start()
     try:
         capsys.readouterr()
@@ -168,7 +168,7 @@ async def test_a_failing_sftp_poll_shows_in_the_channel_and_the_metrics(tmp_path
         HUB.format(db=tmp_path / "hub.db", port=18080),
         {"fa_adt": MEMORY, "fa_roster": SFTP.format(port=_closed_port(), key=tmp_path / "no_such_key", known=known)},
     )
-    eng = Engine(load_config(cfg_dir), idle_poll=0.05, start_web=False)
+    eng = Engine(load_config(cfg_dir), idle_poll=0.05)
     await eng.start()
     try:
         src = eng.sources["fa_roster"]

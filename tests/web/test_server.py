@@ -10,7 +10,7 @@ import ssl
 import httpx
 import pytest
 from fastapi import APIRouter
-from websupport import ADT, OTHER, hl7, start_hub, until
+from websupport import ADT, OTHER, hl7, start_hub, until, web_engine, web_server
 
 from hub.engine import Engine
 from hub.errors import ConfigError
@@ -66,13 +66,14 @@ async def test_https_first_admin_from_env_metrics_and_stop(tmp_path, monkeypatch
     port = free_port()
     monkeypatch.setenv("HUB_ADMIN_USER", "root")
     monkeypatch.setenv("HUB_ADMIN_PASSWORD", PW)
-    eng = Engine(config(tmp_path, port, f"  tls: {{cert: '{cert}', key: '{key}'}}\n"), idle_poll=0.05)
+    eng = web_engine(config(tmp_path, port, f"  tls: {{cert: '{cert}', key: '{key}'}}\n"), idle_poll=0.05)
     await eng.start()
+    web = web_server(eng)
     try:
-        assert eng.web.url == f"https://127.0.0.1:{port}"
+        assert web is not None and web.url == f"https://127.0.0.1:{port}"
         await eng.sources["adt"].push(hl7("S1", "MRN1"))
         async with httpx.AsyncClient(
-            base_url=eng.web.url, verify=ssl.create_default_context(cafile=str(cert)), timeout=10
+            base_url=web.url, verify=ssl.create_default_context(cafile=str(cert)), timeout=10
         ) as c:
             r = await c.get("/healthz")
             assert r.json() == {"status": "ok"} and r.headers["strict-transport-security"]
@@ -97,7 +98,7 @@ async def test_https_first_admin_from_env_metrics_and_stop(tmp_path, monkeypatch
                 (await c.get("/api/channels")).raise_for_status()
     finally:
         await eng.stop()
-    assert eng.web is None
+    assert web_server(eng) is None and web.task is None
     with pytest.raises(OSError):  # nobody listens any more
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
@@ -109,18 +110,18 @@ async def test_an_env_admin_is_not_made_when_users_exist_and_a_busy_port_is_a_co
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", port))
         busy.listen(1)
-        eng = Engine(config(tmp_path, port), idle_poll=0.05)
-        with pytest.raises(ConfigError, match="web.listen"):
+        eng = web_engine(config(tmp_path, port), idle_poll=0.05)
+        with pytest.raises(ConfigError, match=r"web\.listen"):
             await eng.start()
         await eng.stop()
 
 
 async def test_bad_tls_files_are_a_config_error(tmp_path):
-    eng = Engine(
+    eng = web_engine(
         config(tmp_path, free_port(), f"  tls: {{cert: '{tmp_path}/nope.crt', key: '{tmp_path}/nope.key'}}\n"),
         idle_poll=0.05,
     )
-    with pytest.raises(ConfigError, match="web.tls"):
+    with pytest.raises(ConfigError, match=r"web\.tls"):
         await eng.start()
     await eng.stop()
 
@@ -154,8 +155,10 @@ async def test_mutual_tls_on_the_web_port_takes_only_clients_with_a_certificate_
     pki = make_pki(tmp_path / "pki")
     port = free_port()
     tls = f"  tls: {{cert: '{pki.server_cert}', key: '{pki.server_key}', ca: '{pki.ca}', client_cert: required}}\n"
-    eng = Engine(config(tmp_path, port, tls), idle_poll=0.05)
+    eng = web_engine(config(tmp_path, port, tls), idle_poll=0.05)
     await eng.start()
+    web = web_server(eng)
+    assert web is not None
     try:
 
         def ctx(cert=None, key=None):
@@ -164,13 +167,11 @@ async def test_mutual_tls_on_the_web_port_takes_only_clients_with_a_certificate_
                 c.load_cert_chain(str(cert), str(key))
             return c
 
-        async with httpx.AsyncClient(
-            base_url=eng.web.url, verify=ctx(pki.client_cert, pki.client_key), timeout=10
-        ) as c:
+        async with httpx.AsyncClient(base_url=web.url, verify=ctx(pki.client_cert, pki.client_key), timeout=10) as c:
             assert (await c.get("/healthz")).json() == {"status": "ok"}
             assert (await c.get("/api/channels")).status_code == 401  # the certificate opens the door, not the API
         for bad in (ctx(), ctx(pki.rogue_cert, pki.rogue_key)):  # no certificate; one from another CA
-            async with httpx.AsyncClient(base_url=eng.web.url, verify=bad, timeout=5) as c:
+            async with httpx.AsyncClient(base_url=web.url, verify=bad, timeout=5) as c:
                 with pytest.raises((httpx.HTTPError, ssl.SSLError)):
                     (await c.get("/healthz")).raise_for_status()
     finally:
@@ -180,3 +181,45 @@ async def test_mutual_tls_on_the_web_port_takes_only_clients_with_a_certificate_
 def test_a_client_certificate_needs_the_ca_that_signs_it(tmp_path):
     cfg = config(tmp_path, free_port(), "  tls: {cert: a.crt, key: a.key, client_cert: required}\n")
     assert any("client_cert needs ca" in str(p) for p in cfg.problems)
+
+
+async def test_web_enabled_false_serves_nothing(tmp_path):
+    port = free_port()
+    cfg = config(tmp_path, port, "  enabled: false\n")
+    eng = web_engine(cfg, idle_poll=0.05)
+    await eng.start()
+    try:
+        assert eng.services == [] and web_server(eng) is None and "adt" in eng.sources
+        with pytest.raises(OSError):  # nobody listens
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        await eng.stop()
+
+
+async def test_services_start_once_the_channels_run_and_stop_before_them(tmp_path):
+    seen: list[str] = []
+
+    class Service:
+        def __init__(self, name: str, eng: Engine) -> None:
+            self.name, self.eng = name, eng
+            seen.append(f"start {name}: {sorted(eng.sources)} {eng.channel_state('adt')}")
+
+        async def stop(self) -> None:
+            seen.append(f"stop {self.name}: {sorted(self.eng.sources)}")
+
+    async def first(eng: Engine) -> Service:
+        return Service("first", eng)
+
+    async def second(eng: Engine) -> Service:
+        return Service("second", eng)
+
+    eng = Engine(config(tmp_path, free_port(), "  enabled: false\n"), idle_poll=0.05, services=[first, second])
+    await eng.start()
+    await eng.stop()
+    assert seen == [
+        "start first: ['adt', 'other'] running",
+        "start second: ['adt', 'other'] running",
+        "stop second: ['adt', 'other']",
+        "stop first: ['adt', 'other']",
+    ]
+    assert eng.services == []

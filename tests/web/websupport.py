@@ -10,9 +10,11 @@ from typing import Any
 
 import httpx
 
+from hub.cli import _services
 from hub.engine import Engine
-from hub.spec import load_config
+from hub.spec import Config, load_config
 from hub.store.auth import AuthStore
+from hub.web import WebServer
 from support import SAMPLES, write_config
 
 PASSWORD = "synthetic-test-password-1"
@@ -94,6 +96,16 @@ class Hub:
         await self.engine.stop()
 
 
+def web_engine(cfg: Config, **kw: Any) -> Engine:
+    """An engine composed like `hub run` does it: with the web app as a service when web.enabled."""
+    return Engine(cfg, services=_services(cfg), **kw)
+
+
+def web_server(eng: Engine) -> WebServer | None:
+    """The web app an engine of :func:`web_engine` serves (None before start, after stop, or when disabled)."""
+    return next((s for s in eng.services if isinstance(s, WebServer)), None)
+
+
 def make_config(folder: Path, port: int = 0) -> Any:
     db = folder / "hub.db"
     return load_config(
@@ -107,7 +119,7 @@ async def start_hub(folder: Path, *, passwords: bool = False) -> Hub:
     from hub.web.app import create_app
 
     cfg = make_config(folder)
-    eng = Engine(cfg, idle_poll=0.05, start_web=False)
+    eng = Engine(cfg, idle_poll=0.05)  # no services: the app is driven through httpx's ASGI transport
     await eng.start()
     app = create_app(eng)
     auth = app.state.hub.auth

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy import Connection
 
 from hub.store.schema import metadata
 
-connection = context.config.attributes.get("connection")
+connection: Connection | None = context.config.attributes.get("connection")
 if connection is None:  # `alembic` command line use: url from the ini / -x url=
     from sqlalchemy import create_engine
 
     url = context.get_x_argument(as_dictionary=True).get("url") or context.config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise SystemExit("no database: give -x url=… or sqlalchemy.url in the ini")
     with create_engine(url).begin() as conn:
         context.configure(connection=conn, target_metadata=metadata, render_as_batch=conn.dialect.name == "sqlite")
         context.run_migrations()

@@ -14,6 +14,9 @@ Mapping tables live under ``mappings/fhir`` (:mod:`.maps`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from .document import FhirDocument, meta, parse
 from .maps import Tables, load_tables
 
@@ -22,7 +25,9 @@ from .maps import Tables, load_tables
 __all__ = ["FhirDocument", "parse", "meta", "Tables", "load_tables", "convert", "to_v2"]
 
 
-def __getattr__(name: str):  # the converters and validator import lazily (fhir.resources is heavy)
+def __getattr__(
+    name: str,
+) -> Callable[..., Any]:  # the converters and validator import lazily (fhir.resources is heavy)
     if name == "convert":
         from .v2_to_fhir import convert
 

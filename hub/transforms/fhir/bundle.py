@@ -143,13 +143,15 @@ class BundleBuilder:
         """The resource of the entry ``ref`` (a reference add() returned, or an equal one) points to."""
         for e, r in zip(self.entries, self.refs, strict=False):
             if r is ref or r == ref:
-                return e["resource"]
+                res: dict[str, Any] = e["resource"]
+                return res
         return None
 
     def first(self, rtype: str) -> dict[str, Any] | None:
         for e in self.entries:
-            if e["resource"]["resourceType"] == rtype:
-                return e["resource"]
+            res: dict[str, Any] = e["resource"]
+            if res["resourceType"] == rtype:
+                return res
         return None
 
     def build(self, meta: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -147,8 +147,9 @@ class _Parser:
     # ------------------------------------------------------------------ grammar
     def parse(self) -> Cond:
         cond = self.expr()
-        if self.peek() is not None:
-            raise self.fail(f"unexpected {self.peek()[1]!r}")  # type: ignore[index]
+        rest = self.peek()
+        if rest is not None:
+            raise self.fail(f"unexpected {rest[1]!r}")
         return cond
 
     def expr(self) -> Cond:
@@ -157,7 +158,12 @@ class _Parser:
             parts.append(self.conj())
         if len(parts) == 1:
             return parts[0]
-        return lambda r, ps=tuple(parts): any(p(r) for p in ps)
+        alternatives = tuple(parts)
+
+        def any_of(r: Any) -> bool:
+            return any(p(r) for p in alternatives)
+
+        return any_of
 
     def conj(self) -> Cond:
         parts = [self.unary()]
@@ -165,7 +171,12 @@ class _Parser:
             parts.append(self.unary())
         if len(parts) == 1:
             return parts[0]
-        return lambda r, ps=tuple(parts): all(p(r) for p in ps)
+        conjuncts = tuple(parts)
+
+        def all_of(r: Any) -> bool:
+            return all(p(r) for p in conjuncts)
+
+        return all_of
 
     def unary(self) -> Cond:
         if self.take_words("NOT"):
@@ -272,8 +283,8 @@ class _Parser:
             self.take_words("NOT", "EQUALS")
             or self.take_words("IS", "NOT")
             or self.take_words("NOT", "EQUAL", "TO")
-            or (self.word() == "NOT" and self.peek(1) is not None and self.peek(1)[0] == "str")
-        ):  # type: ignore[index]
+            or (self.word() == "NOT" and (after := self.peek(1)) is not None and after[0] == "str")
+        ):
             if self.word() == "NOT":
                 self.i += 1
             val = self.literal()
@@ -284,10 +295,10 @@ class _Parser:
             if op in ("=", "!="):
                 return (lambda r: r.value(path) == val) if op == "=" else (lambda r: r.value(path) != val)
             try:
-                n = float(val)
+                bound = float(val)
             except ValueError:
                 raise self.fail(f"{val!r} is not a number") from None
-            return _numeric(op, n, lambda r: _num(r.value(path)))
+            return _numeric(op, bound, lambda r: _num(r.value(path)))
         return _valued(path, True)  # a bare path: it is valued ("IF PID-33 AND PID-34 VALUED")
 
 

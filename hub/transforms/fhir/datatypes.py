@@ -151,8 +151,7 @@ class V2:
         all_plain = (not esc or text.count(esc) == msh2.count(esc)) and (not ss or text.count(ss) == msh2.count(ss))
         check = not all_plain
         plain = True
-        i = 0
-        for s in msg.segments:
+        for i, s in enumerate(msg.segments):
             name = s.name
             fields = s.fields
             if check:
@@ -161,7 +160,6 @@ class V2:
                     text = text[4 + len(fields[2]) :] if len(fields) > 2 else ""
                 plain = not ((esc and esc in text) or (ss and ss in text))
             seg = Seg(name, fields, i, plain)
-            i += 1
             segs.append(seg)
             lst = by_name.get(name)
             if lst is None:

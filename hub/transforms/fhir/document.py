@@ -34,7 +34,8 @@ try:
         return orjson.loads(data)
 
     def _dumps(obj: Any) -> bytes:
-        return orjson.dumps(obj)
+        out: bytes = orjson.dumps(obj)  # (orjson is untyped here: ignore_missing_imports)
+        return out
 
 except ImportError:  # pragma: no cover
 
@@ -59,7 +60,9 @@ _cache: dict[str, list[tuple[str, Any, Any]]] = {}
 
 def _split_dots(path: str) -> list[str]:
     """Split on dots outside parentheses and quotes."""
-    out, depth, quote, cur = [], 0, False, []
+    out: list[str] = []
+    cur: list[str] = []
+    depth, quote = 0, False
     for ch in path:
         if ch == "'" and depth:
             quote = not quote
@@ -176,7 +179,9 @@ class FhirDocument:
         if d.get("resourceType") == "Bundle":
             entries = d.get("entry")
             entries = entries if isinstance(entries, list) else []  # wrongly shaped JSON: no entries to read
-            out = [e.get("resource") for e in entries if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+            out: list[dict[str, Any]] = [
+                e["resource"] for e in entries if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+            ]
         else:
             out = [d]
         return [r for r in out if rtype is None or r.get("resourceType") == rtype]

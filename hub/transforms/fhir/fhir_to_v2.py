@@ -160,7 +160,8 @@ class _Out:
         return [ident.get("value", ""), auth]
 
     def ident_typed(self, res: dict[str, Any], typ: str) -> dict[str, Any] | None:
-        for i in res.get("identifier") or []:
+        idents: list[dict[str, Any]] = res.get("identifier") or []
+        for i in idents:
             if ((i.get("type") or {}).get("coding") or [{}])[0].get("code") == typ:
                 return i
         return None
@@ -248,7 +249,7 @@ class _Out:
             return [((ref or {}).get("display") or "")] if isinstance(ref, dict) else []
         for i in res.get("identifier") or []:
             if i.get("system") == self.t.location_system:
-                out = i.get("value", "").split("^")
+                out: list[str] = i.get("value", "").split("^")
                 if res.get("description"):
                     out = out + [""] * (8 - len(out)) + [res["description"]]
                 return out
@@ -259,14 +260,9 @@ class _Out:
         if not code and not unit:
             return []
         name = "UCUM" if system == "http://unitsofmeasure.org" else self.t.system_name(system)
-        if (
-            name == "UCUM"
-            and self.t.code_map("units").get(unit)
-            and self.t.code_map("units").get(unit)[0] == code
-            and unit != code
-        ):
+        if name == "UCUM" and (hit := self.t.code_map("units").get(unit)) and hit[0] == code and unit != code:
             return [unit]  # it came in as a local unit mapped to UCUM: give the local unit back
-        return [code or unit, unit if unit != code else unit, name]
+        return [code or unit, unit, name]
 
     @staticmethod
     def num(v: Any) -> str:
@@ -279,7 +275,8 @@ class _Out:
     # ------------------------------------------------------------------ segments
     def header(self, mtype: str) -> None:
         c = self.cfg
-        ident = self.data.get("identifier") if isinstance(self.data.get("identifier"), dict) else {}
+        sent = self.data.get("identifier")
+        ident: dict[str, Any] = sent if isinstance(sent, dict) else {}
         control = ident.get("value") if c.keep_control_id else None
         self.msg = new_message(
             mtype,
@@ -318,7 +315,7 @@ class _Out:
                         vc = sub.get("valueCoding") or {}
                         self.comps(
                             f"PID-{field}[{n}]",
-                            [vc.get("code"), vc.get("display"), "CDCREC" if field == 10 else "CDCREC"],
+                            [vc.get("code"), vc.get("display"), "CDCREC"],
                         )
             elif e.get("url") == "http://hl7.org/fhir/StructureDefinition/patient-religion":
                 self.comps("PID-17", self.cwe(e.get("valueCodeableConcept")))
@@ -788,7 +785,8 @@ class _Out:
             else:
                 types = sorted({e["resource"].get("resourceType", "?") for e in self.entries})
                 raise MappingError(
-                    f"fhir_to_v2 finds nothing to map in {', '.join(types) or 'an empty Bundle'} (it maps Patient/Encounter, ServiceRequest, Appointment, MedicationRequest, DiagnosticReport)"
+                    f"fhir_to_v2 finds nothing to map in {', '.join(types) or 'an empty Bundle'} (it maps "
+                    "Patient/Encounter, ServiceRequest, Appointment, MedicationRequest, DiagnosticReport)"
                 )
         if kind == "ADT":
             self.adt()
@@ -899,7 +897,7 @@ def to_v2(
         data = parse_fhir(data)
     if isinstance(data, FhirDocument):
         data = data.data
-    return _convert(data, tables or load_tables(None), config or FhirToV2.Config(type="fhir_to_v2"))
+    return _convert(data, tables or load_tables(None), config or FhirToV2.Config.model_validate({"type": "fhir_to_v2"}))
 
 
 class FhirToV2:

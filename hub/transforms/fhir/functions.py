@@ -5,49 +5,28 @@ repetition, a component), ``ctx`` reads other values (:class:`~.v2_to_fhir.Ctx`:
 ``args`` are the table's arguments (v2 paths, labels like ``DiagnosticReport[1]``, quoted text). A function returns
 the FHIR value to write at the row's target, or None for nothing. ``whole_field`` functions get every repetition at
 once (a list of component lists). Keep this list short: a new mapping should be a table row when it can.
+
+These are the functions every message family uses; :mod:`.functions_adt` and :mod:`.functions_pharmacy` hold
+those of one family (per message family: keep each small). All of them register with
+:func:`.functions_base.register`, and :mod:`.table_functions` imports every one of them for
+:data:`~.table_functions.FUNCTIONS`, the registry the tables are compiled against (:mod:`.mapdefs`).
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
-from collections.abc import Callable
 from typing import Any
 
 from .conditions import Path
-from .mapdefs import FUNCTIONS
+from .functions_base import APPENDED, datatype_at, keyed, number, register, short_hash, units_of
 from .values import problem
 
-__all__ = ["register", "APPENDED", "datatype_at", "keyed"]
-
-
-APPENDED = "\x00appended"  # a function's answer "written into what an earlier row made" (the lines of one text)
-
-
-def register(
-    name: str, *, whole_field: bool = False, pure: bool = False, reads: tuple[int, ...] = ()
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """``pure``: the result depends only on the value being mapped (its components) and the tables — never on the
-    patient, other segments or instances — so a data type map made only of such rows may reuse its results.
-    ``reads``: the components of the value the function reads besides the row's own (``--explain`` counts them)."""
-
-    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        fn.whole_field = whole_field  # type: ignore[attr-defined]
-        fn.pure = pure  # type: ignore[attr-defined]
-        fn.reads = reads  # type: ignore[attr-defined]
-        FUNCTIONS[name] = fn
-        return fn
-
-    return deco
+__all__ = ["register", "APPENDED", "datatype_at", "keyed"]  # from .functions_base
 
 
 def _val(ctx: Any, arg: Any) -> str:
     return ctx.value(arg) if isinstance(arg, Path) else str(arg)
-
-
-def _h(*parts: str) -> str:
-    return hashlib.sha1("|".join(parts).encode("utf-8")).hexdigest()[:20]
 
 
 # ---------------------------------------------------------------------------------------------- systems
@@ -59,14 +38,16 @@ def identifier_system(run: Any, ctx: Any, row: Any, raw: str, authority: Path, t
     hd = (ctx.subs(authority) + ["", "", ""])[:3]
     t = _val(ctx, type_code) if type_code is not None else ""
     name = hd[0] or (t if t == "NPI" else "")
-    return run.tables.identifier_system(name, t, hd[1], hd[2])
+    system: str = run.tables.identifier_system(name, t, hd[1], hd[2])
+    return system
 
 
 @register("ei_system", pure=True, reads=(2, 3, 4))
 def ei_system(run: Any, ctx: Any, row: Any, raw: str) -> str:
     """EI: namespace (EI.2), universal id (EI.3) and its type (EI.4) → Identifier.system, as for an authority."""
     d = _parts(run, ctx, 4)
-    return run.tables.identifier_system(d[1], "", d[2], d[3])
+    system: str = run.tables.identifier_system(d[1], "", d[2], d[3])
+    return system
 
 
 @register("coding_system", pure=True)
@@ -84,14 +65,14 @@ def derived(run: Any, ctx: Any, row: Any, raw: str, resource: str, *parts: Any) 
     identifier and the named values, so a resent message updates the same resource."""
     return {
         "system": run.tables.derived_system(str(resource)),
-        "value": _h(run.patient_key, *(_val(ctx, p) for p in parts)),
+        "value": short_hash(run.patient_key, *(_val(ctx, p) for p in parts)),
     }
 
 
 @register("derived_shared")
 def derived_shared(run: Any, ctx: Any, row: Any, raw: str, resource: str, *parts: Any) -> dict[str, Any]:
     """As ``derived`` but the same for every patient (a payer known only by its name)."""
-    return {"system": run.tables.derived_system(str(resource)), "value": _h(*(_val(ctx, p) for p in parts))}
+    return {"system": run.tables.derived_system(str(resource)), "value": short_hash(*(_val(ctx, p) for p in parts))}
 
 
 @register("child_id")
@@ -106,7 +87,7 @@ def child_id(
     key = run.key_of_instance(inst)
     if key is None:
         return None
-    obs = ctx.value(code) or _h(ctx.raw(code))
+    obs = ctx.value(code) or short_hash(ctx.raw(code))
     sub_id = ctx.value(sub) if sub is not None else ""
     out = {"system": key.get("system", ""), "value": f"{key['value']}-{obs}" + (f"-{sub_id}" if sub_id else "")}
     if not out["system"]:
@@ -167,47 +148,6 @@ def place_kind(run: Any, ctx: Any, row: Any, raw: str) -> dict[str, Any] | None:
 
 
 # ---------------------------------------------------------------------------------------------- quantities
-def _number(text: str) -> int | float | None:
-    t = text.strip()
-    if not t or not t.isascii() or "e" in t.lower():
-        return None
-    try:
-        if t.lstrip("+-").isdigit():
-            return int(t)
-        f = float(t)
-    except ValueError:
-        return None
-    return None if f != f or f in (float("inf"), float("-inf")) else f
-
-
-def units_of(run: Any, comps: list[str]) -> dict[str, Any]:
-    """CWE units (OBX-6, RXA-7 …) → unit/system/code of a Quantity (UCUM when the sender says so or the units
-    code map knows the code)."""
-    d = run.v
-    vals = [(d.d(c.split(d.ss, 1)[0]) if d.ss and d.ss in c else d.d(c)) for c in comps[:3]] + ["", "", ""]
-    code, text, cs = vals[0], vals[1], vals[2]
-    if cs == "UCUM":
-        unit, system = text or code, "http://unitsofmeasure.org"
-    elif cs == "":
-        hit = run.tables.code_map("units").get(code)
-        if hit:
-            unit, system, code = text or code, hit[1], hit[0]
-        elif code or text:
-            return {"unit": text or code}
-        else:
-            return {}
-    else:
-        unit, system = text or code, run.tables.system_uri(cs)
-    out: dict[str, Any] = {}
-    if unit:
-        out["unit"] = unit
-    if system:
-        out["system"] = system
-    if code:
-        out["code"] = code
-    return out
-
-
 def _units_at(run: Any, ctx: Any, path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
@@ -225,7 +165,7 @@ def quantity(run: Any, ctx: Any, row: Any, raw: str, units: Path | None = None) 
         if text.startswith(op):
             comparator, text = op, text[len(op) :].strip()
             break
-    n = _number(text)
+    n = number(text)
     if n is None:
         run.invalid(run.where(ctx, row), "not a number though the value type is NM; kept as text")
         return None
@@ -246,13 +186,13 @@ def unless_number(run: Any, ctx: Any, row: Any, raw: str) -> str | None:
     """The text of a value that is not a number (the NM that could not be a Quantity)."""
     text = run.v.d(run.v.cs.join(raw.split(run.v.cs))).strip()
     t = text.lstrip("<>=").strip()
-    return None if _number(t) is not None else (text or None)
+    return None if number(t) is not None else (text or None)
 
 
 def _sn(run: Any, raw: str) -> tuple[str, int | float | None, str, int | float | None]:
     d = run.v
     comps = [d.d(c) for c in raw.split(d.cs)] + ["", "", "", ""]
-    return comps[0], _number(comps[1]), comps[2], _number(comps[3])
+    return comps[0], number(comps[1]), comps[2], number(comps[3])
 
 
 @register("sn_quantity", pure=True)
@@ -310,12 +250,12 @@ def reference_range(run: Any, ctx: Any, row: Any, raw: str, units: Path | None =
     lo = hi = None
     if "-" in s[1:]:
         i = s.index("-", 1)
-        lo, hi = _number(s[:i]), _number(s[i + 1 :])
+        lo, hi = number(s[:i]), number(s[i + 1 :])
     elif s.startswith((">=", "<=")):
-        n = _number(s[2:])
+        n = number(s[2:])
         lo, hi = (n, None) if s.startswith(">=") else (None, n)
     elif s[:1] in (">", "<"):
-        n = _number(s[1:])
+        n = number(s[1:])
         lo, hi = (n, None) if s[0] == ">" else (None, n)
     out: dict[str, Any] = {}
     if lo is not None:
@@ -417,7 +357,7 @@ def us_core_race(run: Any, ctx: Any, row: Any, reps: list[list[str]], which: str
 
 @register("hash")
 def hash_of(run: Any, ctx: Any, row: Any, raw: str) -> str:
-    return _h(json.dumps(raw))
+    return short_hash(json.dumps(raw))
 
 
 @register("hd_identifier", pure=True, reads=(1, 2, 3))
@@ -467,24 +407,7 @@ def joined(run: Any, ctx: Any, row: Any, reps: list[list[str]], sep: str = "\n")
     return text or None
 
 
-# ---------------------------------------------------------------------------------------------- resources of several fields
-def datatype_at(run: Any, ctx: Any, path: Path | None, name: str) -> Any:
-    """What the data type map ``name`` makes of the value at ``path`` (its first repetition); None when empty."""
-    value = ctx.raw(path) if path is not None else ""
-    return run.apply_datatype(run.defs.datatypes[name], value, 0, ctx) if value else None
-
-
-def keyed(run: Any, mp: Any, body: dict[str, Any], *parts: str) -> dict[str, Any]:
-    """A resource the tables would only name (``without_key: display``: no identifier) but which carries more than
-    its name (an address, a phone): an identifier derived from what was sent (the same for every patient, as
-    ``fn:derived_shared``), so the content reaches the Bundle instead of a bare display."""
-    rule = run.defs.resources.get(mp.type)
-    if body.get("identifier") or rule is None or rule.without_key != "display" or len(body) < 2:
-        return body
-    body["identifier"] = [{"system": run.tables.derived_system(mp.type), "value": _h(mp.type, *parts)}]
-    return body
-
-
+# ------------------------------------------------------------------------------------ resources of several fields
 @register("organization_with")
 def organization_with(
     run: Any, ctx: Any, row: Any, raw: str, address: Path | None = None, producer: Path | None = None
@@ -502,8 +425,5 @@ def organization_with(
     if not body:
         return None
     keyed(run, org, body, raw, ctx.raw(address) if address is not None else "")
-    return run.resource_value(org, body)
-
-
-# Functions of the message families (imported for their registrations).
-from . import functions_adt, functions_pharmacy  # noqa: E402,F401  (per message family: keep each small)
+    organization: dict[str, Any] | None = run.resource_value(org, body)
+    return organization

@@ -10,7 +10,7 @@ from typing import Any
 
 from .conditions import Path
 from .datatypes import dtm
-from .functions import register
+from .functions_base import register
 from .values import problem
 
 __all__: list[str] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .conditions import Path
-from .functions import _number, datatype_at, keyed, register, units_of
+from .functions_base import datatype_at, keyed, number, register, units_of
 
 __all__: list[str] = []
 
@@ -19,7 +19,7 @@ def cq_quantity(run: Any, ctx: Any, row: Any, raw: str) -> dict[str, Any] | None
     text = d.d(parts[0].split(d.ss, 1)[0] if d.ss else parts[0]).strip()
     if not text:
         return None
-    n = _number(text)
+    n = number(text)
     if n is None:
         run.invalid(run.where(ctx, row), f"quantity {text!r} is not a number")
         return None

@@ -18,14 +18,13 @@ from hub.errors import ConfigError
 
 from . import r4
 from .conditions import ConditionError, Path, parse_condition, parse_source
+from .table_functions import FUNCTIONS  # every function a table may name (fn:name(args))
 
 __all__ = [
     "Defs", "SegmentMap", "DatatypeMap", "Row", "Target", "Step", "MessageDef", "Node", "MsgRow", "Ref",
     "ResourceRule", "load_defs", "FUNCTIONS",
 ]  # fmt: skip
 
-# Functions a table may name (``fn:name(args)``); hub/transforms/fhir/functions.py registers them at import.
-FUNCTIONS: dict[str, Callable[..., Any]] = {}
 
 _TEXT_MAPS = {"ST": "text", "TX": "formatted", "FT": "formatted", "text": "text", "formatted": "formatted"}
 
@@ -613,8 +612,6 @@ def _default_value(text: str) -> Any:
 
 # ---------------------------------------------------------------------------------------------- all of it
 def load_defs(folder: FsPath) -> Defs:
-    from . import functions  # noqa: F401 - registers FUNCTIONS
-
     d = Defs(folder)
     st = folder / "structures.csv"
     if st.is_file():
@@ -636,7 +633,8 @@ def load_defs(folder: FsPath) -> Defs:
         md = _load_message(p, d.segments)
         d.messages[md.name] = md
     # resolve the maps rows name
-    for owner in [*d.datatypes.values(), *d.segments.values()]:
+    owners: list[DatatypeMap | SegmentMap] = [*d.datatypes.values(), *d.segments.values()]
+    for owner in owners:
         for row in owner.rows:
             if row.kind == "map":
                 mp = d.datatypes.get(row.map_name)
@@ -659,7 +657,8 @@ def load_defs(folder: FsPath) -> Defs:
                         in ("SimpleQuantity", "Duration", "Age", "Count", "Distance", "MoneyQuantity")
                     ):
                         raise ConfigError(
-                            f"{row.where}: {row.map_name} makes a {mp.type}, the target {row.target.text} is a {row.target.type}"
+                            f"{row.where}: {row.map_name} makes a {mp.type}, "
+                            f"the target {row.target.text} is a {row.target.type}"
                         )
                 row.map = mp
     return d

@@ -21,7 +21,7 @@ import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 from urllib.parse import quote, unquote
 
 import yaml
@@ -52,10 +52,18 @@ class CodeMap:
             hit = self.forward.get(v2_code.upper()) or self.forward.get(v2_code.lower())
         return hit
 
+    @overload
+    def code(self, v2_code: str | None, default: str) -> str: ...
+    @overload
+    def code(self, v2_code: str | None, default: None = None) -> str | None: ...
     def code(self, v2_code: str | None, default: str | None = None) -> str | None:
         hit = self.get(v2_code)
         return hit[0] if hit else default
 
+    @overload
+    def back(self, fhir_code: str | None, default: str) -> str: ...
+    @overload
+    def back(self, fhir_code: str | None, default: None = None) -> str | None: ...
     def back(self, fhir_code: str | None, default: str | None = None) -> str | None:
         if not fhir_code:
             return default

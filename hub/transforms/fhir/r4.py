@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = ["index", "Elem", "child", "is_resource", "is_primitive", "TypeRef", "required_codes"]
 
@@ -22,7 +22,8 @@ _INDEX = Path(__file__).with_name("r4_index.json.gz")
 
 @lru_cache(maxsize=1)
 def index() -> dict[str, Any]:
-    return json.loads(gzip.decompress(_INDEX.read_bytes()))
+    data: dict[str, Any] = json.loads(gzip.decompress(_INDEX.read_bytes()))
+    return data
 
 
 class TypeRef:
@@ -31,7 +32,10 @@ class TypeRef:
     (the converter looks children up by TypeRef for every element it writes and checks)."""
 
     __slots__ = ("kids", "prefix", "root")
-    _all: dict[tuple[str, str], TypeRef] = {}
+    _all: ClassVar[dict[tuple[str, str], TypeRef]] = {}
+    root: str
+    prefix: str
+    kids: dict[str, Elem | None]  # child name → Elem | None, filled by child()
 
     def __new__(cls, root: str, prefix: str = "") -> TypeRef:
         key = (root, prefix)
@@ -40,7 +44,7 @@ class TypeRef:
             got = object.__new__(cls)
             got.root = root
             got.prefix = prefix
-            got.kids = {}  # child name → Elem | None, filled by child()
+            got.kids = {}
             cls._all[key] = got
         return got
 

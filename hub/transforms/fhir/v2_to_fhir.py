@@ -38,7 +38,7 @@ from .bundle import BundleBuilder
 from .conditions import Path
 from .datatypes import V2, Seg, date_of, dtm
 from .document import FhirDocument
-from .functions import APPENDED, _number
+from .functions_base import APPENDED, number
 from .mapdefs import DatatypeMap, Defs, MessageDef, MsgRow, Node, Row, SegmentMap, Target
 from .maps import Tables, load_tables
 from .validate import period_reversed, resource_invariants
@@ -47,7 +47,8 @@ try:  # orjson is several times faster; the standard library is the fallback
     import orjson
 
     def dumps(obj: Any) -> bytes:
-        return orjson.dumps(obj)
+        out: bytes = orjson.dumps(obj)  # (orjson is untyped here: ignore_missing_imports)
+        return out
 
 except ImportError:  # pragma: no cover - depends on the environment
 
@@ -125,7 +126,7 @@ def _place(md: MessageDef, segs: list[Seg]) -> tuple[list[tuple[Seg, Node, Occ]]
     """Put each segment into the structure: (segment, position, group occurrence) in message order, and the
     segments the structure has no place for (Z-segments, strays) with the occurrence they were found in.
 
-    Written by hand (as :mod:`hub.transforms.hl7v2.validation` does for strict validation): walking the structure in
+    Written by hand (as :mod:`hub.transforms.hl7v2.validate` does for strict validation): walking the structure in
     order like HAPI, but tolerant — a segment out of order is put where its name fits in an open group rather
     than refused, since a converter must take what senders really send."""
     root = Occ(md.root, None)
@@ -357,9 +358,9 @@ class Conversion:
             return inst
         o: Occ | None = occ
         while o is not None:
-            inst = o.labels.get(row.label)
-            if inst is not None:
-                return inst
+            found = o.labels.get(row.label)
+            if found is not None:
+                return found
             o = o.parent
         inst = self.new_instance(row.type, row.label)
         occ.labels[row.label] = inst
@@ -853,8 +854,8 @@ class Conversion:
                     _finish_text(inst.res, tgt, lines)
             rule = defs.resources.get(inst.type)
             if rule is not None:
-                for tgt, val in rule.defaults:
-                    _put_default(inst.res, tgt, _copy(val))
+                for default_tgt, val in rule.defaults:
+                    _put_default(inst.res, default_tgt, _copy(val))
             key = _key_of(inst.res, rule.key_type if rule else "")
             if key is None and rule is not None and rule.without_key == "derive":
                 key = {
@@ -1134,8 +1135,11 @@ def _prune(node: dict[str, Any], ref: r4.TypeRef | None, reversed_periods: list[
             child = r4.child(ref, k) if ref is not None else None
             kid_ref = child.children if child is not None else (_ELEMENT if k[:1] == "_" else None)
             if _prune(x, kid_ref, reversed_periods) or (
-                child is not None and child.type == "BackboneElement" and _misses_required(x, kid_ref)
-            ):  # type: ignore[arg-type]
+                child is not None
+                and child.type == "BackboneElement"
+                and kid_ref is not None  # (always: a BackboneElement lists its children)
+                and _misses_required(x, kid_ref)
+            ):
                 del node[k]
             elif kid_ref is _PERIOD and "start" in x and "end" in x and period_reversed(x):
                 reversed_periods.append(
@@ -1221,11 +1225,10 @@ def _misses_required(item: dict[str, Any], ref: r4.TypeRef) -> bool:
 
 
 def _key_of(res: dict[str, Any], key_type: str) -> dict[str, Any] | None:
-    idents = res.get("identifier")
-    if not idents:
+    raw = res.get("identifier")
+    if not raw:
         return None
-    if isinstance(idents, dict):
-        idents = [idents]
+    idents: list[dict[str, Any]] = [raw] if isinstance(raw, dict) else raw
     if key_type:
         for x in idents:
             typ = x.get("type") or {}
@@ -1279,7 +1282,7 @@ def _time(run: Conversion, text: str) -> str | None:
 
 
 def _decimal(run: Conversion, text: str) -> int | float | None:
-    return _number(text)  # a plain number: no exponent, no NaN or infinity (FHIR's decimal)
+    return number(text)  # a plain number: no exponent, no NaN or infinity (FHIR's decimal)
 
 
 def _integer(run: Conversion, text: str) -> int | None:
@@ -1339,7 +1342,9 @@ def convert(
     """One v2 message → a FHIR Bundle (a dict). Raises MappingError for what cannot be mapped."""
     if not isinstance(msg, Hl7Message):
         msg = parse_v2(msg)
-    return Conversion(msg, tables or load_tables(None), config or V2ToFhir.Config(type="v2_to_fhir")).run()
+    return Conversion(
+        msg, tables or load_tables(None), config or V2ToFhir.Config.model_validate({"type": "v2_to_fhir"})
+    ).run()
 
 
 def explain(
@@ -1349,7 +1354,9 @@ def explain(
     (:meth:`Conversion.coverage`), and the warnings (values left out as invalid)."""
     if not isinstance(msg, Hl7Message):
         msg = parse_v2(msg)
-    conv = Conversion(msg, tables or load_tables(None), config or V2ToFhir.Config(type="v2_to_fhir"), explain=True)
+    conv = Conversion(
+        msg, tables or load_tables(None), config or V2ToFhir.Config.model_validate({"type": "v2_to_fhir"}), explain=True
+    )
     bundle = conv.run()
     return bundle, conv.coverage(), list(conv.warnings)
 
@@ -1361,15 +1368,16 @@ class V2ToFhir:
         type: Literal["v2_to_fhir"] = "v2_to_fhir"
         bundle: Literal["transaction", "batch", "collection"] = Field(
             "transaction",
-            description="Bundle type. transaction: all-or-nothing with conditional create/update and references between "
-            "entries; batch: independent entries (references by identifier); collection: just the resources.",
+            description="Bundle type. transaction: all-or-nothing with conditional create/update and references "
+            "between entries; batch: independent entries (references by identifier); collection: just the resources.",
         )
         patient: Literal["auto", "update", "fill", "create"] = Field(
             "auto",
-            description="How the Patient entry is written: update = conditional PUT on the MRN (the fhir_rest destination "
-            "merges it into what the server holds: what the message carries wins, nothing else is removed); fill = create "
-            "when absent, else only add what the server lacks; create = create when absent, never touch an existing one; "
-            "auto = update for ADT/SIU/BAR, fill otherwise (a lab's copy of the demographics never overrides the PM's).",
+            description="How the Patient entry is written: update = conditional PUT on the MRN (the fhir_rest "
+            "destination merges it into what the server holds: what the message carries wins, nothing else is "
+            "removed); fill = create when absent, else only add what the server lacks; create = create when absent, "
+            "never touch an existing one; auto = update for ADT/SIU/BAR, fill otherwise (a lab's copy of the "
+            "demographics never overrides the PM's).",
         )
         timezone: str = Field(
             "Z",
@@ -1379,13 +1387,14 @@ class V2ToFhir:
         )
         mappings: str = Field(
             "fhir",
-            description="Folder of the tables (structures, messages, segments, datatypes, codes …), relative to the mappings folder.",
+            description="Folder of the tables (structures, messages, segments, datatypes, codes …), "
+            "relative to the mappings folder.",
         )
         invalid: Literal["warn", "reject"] = Field(
             "warn",
-            description="A value that is not valid FHIR (a date like 20220229, an hour 26, a code outside its value set): "
-            "warn = leave it out and record a warning on the message (hub show lists it); reject = refuse the message "
-            "with the value's location (AR/AE, 422).",
+            description="A value that is not valid FHIR (a date like 20220229, an hour 26, a code outside its value "
+            "set): warn = leave it out and record a warning on the message (hub show lists it); reject = refuse the "
+            "message with the value's location (AR/AE, 422).",
         )
 
     def __init__(self, config: Config, ctx: Any) -> None:

@@ -146,16 +146,15 @@ def is_unsigned_int(v: Any) -> bool:
     return n is not None and 0 <= n <= _INT_MAX and not (type(v) is str and v[0] == "-")  # R4: no "-0"
 
 
-def is_decimal(v: Any) -> bool:
+def is_decimal(v: object) -> bool:
     """A finite number (int, float, Decimal — not bool) or its text per R4's decimal regex."""
-    t = type(v)
-    if t is int:
+    if type(v) is int:
         return True
-    if t is float:
+    if type(v) is float:
         return math.isfinite(v)
-    if t is str:
+    if type(v) is str:
         return _DECIMAL_RE.fullmatch(v) is not None
-    if t is Decimal:
+    if type(v) is Decimal:
         return v.is_finite()
     return False
 
@@ -321,7 +320,8 @@ def _reason(t: str, v: Any) -> str:
     if t in ("date", "dateTime", "instant"):
         return _date_reason(t, v)
     if t == "time":
-        return _clock_reasons(*(v.split(":", 2) + [None, None])[:3]) or "not in the format hh:mm:ss[.fff]"
+        h, mi, sec = (v.split(":", 2) + [None, None])[:3]
+        return _clock_reasons(h or "", mi, sec) or "not in the format hh:mm:ss[.fff]"
     if t in ("string", "markdown"):
         if v.strip() == "":
             return "must contain more than whitespace"

@@ -11,7 +11,7 @@
     validate(msg)                       # hl7apy strict validation → [Issue]; check_basic(msg) is the cheap one
 
 Modules: :mod:`.er7` (parser and document), :mod:`.paths`, :mod:`.escaping`, :mod:`.charsets`, :mod:`.batch`,
-:mod:`.ack`, :mod:`.validation` (imports hl7apy lazily, so importing this package stays cheap).
+:mod:`.ack`, :mod:`.validate` (imports hl7apy lazily, so importing this package stays cheap).
 
 Reading rules in one place (details in :mod:`.er7`): ``get`` returns None for absent/empty, decoded text for a
 leaf, the ER7 text as written (an :class:`Er7` ``str``) for a composite, ``'""'`` for the HL7 null, and keeps
@@ -25,7 +25,7 @@ from .batch import is_batch, split_batch
 from .er7 import NULL, Er7, Hl7Message, Segment, format_ts, meta, new_control_id, new_message, parse
 from .escaping import DEFAULT_ENCODING_CHARS, EncodingChars, escape, unescape
 from .paths import Hl7Path, check_path, parse_path
-from .validation import check_basic, validate
+from .validate import check_basic, validate
 
 __all__ = [
     "parse",

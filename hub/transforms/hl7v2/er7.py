@@ -32,9 +32,9 @@ Reading rules (the choices other modules rely on):
 
 Writing rules:
 
-* ``set`` escapes a plain ``str`` (delimiters → ``\\F\\ \\S\\ \\T\\ \\R\\ \\E\\``, CR/LF → ``\\X0D\\``/``\\X0A\\``; formatting
-  escapes already in the text are kept), writes an :class:`Er7` as structure, ``'""'`` as the HL7 null and
-  ``None`` as a delete. ``set("PID-3", v)`` replaces the whole field (all repetitions).
+* ``set`` escapes a plain ``str`` (delimiters → ``\\F\\ \\S\\ \\T\\ \\R\\ \\E\\``, CR/LF →
+  ``\\X0D\\``/``\\X0A\\``; formatting escapes already in the text are kept), writes an :class:`Er7` as structure,
+  ``'""'`` as the HL7 null and ``None`` as a delete. ``set("PID-3", v)`` replaces the whole field (all repetitions).
 * Missing segments are created after the last segment of the same name (else at the end); ``OBX[5]`` with two
   OBX creates OBX 3, 4 and 5. Missing fields, repetitions, components and subcomponents are created empty.
 * ``delete`` empties the element; trailing empty components/repetitions/fields of what changed are dropped.
@@ -502,7 +502,8 @@ class Hl7Message:
         return len(self._segs)
 
     def append_segment(self, text: str, *, after: Segment | None = None) -> Segment:
-        """Add a segment written as ER7 with this message's delimiters (``"ZPI|1|x"``), at the end or after ``after``."""
+        """Add a segment written as ER7 with this message's delimiters (``"ZPI|1|x"``), at the end or after
+        ``after``."""
         name = text[:3]
         if not _SEG_ID_RE.match(name) or (len(text) > 3 and text[3] != self.enc.field):
             raise MappingError(
@@ -1052,18 +1053,19 @@ def parse(raw: bytes | str, *, encoding: str | None = None) -> Hl7Message:
 
 
 # ---------------------------------------------------------------------- building
-_NOW: list[Any] = [None, ""]  # [second, its DTM]: every ACK wants "now"; two strftime calls cost ~5 µs
+_NOW: list[tuple[int, str]] = [(-1, "")]  # [(second, its DTM)]: every ACK wants "now"; two strftime calls cost ~5 µs
 
 
 def format_ts(now: datetime | None = None) -> str:
     """An HL7 DTM: ``YYYYMMDDHHMMSS`` plus ``+/-ZZZZ`` when the datetime is aware (default: now, UTC)."""
     if now is None:
         second = int(time.time())
-        if _NOW[0] == second:
-            return _NOW[1]
+        cached_second, cached = _NOW[0]
+        if cached_second == second:
+            return cached
         now = datetime.fromtimestamp(second, UTC)
         out = now.strftime("%Y%m%d%H%M%S%z")
-        _NOW[:] = [second, out]
+        _NOW[0] = (second, out)
         return out
     out = now.strftime("%Y%m%d%H%M%S")
     if now.tzinfo is not None:

@@ -82,7 +82,10 @@ def encoding_chars(enc: EncodingChars | str | None) -> EncodingChars:
 
 
 # Sequences that unescape() keeps verbatim and escape() leaves alone (see the module docstring).
-_KEPT_BODY = r"(?:H|N|\.br|\.sp[+-]?\d*|\.in[+-]?\d*|\.ti[+-]?\d*|\.sk[+-]?\d*|\.ce|\.fi|\.nf|C[0-9A-Fa-f]{4}|M[0-9A-Fa-f]{4,6}|Z[0-9A-Za-z]+)"
+_KEPT_BODY = (
+    r"(?:H|N|\.br|\.sp[+-]?\d*|\.in[+-]?\d*|\.ti[+-]?\d*|\.sk[+-]?\d*|\.ce|\.fi|\.nf"
+    r"|C[0-9A-Fa-f]{4}|M[0-9A-Fa-f]{4,6}|Z[0-9A-Za-z]+)"
+)
 _KEPT_RE = re.compile(_KEPT_BODY + r"\Z")
 _HEX_RE = re.compile(r"X(?:[0-9A-Fa-f]{2})+\Z")
 _FORMAT_RE = re.compile(r"\.(sp|in|ti|sk)([+-]?\d*)\Z")

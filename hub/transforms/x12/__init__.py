@@ -8,6 +8,7 @@ Pure code, no I/O beyond reading a stream it is handed::
     for claim in iter_loops(stream, "2300"): ...  # one claim (with its 2400 lines and context) at a time
 
     write_837(claims, "clearinghouse", numbers, kind="P")   # → bytes; MappingError for an unbillable claim
+    number_interchange(raw, "clearinghouse", numbers)   # the same interchange with new ISA13/GS06/ST02
     validate(raw)                              # pyx12 5010 validation → [Issue]
 
     rows = remit_to_rows(stream); list(rows); rows.issues   # 835 → posting rows + balancing issues
@@ -20,21 +21,24 @@ Pure code, no I/O beyond reading a stream it is handed::
     claim_from_dft(parse_hl7(raw)); claims_from_fhir(bundle)   # into the neutral claim model
 
 Modules: :mod:`.reader` (tokeniser, envelopes), :mod:`.loops` (loop tables), :mod:`.document` (paths),
-:mod:`.writer`, :mod:`.partners` (settings, control numbers), :mod:`.model` (claim model, NPI),
-:mod:`.claims` (837 writer), :mod:`.remit` (835), :mod:`.validate` (pyx12), :mod:`.acks`,
-:mod:`.from_hl7v2`, :mod:`.from_fhir`. pyx12 is imported only by :mod:`.validate`, on first use.
+:mod:`.writer` (envelopes, control numbers written and re-taken), :mod:`.partners` (settings, control numbers),
+:mod:`.model` (claim model, NPI), :mod:`.claim_checks` (what a claim needs to be billed), :mod:`.claims_837`
+(837 writer), :mod:`.remit` (835), :mod:`.validate` (pyx12), :mod:`.acks`, :mod:`.from_hl7v2`, :mod:`.from_fhir`,
+:mod:`.components` (the transforms of a channel, X12 metadata and split). pyx12 is imported only by
+:mod:`.validate`, on first use.
 """
 
 from __future__ import annotations
 
 from .acks import AckRecord, InterchangeCheck, check_interchanges, make_999, make_ta1, read_277ca, read_999
-from .claims import write_837
+from .claim_checks import check_claim
+from .claims_837 import write_837
+from .components import meta, split_transactions  # channel hooks: hub.transforms.document META, x12_transaction split
 from .document import LoopView, X12Document, iter_loops, parse_document, parse_path
-from .engine import meta, split_transactions  # engine hooks: hub.transforms.document META, split: x12_transaction
 from .from_fhir import claims_from_fhir
 from .from_hl7v2 import claim_from_dft, v2_to_x12_837
 from .loops import LoopTracker, spec_for
-from .model import Address, Claim, Patient, Payer, Provider, ServiceLine, Subscriber, check_claim, npi_is_valid
+from .model import Address, Claim, Patient, Payer, Provider, ServiceLine, Subscriber, npi_is_valid
 from .partners import ControlNumbers, InMemoryControlNumbers, Partner, get_partner, load_partners
 from .reader import Delimiters, Segment, SegmentReader, Transaction, iter_segments, iter_transactions
 from .remit import (
@@ -49,7 +53,7 @@ from .remit import (
     x12_835_to_csv,
 )
 from .validate import ValidationReport, validate, validate_report
-from .writer import SegmentWriter, write_interchange
+from .writer import SegmentWriter, number_interchange, write_interchange
 
 __all__ = [
     # reading
@@ -69,6 +73,7 @@ __all__ = [
     # writing / 837
     "SegmentWriter",
     "write_interchange",
+    "number_interchange",
     "write_837",
     "Address",
     "Claim",
@@ -109,7 +114,7 @@ __all__ = [
     "make_ta1",
     "read_999",
     "read_277ca",
-    # engine hooks
+    # channel hooks
     "meta",
     "split_transactions",
 ]

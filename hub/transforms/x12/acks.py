@@ -18,6 +18,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from hub.errors import MappingError, X12ParseError
 
@@ -566,7 +567,7 @@ def read_277ca(raw: bytes) -> list[AckRecord]:
     and batch (2200B) records when those levels carry a status."""
     records: list[AckRecord] = []
     tracker: LoopTracker | None = None
-    cur: dict | None = None
+    cur: dict[str, Any] | None = None  # the level being read: its STC statuses, references, amount
     batch_ref = provider_id = ""
 
     def flush() -> None:

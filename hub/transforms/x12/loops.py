@@ -337,6 +337,18 @@ def _check_required(seg: Segment, loop_id: str) -> None:
             )
 
 
+class _Frame:
+    """An open loop on the tracker's stack."""
+
+    __slots__ = ("last", "loop", "members", "n")
+
+    def __init__(self, loop: str, members: tuple[str, ...], last: int, n: int) -> None:
+        self.loop = loop  # loop id ("" for the transaction header)
+        self.members = members  # its segment ids, in order
+        self.last = last  # index in members of the last segment seen
+        self.n = n  # instance number
+
+
 class LoopTracker:
     """Assign loop ids to the segments of one transaction (ST … SE), checking placement and order.
 
@@ -349,21 +361,20 @@ class LoopTracker:
         self.strict = strict
         # instance numbers per loop id (shared across transactions when a document passes its own dict)
         self.counters: dict[str, int] = counters if counters is not None else {}
-        # stack frames: [loop id, members tuple, index of the last member seen, instance number]
-        self._stack: list[list] = [["", ("ST",) + spec.header, 0, 0]]
+        self._stack: list[_Frame] = [_Frame("", ("ST", *spec.header), 0, 0)]
 
     @property
     def frames(self) -> tuple[tuple[str, int], ...]:
         """The open loops as ``(loop id, instance number)`` pairs, outermost first."""
-        return tuple((f[0], f[3]) for f in self._stack[1:])
+        return tuple((f.loop, f.n) for f in self._stack[1:])
 
     @property
     def path(self) -> list[str]:
-        return [f[0] for f in self._stack[1:]]
+        return [f.loop for f in self._stack[1:]]
 
     @property
     def current(self) -> str:
-        return self._stack[-1][0]
+        return self._stack[-1].loop
 
     def feed(self, seg: Segment) -> str:
         loop_id = self._place(seg)
@@ -379,7 +390,7 @@ class LoopTracker:
         if sid in spec.closers:
             target = spec.closers[sid]
             for depth in range(len(stack) - 1, -1, -1):
-                if stack[depth][0] == target:
+                if stack[depth].loop == target:
                     del stack[depth + 1 :]
                     return target
             if self.strict:
@@ -388,53 +399,53 @@ class LoopTracker:
                     code="2",
                     location=f"segment {seg.ordinal} {sid}",
                 )
-            return top[0]
-        members = top[1]
+            return top.loop
+        members = top.members
         if sid in spec.triggers:
             qual = seg.elements[1] if len(seg.elements) > 1 else ""
             # a loop trigger: find the innermost open loop that can contain it
             for depth in range(len(stack) - 1, -1, -1):
-                for loop in spec.children.get(stack[depth][0], ()):
+                for loop in spec.children.get(stack[depth].loop, ()):
                     if loop.trigger == sid and (
                         not loop.quals or (qual if loop.qual_pos == 1 else seg[loop.qual_pos]) in loop.quals
                     ):
                         del stack[depth + 1 :]
                         n = self.counters.get(loop.id, 0) + 1
                         self.counters[loop.id] = n
-                        stack.append([loop.id, loop.members, -1, n])
+                        stack.append(_Frame(loop.id, loop.members, -1, n))
                         return loop.id
             if sid not in members:
                 if self.strict:
                     qual = qual if sid != "HL" else seg[3]
                     raise X12ParseError(
-                        f"{sid}*{qual} (segment {seg.ordinal}) is not expected in loop {top[0] or 'header'}: "
+                        f"{sid}*{qual} (segment {seg.ordinal}) is not expected in loop {top.loop or 'header'}: "
                         f"no loop of {spec.name} that can follow here starts with it",
                         code="2",
-                        location=f"{top[0] + '/' if top[0] else ''}{sid}",
+                        location=f"{top.loop + '/' if top.loop else ''}{sid}",
                     )
-                return top[0]
+                return top.loop
         index = spec.order[members].get(sid, -1)
         if index >= 0:
-            if index < top[2] and self.strict:
+            if index < top.last and self.strict:
                 raise X12ParseError(
-                    f"{sid} (segment {seg.ordinal}) is out of order in loop {top[0] or 'header'}: "
-                    f"it must come before {members[top[2]]}",
+                    f"{sid} (segment {seg.ordinal}) is out of order in loop {top.loop or 'header'}: "
+                    f"it must come before {members[top.last]}",
                     code="7",
-                    location=f"{top[0] + '/' if top[0] else ''}{sid}",
+                    location=f"{top.loop + '/' if top.loop else ''}{sid}",
                 )
-            top[2] = index
-            return top[0]
+            top.last = index
+            return top.loop
         if self.strict:
             # a segment of an enclosing loop after one of its child loops
             for depth in range(len(stack) - 2, -1, -1):
-                if sid in stack[depth][1]:
+                if sid in stack[depth].members:
                     raise X12ParseError(
-                        f"{sid} (segment {seg.ordinal}) belongs to loop {stack[depth][0] or 'header'} but comes "
-                        f"after its child loop {stack[depth + 1][0]}",
+                        f"{sid} (segment {seg.ordinal}) belongs to loop {stack[depth].loop or 'header'} but comes "
+                        f"after its child loop {stack[depth + 1].loop}",
                         code="7",
-                        location=f"{stack[depth][0] + '/' if stack[depth][0] else ''}{sid}",
+                        location=f"{stack[depth].loop + '/' if stack[depth].loop else ''}{sid}",
                     )
-        return top[0]
+        return top.loop
 
 
 def assign_loops(segments: Iterable[Segment], spec: TransactionSpec, *, strict: bool = True) -> list[str]:

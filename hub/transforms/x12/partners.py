@@ -4,7 +4,8 @@ A partner is described from the hub's side: ``isa.sender_*`` is the practice (us
 partner. The same settings answer the partner's inbound files (999/TA1 go back to them).
 
 Control numbers (ISA13, GS06, ST02) come from an injected object with ``next(partner, kind) -> int``;
-the engine backs it with the store so numbers survive restarts and are unique across nodes.
+the hub backs it with the store (``hub.channels.x12.StoreControlNumbers``) so numbers survive restarts and are
+unique across nodes.
 :class:`InMemoryControlNumbers` is for tests and ``hub convert``.
 """
 

@@ -205,7 +205,7 @@ def _text_chunks(source: bytes | bytearray | memoryview | BinaryIO | Iterable[by
         yield data.decode("utf-8", "surrogateescape")
         return
     if hasattr(source, "read"):
-        reader = source.read  # type: ignore[union-attr]
+        reader = source.read
 
         def gen() -> Iterator[bytes]:
             while True:
@@ -218,7 +218,7 @@ def _text_chunks(source: bytes | bytearray | memoryview | BinaryIO | Iterable[by
 
         blocks: Iterable[bytes] = gen()
     else:
-        blocks = source  # type: ignore[assignment]
+        blocks = source
     first = True
     for block in blocks:
         if first:

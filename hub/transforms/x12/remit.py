@@ -508,7 +508,8 @@ def claim_rows(claim: RemitClaim, fields: Iterable[str] | None = None) -> list[d
     """One row per service line (one row for a claim without lines)."""
     names = list(fields) if fields is not None else list(_FIELDS)
     getters = [(n, _FIELDS[n][1]) for n in names]
-    return [{n: g(claim, line) for n, g in getters} for line in (claim.lines or [None])]
+    lines: list[RemitLine | None] = [*claim.lines] if claim.lines else [None]
+    return [{n: g(claim, line) for n, g in getters} for line in lines]
 
 
 class RemitRows:
@@ -835,7 +836,9 @@ def claim_to_eob(claim: RemitClaim, *, created: str | None = None) -> dict[str, 
 def remit_to_fhir(source: bytes | BinaryIO | Iterable[bytes], *, issues: list[Issue] | None = None) -> dict[str, Any]:
     """An 835 → a FHIR R4 ``collection`` Bundle with one ExplanationOfBenefit per claim (as a JSON dict)."""
     reader = RemitReader(source)
-    entries = [{"fullUrl": f"urn:uuid:eob-{i}", "resource": claim_to_eob(c)} for i, c in enumerate(reader, start=1)]
+    entries: list[dict[str, Any]] = [
+        {"fullUrl": f"urn:uuid:eob-{i}", "resource": claim_to_eob(c)} for i, c in enumerate(reader, start=1)
+    ]
     for i, e in enumerate(entries, start=1):
         e["fullUrl"] = f"urn:uuid:{_uuid_for(i, e['resource'])}"
     if issues is not None:

@@ -3,6 +3,12 @@
 Values are checked for delimiters (a delimiter inside a value would corrupt the file silently), trailing empty
 elements and components are trimmed (pyx12 flags them, and so do clearinghouses), and numbers are written in
 the X12 ``R``/``N`` forms (no exponent, no trailing zeros).
+
+Control numbers are taken in one order — ISA13, then per group GS06 and the ST02 of its transactions — and
+written with one set of rules (ISA13/IEA02 nine digits, GS06/GE02 as is, ST02/SE02 at least four digits):
+:func:`write_interchange` takes them while writing, :func:`number_interchange` takes them again for an
+interchange already written (its numbers were provisional: the hub takes the real ones when it accepts the
+message, ``hub.channels.x12``).
 """
 
 from __future__ import annotations
@@ -11,7 +17,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Union
 
 from hub.errors import MappingError
 
@@ -26,10 +31,11 @@ __all__ = [
     "format_amount",
     "format_quantity",
     "delimiters_of",
+    "number_interchange",
     "Element",
 ]
 
-Element = Union[str, int, Decimal, None, Sequence[str]]
+Element = str | int | Decimal | None | Sequence[str]
 
 
 def format_amount(value: Decimal | int | str) -> str:
@@ -74,7 +80,9 @@ class SegmentWriter:
             return ""
         if isinstance(value, Decimal):
             return format_amount(value)
-        if isinstance(value, int) and not isinstance(value, bool):
+        if isinstance(value, bool):  # an int to Python, but no X12 value
+            raise TypeError(f"{seg_id}{index:02d}: a bool is not an X12 value")
+        if isinstance(value, int):
             return str(value)
         if isinstance(value, str):
             self._check(value, seg_id, index, loop)
@@ -147,7 +155,7 @@ def write_interchange(
     isa = partner.isa
     d = delimiters_of(partner)
     w = SegmentWriter(d)
-    isa13 = numbers.next(partner.name, "isa")
+    isa13 = _isa13(numbers.next(partner.name, "isa"))
     s_q, s_id = sender or (isa.sender_qualifier, isa.sender_id)
     r_q, r_id = receiver or (isa.receiver_qualifier, isa.receiver_id)
     isa_elements = [
@@ -163,7 +171,7 @@ def write_interchange(
         now.strftime("%H%M"),
         d.repetition or "^",
         "00501",
-        f"{isa13:09d}",
+        isa13,
         isa.ack_requested,
         usage or isa.usage,
         d.component,
@@ -176,7 +184,7 @@ def write_interchange(
     gs_sender, gs_receiver = gs_codes or (partner.gs.sender_code, partner.gs.receiver_code)
     for group in groups:
         n_groups += 1
-        gs06 = numbers.next(partner.name, "gs")
+        gs06 = _gs06(numbers.next(partner.name, "gs"))
         w.segment(
             "GS",
             group.functional_id,
@@ -184,15 +192,62 @@ def write_interchange(
             gs_receiver,
             now.strftime("%Y%m%d"),
             now.strftime("%H%M"),
-            str(gs06),
+            gs06,
             "X",
             group.version,
         )
         for tx in group.transactions:
-            st02 = f"{numbers.next(partner.name, 'st'):04d}"
+            st02 = _st02(numbers.next(partner.name, "st"))
             w.segment("ST", tx.set_id, st02, tx.implementation or None)
             w.parts.extend(tx.segments)
             w.segment("SE", str(len(tx.segments) + 2), st02)
-        w.segment("GE", str(len(group.transactions)), str(gs06))
-    w.segment("IEA", str(n_groups), f"{isa13:09d}")
+        w.segment("GE", str(len(group.transactions)), gs06)
+    w.segment("IEA", str(n_groups), isa13)
     return w.text().encode("utf-8")
+
+
+def _isa13(n: int) -> str:
+    return f"{n:09d}"
+
+
+def _gs06(n: int) -> str:
+    return str(n)
+
+
+def _st02(n: int) -> str:
+    return f"{n:04d}"
+
+
+def number_interchange(raw: bytes, partner: str, numbers: ControlNumbers) -> bytes:
+    """``raw`` (interchanges written here) with new control numbers from ``numbers`` under ``partner``.
+
+    The numbers are taken in the order :func:`write_interchange` takes them and written in its forms, and each
+    trailer repeats its header's (IEA02 = ISA13, GE02 = GS06, SE02 = ST02); nothing else changes. Content that
+    is not an interchange (no ISA at the start) comes back as it is.
+    """
+    text = raw.decode("utf-8", "surrogateescape")
+    if not text.startswith("ISA") or len(text) < 106:
+        return raw
+    sep, term = text[3], text[105]
+    isa13 = gs06 = st02 = ""
+    pieces = text.split(term)
+    for i, piece in enumerate(pieces):
+        body = piece.lstrip("\r\n")
+        elements = body.split(sep)
+        sid = elements[0]
+        if sid == "ISA" and len(elements) > 13:
+            isa13 = elements[13] = _isa13(numbers.next(partner, "isa"))
+        elif sid == "GS" and len(elements) > 6:
+            gs06 = elements[6] = _gs06(numbers.next(partner, "gs"))
+        elif sid == "ST" and len(elements) > 2:
+            st02 = elements[2] = _st02(numbers.next(partner, "st"))
+        elif sid == "SE" and len(elements) > 2:
+            elements[2] = st02
+        elif sid == "GE" and len(elements) > 2:
+            elements[2] = gs06
+        elif sid == "IEA" and len(elements) > 2:
+            elements[2] = isa13
+        else:
+            continue
+        pieces[i] = piece[: len(piece) - len(body)] + sep.join(elements)
+    return term.join(pieces).encode("utf-8", "surrogateescape")

@@ -290,7 +290,7 @@ def test_ele1_no_empty_values_anywhere():
     p["telecom"][0]["use"] = None
     got = found(b)
     for loc in ("name[0].given", "name[0].family", "address[0]", "maritalStatus", "telecom[0].use"):
-        assert any(l == f"Bundle.entry[0].resource.{loc}" for l, _ in got), loc
+        assert any(where == f"Bundle.entry[0].resource.{loc}" for where, _ in got), loc
 
 
 def test_primitive_extensions_and_nulls_in_lists():
@@ -336,7 +336,7 @@ def test_references():
     got = found(b)
     assert ("Bundle.entry[2].resource.subject.reference", "value") in got
     for i in (0, 1, 2):
-        assert not any(l.startswith(f"Bundle.entry[2].resource.performer[{i}]") for l, _ in got), i
+        assert not any(where.startswith(f"Bundle.entry[2].resource.performer[{i}]") for where, _ in got), i
     assert ("Bundle.entry[2].resource.performer[3].reference", "value") in got
     assert ("Bundle.entry[2].resource.performer[4].reference", "value") in got
     assert ("Bundle.entry[2].resource.performer[5].reference", "invariant") in got  # ref-1

@@ -1,4 +1,5 @@
-"""v2_to_fhir: IG mappings field by field, Bundle/conditional logic, every sample type, and the transform in a channel."""
+"""v2_to_fhir: IG mappings field by field, Bundle/conditional logic, every sample type, and the transform in a
+channel."""
 
 from __future__ import annotations
 

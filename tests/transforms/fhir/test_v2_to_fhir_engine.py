@@ -171,9 +171,12 @@ async def test_warnings_are_kept_with_the_message_and_hub_show_lists_them(tmp_pa
 
     home = tmp_path / "home"
     home.mkdir()
-    hub_yaml = f"store: {{url: 'sqlite:///{home}/hub.db'}}\nweb: {{enabled: false}}\nhome: {home}\nmappings: {ROOT / 'mappings'}\n"
+    hub_yaml = (
+        f"store: {{url: 'sqlite:///{home}/hub.db'}}\nweb: {{enabled: false}}\nhome: {home}\n"
+        f"mappings: {ROOT / 'mappings'}\n"
+    )
     cfg = load_config(write_config(tmp_path / "cfg", hub_yaml, {"results": CHANNEL}))
-    eng = Engine(cfg, idle_poll=0.05, start_web=False)
+    eng = Engine(cfg, idle_poll=0.05)
     await eng.start()
     try:
         receipt = await eng.sources["results"].push(BAD_DATES.encode())
@@ -196,7 +199,8 @@ def test_the_performing_lab_keeps_its_address_its_producer_id_and_its_director()
         "|||F|||99999999\r",
         "|||F|||20220301|12D3456789^SAMPLE LAB^CLIA"
         + "|" * 8  # OBX-14, OBX-15, then OBX-23 …
-        + "SAMPLE LAB^L^^^^CLIA&2.16.840.1.113883.4.7&ISO^XX^^^12D3456789|1 LAB WAY^^LABTOWN^ST^12345|1234^DIRECTOR^DANA^^^DR\r",
+        + "SAMPLE LAB^L^^^^CLIA&2.16.840.1.113883.4.7&ISO^XX^^^12D3456789|1 LAB WAY^^LABTOWN^ST^12345"
+        "|1234^DIRECTOR^DANA^^^DR\r",
     )
     b = convert(raw.encode(), TABLES)
     (obs,) = _all(b, "Observation")
@@ -264,7 +268,10 @@ def test_mangled_messages_never_crash_the_converter_nor_make_invalid_fhir():
 
 @pytest.mark.parametrize("msh9", ["ADT^A04", "adt^a04", "ADT^A04 ", "ADT_A04", "ADT^A04^ADT_A04", "ADT^A04^adt_a01"])
 def test_the_event_is_read_however_the_sender_writes_msh_9(msh9):
-    raw = f"MSH|^~\\&|A|B|C|D|20260101120000||{msh9}|X1|P|2.3\rEVN|A04|20260101\rPID|1||M1^^^C^MR||DOE^J||19800101|F\rPV1|1|O\r"
+    raw = (
+        f"MSH|^~\\&|A|B|C|D|20260101120000||{msh9}|X1|P|2.3\rEVN|A04|20260101\r"
+        "PID|1||M1^^^C^MR||DOE^J||19800101|F\rPV1|1|O\r"
+    )
     b = convert(raw.encode(), TABLES)
     assert [e["resource"]["resourceType"] for e in b["entry"]][:2] == ["Patient", "Encounter"]
 

@@ -13,7 +13,8 @@ from hub.transforms.hl7v2 import NULL, EncodingChars, Er7, Hl7Message, meta, new
 ADT = (
     "MSH|^~\\&|SEND_APP^1.2.3^ISO|SEND_FAC|RECV_APP|RECV_FAC|20260301120000||ADT^A01^ADT_A01|CTRL001|P|2.5.1\r"
     "EVN|A01|20260301120000\r"
-    'PID|1|OLDID^^^OLD|MRN1^^^HOSP^MR~SSN9^^^SSA^SS||DOE^JANE^Q&R^^DR||19800101|F|||1 MAIN ST\\F\\APT 2^^TOWN^ST^12345||""|\r'
+    "PID|1|OLDID^^^OLD|MRN1^^^HOSP^MR~SSN9^^^SSA^SS||DOE^JANE^Q&R^^DR||19800101|F|||"
+    '1 MAIN ST\\F\\APT 2^^TOWN^ST^12345||""|\r'
     "PV1|1|O|CLINIC^101^A\r"
     "OBX|1|NM|GLU^Glucose^L||95|mg/dL|70-99|N|||F\r"
     "OBX|2|ST|NOTE^Note^L||A \\T\\ B||||||F\r"

@@ -39,13 +39,13 @@ NO_PATIENT = {"siu_s23.hl7", "siu_s24.hl7"}  # blocked / opened time slots: no P
 KNOWN = {
     "adt_a17.hl7": "hl7apy counts the two PID/PV1 of ADT_A17 by name against 1..1: 'PID repeats more often than "
     "the structure allows'",
-    "oml_o21.hl7": "validation._place_segments puts the second ORC in the first order's PRIOR_RESULT/ORDER_PRIOR "
+    "oml_o21.hl7": "validate._place_segments puts the second ORC in the first order's PRIOR_RESULT/ORDER_PRIOR "
     "instead of a new OML_O21_ORDER",
-    "orm_o01.hl7": "validation._fold_choices counts the missing OBR|RQD|RQ1|RXO|ODS|ODT alternatives over all "
+    "orm_o01.hl7": "validate._fold_choices counts the missing OBR|RQD|RQ1|RXO|ODS|ODT alternatives over all "
     "ORDER_DETAIL groups: two orders are reported as having none",
-    "ref_i13.hl7": "validation._STRUCTURES has no REF^I13 -> REF_I12: 'structure REF_I13 is not defined; "
+    "ref_i13.hl7": "validate._STRUCTURES has no REF^I13 -> REF_I12: 'structure REF_I13 is not defined; "
     "structure not validated'",
-    "ref_i15.hl7": "validation._STRUCTURES has no REF^I15 -> REF_I12: 'structure REF_I15 is not defined; "
+    "ref_i15.hl7": "validate._STRUCTURES has no REF^I15 -> REF_I12: 'structure REF_I15 is not defined; "
     "structure not validated'",
 }
 

@@ -17,11 +17,12 @@ from hub.transforms.x12 import (
     ServiceLine,
     load_partners,
     npi_is_valid,
+    number_interchange,
     parse_document,
     validate,
     write_837,
 )
-from hub.transforms.x12.claims import MAX_CLAIMS_PER_TRANSACTION
+from hub.transforms.x12.claims_837 import MAX_CLAIMS_PER_TRANSACTION
 
 OTHER_CLINIC = Provider(
     "NORTH SIDE CLINIC", "1671449936", "371234568", address=Address("9 ELM ST", "SPRINGFIELD", "IL", "627029999")
@@ -160,7 +161,7 @@ def test_control_numbers_come_from_the_injected_object() -> None:
 
 
 def test_large_batches_split_into_several_transactions(monkeypatch: pytest.MonkeyPatch) -> None:
-    import hub.transforms.x12.claims as claims_mod
+    import hub.transforms.x12.claims_837 as claims_mod
 
     monkeypatch.setattr(claims_mod, "MAX_CLAIMS_PER_TRANSACTION", 2)
     raw = _write([prof_claim(f"C{i}") for i in range(5)])
@@ -169,6 +170,34 @@ def test_large_batches_split_into_several_transactions(monkeypatch: pytest.Monke
     assert doc.get("GE01") == "3" and doc.get("IEA01") == "1"
     assert errors(validate(raw)) == []
     assert MAX_CLAIMS_PER_TRANSACTION == 5000
+
+
+def test_number_interchange_retakes_the_control_numbers_in_the_writers_order_and_forms(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import hub.transforms.x12.claims_837 as claims_mod
+
+    monkeypatch.setattr(claims_mod, "MAX_CLAIMS_PER_TRANSACTION", 2)
+    claims = [prof_claim(f"C{i}") for i in range(5)]
+    provisional = _write(claims)
+    # the same numbers give the same bytes: the writer and the renumbering agree on order and forms
+    assert number_interchange(provisional, "clearinghouse", InMemoryControlNumbers()) == provisional
+    numbered = number_interchange(provisional, "clearinghouse", InMemoryControlNumbers(start=41))
+    assert numbered == _write(claims, numbers=InMemoryControlNumbers(start=41))
+    doc = parse_document(numbered)
+    assert (doc.get("ISA13"), doc.get("IEA02"), doc.get("GS06"), doc.get("GE02")) == (
+        "000000041",
+        "000000041",
+        "41",
+        "41",
+    )
+    assert [(t.get("ST02"), t.get("SE02")) for t in doc.transactions()] == [
+        ("0041", "0041"),
+        ("0042", "0042"),
+        ("0043", "0043"),
+    ]
+    assert errors(validate(numbered)) == []
+    assert number_interchange(b"not x12", "clearinghouse", InMemoryControlNumbers()) == b"not x12"
 
 
 def _line(**kw) -> ServiceLine:
@@ -301,7 +330,8 @@ def test_partners_file_loads(tmp_path) -> None:
     assert npi_is_valid(ch.billing_provider.npi)
     bad = tmp_path / "p.yaml"
     bad.write_text(
-        "partners:\n  x:\n    isa: {sender_id: A, receiver_id: B, usage: Q, extra: 1}\n    gs: {sender_code: A, receiver_code: B}\n"
+        "partners:\n  x:\n    isa: {sender_id: A, receiver_id: B, usage: Q, extra: 1}\n"
+        "    gs: {sender_code: A, receiver_code: B}\n"
     )
     with pytest.raises(ConfigError) as err:
         load_partners(bad)

@@ -82,7 +82,7 @@ def test_999_for_corpus_errors() -> None:
 
 
 def test_999_refuses_unreadable_input_and_acknowledgements() -> None:
-    with pytest.raises(X12ParseError, match="TA1|999"):
+    with pytest.raises(X12ParseError, match=r"TA1|999"):
         _999((SAMPLES / "malformed_isa_width.837").read_bytes())
     with pytest.raises(MappingError, match="not acknowledged"):
         _999((SAMPLES / "ack_999_accepted.999").read_bytes())
@@ -162,7 +162,8 @@ def test_read_999_corpus(name: str, status: str, st: str, text: str) -> None:
 def test_read_999_group_level_rejection() -> None:
     raw = b"".join(
         [
-            b"ISA*00*          *00*          *ZZ*CLEARHOUSE     *ZZ*CLINIC01       *240105*1030*^*00501*000000009*0*T*:~",
+            b"ISA*00*          *00*          *ZZ*CLEARHOUSE     *ZZ*CLINIC01       *240105*1030*^*00501*000000009"
+            b"*0*T*:~",
             b"GS*FA*CLEARHOUSE*CLINIC01*20240105*1030*9*X*005010X231A1~ST*999*0001*005010X231A1~",
             b"AK1*HC*1001*005010X222A1~AK9*R*1*0*0*2~SE*4*0001~GE*1*9~IEA*1*000000009~",
         ]
@@ -213,6 +214,7 @@ def test_readers_refuse_other_transactions() -> None:
         read_277ca(P837)
 
 
+@pytest.mark.slow  # hundreds of pyx12 validations on threads
 def test_999s_made_on_several_threads_at_once_match_and_pyx12_stays_quiet() -> None:
     """Pipelines run on worker threads: pyx12 runs take turns, each 999 is what a lone run makes, and pyx12's
     logger (silenced during a run so findings are not logged with content) is restored afterwards."""

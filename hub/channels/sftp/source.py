@@ -1,14 +1,6 @@
-"""The ``sftp`` connector (paramiko): poll a remote folder (source), upload files atomically (destination).
+"""The ``sftp`` source: poll a remote folder, take each settled file once, then move, rename or delete it.
 
-Connection (both sides): ``host``, ``port``, ``user``; ``key_file`` (ed25519, ECDSA or RSA; ``key_passphrase``)
-and/or ``password``. Secrets come from the environment only — ``password: ${CH_SFTP_PASSWORD}`` — and ``hub
-check`` refuses a password or passphrase written literally in a channel file. The server's host key must match
-``known_hosts`` (an OpenSSH known_hosts file; ``[host]:port`` entries for other ports; hashed entries work) or
-``host_key_fingerprint`` (``SHA256:…`` as ``ssh-keygen -lf`` prints it); an unknown or changed key is refused,
-and a channel that configures neither is a ``hub check`` problem. Connect and read timeouts, keepalive, one
-connection kept per source/destination and opened again when it drops.
-
-Source, per poll (on ``schedule``, like the file source):
+Per poll (on ``schedule``, like the file source):
 
 1. take the folder's lease in the store (``sftp:host:port:path``), so one node of several sharing a PostgreSQL
    store polls the folder; the lease is renewed while the poll runs;
@@ -34,18 +26,10 @@ from the temporary file in chunks of about ``chunk_size`` (whole messages / whol
 repeated in each), each accepted in its own transaction under ``<key>@<n>`` — so memory stays near
 ``chunk_size`` whatever the file size, and a crash midway resumes after the chunks already accepted.
 
-Destination: renders ``path`` (the file destination's template, :func:`hub.channels.file.render_path`),
-creates missing folders, writes to ``.<name>.<delivery id>.tmp`` in the target folder, checks the uploaded
-size, then renames into place. A name already taken is never replaced unless ``exists: overwrite``: with ``unique``
-(default) the upload gets the first free name of ``<stem>-2<ext>``, ``-3`` … and with ``error`` the delivery fails
-(dead). Those use the plain SFTP rename, which the protocol (draft-ietf-secsh-filexfer-02 §6.5) defines to fail when
-the new name exists — OpenSSH's sftp-server does it with ``link()``, so two writers cannot take one name; the name
-is also checked just before, for servers that do not follow the draft (there a race of two writers remains).
-A taken name whose file holds exactly the uploaded bytes counts as this delivery's own (a delivery repeated after
-its answer was lost makes no second copy).
-``overwrite`` uses ``posix-rename@openssh.com`` (replaces atomically), or remove + rename when the server lacks it.
-A lost connection, a refused host key or failed login raise :class:`~hub.errors.RetryableDelivery`: the queue
-retries with its backoff (``queue.backoff``) and the messages wait until the peer is back or the settings fixed.
+The last poll that reached the server and why the last one failed are the source's :meth:`SftpSource.peer_state`
+(and the gauge ``SFTP_LAST_POLL``, the counter ``SFTP_POLL_ERRORS``). The connection keys are those of
+:mod:`hub.channels.sftp.connection`; the streaming splits (:func:`hl7_messages`, :func:`hl7_chunks`,
+:func:`csv_chunks`) read the downloaded temporary file.
 """
 
 from __future__ import annotations
@@ -57,41 +41,41 @@ import hashlib
 import logging
 import posixpath
 import re
-import socket
 import stat as statmod
 import tempfile
-import threading
 import time
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Literal
 
 import paramiko
-import yaml
 from pydantic import Field, field_validator, model_validator
 
-from hub.channels.base import Context, Receiver, Result
-from hub.channels.file import check_path_template, render_path, unique_names
+from hub.channels.base import Context, Receipt, Receiver, Result
 from hub.channels.schedule import Poller, check_schedule
-from hub.errors import ConfigError, Hl7ParseError, InputError, PermanentDelivery, RetryableDelivery, classify
-from hub.message import Message, Outcome, sniff_content_type
+from hub.channels.sftp.connection import (
+    Connection,
+    SftpConnectionConfig,
+    SftpError,
+    makedirs,
+    remote_exists,
+    resolve_settings,
+)
+from hub.errors import Hl7ParseError, InputError
+from hub.message import Outcome, sniff_content_type
 from hub.metrics import SFTP_LAST_POLL, SFTP_POLL_ERRORS
-from hub.spec import DestinationConfig, SourceConfig, Strict, parse_duration
+from hub.spec import SourceConfig, parse_duration
 
-__all__ = ["SftpSource", "SftpDestination", "SftpError", "HostKeyRefused", "parse_size", "hl7_chunks", "csv_chunks"]
+__all__ = ["SftpSource", "parse_size", "file_lines", "hl7_messages", "hl7_chunks", "csv_chunks"]
 
 log = logging.getLogger("hub.sftp")
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|kib|mib|gib)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {None: 1, "b": 1, "kb": 1024, "kib": 1024, "mb": 1024**2, "mib": 1024**2, "gb": 1024**3, "gib": 1024**3}
-_FINGERPRINT = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}=?$")
 _WINDOW = 4 * 1024 * 1024  # bytes asked for at once (pipelined 32 KiB reads) while downloading
 _SMALL = 256 * 1024  # files up to this size are read with plain reads
-_WRITE = 1024 * 1024
 
 
 def parse_size(value: str | int) -> int:
@@ -102,402 +86,6 @@ def parse_size(value: str | int) -> int:
     if not m:
         raise ValueError(f"{value!r} is not a size (use e.g. 512KB, 4MB, 1GB)")
     return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower() or None])
-
-
-class SftpError(Exception):
-    """Connecting or logging in failed for a reason a person must fix (key, password, files)."""
-
-
-class HostKeyRefused(SftpError):
-    """The server's host key matches neither known_hosts nor host_key_fingerprint."""
-
-
-# ---------------------------------------------------------------------------------------------- settings
-class SftpConnectionConfig(Strict):
-    """The connection keys shared by the sftp source and destination."""
-
-    host: str = Field(description="Server name or address.", examples=["sftp.clearinghouse.example", "127.0.0.1"])
-    port: int = Field(22, ge=1, le=65535)
-    user: str = Field(description="Login name.", examples=["clinic01"])
-    password: str | None = Field(
-        None,
-        description="Password, from the environment only: password: ${CH_SFTP_PASSWORD}. "
-        "hub check refuses a password written in the channel file.",
-        examples=["${CH_SFTP_PASSWORD}"],
-    )
-    key_file: str | None = Field(
-        None,
-        description="Private key file (OpenSSH or PEM; ed25519, ECDSA or RSA), relative to home.",
-        examples=["var/keys/ch_ed25519"],
-    )
-    key_passphrase: str | None = Field(
-        None, description="Passphrase of key_file, from the environment only.", examples=["${CH_SFTP_KEY_PASSPHRASE}"]
-    )
-    known_hosts: str | None = Field(
-        None,
-        description="OpenSSH known_hosts file holding the server's key (relative to home). Use [host]:port "
-        "entries for a port other than 22: ssh-keyscan -p 2222 host >> config/known_hosts",
-        examples=["config/known_hosts"],
-    )
-    host_key_fingerprint: str | list[str] | None = Field(
-        None,
-        description="The server key's SHA256 fingerprint(s) as ssh-keygen -lf prints them; accepted like a known_hosts entry.",
-        examples=["SHA256:vhi9W/8WvFKQwSQ4ZMqmlUsRAdQu8egvkEtf1Da3ITk"],
-    )
-    connect_timeout: str | int | float = Field("10s", description="Longest wait to connect, exchange keys and log in.")
-    timeout: str | int | float = Field(
-        "30s", description="Longest wait for any one answer of the server (read timeout)."
-    )
-    keepalive: str | int | float = Field(
-        "30s", description="Send an SSH keepalive after this long without traffic (0: never)."
-    )
-
-    @field_validator("connect_timeout", "timeout", "keepalive")
-    @classmethod
-    def _duration(cls, v: Any) -> Any:
-        parse_duration(v)
-        return v
-
-    @field_validator("host_key_fingerprint")
-    @classmethod
-    def _fingerprints(cls, v: Any) -> Any:
-        for fp in [v] if isinstance(v, str) else v or []:
-            if not _FINGERPRINT.match(fp.strip()):
-                raise ValueError(f"{fp!r} is not a SHA256 fingerprint like SHA256:vhi9W/8W… (ssh-keygen -lf key.pub)")
-        return v
-
-
-@dataclass
-class _Settings:
-    host: str
-    port: int
-    user: str
-    password: str | None
-    key_file: Path | None
-    passphrase: str | None
-    known_hosts: Path | None
-    fingerprints: list[str]
-    connect_timeout: float
-    timeout: float
-    keepalive: float
-    label: str = ""
-
-    def __post_init__(self) -> None:
-        self.label = f"{self.host}:{self.port}"
-
-
-def _settings(config: SftpConnectionConfig, ctx: Context, kind: str) -> _Settings:
-    """Check the connection settings (no I/O beyond reading the channel file) and resolve paths."""
-    if not config.password and not config.key_file:
-        raise ConfigError(
-            f"sftp {kind}: give key_file or password (from the environment: password: ${{SFTP_PASSWORD}})"
-        )
-    if not config.known_hosts and not config.host_key_fingerprint:
-        raise ConfigError(
-            f"sftp {kind}: the server's host key must be verified: set known_hosts (a file) or host_key_fingerprint "
-            "(SHA256:…); unknown keys are refused"
-        )
-    literal = _literal_secrets(config, ctx)
-    if literal:
-        raise ConfigError(
-            f"sftp {kind}: {' and '.join(literal)} is written in the channel file; give it from the environment "
-            f"instead ({literal[0]}: ${{SFTP_{literal[0].upper()}}}) so that it never lands in git"
-        )
-    fps = config.host_key_fingerprint
-    return _Settings(
-        host=config.host,
-        port=config.port,
-        user=config.user,
-        password=config.password or None,
-        key_file=ctx.resolve(config.key_file) if config.key_file else None,
-        passphrase=config.key_passphrase or None,
-        known_hosts=ctx.resolve(config.known_hosts) if config.known_hosts else None,
-        fingerprints=[f.strip().rstrip("=") for f in ([fps] if isinstance(fps, str) else fps or [])],
-        connect_timeout=parse_duration(config.connect_timeout),
-        timeout=parse_duration(config.timeout),
-        keepalive=parse_duration(config.keepalive),
-    )
-
-
-def _literal_secrets(config: SftpConnectionConfig, ctx: Context) -> list[str]:
-    """Secret keys of this component that the channel file spells out instead of taking from ``${VAR}``."""
-    cfg = ctx.config
-    files = getattr(cfg, "channel_files", None) or {}
-    path = files.get(ctx.channel)
-    if path is None:
-        return []
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))  # before ${VAR} interpolation
-    except (OSError, yaml.YAMLError):
-        return []
-    if not isinstance(raw, dict):
-        return []
-    places = [raw.get("source")] + list(
-        (raw.get("destinations") or {}).values() if isinstance(raw.get("destinations"), dict) else []
-    )
-    found: list[str] = []
-    for place in places:
-        if not isinstance(place, dict) or place.get("type") != "sftp":
-            continue
-        for key in ("password", "key_passphrase"):
-            value = place.get(key)
-            if (
-                isinstance(value, (str, int))
-                and str(value)
-                and "${" not in str(value)
-                and str(value) == getattr(config, key)
-            ):
-                if key not in found:
-                    found.append(key)
-    return found
-
-
-# ---------------------------------------------------------------------------------------------- connecting
-def _known_keys(s: _Settings) -> list[paramiko.PKey]:
-    if s.known_hosts is None:
-        return []
-    if not s.known_hosts.is_file():
-        raise SftpError(f"known_hosts file {s.known_hosts} not found")
-    hk = paramiko.HostKeys()
-    try:
-        hk.load(str(s.known_hosts))
-    except (OSError, paramiko.SSHException, ValueError) as exc:
-        raise SftpError(f"known_hosts file {s.known_hosts} cannot be read: {exc}") from None
-    names = [s.host] if s.port == 22 else [f"[{s.host}]:{s.port}"]
-    keys: list[paramiko.PKey] = []
-    for name in names:
-        entry = hk.lookup(name)
-        if entry:
-            keys.extend(entry.values())
-    return keys
-
-
-_RSA_ALGOS = ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")
-
-
-def _prefer(transport: paramiko.Transport, keys: list[paramiko.PKey]) -> None:
-    """Ask first for the host key types we know, so a server with several keys shows one we can check."""
-    known = {k.get_name() for k in keys}
-    wanted: list[str] = []
-    for name in known:
-        wanted.extend(_RSA_ALGOS if name == "ssh-rsa" else (name,))
-    opts = transport.get_security_options()
-    current = list(opts.key_types)
-    first = [k for k in current if k in wanted]
-    if first:
-        opts.key_types = first + [k for k in current if k not in first]
-
-
-def _verify_host_key(s: _Settings, key: paramiko.PKey, known: list[paramiko.PKey]) -> None:
-    fp = key.fingerprint.rstrip("=")
-    if fp in s.fingerprints:
-        return
-    blob = key.asbytes()
-    if any(k.asbytes() == blob for k in known):
-        return
-    if known:
-        raise HostKeyRefused(
-            f"host key of {s.label} ({key.get_name()} {fp}) does not match known_hosts — refused "
-            "(it changed: a reinstalled server, or someone in between)"
-        )
-    where = " or ".join(w for w, on in (("known_hosts", s.known_hosts), ("host_key_fingerprint", s.fingerprints)) if on)
-    raise HostKeyRefused(
-        f"host key of {s.label} ({key.get_name()} {fp}) is unknown ({where} has no entry for it) — refused"
-    )
-
-
-def _load_key(s: _Settings) -> paramiko.PKey:
-    assert s.key_file is not None
-    if not s.key_file.is_file():
-        raise SftpError(f"key_file {s.key_file} not found")
-    try:
-        return paramiko.PKey.from_path(s.key_file, s.passphrase.encode("utf-8") if s.passphrase else None)
-    except (paramiko.SSHException, ValueError, TypeError) as exc:
-        if not s.passphrase and (isinstance(exc, paramiko.PasswordRequiredException) or "password" in str(exc).lower()):
-            raise SftpError(f"key_file {s.key_file} is encrypted: set key_passphrase (from the environment)") from None
-        raise SftpError(
-            f"key_file {s.key_file} cannot be loaded (wrong passphrase or unsupported key): {exc}"
-        ) from None
-
-
-def connect(s: _Settings) -> paramiko.Transport:
-    """Open one verified, authenticated SSH connection (blocking; run it in a thread)."""
-    known = _known_keys(s)
-    pkey = _load_key(s) if s.key_file is not None else None
-    sock = socket.create_connection((s.host, s.port), timeout=s.connect_timeout)
-    transport = paramiko.Transport(sock)
-    try:
-        transport.banner_timeout = s.connect_timeout
-        transport.handshake_timeout = s.connect_timeout
-        transport.auth_timeout = s.connect_timeout
-        if known:
-            _prefer(transport, known)
-        transport.start_client(timeout=s.connect_timeout)
-        _verify_host_key(s, transport.get_remote_server_key(), known)
-        if pkey is not None:
-            try:
-                transport.auth_publickey(s.user, pkey)
-            except paramiko.AuthenticationException as exc:
-                if not s.password:
-                    raise SftpError(f"login to {s.label} as {s.user} with key_file refused: {exc}") from None
-        if not transport.is_authenticated() and s.password:
-            try:
-                transport.auth_password(s.user, s.password)
-            except paramiko.AuthenticationException as exc:
-                raise SftpError(f"login to {s.label} as {s.user} with the password refused: {exc}") from None
-        if not transport.is_authenticated():
-            raise SftpError(f"login to {s.label} as {s.user} not completed (the server asks for more methods)")
-        if s.keepalive > 0:
-            transport.set_keepalive(max(1, int(s.keepalive)))
-        return transport
-    except BaseException:
-        transport.close()
-        raise
-
-
-def _open_sftp(transport: paramiko.Transport, s: _Settings) -> paramiko.SFTPClient:
-    sftp = paramiko.SFTPClient.from_transport(transport)
-    if sftp is None:
-        raise SftpError(f"{s.label} did not open the SFTP subsystem")
-    sftp.get_channel().settimeout(s.timeout)  # type: ignore[union-attr]
-    return sftp
-
-
-def _session_still_good(exc: BaseException) -> bool:
-    """After an error, may the SFTP session be used again? Yes after the server's own answers (no such file …)."""
-    return isinstance(exc, OSError) and not isinstance(exc, (TimeoutError, socket.timeout, ConnectionError))
-
-
-def _quietly_close(thing: Any) -> None:
-    try:
-        thing.close()
-    except Exception:
-        pass
-
-
-class _Connection:
-    """One kept SSH connection with up to ``size`` SFTP sessions on it, opened on first use and again after it
-    dropped. A session is used by one thread at a time (:meth:`session`)."""
-
-    def __init__(self, settings: _Settings, size: int = 1) -> None:
-        self.settings = settings
-        self.size = size
-        self.transport: paramiko.Transport | None = None
-        self._free: list[paramiko.SFTPClient] = []
-        self._slots = threading.BoundedSemaphore(size)
-        self._lock = threading.Lock()  # guards the transport and the free sessions
-        self.dirs: set[str] = set()  # folders known to exist, for this connection
-
-    def alive(self) -> bool:
-        t = self.transport
-        return t is not None and t.is_active()
-
-    def _checkout(self) -> tuple[paramiko.SFTPClient, paramiko.Transport, bool]:
-        with self._lock:
-            fresh = False
-            if self.transport is None or not self.transport.is_active():
-                self._close_locked()
-                self.transport = connect(self.settings)
-                fresh = True
-                log.debug("sftp connected to %s as %s", self.settings.label, self.settings.user)
-            transport = self.transport
-            if self._free:
-                return self._free.pop(), transport, fresh
-        return _open_sftp(transport, self.settings), transport, fresh
-
-    @contextmanager
-    def session(self) -> Iterator[tuple[paramiko.SFTPClient, bool]]:
-        """An SFTP session, and whether its connection was opened just now (``fresh``: no point retrying)."""
-        self._slots.acquire()
-        try:
-            sftp, transport, fresh = self._checkout()
-            good = True
-            try:
-                yield sftp, fresh
-            except BaseException as exc:
-                good = _session_still_good(exc)
-                raise
-            finally:
-                with self._lock:
-                    keep = good and transport is self.transport and transport.is_active()
-                    if keep:
-                        self._free.append(sftp)
-                if not keep:
-                    _quietly_close(sftp)
-        finally:
-            self._slots.release()
-
-    def close(self) -> None:
-        with self._lock:
-            self._close_locked()
-
-    def _close_locked(self) -> None:
-        free, transport = self._free, self.transport
-        self._free, self.transport, self.dirs = [], None, set()
-        for thing in (*free, transport):
-            if thing is not None:
-                _quietly_close(thing)
-
-
-def _exists(sftp: paramiko.SFTPClient, path: str) -> bool:
-    try:
-        sftp.stat(path)
-        return True
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            return False
-        raise
-
-
-def _holds(sftp: paramiko.SFTPClient, path: str, data: bytes) -> bool:
-    """Whether the remote file ``path`` holds exactly ``data`` (read only when the size matches)."""
-    try:
-        if sftp.stat(path).st_size != len(data):
-            return False
-        with sftp.open(path, "rb") as fh:
-            fh.prefetch(len(data))
-            return fh.read(len(data) + 1) == data
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            return False
-        raise
-
-
-def _unique(sftp: paramiko.SFTPClient, folder: str, name: str) -> str:
-    """``folder/name``, or ``folder/stem.<UTC time>.ext`` when that is taken."""
-    target = posixpath.join(folder, name)
-    if not _exists(sftp, target):
-        return target
-    stem, dot, ext = name.rpartition(".")
-    if not dot or not stem:
-        stem, ext = name, ""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-    return posixpath.join(folder, f"{stem}.{stamp}{'.' + ext if ext else ''}")
-
-
-def _makedirs(conn: _Connection, sftp: paramiko.SFTPClient, folder: str) -> None:
-    if not folder or folder in conn.dirs:
-        return
-    prefix = "/" if folder.startswith("/") else ""
-    for part in [p for p in folder.split("/") if p]:
-        prefix = posixpath.join(prefix, part) if prefix else part
-        if prefix in conn.dirs:
-            continue
-        try:
-            st = sftp.stat(prefix)
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                raise
-            try:
-                sftp.mkdir(prefix)
-            except OSError:
-                if not _exists(sftp, prefix):  # made meanwhile by someone else is fine
-                    raise
-        else:
-            if st.st_mode is not None and not statmod.S_ISDIR(st.st_mode):
-                raise PermanentDelivery(f"{prefix} on the server is a file, not a folder")
-        conn.dirs.add(prefix)
-    conn.dirs.add(folder)
 
 
 # ---------------------------------------------------------------------------------------------- streaming splits
@@ -647,9 +235,24 @@ def _sig(a: paramiko.SFTPAttributes) -> tuple[int | None, int | None]:
     return a.st_size, a.st_mtime
 
 
+def _unique(sftp: paramiko.SFTPClient, folder: str, name: str) -> str:
+    """``folder/name``, or ``folder/stem.<UTC time>.ext`` when that is taken."""
+    target = posixpath.join(folder, name)
+    if not remote_exists(sftp, target):
+        return target
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem:
+        stem, ext = name, ""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    return posixpath.join(folder, f"{stem}.{stamp}{'.' + ext if ext else ''}")
+
+
 class SftpSource:
+    """Polls one remote folder on one kept SFTP connection and hands each settled file to the channel once."""
+
     class Config(SftpConnectionConfig, SourceConfig):
-        """Poll a folder on an SFTP server: ``{type: sftp, host: …, user: …, key_file: …, known_hosts: …, path: outbox, glob: '*.835'}``."""
+        """Poll a folder on an SFTP server:
+        ``{type: sftp, host: …, user: …, key_file: …, known_hosts: …, path: outbox, glob: '*.835'}``."""
 
         type: Literal["sftp"] = "sftp"
         path: str = Field(
@@ -682,7 +285,8 @@ class SftpSource:
         )
         chunk_size: str | int = Field(
             "4MB",
-            description="HL7 v2 and CSV (split: csv_row) files larger than this are accepted in chunks of about this size.",
+            description="HL7 v2 and CSV (split: csv_row) files larger than this "
+            "are accepted in chunks of about this size.",
         )
         lease_ttl: str | int | float = Field(
             "60s", description="How long this node's hold on the folder lasts without renewal."
@@ -703,13 +307,13 @@ class SftpSource:
 
         @field_validator("settle", "lease_ttl")
         @classmethod
-        def _dur(cls, v: Any) -> Any:
+        def _dur(cls, v: str | float) -> str | float:
             parse_duration(v)
             return v
 
         @field_validator("max_size", "chunk_size")
         @classmethod
-        def _size(cls, v: Any) -> Any:
+        def _size(cls, v: str | int) -> str | int:
             parse_size(v)
             return v
 
@@ -729,8 +333,8 @@ class SftpSource:
     def __init__(self, config: Config, ctx: Context) -> None:
         self.config = config
         self.ctx = ctx
-        self.settings = _settings(config, ctx, "source")
-        self.conn = _Connection(self.settings, config.parallel + 2)  # + listing and after-actions beside downloads
+        self.settings = resolve_settings(config, ctx, "source")
+        self.conn = Connection(self.settings, config.parallel + 2)  # + listing and after-actions beside downloads
         base = config.path.rstrip("/") or "/"
         self.folder = base
         self.archive = config.archive or posixpath.join(base, "archive")
@@ -748,6 +352,7 @@ class SftpSource:
         self._lost_lease = False
         self._stopping = False
         self._failing: str | None = None
+        self._reached: float | None = None  # when a poll last reached the server (epoch seconds)
         self.last_poll: float | None = None
         self.polls = 0
 
@@ -755,6 +360,11 @@ class SftpSource:
     def last_error(self) -> str | None:
         """Why the last poll failed (None once a poll works): shown with the channel's peers (API, dashboard)."""
         return self._failing
+
+    def peer_state(self) -> dict[str, float | str | None]:
+        """:class:`~hub.channels.base.ReportsPeer`: when a poll last reached the server (epoch seconds, None before
+        the first — the value of the gauge ``SFTP_LAST_POLL``) and why the last poll failed (None once one works)."""
+        return {"sftp_last_poll": self._reached, "sftp_error": self.last_error}
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, receive: Receiver) -> None:
@@ -796,7 +406,8 @@ class SftpSource:
         taken = 0
         try:
             ready = await self._ready()
-            SFTP_LAST_POLL.labels(self.ctx.channel).set_to_current_time()  # the server answered
+            self._reached = time.time()  # the server answered
+            SFTP_LAST_POLL.labels(self.ctx.channel).set(self._reached)
             if self.config.parallel == 1:
                 taken = await self._take_in_order(ready)
             else:
@@ -1032,38 +643,42 @@ class SftpSource:
     def _download(self, remote: str, attrs: paramiko.SFTPAttributes) -> tuple[IO[bytes], int, str] | None:
         """Stream the file to a temporary file, hashing it; None when it changed meanwhile."""
         size = attrs.st_size or 0
-        tmp = tempfile.TemporaryFile(dir=self.spool, prefix="hub-sftp-")
-        h = hashlib.sha256()
-        got = 0
-        try:
+        with ExitStack() as unless_kept:  # the temporary file is closed unless handed to the caller
+            tmp = unless_kept.enter_context(tempfile.TemporaryFile(dir=self.spool, prefix="hub-sftp-"))
+            h = hashlib.sha256()
+            got = 0
             with self.conn.session() as (sftp, _):
                 with sftp.open(remote, "rb") as rf:
-                    if size <= _SMALL:
-                        while got < size:
-                            data = rf.read(min(size - got, 32768 * 8))
-                            if not data:
-                                break
-                            tmp.write(data)
-                            h.update(data)
-                            got += len(data)
-                    else:
-                        for off in range(0, size, _WINDOW):
-                            end = min(off + _WINDOW, size)
-                            reqs = [(o, min(32768, end - o)) for o in range(off, end, 32768)]
-                            for data in rf.readv(reqs):
-                                tmp.write(data)
-                                h.update(data)
-                                got += len(data)
-                            self._window_done(remote, got)
+                    for data in self._blocks(rf, remote, size):
+                        tmp.write(data)
+                        h.update(data)
+                        got += len(data)
                 after = sftp.stat(remote)
             if _sig(after) != _sig(attrs) or got != size:
-                tmp.close()
                 return None
             tmp.flush()
+            unless_kept.pop_all()
             return tmp, size, h.hexdigest()
-        except BaseException:
-            tmp.close()
-            raise
+
+    def _blocks(self, rf: paramiko.SFTPFile, remote: str, size: int) -> Iterator[bytes]:
+        """The first ``size`` bytes of the remote file: plain reads for a small file, else windows of pipelined
+        32 KiB reads (calling :meth:`_window_done` after each window is consumed)."""
+        got = 0
+        if size <= _SMALL:
+            while got < size:
+                data = rf.read(min(size - got, 32768 * 8))
+                if not data:
+                    break
+                got += len(data)
+                yield data
+            return
+        for off in range(0, size, _WINDOW):
+            end = min(off + _WINDOW, size)
+            reqs = [(o, min(32768, end - o)) for o in range(off, end, 32768)]
+            for data in rf.readv(reqs):
+                got += len(data)
+                yield data
+            self._window_done(remote, got)
 
     def _content_type(self, tmp: IO[bytes]) -> str:
         if self.config.format:
@@ -1072,21 +687,35 @@ class SftpSource:
         return sniff_content_type(tmp.read(64))
 
     async def _ingest(self, tmp: IO[bytes], size: int, key: str, ref: str) -> _Taken:
-        assert self._receive is not None
+        """Hand the file to the channel whole, or in chunks when it is larger than ``chunk_size`` and can be split
+        while streaming; a file too large for either is rejected unread."""
         ctype = self._content_type(tmp)
         split = self.config.split
         label = "row" if ctype == "csv" and split == "csv_row" else "message"
         streamable = (ctype == "hl7v2" and split in ("auto", "hl7_batch")) or (ctype == "csv" and split == "csv_row")
         if size <= self.chunk_size or (not streamable and size <= self.max_size):
-            tmp.seek(0)
-            data = await asyncio.to_thread(tmp.read)
-            receipt = await self._receive(data, source_ref=ref, dedup_key=key)
-            del data
-            return _Taken(receipt.outcome, _light(receipt.results), self._report(receipt.results, label))
+            return await self._ingest_whole(tmp, key, ref, label)
         if not streamable:
-            why = f"the file is {size} bytes, more than max_size ({self.config.max_size}), and {ctype} cannot be split while streaming"
+            why = (
+                f"the file is {size} bytes, more than max_size ({self.config.max_size}), "
+                f"and {ctype} cannot be split while streaming"
+            )
             log.warning("sftp %s: %s not taken: %s", self.settings.label, ref, why)
             return _Taken(Outcome.REJECTED, [], why)
+        return await self._ingest_chunks(tmp, ctype, key, ref, label)
+
+    async def _ingest_whole(self, tmp: IO[bytes], key: str, ref: str, label: str) -> _Taken:
+        assert self._receive is not None
+        tmp.seek(0)
+        data = await asyncio.to_thread(tmp.read)
+        receipt = await self._receive(data, source_ref=ref, dedup_key=key)
+        del data
+        return _Taken(receipt.outcome, _light(receipt.results), self._report(receipt.results, label))
+
+    async def _ingest_chunks(self, tmp: IO[bytes], ctype: str, key: str, ref: str, label: str) -> _Taken:
+        """Whole messages (HL7 v2) or rows under the header (CSV), about ``chunk_size`` bytes at a time, each
+        accepted under ``<key>@<n>``; stops at the first chunk the store did not take."""
+        assert self._receive is not None
         if ctype == "hl7v2":
             try:  # first pass: refuse a broken envelope before any part of the file is accepted
                 await asyncio.to_thread(lambda: sum(1 for _ in hl7_messages(tmp)))
@@ -1107,8 +736,6 @@ class SftpSource:
             results.extend(_light(receipt.results))
             if receipt.outcome is Outcome.ERROR:
                 return _Taken(Outcome.ERROR, results)
-        from hub.channels.base import Receipt
-
         return _Taken(Receipt(results).outcome, results, self._report(results, label))
 
     @staticmethod
@@ -1145,7 +772,7 @@ class SftpSource:
             if how == "delete":
                 sftp.remove(remote)
             elif how == "move":
-                _makedirs(self.conn, sftp, self.archive)
+                makedirs(self.conn, sftp, self.archive)
                 sftp.rename(remote, _unique(sftp, self.archive, name))
             else:
                 sftp.rename(remote, _unique(sftp, self.folder, name + self.config.rename_suffix))
@@ -1154,140 +781,9 @@ class SftpSource:
         with self.conn.session() as (sftp, _):
             if not self._unchanged(sftp, remote, attrs):
                 return
-            _makedirs(self.conn, sftp, self.error)
+            makedirs(self.conn, sftp, self.error)
             target = _unique(sftp, self.error, name)
             with sftp.open(target + ".error.txt", "wb") as fh:
                 fh.write((report or "rejected").encode("utf-8") + b"\n")
             sftp.rename(remote, target)
         log.warning("sftp %s: %s rejected and moved to %s", self.settings.label, remote, self.error)
-
-
-# ---------------------------------------------------------------------------------------------- destination
-class SftpDestination:
-    class Config(SftpConnectionConfig, DestinationConfig):
-        """Upload each message as a file: ``{type: sftp, host: …, user: …, key_file: …, known_hosts: …, path: 'inbox/{control_id}.{ext}'}``."""
-
-        type: Literal["sftp"] = "sftp"
-        path: str = Field(
-            description="Remote path template (relative to the login folder, or absolute); folders are made as needed. "
-            "Fields as for the file destination: {control_id} {message_id} {delivery_id} {channel} {message_type} "
-            "{patient_id} {source_name} {ext} {uuid} {received_at:%Y%m%d} {now:%H%M%S}.",
-            examples=["inbox/{now:%Y%m%d}/{control_id}.{ext}", "/upload/837/{message_id}.x12"],
-        )
-        exists: Literal["unique", "overwrite", "error"] = Field(
-            "unique",
-            description="When the rendered name is already taken on the server: unique (default) uploads as <stem>-2<ext>, "
-            "-3 … and never replaces a file; overwrite replaces it (posix-rename); error fails the delivery (dead). A file already holding exactly the same bytes counts as this delivery's own (a retry makes no copy).",
-        )
-        mkdirs: bool = Field(True, description="Create missing folders of the path.")
-
-        @field_validator("path")
-        @classmethod
-        def _template(cls, v: str) -> str:
-            check_path_template(v)
-            if v.endswith("/"):
-                raise ValueError("the path template must end with a file name")
-            return v
-
-    def __init__(self, config: Config, ctx: Context) -> None:
-        self.config = config
-        self.ctx = ctx
-        self.settings = _settings(config, ctx, "destination")
-        # one session per key sent at once (queue.parallel with order_by), all on one kept connection
-        self.conn = _Connection(self.settings, config.queue.parallel if config.queue.order_by else 1)
-        self._posix_rename: bool | None = None  # learnt from the server on first use
-
-    def _wrote(self, tmp: str, done: int) -> None:
-        """Called after each megabyte written (a seam for tests that cut the connection midway)."""
-
-    async def send(self, message: Message) -> str | None:
-        remote = render_path(self.config.path, message)
-        tag = str(message.meta.get("delivery_id") or uuid.uuid4().hex[:12])
-        return await asyncio.to_thread(self._send, remote, message.raw, tag)
-
-    def _send(self, remote: str, data: bytes, tag: str) -> str:
-        for attempt in (1, 2):
-            fresh = True
-            try:
-                with self.conn.session() as (sftp, fresh):
-                    return self._upload(sftp, remote, data, tag)
-            except PermanentDelivery:
-                raise
-            except SftpError as exc:
-                self.conn.close()
-                raise RetryableDelivery(str(exc)) from exc
-            except Exception as exc:
-                if self.conn.alive():
-                    if isinstance(exc, OSError) and exc.errno is None:
-                        # SSH_FX_FAILURE and friends: the server could not do it now (disk, quota …)
-                        raise RetryableDelivery(f"{self.settings.label}: {remote}: {exc}") from exc
-                    raise classify(exc) from exc
-                self.conn.close()
-                if attempt == 1 and not fresh:
-                    log.info("sftp %s: kept connection was gone; connecting again", self.settings.label)
-                    continue
-                raise RetryableDelivery(
-                    f"connection to {self.settings.label} lost: {type(exc).__name__}: {exc}"
-                ) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _upload(self, sftp: paramiko.SFTPClient, remote: str, data: bytes, tag: str) -> str:
-        folder, name = posixpath.split(remote)
-        if not name:
-            raise PermanentDelivery(f"path {remote!r} has no file name")
-        if folder and self.config.mkdirs:
-            _makedirs(self.conn, sftp, folder)
-        tmp = posixpath.join(folder, f".{name}.{tag}.tmp")
-        with sftp.open(tmp, "wb") as fh:
-            fh.set_pipelined(True)
-            for off in range(0, len(data), _WRITE):
-                fh.write(data[off : off + _WRITE])
-                self._wrote(tmp, off + _WRITE)
-        size = sftp.stat(tmp).st_size
-        if size != len(data):
-            sftp.remove(tmp)
-            raise RetryableDelivery(f"{remote}: {size} bytes on the server after upload, {len(data)} sent")
-        if self.config.exists == "overwrite":
-            self._rename(sftp, tmp, remote)
-            return f"uploaded {remote} to {self.settings.label} ({len(data)} bytes)"
-        for target in unique_names(remote):
-            if not _exists(sftp, target) and self._rename_new(sftp, tmp, target):
-                return f"uploaded {target} to {self.settings.label} ({len(data)} bytes)"
-            if _holds(sftp, target, data):  # this delivery, repeated after its answer was lost: no second copy
-                sftp.remove(tmp)
-                return f"{target} on {self.settings.label} already holds these {len(data)} bytes (uploaded before)"
-            if self.config.exists == "error":
-                sftp.remove(tmp)
-                raise PermanentDelivery(f"{remote} already exists on {self.settings.label} (exists: error)")
-        sftp.remove(tmp)
-        raise RetryableDelivery(f"no free name for {remote} on {self.settings.label}")
-
-    def _rename_new(self, sftp: paramiko.SFTPClient, tmp: str, target: str) -> bool:
-        """Plain SFTP rename, which must not replace: True when done, False when ``target`` was taken meanwhile."""
-        try:
-            sftp.rename(tmp, target)
-            return True
-        except OSError:
-            if self.conn.alive() and _exists(sftp, target) and _exists(sftp, tmp):
-                return False  # another writer took the name between the check and the rename
-            raise
-
-    def _rename(self, sftp: paramiko.SFTPClient, tmp: str, target: str) -> None:
-        if self._posix_rename is not False:
-            try:
-                sftp.posix_rename(tmp, target)  # replaces atomically
-                self._posix_rename = True
-                return
-            except OSError as exc:
-                if self._posix_rename or exc.errno is not None or not self.conn.alive():
-                    raise
-                self._posix_rename = False  # the server has no posix-rename: plain rename below
-                log.info(
-                    "sftp %s: server has no posix-rename; replacing files with remove + rename", self.settings.label
-                )
-        if _exists(sftp, target):
-            sftp.remove(target)
-        sftp.rename(tmp, target)
-
-    async def close(self) -> None:
-        await asyncio.to_thread(self.conn.close)

@@ -481,8 +481,8 @@ def _validate(msg: Hl7Message, version: str | None) -> list[Issue]:
     errors = _fold_choices(errors, version, issues)
     seen: set[tuple[str, str, str]] = set()
     for severity, found in (("error", errors), ("warning", warnings)):
-        for exc in found:
-            issue = _issue_from(exc, severity)
+        for err in found:
+            issue = _issue_from(err, severity)
             key = (issue.severity, issue.message, issue.location)
             if key not in seen:
                 seen.add(key)

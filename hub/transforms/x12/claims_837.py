@@ -5,9 +5,9 @@ grouped under one 2000A billing-provider level per billing provider; every claim
 subscriber level (and 2000C patient level when the patient is not the subscriber). A transaction holds at
 most 5,000 claims (the TR3's recommendation), so larger batches get several STs in the one group.
 
-Every claim is checked first (:func:`hub.transforms.x12.model.check_claim`): a claim that cannot be valid raises
-:class:`~hub.errors.MappingError` naming the 837 location, instead of producing a file a clearinghouse would
-reject. The tests run pyx12's 5010 validation over every file written here.
+Every claim is checked first (:func:`checked_claim`, :func:`hub.transforms.x12.claim_checks.check_claim`): a claim that
+cannot be valid raises :class:`~hub.errors.MappingError` naming the 837 location, instead of producing a file a
+clearinghouse would reject. The tests run pyx12's 5010 validation over every file written here.
 """
 
 from __future__ import annotations
@@ -19,11 +19,20 @@ from typing import Literal
 
 from hub.errors import MappingError
 
-from .model import Address, Claim, Provider, check_claim, normalise_icd10
+from .claim_checks import check_claim
+from .model import Address, Claim, Provider, normalise_icd10
 from .partners import ControlNumbers, Partner, get_partner
-from .writer import FunctionalGroup, SegmentWriter, TransactionBody, delimiters_of, format_quantity, write_interchange
+from .writer import (
+    Element,
+    FunctionalGroup,
+    SegmentWriter,
+    TransactionBody,
+    delimiters_of,
+    format_quantity,
+    write_interchange,
+)
 
-__all__ = ["write_837", "VERSIONS", "MAX_CLAIMS_PER_TRANSACTION", "billing_provider_of"]
+__all__ = ["write_837", "VERSIONS", "MAX_CLAIMS_PER_TRANSACTION", "billing_provider_of", "checked_claim"]
 
 VERSIONS = {"P": "005010X222A1", "I": "005010X223A2"}
 MAX_CLAIMS_PER_TRANSACTION = 5000
@@ -44,7 +53,8 @@ def billing_provider_of(claim: Claim, partner: Partner) -> Provider:
     bp = partner.billing_provider
     if bp is None:
         raise MappingError(
-            f"claim {claim.patient_control_number} has no billing provider and partner {partner.name!r} has no defaults",
+            f"claim {claim.patient_control_number} has no billing provider and partner {partner.name!r} "
+            "has no defaults",
             location="2010AA/NM1",
         )
     a = bp.address
@@ -60,6 +70,25 @@ def billing_provider_of(claim: Claim, partner: Partner) -> Provider:
     )
 
 
+def checked_claim(claim: Claim, partner: Partner, kind: Literal["P", "I"]) -> tuple[Claim, Provider]:
+    """The claim as the 837 bills it (payer id and filing code from the partner's ``payers`` when the claim has
+    no payer id) and its billing provider, after :func:`~hub.transforms.x12.claim_checks.check_claim`: MappingError,
+    naming the claim, for a claim that cannot be billed."""
+    bp = billing_provider_of(claim, partner)
+    settings = partner.payer(claim.payer.name) if claim.payer.payer_id == "" else None
+    if settings is not None:
+        payer = replace(claim.payer, payer_id=settings.payer_id, claim_filing_code=settings.claim_filing_code)
+        claim = replace(claim, payer=payer)
+    try:
+        check_claim(claim, kind, bp)
+    except MappingError as exc:
+        pcn = claim.patient_control_number
+        if pcn and pcn not in str(exc):
+            raise MappingError(f"claim {pcn}: {exc}", location=exc.location, code=exc.code) from None
+        raise
+    return claim, bp
+
+
 class _Body:
     """Writes the segments of one 837 transaction (between ST and SE)."""
 
@@ -68,8 +97,8 @@ class _Body:
         self.kind = kind
         self.hl = 0
 
-    def seg(self, sid: str, *elements: object, loop: str = "") -> None:
-        self.w.segment(sid, *elements, loop=loop)  # type: ignore[arg-type]
+    def seg(self, sid: str, *elements: Element, loop: str = "") -> None:
+        self.w.segment(sid, *elements, loop=loop)
 
     def address(self, addr: Address, loop: str) -> None:
         self.seg("N3", addr.line1, addr.line2 or None, loop=loop)
@@ -287,22 +316,7 @@ def write_837(
     claim_list = list(claims)
     if not claim_list:
         raise MappingError("no claims to write: an 837 needs at least one claim")
-    prepared: list[tuple[Claim, Provider]] = []
-    for c in claim_list:
-        bp = billing_provider_of(c, p)
-        if c.payer.payer_id == "" and p.payer(c.payer.name) is not None:
-            ps = p.payer(c.payer.name)
-            assert ps is not None
-            c = replace(c, payer=replace(c.payer, payer_id=ps.payer_id, claim_filing_code=ps.claim_filing_code))
-        try:
-            check_claim(c, kind, bp)
-        except MappingError as exc:
-            if c.patient_control_number and c.patient_control_number not in str(exc):
-                raise MappingError(
-                    f"claim {c.patient_control_number}: {exc}", location=exc.location, code=exc.code
-                ) from None
-            raise
-        prepared.append((c, bp))
+    prepared = [checked_claim(c, p, kind) for c in claim_list]
     d = delimiters_of(p)
     group = FunctionalGroup("HC", VERSIONS[kind])
     for start in range(0, len(prepared), MAX_CLAIMS_PER_TRANSACTION):

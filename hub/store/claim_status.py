@@ -20,6 +20,8 @@ claim's row in place while it is still ``submitted``; a claim sent again after a
 
 Writes go through the store's group writer (:meth:`Store.run_write`) and never raise inside the transaction;
 reads use the store's engine. Claims outlive the messages they came from (retention does not prune them).
+(Not to be confused with a worker claiming deliveries, :mod:`hub.store.queue`, nor with the X12 claim model
+of :mod:`hub.transforms.x12`.)
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from hub.store.repository import Repository
 from hub.store.schema import claim_events, claims, deliveries, messages
+from hub.store.search import SUMMARY_COLUMNS
 
 __all__ = ["ClaimStore", "Submission", "ClaimChange", "CLAIM_STATUSES", "control_number"]
 
@@ -140,8 +143,8 @@ class ClaimStore(Repository):
                         "source": "837",
                         "status": "submitted",
                         "code": None,
-                        "detail": f"837{s.kind} to {s.partner}: ISA13 {control_number(s.isa13)}, GS06 {control_number(s.gs06)}, "
-                        f"ST02 {control_number(s.st02)}",
+                        "detail": f"837{s.kind} to {s.partner}: ISA13 {control_number(s.isa13)}, "
+                        f"GS06 {control_number(s.gs06)}, ST02 {control_number(s.st02)}",
                         "message_id": s.message_id,
                     }
                     for cid, s in zip(ids, rows, strict=False)
@@ -326,22 +329,7 @@ class ClaimStore(Repository):
                 .where(claims.c.status == status)
                 .distinct()
             )
-            cols = [
-                m.id,
-                m.channel,
-                m.received_at,
-                m.status,
-                m.content_type,
-                m.control_id,
-                m.message_type,
-                m.sending_app,
-                m.sending_facility,
-                m.patient_id,
-                m.source_ref,
-                m.error,
-                m.size,
-            ]
-            stmt = select(*cols).where(m.id.in_(ids_stmt))
+            stmt = select(*SUMMARY_COLUMNS).where(m.id.in_(ids_stmt))
             if channel:
                 stmt = stmt.where(m.channel == channel)
             if since is not None:
@@ -363,16 +351,16 @@ class ClaimStore(Repository):
                 ):
                     summary.setdefault(mid, {})[st] = n
                 found: dict[int, list[dict[str, Any]]] = {}
-                for r in conn.execute(
+                for claim in conn.execute(
                     select(c.message_id, c.patient_control_number, c.status, c.status_detail)
                     .where(c.message_id.in_(ids), c.id.in_(select(sub.c.cid)))
                     .order_by(c.id)
                 ):
-                    found.setdefault(r.message_id, []).append(
+                    found.setdefault(claim.message_id, []).append(
                         {
-                            "patient_control_number": r.patient_control_number,
-                            "status": r.status,
-                            "status_detail": r.status_detail,
+                            "patient_control_number": claim.patient_control_number,
+                            "status": claim.status,
+                            "status_detail": claim.status_detail,
                         }
                     )
                 for r in rows:

@@ -1,4 +1,4 @@
-"""The X12 package as channel components: transforms, control numbers from the store, X12 metadata and split.
+"""The X12 package as channel components: the transforms, X12 metadata and split.
 
 Transforms (registered in :mod:`hub.registry`; each ``Config`` is the user documentation):
 
@@ -15,42 +15,42 @@ Transforms (registered in :mod:`hub.registry`; each ``Config`` is the user docum
                     back to the partner, for a route to the partner's outbox.
 ==================  ==========================================================================================
 
-Control numbers (ISA13, GS06, ST02) come from :class:`StoreControlNumbers` — the store's durable sequences
-``x12:<partner>:<isa|gs|st>``, unique and increasing per partner across restarts and nodes — when the component
-was built with a store (``hub run``), else from :class:`~hub.transforms.x12.InMemoryControlNumbers`
-(``hub test``, ``hub check``, ``hub convert``). Partner settings are read at build time from
-``<mappings>/x12/partners.yaml`` (or the ``partners:`` file named in the config).
+Control numbers (ISA13, GS06, ST02): transforms are pure, so the interchange a transform writes (``v2_to_x12_837``,
+``fhir_to_x12_837``, ``x12_999``) carries *provisional* numbers from the component's own
+:class:`~hub.transforms.x12.InMemoryControlNumbers` — what ``hub test``, ``hub check`` and dry runs show — and the
+component names the partner in its ``numbered_for`` attribute. When the channel accepts the message it takes the
+real numbers from the store's durable sequences ``x12:<partner>:<isa|gs|st>`` and writes them in
+(:func:`hub.channels.x12.take_control_numbers`, :func:`~hub.transforms.x12.writer.number_interchange`), so a
+message rejected by a later step of its pipeline uses up no number. The ``x12_837`` assembler takes its numbers
+from the same sequences when it writes a batch.
 
-The store is reached only through the injected context (``ctx.store.next_sequence``); nothing here imports
-the store or the channels.
+Partner settings are read at build time from ``<mappings>/x12/partners.yaml`` (or the ``partners:`` file named
+in the config). Nothing here reaches the store or imports the channels.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from hub.errors import ConfigError, MappingError, ValidationError, X12ParseError
+from hub.errors import ConfigError, Issue, MappingError, ValidationError, X12ParseError
 from hub.message import Message
 from hub.spec import TransformConfig
 
 from .acks import check_interchanges, make_999, make_ta1
-from .claims import billing_provider_of, write_837
+from .claims_837 import checked_claim, write_837
 from .from_fhir import claims_from_fhir
 from .from_hl7v2 import claim_from_dft
-from .model import Claim, check_claim
-from .partners import ControlNumbers, InMemoryControlNumbers, Partner, get_partner
+from .model import Claim
+from .partners import InMemoryControlNumbers, Partner, get_partner
 from .reader import Segment, SegmentReader
 from .remit import load_layout, remit_to_fhir, x12_835_to_csv
 from .validate import validate
 
 __all__ = [
-    "StoreControlNumbers",
-    "numbers_for",
     "partner_for",
     "claims_of",
     "check_claims",
@@ -66,7 +66,6 @@ __all__ = [
     "GUIDES",
 ]
 
-MAX_CONTROL_NUMBER = 999_999_999
 # GS08 → what the transaction is (message_type / meta["x12_guide"])
 GUIDES = {
     "005010X222A1": "837P",
@@ -81,31 +80,7 @@ GUIDES = {
 }
 
 
-class StoreControlNumbers:
-    """:class:`~hub.transforms.x12.ControlNumbers` backed by the store's durable sequences.
-
-    ``next(partner, kind)`` is ``store.next_sequence("x12:<partner>:<kind>")``, wrapped into 1…999,999,999
-    (ISA13 is nine digits). Unique and increasing per partner and kind, across restarts and nodes sharing a store.
-    Each call is one small write transaction; call it from a thread (assemblers run in one) or accept the wait.
-    """
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-
-    def next(self, partner: str, kind: str) -> int:
-        if kind not in ("isa", "gs", "st"):
-            raise ValueError(f"control number kind must be isa, gs or st, not {kind!r}")
-        n = int(self.store.next_sequence(f"x12:{partner}:{kind}"))
-        return (n - 1) % MAX_CONTROL_NUMBER + 1
-
-
-def numbers_for(ctx: Any) -> ControlNumbers:
-    """The store's control numbers when the component runs in a hub with a store, else in-memory ones."""
-    store = getattr(ctx, "store", None)
-    return StoreControlNumbers(store) if store is not None else InMemoryControlNumbers()
-
-
-def partner_for(name: str, partners_file: str | None, ctx: Any) -> Partner:
+def partner_for(name: str, partners_file: str | None, ctx: object) -> Partner:
     """The partner's settings from ``<mappings>/<partners_file>`` (default ``x12/partners.yaml``); ConfigError."""
     rel = partners_file or "x12/partners.yaml"
     mappings = Path(getattr(ctx, "mappings_dir", "mappings"))
@@ -169,19 +144,7 @@ def quick_check(claims: list[Claim], partner: Partner, kind: Literal["P", "I"]) 
     """The checks :func:`write_837` makes before writing (billing provider, payer id, :func:`check_claim`), without
     writing: MappingError for a claim that cannot be billed. Cheap enough to run per message of a large batch."""
     for c in claims:
-        bp = billing_provider_of(c, partner)
-        if c.payer.payer_id == "" and partner.payer(c.payer.name) is not None:
-            ps = partner.payer(c.payer.name)
-            assert ps is not None
-            c = replace(c, payer=replace(c.payer, payer_id=ps.payer_id, claim_filing_code=ps.claim_filing_code))
-        try:
-            check_claim(c, kind, bp)
-        except MappingError as exc:
-            if c.patient_control_number and c.patient_control_number not in str(exc):
-                raise MappingError(
-                    f"claim {c.patient_control_number}: {exc}", location=exc.location, code=exc.code
-                ) from None
-            raise
+        checked_claim(c, partner, kind)
 
 
 def check_claims(claims: list[Claim], partner: Partner, kind: Literal["P", "I"], *, pyx12: bool = False) -> bytes:
@@ -203,23 +166,41 @@ def check_claims(claims: list[Claim], partner: Partner, kind: Literal["P", "I"],
 
 
 class _PartnerTransform:
-    def __init__(self, config: Any, ctx: Any) -> None:
+    def __init__(self, config: Any, ctx: object) -> None:
         self.config = config
         self.ctx = ctx
         self.partner = partner_for(config.partner, config.partners, ctx)
 
 
-_PARTNER = Field(description="The trading partner (a key of mappings/x12/partners.yaml).", examples=["clearinghouse"])
-_PARTNERS = Field(
-    None, description="Partner settings file, relative to the mappings folder (default x12/partners.yaml)."
-)
-_KIND = Field("P", description="P: 837P professional (005010X222A1); I: 837I institutional (005010X223A2).")
-_POS = Field("11", description="DFT: place of service (CLM05-1) of an 837P claim.", examples=["11", "22"])
-_OTHER = Field(
-    "reject",
-    description="FHIR: a Bundle with professional and institutional Claims — skip: take only this kind's (another "
-    "route makes the others); reject: reject the Bundle.",
-)
+class _NumberedTransform(_PartnerTransform):
+    """A transform whose output is an interchange: its control numbers are provisional (in-memory, per component);
+    the channel takes the partner's real ones from the store when it accepts the message (see the module)."""
+
+    def __init__(self, config: Any, ctx: object) -> None:
+        super().__init__(config, ctx)
+        self.numbers = InMemoryControlNumbers()
+        self.numbered_for = self.partner.name  # the partner whose control-number sequences the output takes
+
+
+_Partner = Annotated[
+    str, Field(description="The trading partner (a key of mappings/x12/partners.yaml).", examples=["clearinghouse"])
+]
+_PartnersFile = Annotated[
+    str | None, Field(description="Partner settings file, relative to the mappings folder (default x12/partners.yaml).")
+]
+_Kind = Annotated[
+    Literal["P", "I"], Field(description="P: 837P professional (005010X222A1); I: 837I institutional (005010X223A2).")
+]
+_PlaceOfService = Annotated[
+    str, Field(description="DFT: place of service (CLM05-1) of an 837P claim.", examples=["11", "22"])
+]
+_OtherKind = Annotated[
+    Literal["reject", "skip"],
+    Field(
+        description="FHIR: a Bundle with professional and institutional Claims — skip: take only this kind's (another "
+        "route makes the others); reject: reject the Bundle.",
+    ),
+]
 
 
 class X12ClaimCheck(_PartnerTransform):
@@ -233,11 +214,11 @@ class X12ClaimCheck(_PartnerTransform):
         """
 
         type: Literal["x12_claim_check"] = "x12_claim_check"
-        partner: str = _PARTNER
-        kind: Literal["P", "I"] = _KIND
-        place_of_service: str = _POS
-        other_kind: Literal["reject", "skip"] = _OTHER
-        partners: str | None = _PARTNERS
+        partner: _Partner
+        kind: _Kind = "P"
+        place_of_service: _PlaceOfService = "11"
+        other_kind: _OtherKind = "reject"
+        partners: _PartnersFile = None
         validate_: bool = Field(
             False,
             alias="validate",
@@ -251,7 +232,7 @@ class X12ClaimCheck(_PartnerTransform):
         return message
 
 
-class V2ToX12837(_PartnerTransform):
+class V2ToX12837(_NumberedTransform):
     class Config(TransformConfig):
         """A DFT^P03 → one 837 interchange (one claim). Control numbers from the store.
 
@@ -260,14 +241,10 @@ class V2ToX12837(_PartnerTransform):
         """
 
         type: Literal["v2_to_x12_837"] = "v2_to_x12_837"
-        partner: str = _PARTNER
-        kind: Literal["P", "I"] = _KIND
-        place_of_service: str = _POS
-        partners: str | None = _PARTNERS
-
-    def __init__(self, config: Config, ctx: Any) -> None:
-        super().__init__(config, ctx)
-        self.numbers = numbers_for(ctx)
+        partner: _Partner
+        kind: _Kind = "P"
+        place_of_service: _PlaceOfService = "11"
+        partners: _PartnersFile = None
 
     def __call__(self, message: Message) -> Message:
         c = self.config
@@ -278,19 +255,15 @@ class V2ToX12837(_PartnerTransform):
         return message.replace(out, "x12")
 
 
-class FhirToX12837(_PartnerTransform):
+class FhirToX12837(_NumberedTransform):
     class Config(TransformConfig):
         """A FHIR Claim (a Bundle with Claim, Patient, Coverage, Organization/Practitioner) → one 837 interchange."""
 
         type: Literal["fhir_to_x12_837"] = "fhir_to_x12_837"
-        partner: str = _PARTNER
-        kind: Literal["P", "I"] = _KIND
-        other_kind: Literal["reject", "skip"] = _OTHER
-        partners: str | None = _PARTNERS
-
-    def __init__(self, config: Config, ctx: Any) -> None:
-        super().__init__(config, ctx)
-        self.numbers = numbers_for(ctx)
+        partner: _Partner
+        kind: _Kind = "P"
+        other_kind: _OtherKind = "reject"
+        partners: _PartnersFile = None
 
     def __call__(self, message: Message) -> Message:
         if message.content_type != "fhir":
@@ -309,11 +282,13 @@ def _require_set(raw: bytes, wanted: str) -> None:
     raise X12ParseError(f"no transaction set (ST) in the file: not an {wanted}", location="ST")
 
 
-_UNBALANCED = Field(
-    "error",
-    description="error: an 835 that does not balance (BPR02 vs claim payments and PLB, claim charge vs paid plus "
-    "adjustments) is rejected with the problems listed — flagged, not posted; ignore: posted anyway.",
-)
+_OnUnbalanced = Annotated[
+    Literal["error", "ignore"],
+    Field(
+        description="error: an 835 that does not balance (BPR02 vs claim payments and PLB, claim charge vs paid plus "
+        "adjustments) is rejected with the problems listed — flagged, not posted; ignore: posted anyway.",
+    ),
+]
 
 
 class X12835ToCsv:
@@ -326,7 +301,7 @@ class X12835ToCsv:
             description="CSV layout (columns, delimiter, date format), relative to the mappings folder.",
             examples=["x12/835_posting_layout.yaml"],
         )
-        on_unbalanced: Literal["error", "ignore"] = _UNBALANCED
+        on_unbalanced: _OnUnbalanced = "error"
 
     def __init__(self, config: Config, ctx: Any) -> None:
         self.config = config
@@ -346,14 +321,14 @@ class X12835ToFhir:
         """An 835 remittance → a FHIR ``collection`` Bundle with one ExplanationOfBenefit per claim."""
 
         type: Literal["x12_835_to_fhir"] = "x12_835_to_fhir"
-        on_unbalanced: Literal["error", "ignore"] = _UNBALANCED
+        on_unbalanced: _OnUnbalanced = "error"
 
     def __init__(self, config: Config, ctx: Any) -> None:
         self.config = config
 
     def __call__(self, message: Message) -> Message:
         _require_set(message.raw, "835")
-        issues: list[Any] = []
+        issues: list[Issue] = []
         bundle = remit_to_fhir(message.raw, issues=issues)
         if issues and self.config.on_unbalanced == "error":
             first = issues[0]
@@ -367,7 +342,7 @@ class X12835ToFhir:
 
 
 # ---------------------------------------------------------------------------------------------- acknowledgements
-class X12Ack(_PartnerTransform):
+class X12Ack(_NumberedTransform):
     class Config(TransformConfig):
         """Inbound X12 → its acknowledgement, addressed back to the sender: a 999 (005010X231A1: A accepted, E
         accepted with errors, R rejected, with IK3/IK4 detail from pyx12's 5010 validation), or a TA1 when the
@@ -379,16 +354,12 @@ class X12Ack(_PartnerTransform):
         """
 
         type: Literal["x12_999"] = "x12_999"
-        partner: str = _PARTNER
-        partners: str | None = _PARTNERS
+        partner: _Partner
+        partners: _PartnersFile = None
         ta1: Literal["on_error", "never"] = Field(
             "on_error",
             description="on_error: a TA1 instead of the 999 when the envelope is in error; never: always a 999.",
         )
-
-    def __init__(self, config: Config, ctx: Any) -> None:
-        super().__init__(config, ctx)
-        self.numbers = numbers_for(ctx)
 
     def __call__(self, message: Message) -> Message:
         raw = message.raw

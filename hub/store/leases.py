@@ -1,0 +1,35 @@
+"""Named leases between the nodes sharing a store: one node at a time does a job (polls an SFTP folder …). A node
+takes or renews a lease for a time (:func:`acquire`) and gives it up (:func:`release`); a lease not renewed in
+time is free for another node. (The leases of deliveries being sent are part of the queue: hub.store.queue.)
+"""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import Connection, delete, or_, select, update
+
+from hub.store.schema import leases
+
+__all__ = ["acquire", "release"]
+
+
+def acquire(conn: Connection, name: str, owner: str, ttl: float) -> bool:
+    """Take or renew the lease ``name`` for ``owner``; False while another owner holds an unexpired one."""
+    now = time.time()
+    row = conn.execute(select(leases.c.owner, leases.c.until).where(leases.c.name == name)).first()
+    if row is None:
+        conn.execute(leases.insert().values(name=name, owner=owner, until=now + ttl))
+        return True
+    if row.owner == owner or row.until < now:
+        res = conn.execute(
+            update(leases)
+            .where(leases.c.name == name, or_(leases.c.owner == owner, leases.c.until < now))
+            .values(owner=owner, until=now + ttl)
+        )
+        return bool(res.rowcount)
+    return False
+
+
+def release(conn: Connection, name: str, owner: str) -> None:
+    conn.execute(delete(leases).where(leases.c.name == name, leases.c.owner == owner))

@@ -1,0 +1,149 @@
+"""Reading what the store holds: message search (:func:`search`, keyset-paged, newest first), one message with
+its deliveries and attempts (:func:`get_message`), and the counts behind ``hub status`` and the dashboard
+(:func:`status`, :func:`queue_depth`). Each function runs on a reader connection the caller gives it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Connection, exists, func, literal, or_, select
+
+from hub.store.records import MESSAGE_STATUSES, PENDING, SearchQuery
+from hub.store.schema import attempts, deliveries, messages
+
+__all__ = ["status", "search", "get_message", "queue_depth", "delivery_states"]
+
+
+def status(conn: Connection) -> dict[str, Any]:
+    """Counts per channel (messages by status) and per destination (deliveries by status, oldest queued)."""
+    m, d = messages.c, deliveries.c
+    chans: dict[str, dict[str, int]] = {}
+    for ch, st, n in conn.execute(select(m.channel, m.status, func.count()).group_by(m.channel, m.status)):
+        chans.setdefault(ch, {})[st] = n
+    dests: dict[tuple[str, str], dict[str, Any]] = {}
+    for ch, dest, st, n, oldest in conn.execute(
+        select(d.channel, d.destination, d.status, func.count(), func.min(d.created_at)).group_by(
+            d.channel, d.destination, d.status
+        )
+    ):
+        row = dests.setdefault((ch, dest), {"oldest_queued": None})
+        row[st] = n
+        if st in PENDING and oldest is not None:
+            prev = row["oldest_queued"]
+            row["oldest_queued"] = oldest if prev is None else min(prev, oldest)
+    return {"channels": chans, "destinations": dests}
+
+
+#: A message as a search lists it: everything but its content.
+SUMMARY_COLUMNS = (
+    messages.c.id,
+    messages.c.channel,
+    messages.c.received_at,
+    messages.c.status,
+    messages.c.content_type,
+    messages.c.control_id,
+    messages.c.message_type,
+    messages.c.sending_app,
+    messages.c.sending_facility,
+    messages.c.patient_id,
+    messages.c.source_ref,
+    messages.c.error,
+    messages.c.size,
+)
+
+
+def search(conn: Connection, q: SearchQuery) -> list[dict[str, Any]]:
+    """Messages matching ``q``, newest first, without their content; each with ``deliveries``: counts by status."""
+    m, d = messages.c, deliveries.c
+    stmt = select(*SUMMARY_COLUMNS)
+    if q.channel:
+        stmt = stmt.where(m.channel == q.channel)
+    if q.status:
+        if q.status in MESSAGE_STATUSES:
+            stmt = stmt.where(m.status == q.status)
+        else:
+            sub = exists().where(d.message_id == m.id, d.status == q.status)
+            if q.destination:
+                sub = sub.where(d.destination == q.destination)
+            stmt = stmt.where(sub)
+    elif q.destination:
+        stmt = stmt.where(exists().where(d.message_id == m.id, d.destination == q.destination))
+    if q.since is not None:
+        stmt = stmt.where(m.received_at >= q.since)
+    if q.until is not None:
+        stmt = stmt.where(m.received_at < q.until)
+    if q.control_id:
+        stmt = stmt.where(m.control_id == q.control_id)
+    if q.patient_id:
+        stmt = stmt.where(m.patient_id == q.patient_id)
+    if q.message_type:
+        if "^" in q.message_type:
+            stmt = stmt.where(m.message_type == q.message_type)
+        else:
+            stmt = stmt.where(
+                or_(
+                    m.message_type == q.message_type,
+                    m.message_type.between(q.message_type + "^", q.message_type + "^\uffff"),
+                )
+            )
+    if q.text:
+        needle = q.text.encode()
+        if conn.dialect.name == "postgresql":
+            stmt = stmt.where(func.position(literal(needle).op("IN")(m.raw)) > 0)
+        else:
+            stmt = stmt.where(func.instr(m.raw, literal(needle)) > 0)
+    if q.before_id is not None:
+        stmt = stmt.where(m.id < q.before_id)
+    stmt = stmt.order_by(m.id.desc()).limit(q.limit)
+    rows = [dict(r._mapping) for r in conn.execute(stmt)]
+    if rows:
+        ids = [r["id"] for r in rows]
+        summary: dict[int, dict[str, int]] = {}
+        for mid, st, n in conn.execute(
+            select(d.message_id, d.status, func.count()).where(d.message_id.in_(ids)).group_by(d.message_id, d.status)
+        ):
+            summary.setdefault(mid, {})[st] = n
+        for r in rows:
+            r["deliveries"] = summary.get(r["id"], {})
+    return rows
+
+
+def get_message(conn: Connection, message_id: int) -> dict[str, Any] | None:
+    """A message with its raw bytes, its deliveries (content, response, errors) and their attempts."""
+    row = conn.execute(select(messages).where(messages.c.id == message_id)).first()
+    if row is None:
+        return None
+    msg = dict(row._mapping)
+    msg["meta"] = json.loads(msg["meta"]) if msg["meta"] else {}
+    dl = [
+        dict(r._mapping)
+        for r in conn.execute(select(deliveries).where(deliveries.c.message_id == message_id).order_by(deliveries.c.id))
+    ]
+    by_id = {x["id"]: x for x in dl}
+    for x in dl:
+        x["attempt_log"] = []
+    if by_id:
+        for a in conn.execute(select(attempts).where(attempts.c.delivery_id.in_(list(by_id))).order_by(attempts.c.id)):
+            by_id[a.delivery_id]["attempt_log"].append(dict(a._mapping))
+    msg["deliveries"] = dl
+    return msg
+
+
+def queue_depth(conn: Connection) -> dict[tuple[str, str], int]:
+    """Pending deliveries (queued, retrying, being sent) per (channel, destination)."""
+    d = deliveries.c
+    return {
+        (ch, dest): n
+        for ch, dest, n in conn.execute(
+            select(d.channel, d.destination, func.count())
+            .where(d.status.in_(PENDING))
+            .group_by(d.channel, d.destination)
+        )
+    }
+
+
+def delivery_states(conn: Connection, message_id: int) -> list[str]:
+    """The status of each delivery of a message."""
+    return list(conn.execute(select(deliveries.c.status).where(deliveries.c.message_id == message_id)).scalars())
