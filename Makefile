@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 CONFIG ?= config
 
-.PHONY: run test venv install install-test bench check clean
+.PHONY: run test unit lint venv install install-test bench check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,11 +29,25 @@ run: install
 check: install
 	$(BIN)/hub check --config $(CONFIG)
 
-test: install-test
+# Style, types and the layering contracts of docs/architecture.md; the generated reference is current.
+lint: install-test
+	$(BIN)/ruff format --check hub tests tools
+	$(BIN)/ruff check hub tests tools
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/hub docs --check
+
+# The quick tier: every test that needs no peer server (PostgreSQL, sshd, Medplum, Chromium …) and is not
+# marked slow, on two processes, with fewer property-test examples. Peer tests skip at once under HUB_UNIT=1
+# (tests/support.py need_peer).
+unit: install-test
+	PYTHONDONTWRITEBYTECODE= HUB_UNIT=1 HUB_FUZZ_EXAMPLES=50 $(BIN)/python -m pytest -q -m "not slow" -n 2
+
+test: install-test lint
 	bash tests/peers.sh
 	$(BIN)/hub check --config $(CONFIG)
 	$(BIN)/hub test --config $(CONFIG)
-	$(BIN)/python -m pytest -q
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q
 
 bench: install-test
 	$(BIN)/python -m pytest -q -s tests/bench -p no:cacheprovider --override-ini addopts=
