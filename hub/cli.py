@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from hub import __version__
 from hub.errors import ConfigError, StoreError
+from hub.schedules import parse_size
 from hub.spec import Config, default_config_dir, load_config, parse_duration
 
 if TYPE_CHECKING:
@@ -240,6 +241,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         rej = counts.get("rejected", 0) + counts.get("error", 0)
         print(f"{ch:34} {sum(counts.values()):>8} {counts.get('filtered', 0):>8} {rej:>8}")
         state = states.get(ch, {})
+        if state.get("state") in ("paused", "disabled"):
+            by = state.get("changed_by") or "?"
+            print(f"  {state['state'].upper()} since {_iso(state.get('changed_at'))} by {by}")
         if state.get("state") == "failed":
             print(
                 f"  FAILED since {_iso(state.get('at'))}"
@@ -518,13 +522,41 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_prune(args: argparse.Namespace) -> int:
     cfg = _config(args)
     older = args.older_than or str(cfg.hub.retention.messages)
+    max_size = args.max_size if args.max_size is not None else cfg.hub.retention.max_size
+    try:
+        limit = parse_size(max_size) if max_size is not None else None
+    except ValueError as exc:
+        print(f"--max-size: {exc}", file=sys.stderr)
+        return 2
     store = _store(cfg)
     try:
-        n = store.prune(parse_duration(older), keep_unsent=not args.include_unsent)
-        _audit(store, "prune", older_than=older, include_unsent=args.include_unsent or None, pruned=n)
+        n = store.prune(parse_duration(older), keep_unsent=not args.include_unsent, vacuum=False)
+        print(f"pruned {n} message(s) older than {older}")
+        by_size = 0
+        if limit is not None:
+            res = store.prune_to_size(limit, vacuum=False)
+            by_size = res.pruned
+            print(f"pruned {by_size} message(s) to keep the store under {max_size}: now {res.size_after >> 20} MB")
+            if res.over:
+                print(
+                    "warning: the store is still over max_size and only messages with undelivered deliveries "
+                    "(queued, sending, retrying, dead) are left to prune",
+                    file=sys.stderr,
+                )
+        if n or by_size or args.vacuum:
+            freed = store.vacuum(full=args.vacuum)
+            print(f"gave {freed >> 20} MB back to the file system")
+        _audit(
+            store,
+            "prune",
+            older_than=older,
+            include_unsent=args.include_unsent or None,
+            max_size=max_size,
+            vacuum=args.vacuum or None,
+            pruned=n + by_size,
+        )
     finally:
         store.close()
-    print(f"pruned {n} message(s) older than {older}")
     return 0
 
 
@@ -585,6 +617,24 @@ def cmd_user(args: argparse.Namespace) -> int:
                 )
     finally:
         store.close()
+    return 0
+
+
+def cmd_channel(args: argparse.Namespace) -> int:
+    """Pause, resume, disable or enable a channel on every node sharing the store (applied within a heartbeat)."""
+    cfg = _config(args)
+    if args.name not in {c.name for c in cfg.channels if c.enabled}:
+        print(f"hub: no channel {args.name!r} in {cfg.folder}", file=sys.stderr)
+        return 1
+    change = {"pause": {"paused": True}, "resume": {"paused": False}, "disable": {"enabled": False}}
+    store = _store(cfg)
+    try:
+        st = store.set_channel_state(args.name, **change.get(args.action, {"enabled": True}), by=_actor())
+        _audit(store, args.action, channel=args.name)
+    finally:
+        store.close()
+    state = "disabled" if not st.enabled else "paused" if st.paused else "running"
+    print(f"{args.name}: {state} (every running node applies it within {cfg.hub.cluster.heartbeat})")
     return 0
 
 
@@ -1058,6 +1108,17 @@ def parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--older-than", metavar="DURATION", help="e.g. 30d (default: retention.messages in hub.yaml)")
     pr.add_argument("--include-unsent", action="store_true", help="also delete messages with queued or dead deliveries")
+    pr.add_argument(
+        "--max-size",
+        metavar="SIZE",
+        help="then the oldest messages until the store is under SIZE, e.g. 20GB (default: retention.max_size)",
+    )
+    pr.add_argument(
+        "--vacuum",
+        action="store_true",
+        help="SQLite: rewrite the file once (VACUUM) so a store made before auto_vacuum gives pruned space back; "
+        "holds writes while it runs",
+    )
     pr.set_defaults(fn=cmd_prune)
     cv = sub.add_parser(
         "convert",
@@ -1114,6 +1175,14 @@ def parser() -> argparse.ArgumentParser:
     ut.add_argument("--ttl", metavar="DURATION", help="lifetime, e.g. 90d (default: until revoked)")
     usub.add_parser("list", parents=[common], help="list users and roles")
     us.set_defaults(fn=cmd_user)
+    ch = sub.add_parser(
+        "channel",
+        parents=[common],
+        help="pause/resume a channel's source or disable/enable the whole channel, on every node (kept in the store)",
+    )
+    ch.add_argument("action", choices=["pause", "resume", "disable", "enable"])
+    ch.add_argument("name", metavar="NAME")
+    ch.set_defaults(fn=cmd_channel)
     se = sub.add_parser("send", help="send HL7 v2 files over MLLP and print each ACK code (exit 1 unless all AA/CA)")
     se.add_argument("url", metavar="mllp://HOST:PORT", help="where to send (mllps:// for TLS)")
     se.add_argument(

@@ -5,7 +5,9 @@ its file and line, so ``hub check`` and ``hub run`` can never disagree about wha
 opens sockets or creates folders; :meth:`Engine.start` does.
 
 :class:`Engine` is also the typed facade of the running hub for what sits above it (the web app, DESIGN.md
-§6.6): which channels are paused (:meth:`Engine.pause`, :meth:`Engine.resume`), each channel's state
+§6.6): which channels are paused or disabled (:meth:`Engine.pause`, :meth:`Engine.resume`, :meth:`Engine.disable`,
+:meth:`Engine.enable` — kept in the store and applied by every node sharing it within one ``cluster.heartbeat``, by
+the heartbeat poller that also takes over a dead node's work: :mod:`hub.store.nodes`), each channel's state
 (:meth:`Engine.channel_state`) and its peers' (:meth:`Engine.peer_state`, from the components that implement
 :class:`~hub.channels.base.ReportsPeer`), :meth:`Engine.reload`. The engine imports nothing above it: the
 command line composes it with the web app by passing :func:`hub.web.start` as one of its ``services``
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 import time
@@ -26,13 +29,16 @@ from typing import Any, Literal, Protocol
 
 from pydantic import ValidationError
 
-from hub import registry
+from hub import __version__, registry
 from hub.channels.base import Context, Destination, Receiver, ReportsPeer, Source
 from hub.channels.channel import Channel, Route
+from hub.channels.notify import Notifier
 from hub.channels.schedule import Poller
 from hub.channels.worker import DeliveryWorker
 from hub.errors import ConfigError
+from hub.metrics import STORE_OVER_MAX_SIZE, STORE_SIZE
 from hub.routes import compile_all, compile_condition
+from hub.schedules import parse_size
 from hub.spec import (
     BatchSpec,
     Config,
@@ -301,8 +307,9 @@ def check(cfg: Config) -> list[Problem]:
 
 
 def channel_states(store: Store, names: list[str]) -> dict[str, dict[str, Any]]:
-    """Each channel's last state as a running hub recorded it ({state, error, node, at}); channels never started:
-    absent."""
+    """Each channel's last state as a running hub recorded it ({state, error, node, at}), or ``paused`` /
+    ``disabled`` (with changed_by, changed_at) as the store's shared channel state says; channels never started
+    nor paused: absent."""
     import json
 
     out: dict[str, dict[str, Any]] = {}
@@ -313,6 +320,23 @@ def channel_states(store: Store, names: list[str]) -> dict[str, dict[str, Any]]:
                 out[name] = json.loads(raw)
             except ValueError:
                 continue
+    try:  # paused or disabled in the store (by any node): that is the state every node applies
+        shared = store.channel_states()
+    except Exception:
+        shared = {}
+    for name in names:
+        st = shared.get(name)
+        if st is None or (st.enabled and not st.paused):
+            continue
+        rec = out.get(name, {})
+        if st.enabled and rec.get("state") == "failed":
+            continue  # paused, but its source could not start either: failed says more
+        out[name] = {
+            **rec,
+            "state": "paused" if st.enabled else "disabled",
+            "changed_by": st.changed_by,
+            "changed_at": st.changed_at,
+        }
     return out
 
 
@@ -324,7 +348,12 @@ PIPELINE_THREADS = 4
 def open_store(cfg: Config, *, migrate: bool = True) -> Store:
     s = cfg.hub.store
     return Store(
-        cfg.store_url(), batch_max=s.batch_max, synchronous=s.synchronous, pool_size=s.pool_size, node=cfg.hub.node
+        cfg.store_url(),
+        batch_max=s.batch_max,
+        synchronous=s.synchronous,
+        pool_size=s.pool_size,
+        node=cfg.hub.node,
+        dead_after=parse_duration(cfg.hub.cluster.dead_after),
     ).open(migrate=migrate)
 
 
@@ -348,7 +377,7 @@ class Service(Protocol):
 ServiceStarter = Callable[["Engine"], Awaitable[Service]]
 
 #: What :meth:`Engine.channel_state` says of a channel (the dashboard's and the API's ``state``).
-ChannelState = Literal["failed", "paused", "running", "no source", "not configured"]
+ChannelState = Literal["disabled", "failed", "paused", "running", "no source", "not configured"]
 
 # The order of the keys of :meth:`Engine.peer_state` (the API's ``peers`` object); keys of other components follow.
 _PEER_KEYS = ("sftp_error", "mllp", "sftp_last_poll")
@@ -383,8 +412,17 @@ class Engine:
         self.failed: dict[str, str] = {}  # channel → why its source could not start (the others run on)
         self._service_starters = list(services)
         self.services: list[Service] = []  # the running services (the web app's hub.web.WebServer …)
-        self._paused: set[str] = set()  # channels whose source was stopped by pause() (their workers still send)
+        self._paused: set[str] = set()  # channels paused in the store: source stopped (their workers still send)
+        self._disabled: set[str] = set()  # channels disabled in the store: neither source nor workers run
+        self._source_on: set[str] = set()  # channels whose source this node has started (and not stopped)
+        self._built: Built | None = None  # what the running channels were built from (to start workers again)
+        self._sync_errors: dict[str, str] = {}  # channel → why applying its shared state failed (logged once)
+        self._dead_seen: set[str] = set()  # dead nodes already logged
+        self._node_started: float | None = None  # when this node first wrote its heartbeat
+        self._state_lock = asyncio.Lock()  # pause/resume/enable/disable against the heartbeat's applying the store
+        self._applying: asyncio.Task[None] | None = None  # the heartbeat's applying of the shared channel state
         self.executor: ThreadPoolExecutor | None = None  # pipelines kept off the event loop (hub.channels.channel)
+        self.notifier: Notifier | None = None  # alerts: in hub.yaml (hub.channels.notify)
 
     async def start(self) -> None:
         if self.executor is None:
@@ -392,6 +430,8 @@ class Engine:
         if self.store is None:
             self.store = await asyncio.to_thread(open_store, self.cfg)
         store = self.store
+        # This node is alive (hub.store.nodes): the others must not take over what it is about to resume.
+        await asyncio.to_thread(self._beat)
         # SQLite has one node: everything left "sending" by a previous process is ours to resume.
         recovered = await asyncio.to_thread(store.recover, everything=store.dialect == "sqlite", mine=True)
         if recovered:
@@ -404,49 +444,107 @@ class Engine:
             self.services.append(await starter(self))
         retention = self.cfg.hub.retention
         self.pollers.append(Poller(retention.schedule, self.prune, "retention", run_first=False))
-        # Another node's expired leases (it died mid-send) go back to the queue for whoever is alive.
-        self.pollers.append(Poller(max(1.0, store.lease_seconds / 4), self._recover, "lease-recovery", run_first=False))
+        # The heartbeat: tells the other nodes this one is alive, takes over the work of dead nodes (and of expired
+        # leases) and applies the channel state (paused, disabled) that any node wrote to the store.
+        heartbeat = parse_duration(self.cfg.hub.cluster.heartbeat)
+        self.pollers.append(Poller(heartbeat, self._heartbeat, "heartbeat", run_first=False))
         for p in self.pollers:
             p.start()
+        if self.cfg.hub.alerts is not None:  # read at start only, like store and web
+            self.notifier = Notifier(
+                self.cfg.hub.alerts, store, states=self._alert_states, pairs=lambda: list(self.destinations)
+            )
+            self.notifier.start()
         self.started_at = time.time()
 
     # ------------------------------------------------------------------ the facade: pause, state, peers
     @property
     def paused(self) -> frozenset[str]:
-        """The channels paused by :meth:`pause` (until :meth:`resume` or a reload that applied)."""
-        return frozenset(self._paused)
+        """The channels with a source paused in the store (by :meth:`pause` on any node, until :meth:`resume`)."""
+        return frozenset(n for n in self._paused if n in self.sources)
+
+    @property
+    def disabled(self) -> frozenset[str]:
+        """The channels disabled in the store (by :meth:`disable` on any node, until :meth:`enable`)."""
+        return frozenset(self._disabled)
 
     def is_paused(self, channel: str) -> bool:
         return channel in self._paused
 
-    async def pause(self, channel: str) -> bool:
-        """Stop the channel's source (its queued deliveries still go out); False when it was paused already.
+    async def pause(self, channel: str, *, by: str | None = None) -> bool:
+        """Stop the channel's source on every node (its queued deliveries still go out): kept in the store, applied
+        here at once and by the other nodes at their next heartbeat; False when it was paused already.
 
         KeyError when the channel has no running source (none configured, or it failed to start).
         """
-        src = self.sources[channel]
-        if channel in self._paused:
-            return False
-        await src.stop()
-        self._paused.add(channel)
-        return True
+        self.sources[channel]
+        async with self._state_lock:
+            if channel in self._paused:
+                return False
+            if self.store is not None:
+                await asyncio.to_thread(self.store.set_channel_state, channel, paused=True, by=by)
+            self._paused.add(channel)
+            await self._sync(channel)
+            return True
 
-    async def resume(self, channel: str) -> bool:
-        """Start a paused channel's source again; False when it was not paused. KeyError when it has no source;
-        the source's own exception when it does not start (the channel stays paused)."""
-        src = self.sources[channel]
-        if channel not in self._paused:
-            return False
-        await src.start(self.channels[channel].receive)
-        self._paused.discard(channel)
-        return True
+    async def resume(self, channel: str, *, by: str | None = None) -> bool:
+        """Start a paused channel's source again, on every node; False when it was not paused. KeyError when it has
+        no source; the source's own exception when it does not start here (the channel stays paused)."""
+        self.sources[channel]
+        async with self._state_lock:
+            if channel not in self._paused:
+                return False
+            self._paused.discard(channel)
+            try:
+                await self._sync(channel)
+            except Exception:
+                self._paused.add(channel)
+                raise
+            if self.store is not None:
+                await asyncio.to_thread(self.store.set_channel_state, channel, paused=False, by=by)
+            return True
+
+    async def disable(self, channel: str, *, by: str | None = None) -> bool:
+        """Stop the channel altogether on every node — its source and its delivery workers (what is queued waits)
+        — and do not start it until :meth:`enable`, across restarts; False when it was disabled already.
+        KeyError when no channel of that name runs."""
+        self.channels[channel]
+        async with self._state_lock:
+            if channel in self._disabled:
+                return False
+            if self.store is not None:
+                await asyncio.to_thread(self.store.set_channel_state, channel, enabled=False, by=by)
+            self._disabled.add(channel)
+            await self._sync(channel)
+            return True
+
+    async def enable(self, channel: str, *, by: str | None = None) -> bool:
+        """Start a disabled channel again on every node (its source stays stopped while it is paused); False when
+        it was not disabled. KeyError when no channel of that name runs."""
+        self.channels[channel]
+        async with self._state_lock:
+            if channel not in self._disabled:
+                return False
+            self._disabled.discard(channel)
+            try:
+                await self._sync(channel)
+            except Exception:
+                self._disabled.add(channel)
+                await self._sync(channel)
+                raise
+            if self.store is not None:
+                await asyncio.to_thread(self.store.set_channel_state, channel, enabled=True, by=by)
+            return True
 
     def channel_state(self, channel: str) -> ChannelState:
-        """``failed`` (its source could not start; the other channels run), ``paused``, ``running``, ``no source``
-        (running without one) or ``not configured`` (known only from the store)."""
+        """``disabled`` (by :meth:`disable`), ``failed`` (its source could not start; the other channels run),
+        ``paused``, ``running``, ``no source`` (running without one) or ``not configured`` (known only from the
+        store)."""
+        if channel in self._disabled and channel in self.channels:
+            return "disabled"
         if channel in self.failed:
             return "failed"
-        if channel in self._paused:
+        if channel in self._paused and channel in self.sources:
             return "paused"
         if channel in self.sources:
             return "running"
@@ -455,8 +553,8 @@ class Engine:
         return "not configured"
 
     def sources_running(self) -> dict[str, int]:
-        """Each channel with a source: 1 when it takes input, 0 when paused (the ``hub_channel_running`` gauge)."""
-        return {name: 0 if name in self._paused else 1 for name in self.sources}
+        """Each channel with a source: 1 when it takes input, 0 when paused or disabled (``hub_channel_running``)."""
+        return {name: int(name in self._source_on) for name in self.sources}
 
     def peer_state(self, channel: str) -> dict[str, Any]:
         """How the channel's connections to remote peers are, merged from its running source and destinations
@@ -490,26 +588,25 @@ class Engine:
     async def _start_channels(self, built: Built) -> None:
         assert self.store is not None
         self.channels, self.sources, self.destinations = built.channels, built.sources, built.destinations
-        for (ch, dname), dest in self.destinations.items():
-            batch, assembler = built.batches.get((ch, dname), (None, None))
-            worker = DeliveryWorker(
-                self.store,
-                ch,
-                dname,
-                dest,
-                built.queues[(ch, dname)],
-                drop_content=self.channels[ch].drop_content,
-                idle_poll=self.idle_poll,
-                on_final=self._final,
-                batch=batch,
-                assembler=assembler,
-            )
-            self.workers[(ch, dname)] = worker
-            worker.start()
+        self._built = built
+        try:  # paused and disabled channels, as any node left them in the store
+            shared = await asyncio.to_thread(self.store.channel_states)
+        except Exception as exc:
+            log.warning("cannot read the channels' shared state (%s); starting every channel", type(exc).__name__)
+            shared = {}
+        self._paused = {n for n, st in shared.items() if st.paused and n in self.channels}
+        self._disabled = {n for n, st in shared.items() if not st.enabled and n in self.channels}
+        self._source_on = set()
+        for ch, dname in self.destinations:
+            if ch not in self._disabled:
+                self._start_worker(ch, dname)
         for channel in self.channels.values():
             channel.on_accepted = self._wake
         self.failed = {}
         for name, src in list(self.sources.items()):
+            if name in self._disabled or name in self._paused:
+                log.info("channel %s is %s: its source is not started", name, self.channel_state(name))
+                continue
             try:
                 await src.start(self.channels[name].receive)
             except Exception as exc:
@@ -524,8 +621,53 @@ class Engine:
                     pass
                 await self._record_state(name, "failed", reason)
                 continue
+            self._source_on.add(name)
             log.info("channel %s started", name)
             await self._record_state(name, "running")
+
+    def _start_worker(self, channel: str, destination: str) -> None:
+        assert self.store is not None and self._built is not None
+        batch, assembler = self._built.batches.get((channel, destination), (None, None))
+        worker = DeliveryWorker(
+            self.store,
+            channel,
+            destination,
+            self.destinations[(channel, destination)],
+            self._built.queues[(channel, destination)],
+            drop_content=self.channels[channel].drop_content,
+            idle_poll=self.idle_poll,
+            on_final=self._final,
+            batch=batch,
+            assembler=assembler,
+        )
+        self.workers[(channel, destination)] = worker
+        worker.start()
+
+    async def _sync(self, name: str) -> None:
+        """Run the channel on this node as its state says: its workers unless disabled, its source unless disabled
+        or paused. The source's exception when it does not start."""
+        disabled = name in self._disabled
+        for ch, dname in list(self.destinations):
+            if ch != name:
+                continue
+            worker = self.workers.get((ch, dname))
+            if disabled and worker is not None:
+                del self.workers[(ch, dname)]
+                await worker.stop()
+            elif not disabled and worker is None:
+                self._start_worker(ch, dname)
+        src = self.sources.get(name)
+        if src is None:
+            return
+        wanted = not disabled and name not in self._paused
+        if wanted and name not in self._source_on:
+            await src.start(self.channels[name].receive)
+            self._source_on.add(name)
+            log.info("channel %s started", name)
+        elif not wanted and name in self._source_on:
+            self._source_on.discard(name)
+            await src.stop()
+            log.info("channel %s is %s: its source stopped", name, "disabled" if disabled else "paused")
 
     async def _record_state(self, channel: str, state: str, error: str | None = None) -> None:
         """Keep a channel's state in the store for `hub status` (another process): key ``channel_state:<name>``."""
@@ -543,11 +685,14 @@ class Engine:
 
     async def _stop_channels(self) -> None:
         """Stop taking input, let workers finish what they hold, close the destinations."""
-        for src in self.sources.values():
+        for name, src in self.sources.items():
+            if name not in self._source_on:  # paused or disabled: stopped already
+                continue
             try:
                 await src.stop()
             except Exception:
                 log.exception("stopping a source failed")
+        self._source_on = set()
         for name in self.failed:  # `hub status` must not go on saying "failed" once this hub has stopped
             await self._record_state(name, "stopped")
         self.failed = {}
@@ -564,8 +709,9 @@ class Engine:
         """Apply the config folder as it is on disk now, if it checks clean; returns the problems otherwise.
 
         Channels are stopped (sources first, workers after finishing what they hold) and started again from the
-        new files; nothing queued is lost because the queues are in the store. Settings of the store and the web
-        app (store.url, web.listen, web.tls) are read at start only: changing them needs a restart.
+        new files; nothing queued is lost because the queues are in the store, and paused or disabled channels stay
+        so. Settings of the store, the web app and the cluster (store.url, web.listen, web.tls, cluster) are read at
+        start only: changing them needs a restart.
         """
         cfg = await asyncio.to_thread(load_config, self.cfg.folder)
         built = await asyncio.to_thread(build, cfg, store=self.store, engine=self)
@@ -576,25 +722,112 @@ class Engine:
         await self._stop_channels()
         cfg.hub.store, cfg.hub.web = self.cfg.hub.store, self.cfg.hub.web
         self.cfg = cfg
-        await self._start_channels(built)
-        self._paused.clear()  # every channel was started again from the files
+        await self._start_channels(built)  # paused and disabled channels stay so (their state is in the store)
         log.info("reloaded %d channels from %s", len(self.channels), cfg.folder)
         return []
 
     async def prune(self) -> int:
+        """Retention: messages older than ``retention.messages``; then, with ``max_size``, the oldest until the
+        store is under it (never an undelivered one); then the space goes back (SQLite). Returns how many."""
         assert self.store is not None
         r = self.cfg.hub.retention
-        n = await asyncio.to_thread(self.store.prune, parse_duration(r.messages), keep_unsent=r.keep_unsent)
+        n = await asyncio.to_thread(
+            self.store.prune, parse_duration(r.messages), keep_unsent=r.keep_unsent, vacuum=False
+        )
         log.info("retention: pruned %d messages older than %s", n, r.messages)
+        if r.max_size is not None:
+            res = await asyncio.to_thread(self.store.prune_to_size, parse_size(r.max_size), vacuum=False)
+            n += res.pruned
+            STORE_SIZE.set(res.size_after)
+            STORE_OVER_MAX_SIZE.set(1 if res.over else 0)
+            if res.pruned:
+                log.info("retention: pruned %d messages to bring the store under %s", res.pruned, r.max_size)
+            if res.over:
+                log.warning(
+                    "retention: the store is %d MB, over max_size %s, and only messages with undelivered "
+                    "deliveries (queued, sending, retrying, dead) are left to prune: deliver, replay or delete them "
+                    "(hub messages --status dead), or raise max_size",
+                    res.size_after >> 20,
+                    r.max_size,
+                )
+        if n:
+            freed = await asyncio.to_thread(self.store.vacuum)
+            if freed:
+                log.info("retention: gave %d MB back to the file system", freed >> 20)
         return n
 
-    async def _recover(self) -> None:
+    def _alert_states(self) -> dict[str, tuple[str, str | None]]:
+        """Each channel's (state, reason) for the notifier (called in a thread): this node's view, and ``failed``
+        where the store records that another node's source could not start."""
+        out: dict[str, tuple[str, str | None]] = {n: (self.channel_state(n), self.failed.get(n)) for n in self.channels}
+        store = self.store
+        if store is None:
+            return out
+        for name, rec in channel_states(store, list(out)).items():
+            if rec.get("state") == "failed" and rec.get("node") != store.node and out[name][0] == "running":
+                out[name] = ("failed", f"on node {rec.get('node')}: {rec.get('error')}")
+        return out
+
+    def _beat(self) -> None:
         assert self.store is not None
-        n = await asyncio.to_thread(self.store.recover)
-        if n:
-            log.info("took over %d deliveries whose sender's lease expired", n)
+        if self._node_started is None:
+            self._node_started = time.time()
+        self.store.heartbeat(self._node_started, os.getpid(), __version__)
+        self.store.fold_counters()  # PostgreSQL: keep the count deltas few even when no screen reads them
+
+    async def _heartbeat(self) -> None:
+        """Every ``cluster.heartbeat``: say this node is alive, take over the deliveries and named leases of dead
+        nodes (and expired leases), and apply the channel state any node wrote to the store (in a task of its own,
+        so a worker finishing its batch before it stops never delays the heartbeat)."""
+        store = self.store
+        assert store is not None
+        try:
+            await asyncio.to_thread(self._beat)
+            taken, dead = await asyncio.to_thread(store.take_over)
+        except Exception as exc:
+            log.warning("heartbeat: the store did not answer (%s)", type(exc).__name__)
+            return
+        for node in sorted(set(dead) - self._dead_seen):
+            log.warning("node %s stopped its heartbeat; taking over its work", node)
+        self._dead_seen = set(dead)
+        if taken:
+            log.info("took over %d deliveries of dead nodes or expired leases", taken)
             for w in self.workers.values():
                 w.wake()
+        if self._applying is None or self._applying.done():
+            self._applying = asyncio.create_task(self._apply_shared(), name="apply-channel-state")
+
+    async def _apply_shared(self) -> None:
+        """Start or stop this node's sources and workers as the store's channel state says."""
+        store = self.store
+        assert store is not None
+        async with self._state_lock:
+            try:
+                shared = await asyncio.to_thread(store.channel_states)
+            except Exception as exc:
+                log.warning("cannot read the channels' shared state (%s)", type(exc).__name__)
+                return
+            for name in list(self.channels):
+                st = shared.get(name)
+                paused, disabled = st is not None and st.paused, st is not None and not st.enabled
+                if paused != (name in self._paused) or disabled != (name in self._disabled):
+                    log.info(
+                        "channel %s: %s by %s (applied from the store)",
+                        name,
+                        "disabled" if disabled else "paused" if paused else "running",
+                        st.changed_by if st is not None else "?",
+                    )
+                (self._paused.add if paused else self._paused.discard)(name)
+                (self._disabled.add if disabled else self._disabled.discard)(name)
+                try:
+                    await self._sync(name)
+                except Exception as exc:
+                    reason = _start_failure(exc)
+                    if self._sync_errors.get(name) != reason:
+                        log.error("channel %s: its source did not start: %s (tried again each heartbeat)", name, reason)
+                    self._sync_errors[name] = reason
+                else:
+                    self._sync_errors.pop(name, None)
 
     def _wake(self, channel: str, deliveries: list[NewDelivery]) -> None:
         for d in deliveries:
@@ -643,10 +876,22 @@ class Engine:
         """Stop taking input, let workers finish what they hold, close everything. Idempotent."""
         while self.services:
             await self.services.pop().stop()
+        if self.notifier is not None:
+            await self.notifier.stop()
+            self.notifier = None
         for p in self.pollers:
             await p.stop()
         self.pollers = []
+        if self._applying is not None:
+            await asyncio.gather(self._applying, return_exceptions=True)
+            self._applying = None
         await self._stop_channels()
+        if self.store is not None and self._node_started is not None:
+            try:  # a clean stop: nothing in flight is left, the others need not wait for this node
+                await asyncio.to_thread(self.store.leave)
+            except Exception as exc:
+                log.warning("cannot remove this node's heartbeat from the store: %s", type(exc).__name__)
+            self._node_started = None
         if self.executor is not None:
             # The sources have stopped; a pipeline still running belongs to an input that was not answered (it is
             # sent again, or its file stays in the inbox): nothing of it is stored, so it is not waited for.

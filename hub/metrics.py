@@ -10,6 +10,21 @@ increment. Queue depth, dead letters and the oldest queued age are not counted h
 reads them from the store when Prometheus scrapes (cached for two seconds), so they are right after a restart
 and across several nodes sharing one store.
 
+Store-wide or per node — what to aggregate over the ``instance`` label when several nodes share one store:
+
+* **store-wide** (every node reports the same value, read from the shared store): ``hub_queue_depth``,
+  ``hub_queue_retrying``, ``hub_dead_letters``, ``hub_queue_oldest_age_seconds``. Aggregate them with ``max by
+  (channel, destination)``, never ``sum`` (two nodes would double the queue). ``hub_store_up`` is per node (this
+  node's read of the store worked): ``min`` or ``max`` by instance.
+* **per node** (what this process did): the counters ``hub_messages_received_total``, ``hub_messages_total``,
+  ``hub_deliveries_total``, ``hub_store_errors_total``, ``hub_mllp_problems_total``, ``hub_sftp_poll_errors_total``,
+  ``hub_web_logins_total``, ``hub_alert_notifications_total`` and the histograms ``hub_ingest_seconds``,
+  ``hub_delivery_latency_seconds``: ``sum`` their rates over instances. The gauges ``hub_mllp_connections`` and
+  ``hub_channel_running`` are per node too (``max`` asks "does any node …", ``min`` "does every node …"), and
+  ``hub_sftp_last_poll_success_timestamp_seconds`` is per node (only the lease holder polls: take the ``max``).
+  ``hub_store_size_bytes`` and ``hub_store_over_max_size`` are set by each node's retention run on the shared
+  store: take the ``max``.
+
 Set by connector modules (each imports the gauge from here)::
 
     MLLP_CONNECTIONS.labels(channel, endpoint).inc() / .dec()   # endpoint: "source" or the destination name
@@ -51,10 +66,12 @@ __all__ = [
     "SFTP_LAST_POLL",
     "SFTP_POLL_ERRORS",
     "WEB_LOGINS",
+    "ALERT_NOTIFICATIONS",
     "QueueCollector",
     "count_received",
     "count_delivery",
     "count_store_error",
+    "count_notification",
     "touch_channel",
     "render",
     "CONTENT_TYPE_LATEST",
@@ -136,6 +153,24 @@ SFTP_POLL_ERRORS = Counter(
 WEB_LOGINS = Counter(
     "hub_web_logins", "Dashboard logins by outcome: ok, failed, locked.", ["outcome"], registry=REGISTRY
 )
+STORE_SIZE = Gauge(
+    "hub_store_size_bytes",
+    "The store's size as retention.max_size counts it (SQLite: pages in use; PostgreSQL: live data), measured by "
+    "this node's last retention run with max_size set.",
+    registry=REGISTRY,
+)
+STORE_OVER_MAX_SIZE = Gauge(
+    "hub_store_over_max_size",
+    "1 when this node's last retention run left the store bigger than retention.max_size: only messages with "
+    "undelivered deliveries (queued, sending, retrying, dead) were left to prune.",
+    registry=REGISTRY,
+)
+ALERT_NOTIFICATIONS = Counter(
+    "hub_alert_notifications",
+    "Notifications the hub itself sent (alerts: in hub.yaml) by receiver (webhook, email) and outcome (sent, failed).",
+    ["receiver", "outcome"],
+    registry=REGISTRY,
+)
 
 # Hot-path caches of label children: .labels() parses its arguments on every call; a dict lookup does not.
 _received: dict[str, Any] = {}
@@ -189,6 +224,11 @@ def count_delivery(channel: str, destination: str, outcome: str, since_received:
 
 def count_store_error(operation: str) -> None:
     STORE_ERRORS.labels(operation).inc()
+
+
+def count_notification(receiver: str, outcome: str) -> None:
+    """One notification of hub.channels.notify went to ``receiver`` (webhook, email): ``sent`` or ``failed``."""
+    ALERT_NOTIFICATIONS.labels(receiver, outcome).inc()
 
 
 class QueueCollector(Collector):
@@ -301,12 +341,15 @@ METRIC_NAMES = frozenset(
         "hub_sftp_last_poll_success_timestamp_seconds",
         "hub_sftp_poll_errors_total",
         "hub_web_logins_total",
+        "hub_alert_notifications_total",
         "hub_queue_depth",
         "hub_queue_retrying",
         "hub_dead_letters",
         "hub_queue_oldest_age_seconds",
         "hub_store_up",
         "hub_channel_running",
+        "hub_store_size_bytes",
+        "hub_store_over_max_size",
     }
 )
 

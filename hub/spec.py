@@ -24,11 +24,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hub.schedules import check_schedule, parse_duration
+from hub.schedules import check_schedule, parse_duration, parse_size
 
 __all__ = [
     "Strict",
     "HubSpec",
+    "ClusterSpec",
+    "AlertsSpec",
     "ChannelSpec",
     "RouteSpec",
     "Condition",
@@ -139,8 +141,124 @@ class RetentionSpec(Strict):
     keep_unsent: bool = Field(
         default=True, description="Never prune a message with a delivery still queued, retrying or dead."
     )
+    max_size: str | int | None = Field(
+        default=None,
+        description="When the store is bigger than this (e.g. 20GB, 500MB; bytes if a number), prune the oldest "
+        "messages until it is not — never one with a delivery still queued, sending, retrying or dead.",
+    )
 
     _v_messages = field_validator("messages")(lambda cls, v: _check_duration(v))
+
+    @field_validator("max_size")
+    @classmethod
+    def _size(cls, v: str | int | None) -> str | int | None:
+        if v is not None and parse_size(v) <= 0:
+            raise ValueError("retention.max_size must be positive")
+        return v
+
+
+class AlertWebhookSpec(Strict):
+    """A JSON POST to a URL (a chat room's incoming webhook, a paging service, your own receiver)."""
+
+    url: str = Field(description="http(s) URL the notification is POSTed to as JSON.")
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra HTTP headers, e.g. {Authorization: 'Bearer ${ALERT_TOKEN}'} (take secrets from ${VAR}).",
+    )
+    timeout: Duration = Field(default="10s", description="How long one POST may take.")
+
+    _v_timeout = field_validator("timeout")(lambda cls, v: _check_duration(v))
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("alerts.webhook.url must start with http:// or https://")
+        return v
+
+
+class AlertEmailSpec(Strict):
+    """A plain-text email through an SMTP server."""
+
+    smtp: str = Field(description="host:port of the SMTP server (587 with starttls, 25 on a trusted relay).")
+    from_: str = Field(alias="from", description="Sender address.")
+    to: list[str] = Field(min_length=1, description="Recipients.")
+    starttls: bool = Field(default=True, description="Upgrade the connection with STARTTLS before logging in.")
+    username: str | None = Field(default=None, description="SMTP login, if the server wants one.")
+    password: str | None = Field(
+        default=None, description="SMTP password: write ${SMTP_PASSWORD} and set it in the environment."
+    )
+    timeout: Duration = Field(default="30s", description="How long one SMTP conversation may take.")
+
+    _v_smtp = field_validator("smtp")(lambda cls, v: (parse_listen(v), v)[1])
+    _v_timeout = field_validator("timeout")(lambda cls, v: _check_duration(v))
+
+
+AlertEvent = Literal["dead_letter", "channel_stopped", "channel_failed"]
+
+
+class AlertsSpec(Strict):
+    """Notifications sent by the hub itself, for sites without Prometheus and Alertmanager.
+
+    The hub checks the store every `check` for deliveries that went dead and for channels that failed to start
+    (`channel_failed`) or were stopped (`channel_stopped`: paused), and sends what it found as one notification to
+    the webhook and/or the email receiver, at most once per `min_interval` (what happens meanwhile is grouped into
+    the next one). A notification names channels, destinations, counts and message ids, with links to the
+    dashboard — never message content. With several nodes sharing a store one of them (the holder of the store
+    lease `alerts`) sends.
+    """
+
+    webhook: AlertWebhookSpec | None = Field(default=None, description="POST each notification as JSON here.")
+    email: AlertEmailSpec | None = Field(default=None, description="Email each notification.")
+    events: list[AlertEvent] = Field(
+        default=["dead_letter", "channel_stopped", "channel_failed"],
+        description="What is notified: dead_letter, channel_stopped (paused), channel_failed (its source could "
+        "not start). (Not `on:`, which YAML reads as true.)",
+    )
+    check: Duration = Field(default="30s", description="How often the store and the channels are looked at.")
+    min_interval: Duration = Field(
+        default="5m", description="At most one notification per this interval; later events wait and are grouped."
+    )
+    dashboard: str | None = Field(
+        default=None,
+        description="The dashboard's URL as people reach it (https://hub.clinic.example); notifications link to it.",
+    )
+    max_ids: int = Field(default=20, ge=0, description="Most message ids listed per destination in a notification.")
+
+    _v_check = field_validator("check")(lambda cls, v: _check_duration(v))
+    _v_min = field_validator("min_interval")(lambda cls, v: _check_duration(v))
+
+    @model_validator(mode="after")
+    def _a_receiver(self) -> AlertsSpec:
+        if self.webhook is None and self.email is None:
+            raise ValueError("alerts: give a webhook, an email, or both")
+        return self
+
+
+class ClusterSpec(Strict):
+    """How the nodes sharing a store watch each other: each writes a heartbeat every `heartbeat`; a node silent for
+    `dead_after` is dead, and the others take over its deliveries in flight (a FIFO queue resumes where it stopped,
+    in order), its folder polls and its batches at once instead of waiting for its leases to expire. Pause, resume,
+    enable and disable reach every node within one heartbeat."""
+
+    heartbeat: Duration = Field(
+        default="2s", description="How often this node writes its heartbeat and reads the shared channel state."
+    )
+    dead_after: Duration = Field(
+        default="10s",
+        description="A node whose last heartbeat is older than this is dead and its leases are taken over; at least "
+        "twice `heartbeat`.",
+    )
+
+    _v_durations = field_validator("heartbeat", "dead_after")(lambda cls, v: _check_duration(v))
+
+    @model_validator(mode="after")
+    def _dead_after_heartbeats(self) -> ClusterSpec:
+        if parse_duration(self.heartbeat) <= 0:
+            raise ValueError("cluster.heartbeat must be more than 0")
+        if parse_duration(self.dead_after) < 2 * parse_duration(self.heartbeat):
+            raise ValueError("cluster.dead_after must be at least twice cluster.heartbeat")
+        return self
 
 
 class HubSpec(Strict):
@@ -154,6 +272,10 @@ class HubSpec(Strict):
         description="This node's name in a shared store (default: the hostname); give each hub process on one host its "
         "own.",
     )
+    cluster: ClusterSpec = Field(
+        default_factory=ClusterSpec,
+        description="Heartbeats between the nodes sharing a store, and how soon a silent node's work is taken over.",
+    )
     store: StoreSpec = Field(default_factory=StoreSpec)
     web: WebSpec = Field(default_factory=WebSpec)
     channels: str | list[str] = Field(
@@ -164,6 +286,11 @@ class HubSpec(Strict):
         default_factory=list, description="Folders (relative to home) added to sys.path for python transforms."
     )
     retention: RetentionSpec = Field(default_factory=RetentionSpec)
+    alerts: AlertsSpec | None = Field(
+        default=None,
+        description="Webhook and/or email notifications of dead letters and stopped or failed channels, sent by the "
+        "hub itself (for sites without Alertmanager).",
+    )
     env: dict[str, str] = Field(
         default_factory=dict, description="Defaults for ${VAR} when the environment lacks them."
     )

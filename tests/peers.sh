@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the real peers the suite talks to when this machine lacks them (Debian packages):
-# OpenSSH's sshd for the SFTP tests, Chromium for the dashboard, promtool for the alert rules. PostgreSQL is provided by the machine; tests that need a peer that is
+# OpenSSH's sshd for the SFTP tests, Chromium for the dashboard, promtool for the alert rules, alertmanager and amtool
+# for monitoring/alertmanager.yml. PostgreSQL is provided by the machine; tests that need a peer that is
 # missing are skipped with a visible reason, except in CI (CI=true), where a missing peer is an error.
 set -u
 need=()
 command -v /usr/sbin/sshd >/dev/null 2>&1 || need+=(openssh-server)
 command -v /usr/bin/chromium >/dev/null 2>&1 || need+=(chromium)       # the dashboard's browser test
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)              # promtool checks monitoring/alerts.yml
+command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)   # amtool + alertmanager: monitoring/alertmanager.yml
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "peers: installing ${need[*]}"

@@ -1,6 +1,6 @@
 """The store's database engine (:func:`make_engine`) and how its writer commits (:class:`~hub.store.writer.Durability`)
-on each dialect: SQLite (WAL mode, pragmas on every connection, the WAL flushed by the writer's WalSyncer) and
-PostgreSQL (a pool, relaxed commits for claims and marks).
+on each dialect: SQLite (WAL mode, incremental auto_vacuum, pragmas on every connection, the WAL flushed by the
+writer's WalSyncer) and PostgreSQL (a pool, relaxed commits for claims and marks).
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ __all__ = ["make_engine"]
 def _sqlite_pragmas(synchronous: str) -> Callable[[DBAPIConnection, ConnectionPoolEntry], None]:
     def on_connect(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         cur = dbapi_conn.cursor()
+        # Before anything creates a table: a new file gives the space of pruned messages back (hub.store.retention);
+        # on an existing file it only takes effect at its next VACUUM.
+        cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={synchronous.upper()}")
         cur.execute("PRAGMA foreign_keys=ON")

@@ -3,11 +3,15 @@ attempt's result (:class:`MarkOp`); :func:`recover` takes back the deliveries of
 queues deliveries again.
 
 Delivery states (DESIGN.md §2): ``queued → sending → sent``, or ``sending → retry → sending … → dead``.
-A ``sending`` row carries a lease (owner, until); when a node dies its leases expire and :func:`recover` puts
-those rows back to ``retry`` for any node to take (at-least-once).
+A ``sending`` row carries a lease (owner, until); when a node dies its rows go back to ``retry`` for any node to
+take (at-least-once) once its heartbeat is older than ``cluster.dead_after`` (:func:`hub.store.nodes.take_over`) or
+its leases expire; :func:`recover` does it at start-up.
 
 A queue is FIFO per (channel, destination): a claim takes the longest ready prefix of the queue; an ``ordered``
 destination instead takes any ready delivery that has no earlier pending one with the same ``order_key``.
+A FIFO claim that meets a ``sending`` row whose lease expired, or whose owner is a dead node (heartbeat older than
+the claim's ``dead_after``, :mod:`hub.store.nodes`), takes it over in place — same id, so the queue resumes where
+the dead node stopped, in order — instead of stopping there.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any, ClassVar
 from sqlalchemy import Connection, and_, exists, func, or_, select, update
 
 from hub.store.bulk import chunks, executemany, insert_many, sqlite_connection
+from hub.store.nodes import is_dead
 from hub.store.records import INDEXED, PENDING, Claimed, Mark
 from hub.store.schema import attempts, deliveries, messages
 
@@ -38,10 +43,25 @@ class ClaimOp:
     ordered: bool
     owner: str
     lease: float
+    dead_after: float | None = None  # a sending row of a node silent this long is taken over (None: lease expiry)
+
+    def _taken_over(self, conn: Connection, owner: str | None, until: float | None, now: float) -> bool:
+        """Whether a ``sending`` row met by a FIFO claim may be claimed: its lease expired or its owner is dead."""
+        if until is None or until < now:
+            return True
+        return owner is not None and owner != self.owner and self.dead_after is not None and self._dead(conn, owner)
+
+    def _dead(self, conn: Connection, owner: str) -> bool:
+        known = self._dead_cache.get(owner)
+        if known is None:
+            assert self.dead_after is not None
+            known = self._dead_cache[owner] = is_dead(conn, owner, self.dead_after)
+        return known
 
     def run(self, conn: Connection) -> list[Claimed]:
         now = time.time()
         d = deliveries.c
+        self._dead_cache: dict[str, bool] = {}
         sqlite = conn.dialect.name == "sqlite"
         if not sqlite:  # PostgreSQL: one claimer per queue at a time across nodes (FIFO)
             conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"{self.channel}/{self.destination}"))))
@@ -72,22 +92,28 @@ class ClaimOp:
             )
         elif sqlite:
             ids = []
-            for did, status, next_at in sqlite_connection(conn).execute(
-                _SQLITE_FIFO, (self.channel, self.destination, *PENDING, self.limit)
+            for did, status, next_at, owner, until in (
+                sqlite_connection(conn)
+                .execute(_SQLITE_FIFO, (self.channel, self.destination, *PENDING, self.limit))
+                .fetchall()
             ):
-                if status == "sending" or next_at > now:
+                if status == "sending" and not self._taken_over(conn, owner, until, now):
+                    break
+                if status != "sending" and next_at > now:
                     break
                 ids.append(did)
         else:
             # Strict FIFO: the longest prefix of the queue that is ready; stop at the first that is not.
             ids = []
-            for did, status, next_at in conn.execute(
-                select(d.id, d.status, d.next_at)
+            for did, status, next_at, owner, until in conn.execute(
+                select(d.id, d.status, d.next_at, d.lease_owner, d.lease_until)
                 .where(d.channel == self.channel, d.destination == self.destination, d.status.in_(PENDING))
                 .order_by(d.id)
                 .limit(self.limit)
-            ):
-                if status == "sending" or next_at > now:
+            ).all():
+                if status == "sending" and not self._taken_over(conn, owner, until, now):
+                    break
+                if status != "sending" and next_at > now:
                     break
                 ids.append(did)
         if not ids:
@@ -173,7 +199,8 @@ _CLAIM_COLUMNS = (
     ("m", "meta"),
 )
 _SQLITE_FIFO = (
-    "SELECT id, status, next_at FROM deliveries WHERE channel = ? AND destination = ? AND status IN (?, ?, ?) "
+    "SELECT id, status, next_at, lease_owner, lease_until FROM deliveries "
+    "WHERE channel = ? AND destination = ? AND status IN (?, ?, ?) "
     "ORDER BY id LIMIT ?"
 )
 _SQLITE_CLAIMED = (

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 __all__ = ["metadata", "messages", "deliveries", "attempts", "leases", "sequences", "cursors"]
@@ -55,6 +56,9 @@ Index("ix_messages_control_id", messages.c.control_id)
 Index("ix_messages_patient_id", messages.c.patient_id)
 Index("ix_messages_type", messages.c.message_type)
 Index("ix_messages_status", messages.c.channel, messages.c.status)
+Index("ix_messages_status_id", messages.c.status, messages.c.id)  # search by status alone (0005)
+# Text search (0005): SQLite's FTS5 table messages_fts and its triggers, PostgreSQL's pg_trgm index
+# ix_messages_raw_trgm on encode(raw, 'escape') — outside this metadata; see hub/store/search_index.py.
 
 deliveries = Table(
     "deliveries",
@@ -81,6 +85,7 @@ deliveries = Table(
 Index("ix_deliveries_queue", deliveries.c.channel, deliveries.c.destination, deliveries.c.status, deliveries.c.id)
 Index("ix_deliveries_key", deliveries.c.channel, deliveries.c.destination, deliveries.c.order_key, deliveries.c.id)
 Index("ix_deliveries_message", deliveries.c.message_id)
+Index("ix_deliveries_status", deliveries.c.status, deliveries.c.message_id)  # search by delivery status (0005)
 
 attempts = Table(
     "attempts",
@@ -222,3 +227,75 @@ claim_events = Table(
 Index("ix_claim_events_claim", claim_events.c.claim_id)
 
 __all__ += ["claims", "claim_events"]
+
+# ------------------------------------------------------------------------------- counts kept with the writes (0004)
+# Messages per (channel, status) with destination '' and deliveries per (channel, destination, status), kept by
+# triggers on messages and deliveries in the writing transaction (hub.store.counters). SQLite adds to `counters`
+# directly (one writer); PostgreSQL appends to `counter_deltas` (insert-only: nodes never wait on a counter row's
+# lock) and a reader folds the deltas into `counters` now and then. A count is the sum of both.
+counters = Table(
+    "counters",
+    metadata,
+    Column("channel", String(100), primary_key=True),
+    Column("destination", String(100), primary_key=True),
+    Column("status", String(16), primary_key=True),
+    Column("n", BigInteger, nullable=False),
+)
+
+counter_deltas = Table(
+    "counter_deltas",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("channel", String(100), nullable=False),
+    Column("destination", String(100), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("n", BigInteger, nullable=False),
+)
+
+# The oldest waiting (or dead) delivery of a queue: MIN(created_at) read from this small partial index.
+Index(
+    "ix_deliveries_waiting_age",
+    deliveries.c.channel,
+    deliveries.c.destination,
+    deliveries.c.status,
+    deliveries.c.created_at,
+    sqlite_where=text("status IN ('queued', 'retry', 'sending', 'dead')"),
+    postgresql_where=text("status IN ('queued', 'retry', 'sending', 'dead')"),
+)
+
+__all__ += ["counters", "counter_deltas"]
+
+# --------------------------------------------------------------------- nodes and shared channel state (0006)
+# One row per running hub process sharing the store: its heartbeat tells the others it is alive; a node whose
+# heartbeat is older than `cluster.dead_after` is dead and its leases are taken over (hub.store.nodes).
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+    Column("pid", Integer),
+    Column("host", String(200)),
+    Column("version", String(40)),
+)
+
+# Pause and enable/disable of a channel, written by any node (web, CLI) and applied by every node.
+channel_state = Table(
+    "channel_state",
+    metadata,
+    Column("channel", String(100), primary_key=True),
+    Column("paused", Integer, nullable=False, default=0),
+    Column("enabled", Integer, nullable=False, default=1),
+    Column("changed_by", String(100)),
+    Column("changed_at", Float, nullable=False),
+)
+
+Index(
+    "ix_deliveries_sending",
+    deliveries.c.lease_owner,
+    deliveries.c.lease_until,
+    sqlite_where=text("status = 'sending'"),
+    postgresql_where=text("status = 'sending'"),
+)
+
+__all__ += ["nodes", "channel_state"]

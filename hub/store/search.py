@@ -1,4 +1,5 @@
-"""Reading what the store holds: message search (:func:`search`, keyset-paged, newest first), one message with
+"""Reading what the store holds: message search (:func:`search`, keyset-paged, newest first; text through the
+trigram index of :mod:`hub.store.search_index`, status alone through an index too), one message with
 its deliveries and attempts (:func:`get_message`), and the counts behind ``hub status`` and the dashboard
 (:func:`status`, :func:`queue_depth`). Each function runs on a reader connection the caller gives it.
 """
@@ -8,31 +9,30 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Connection, exists, func, literal, or_, select
+from sqlalchemy import ColumnElement, Connection, exists, func, literal, literal_column, or_, select
 
+from hub.store import counters
 from hub.store.records import MESSAGE_STATUSES, PENDING, SearchQuery
 from hub.store.schema import attempts, deliveries, messages
+from hub.store.search_index import fts_match, messages_fts, pg_like_pattern
 
 __all__ = ["status", "search", "get_message", "queue_depth", "delivery_states"]
 
 
 def status(conn: Connection) -> dict[str, Any]:
-    """Counts per channel (messages by status) and per destination (deliveries by status, oldest queued)."""
-    m, d = messages.c, deliveries.c
+    """Counts per channel (messages by status) and per destination (deliveries by status, oldest queued): read
+    from the counters kept with the writes and one index probe per waiting queue and status, in one statement
+    (:mod:`hub.store.counters`)."""
     chans: dict[str, dict[str, int]] = {}
-    for ch, st, n in conn.execute(select(m.channel, m.status, func.count()).group_by(m.channel, m.status)):
-        chans.setdefault(ch, {})[st] = n
     dests: dict[tuple[str, str], dict[str, Any]] = {}
-    for ch, dest, st, n, oldest in conn.execute(
-        select(d.channel, d.destination, d.status, func.count(), func.min(d.created_at)).group_by(
-            d.channel, d.destination, d.status
-        )
-    ):
+    for ch, dest, st, n, first in counters.with_oldest(conn):
+        if dest == "":
+            chans.setdefault(ch, {})[st] = n
+            continue
         row = dests.setdefault((ch, dest), {"oldest_queued": None})
         row[st] = n
-        if st in PENDING and oldest is not None:
-            prev = row["oldest_queued"]
-            row["oldest_queued"] = oldest if prev is None else min(prev, oldest)
+        if st in PENDING and first is not None and (row["oldest_queued"] is None or first < row["oldest_queued"]):
+            row["oldest_queued"] = first
     return {"channels": chans, "destinations": dests}
 
 
@@ -58,11 +58,22 @@ def search(conn: Connection, q: SearchQuery) -> list[dict[str, Any]]:
     """Messages matching ``q``, newest first, without their content; each with ``deliveries``: counts by status."""
     m, d = messages.c, deliveries.c
     stmt = select(*SUMMARY_COLUMNS)
+    key: ColumnElement[Any] = m.id  # what orders and pages the results: the message id, or the same id elsewhere
+    is_sqlite = conn.dialect.name == "sqlite"
+    match = fts_match(conn, q.text) if q.text and is_sqlite else None
     if q.channel:
         stmt = stmt.where(m.channel == q.channel)
     if q.status:
         if q.status in MESSAGE_STATUSES:
-            stmt = stmt.where(m.status == q.status)
+            stmt = stmt.where(m.status == q.status)  # index (status, id), or (channel, status)
+        elif is_sqlite and match is None:
+            # The deliveries with that status drive, newest message first (index (status, message_id)), one row
+            # per message; SQLite would test EXISTS on every message instead. PostgreSQL plans a semi-join.
+            key = d.message_id
+            stmt = stmt.select_from(deliveries.join(messages, m.id == key)).where(d.status == q.status)
+            if q.destination:
+                stmt = stmt.where(d.destination == q.destination)
+            stmt = stmt.group_by(key)
         else:
             sub = exists().where(d.message_id == m.id, d.status == q.status)
             if q.destination:
@@ -89,14 +100,24 @@ def search(conn: Connection, q: SearchQuery) -> list[dict[str, Any]]:
                 )
             )
     if q.text:
+        # Indexed where the needle allows (hub/store/search_index.py); the byte test confirms every candidate.
         needle = q.text.encode()
         if conn.dialect.name == "postgresql":
+            pattern = pg_like_pattern(needle)
+            if pattern is not None:
+                stmt = stmt.where(func.encode(m.raw, literal_column("'escape'")).like(pattern, escape="\\"))
             stmt = stmt.where(func.position(literal(needle).op("IN")(m.raw)) > 0)
         else:
+            if match is not None:
+                # FTS5 drives: its matches newest first, each message joined by id, until the limit.
+                key = messages_fts.c.rowid
+                stmt = stmt.select_from(messages_fts.join(messages, m.id == key)).where(
+                    messages_fts.c.messages_fts.op("MATCH")(match)
+                )
             stmt = stmt.where(func.instr(m.raw, literal(needle)) > 0)
     if q.before_id is not None:
-        stmt = stmt.where(m.id < q.before_id)
-    stmt = stmt.order_by(m.id.desc()).limit(q.limit)
+        stmt = stmt.where(key < q.before_id)
+    stmt = stmt.order_by(key.desc()).limit(q.limit)
     rows = [dict(r._mapping) for r in conn.execute(stmt)]
     if rows:
         ids = [r["id"] for r in rows]
@@ -132,16 +153,12 @@ def get_message(conn: Connection, message_id: int) -> dict[str, Any] | None:
 
 
 def queue_depth(conn: Connection) -> dict[tuple[str, str], int]:
-    """Pending deliveries (queued, retrying, being sent) per (channel, destination)."""
-    d = deliveries.c
-    return {
-        (ch, dest): n
-        for ch, dest, n in conn.execute(
-            select(d.channel, d.destination, func.count())
-            .where(d.status.in_(PENDING))
-            .group_by(d.channel, d.destination)
-        )
-    }
+    """Pending deliveries (queued, retrying, being sent) per (channel, destination), from the counters."""
+    out: dict[tuple[str, str], int] = {}
+    for ch, dest, st, n in counters.counts(conn):
+        if dest != "" and st in PENDING:
+            out[(ch, dest)] = out.get((ch, dest), 0) + n
+    return out
 
 
 def delivery_states(conn: Connection, message_id: int) -> list[str]:

@@ -6,8 +6,8 @@ and hand their store work to a thread.
 
 Roles (hub/store/auth.py): ``view`` shows channels, queues and message metadata with patient ids and error texts
 hidden; ``content`` shows raw content, per-destination content and responses (each view is audited); ``replay``
-queues deliveries again; ``channels`` pauses/resumes channels and checks/reloads the configuration; ``users`` and
-``audit`` are the admin's.
+queues deliveries again; ``channels`` pauses/resumes and disables/enables channels (on every node: the state is kept
+in the store) and checks/reloads the configuration; ``users`` and ``audit`` are the admin's.
 """
 
 from __future__ import annotations
@@ -341,34 +341,81 @@ def channel_stats(
 
 
 @router.post(
-    "/channels/{name}/pause", tags=["channels"], summary="Stop the channel's source (queued deliveries still go out)"
+    "/channels/{name}/pause",
+    tags=["channels"],
+    summary="Stop the channel's source on every node (queued deliveries still go out); kept in the store",
 )
 async def pause_channel(name: str, request: Request, p: Principal = Depends(require("channels"))) -> dict[str, Any]:
     hub = _hub(request)
     _wanted_channel(hub, name)
     if name not in hub.engine.sources:
         raise HTTPException(409, f"channel {name!r} has no source to pause")
-    if await hub.engine.pause(name):
+    try:
+        paused = await hub.engine.pause(name, by=p.name)
+    except StoreError as exc:
+        log.error("web: store unavailable: %s", exc)
+        raise HTTPException(503, "the store is unavailable") from None
+    if paused:
         log.info("web: channel %s paused by %s", name, p.name)
     await asyncio.to_thread(_store_call, audit, request, p, "pause", channel=name)
     return {"channel": name, "state": "paused"}
 
 
-@router.post("/channels/{name}/resume", tags=["channels"], summary="Start the channel's source again")
+@router.post("/channels/{name}/resume", tags=["channels"], summary="Start the channel's source again on every node")
 async def resume_channel(name: str, request: Request, p: Principal = Depends(require("channels"))) -> dict[str, Any]:
     hub = _hub(request)
     _wanted_channel(hub, name)
     if name not in hub.engine.sources:
         raise HTTPException(409, f"channel {name!r} has no source to resume")
     try:
-        resumed = await hub.engine.resume(name)
+        resumed = await hub.engine.resume(name, by=p.name)
+    except StoreError as exc:
+        log.error("web: store unavailable: %s", exc)
+        raise HTTPException(503, "the store is unavailable") from None
     except Exception as exc:
         log.error("web: channel %s could not be resumed: %s", name, exc)
         raise HTTPException(500, f"the source did not start: {exc}") from None
     if resumed:
         log.info("web: channel %s resumed by %s", name, p.name)
     await asyncio.to_thread(_store_call, audit, request, p, "resume", channel=name)
-    return {"channel": name, "state": "running"}
+    return {"channel": name, "state": hub.engine.channel_state(name)}
+
+
+@router.post(
+    "/channels/{name}/disable",
+    tags=["channels"],
+    summary="Stop the channel — source and delivery workers — on every node and keep it stopped across restarts",
+)
+async def disable_channel(name: str, request: Request, p: Principal = Depends(require("channels"))) -> dict[str, Any]:
+    hub = _hub(request)
+    _wanted_channel(hub, name)
+    try:
+        disabled = await hub.engine.disable(name, by=p.name)
+    except StoreError as exc:
+        log.error("web: store unavailable: %s", exc)
+        raise HTTPException(503, "the store is unavailable") from None
+    if disabled:
+        log.info("web: channel %s disabled by %s", name, p.name)
+    await asyncio.to_thread(_store_call, audit, request, p, "disable", channel=name)
+    return {"channel": name, "state": hub.engine.channel_state(name)}
+
+
+@router.post("/channels/{name}/enable", tags=["channels"], summary="Start a disabled channel again on every node")
+async def enable_channel(name: str, request: Request, p: Principal = Depends(require("channels"))) -> dict[str, Any]:
+    hub = _hub(request)
+    _wanted_channel(hub, name)
+    try:
+        enabled = await hub.engine.enable(name, by=p.name)
+    except StoreError as exc:
+        log.error("web: store unavailable: %s", exc)
+        raise HTTPException(503, "the store is unavailable") from None
+    except Exception as exc:
+        log.error("web: channel %s could not be enabled: %s", name, exc)
+        raise HTTPException(500, f"the source did not start: {exc}") from None
+    if enabled:
+        log.info("web: channel %s enabled by %s", name, p.name)
+    await asyncio.to_thread(_store_call, audit, request, p, "enable", channel=name)
+    return {"channel": name, "state": hub.engine.channel_state(name)}
 
 
 def _check(hub: WebState) -> list[str]:
@@ -400,7 +447,7 @@ async def config_reload(request: Request, p: Principal = Depends(require("channe
         raise HTTPException(
             422, {"message": "the configuration has problems; nothing was changed", "problems": problems}
         )
-    hub.invalidate()  # every channel was started again from the files (none is paused any more)
+    hub.invalidate()  # every channel was started again from the files (paused and disabled ones stay so)
     return {
         "reloaded": True,
         "channels": sorted(hub.engine.channels),
@@ -837,7 +884,8 @@ def search_audit(
     action: str | None = Query(
         None,
         description="login, login_failed, view_message, view_raw, search, replay, replay_many, pause, resume, "
-        "config_check, config_reload, user_add, user_change, token_create, token_revoke, password_change",
+        "enable, disable, config_check, config_reload, user_add, user_change, token_create, token_revoke, "
+        "password_change",
     ),
     message_id: int | None = _id_query(),
     channel: str | None = None,

@@ -47,6 +47,8 @@ async def test_fifo_delivery_keeps_order_through_retries(tmp_path, store_url):
         dest = eng.destinations[("c", "out")]
         await until(lambda: len(dest.sent) == 10)
         assert [m.raw for m in dest.sent] == [f"m{i}".encode() for i in range(10)]
+        # the peer has it before the store marks it sent: wait for the mark, then read the attempts
+        await until(lambda: eng.store.delivery_states(dest.sent[0].id) == ["sent"])
         first = eng.store.get_message(dest.sent[0].id)["deliveries"][0]
         assert first["attempts"] == 3 and [a["outcome"] for a in first["attempt_log"]] == ["retry", "retry", "sent"]
     finally:

@@ -1,22 +1,36 @@
-"""monitoring/ (Prometheus config, alert rules, Grafana dashboard) and docker/: they parse, promtool accepts them,
-the alerts fire when they should, and every metric they name is one the hub exposes (hub/metrics.py)."""
+"""monitoring/ (Prometheus config, alert rules, Alertmanager, Grafana dashboard) and docker/: they parse, promtool
+and amtool accept them, the alerts fire when they should — at their thresholds with two nodes sharing a store, too —
+every metric they name is one the hub exposes (hub/metrics.py), and the real alertmanager delivers an alert to a
+webhook and by email with the shipped routes."""
 
 from __future__ import annotations
 
+import email
+import http.server
 import json
+import os
 import re
 import shutil
+import socket
 import subprocess
+import threading
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
 from hub.metrics import METRIC_NAMES
-from support import ROOT
+from support import ROOT, need_peer
 
 MON = ROOT / "monitoring"
 PROMTOOL = shutil.which("promtool")
+AMTOOL = shutil.which("amtool")
+ALERTMANAGER = shutil.which("alertmanager") or shutil.which("prometheus-alertmanager")  # Debian's name
+#: Gauges read from the shared store: every node reports the same value, so they are aggregated with max, never sum.
+STORE_WIDE = ("hub_queue_depth", "hub_queue_retrying", "hub_dead_letters", "hub_queue_oldest_age_seconds")
 # PromQL words that look like metric names but are functions, keywords, label names or Prometheus's own series
 _NOT_METRICS = {
     "sum",
@@ -96,9 +110,35 @@ def test_alert_rules_cover_what_operations_needs_and_name_only_real_metrics():
         assert all(known(m) for m in used), (r["alert"], used - {m for m in used if known(m)})
 
 
+def store_wide_sums(expr: str) -> list[str]:
+    """The store-wide gauges in ``expr`` that are not directly under ``max(`` or ``max by (…) (``."""
+    bad = []
+    for name in STORE_WIDE:
+        for m in re.finditer(rf"\b{name}\b", expr):
+            before = expr[: m.start()]
+            if not re.search(r"\bmax\s*(by\s*\([^)]*\)\s*)?\(\s*$", before):
+                bad.append(name)
+    return bad
+
+
+def test_store_wide_gauges_are_taken_with_max_so_that_n_nodes_count_once():
+    assert store_wide_sums("sum by (channel, destination) (hub_queue_depth) > 500") == ["hub_queue_depth"]
+    assert store_wide_sums('max by (channel, destination) (hub_queue_depth{channel=~"$channel"})') == []
+    exprs = [r["expr"] for r in alert_rules()]
+    dash = json.loads((MON / "grafana" / "dashboards" / "hub.json").read_text())
+    exprs += [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    assert any("hub_queue_depth" in e for e in exprs)
+    for e in exprs:
+        assert store_wide_sums(e) == [], e
+    # the metrics module says which metric is which
+    import hub.metrics
+
+    doc = hub.metrics.__doc__ or ""
+    assert "store-wide" in doc and "per node" in doc and all(n in doc for n in STORE_WIDE)
+
+
 def test_promtool_accepts_the_rules_and_the_alert_unit_tests_pass():
-    if PROMTOOL is None:
-        pytest.skip("promtool is not installed (tests/peers.sh installs it); the rules were checked structurally")
+    need_peer(PROMTOOL is not None, "promtool is not installed (tests/peers.sh installs it)")
     out = subprocess.run(
         [PROMTOOL, "check", "rules", str(MON / "alerts.yml")], capture_output=True, text=True, timeout=60
     )
@@ -115,8 +155,9 @@ def test_the_prometheus_config_scrapes_the_hub_with_a_token(tmp_path):
     assert job["job_name"] == "hub" and job["metrics_path"] == "/metrics"
     assert job["authorization"]["type"] == "Bearer" and job["authorization"]["credentials_file"]
     assert cfg["rule_files"] == ["alerts.yml"]
-    if PROMTOOL is None:
-        return
+    targets = [t for am in cfg["alerting"]["alertmanagers"] for sc in am["static_configs"] for t in sc["targets"]]
+    assert targets == ["alertmanager:9093"]  # the compose service
+    need_peer(PROMTOOL is not None, "promtool is not installed (tests/peers.sh installs it)")
     # promtool wants the token file to exist: check a copy that points at a temporary one
     token = tmp_path / "hub.token"
     token.write_text("hub_synthetic\n")
@@ -161,7 +202,9 @@ def test_docker_runs_the_hub_as_a_non_root_user_beside_postgres_prometheus_and_g
     assert "HEALTHCHECK" in dockerfile and "/healthz" in dockerfile
     compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
     services = compose["services"]
-    assert set(services) == {"hub", "postgres", "prometheus", "grafana"}
+    assert set(services) == {"hub", "postgres", "prometheus", "alertmanager", "grafana"}
+    assert services["alertmanager"]["image"].startswith("prom/alertmanager:")
+    assert "--config.file=/etc/alertmanager/alertmanager.yml" in services["alertmanager"]["command"]
     assert services["hub"]["build"]["dockerfile"] == "docker/Dockerfile"
     assert "postgresql+psycopg://" in services["hub"]["environment"]["HUB_STORE_URL"]
     for name, svc in services.items():
@@ -170,11 +213,17 @@ def test_docker_runs_the_hub_as_a_non_root_user_beside_postgres_prometheus_and_g
     # no default password anywhere: each must come from the environment
     text = (ROOT / "docker" / "compose.yaml").read_text()
     assert "${HUB_ADMIN_PASSWORD:?" in text and "${POSTGRES_PASSWORD:?" in text and "${GRAFANA_ADMIN_PASSWORD:?" in text
-    for mount in services["prometheus"]["volumes"] + services["grafana"]["volumes"]:
-        src = mount.split(":")[0]
-        if src.startswith(".."):
-            rel = Path(src[3:])
-            assert rel.name == "hub.token" or (ROOT / rel).exists(), mount
+    secrets = {"hub.token", "smtp.password", "webhook.token"}  # written by the operator, never checked in
+    for svc in ("prometheus", "alertmanager", "grafana"):
+        for mount in services[svc]["volumes"]:
+            src = mount.split(":")[0]
+            if src.startswith(".."):
+                rel = Path(src[3:])
+                assert rel.name in secrets or (ROOT / rel).exists(), mount
+    # what alertmanager.yml reads from files is mounted where it looks
+    am = (MON / "alertmanager.yml").read_text()
+    for path in set(re.findall(r"/etc/alertmanager/[\w.]+", am)):
+        assert any(m.split(":")[1] == path for m in services["alertmanager"]["volumes"]), path
 
 
 def test_the_container_listens_on_all_interfaces_and_reads_the_store_url(monkeypatch):
@@ -189,3 +238,155 @@ def test_the_container_listens_on_all_interfaces_and_reads_the_store_url(monkeyp
     monkeypatch.delenv("HUB_STORE_URL")
     cfg = load_config(ROOT / "config")
     assert cfg.hub.web.listen == "127.0.0.1:8080" and cfg.store_url().startswith("sqlite:///")
+
+
+def amtool(*args: str) -> subprocess.CompletedProcess[str]:
+    assert AMTOOL is not None
+    return subprocess.run([AMTOOL, *args], capture_output=True, text=True, timeout=60)
+
+
+def test_amtool_accepts_the_alertmanager_config_and_routes_each_severity_to_its_receivers():
+    cfg = yaml.safe_load((MON / "alertmanager.yml").read_text())
+    assert cfg["route"]["group_by"] == ["alertname", "channel"]
+    names = {r["name"] for r in cfg["receivers"]}
+    assert any(r.get("email_configs") for r in cfg["receivers"]) and any(
+        r.get("webhook_configs") for r in cfg["receivers"]
+    )
+    severities = {r["labels"]["severity"] for r in alert_rules()}
+    need_peer(AMTOOL is not None, "amtool is not installed (tests/peers.sh installs prometheus-alertmanager)")
+    out = amtool("check-config", str(MON / "alertmanager.yml"))
+    assert out.returncode == 0 and "SUCCESS" in out.stdout, out.stdout + out.stderr
+    cases = {
+        ("alertname=HubQueueBackingUp", "severity=warning", "channel=adt", "destination=ehr"): "integration-team",
+        ("alertname=HubDeadLetters", "severity=warning", "channel=lab"): "integration-team",
+        ("alertname=HubStoreErrors", "severity=critical"): "on-call",
+        ("alertname=HubDown", "severity=critical", "instance=hub-2:8080"): "on-call",
+        ("alertname=HubChannelPaused", "severity=info", "channel=roster"): "team-chat",
+    }
+    assert {c[1].split("=")[1] for c in cases} == severities  # every severity the rules use is routed on purpose
+    for labels, receiver in cases.items():
+        assert receiver in names
+        out = amtool("config", "routes", "test", f"--config.file={MON / 'alertmanager.yml'}", *labels)
+        assert out.returncode == 0 and out.stdout.strip() == receiver, (labels, out.stdout + out.stderr)
+
+
+# ---------------------------------------------------------------- the real alertmanager, a webhook and an SMTP server
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Hooks(http.server.ThreadingHTTPServer):
+    """A webhook receiver on 127.0.0.1:<free port> that keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, dict[str, str], object]] = []
+        self.arrived = threading.Event()
+        hooks = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                hooks.received.append((self.path, dict(self.headers), json.loads(body)))
+                hooks.arrived.set()
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+def wait_for(cond, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def test_the_real_alertmanager_sends_an_alert_to_the_webhook_and_by_email_with_the_shipped_routes(tmp_path):
+    need_peer(
+        ALERTMANAGER is not None, "alertmanager is not installed (tests/peers.sh installs prometheus-alertmanager)"
+    )
+    from aiosmtpd.controller import Controller
+
+    class Mailbox:
+        def __init__(self) -> None:
+            self.mails: list[bytes] = []
+
+        async def handle_DATA(self, server, session, envelope):
+            self.mails.append(envelope.content)
+            return "250 OK"
+
+    box = Mailbox()
+    smtp = Controller(box, hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    hooks = Hooks()
+    proc = None
+    try:
+        # the shipped config, with its receivers pointed at the test's servers and the first message sent at once
+        cfg = yaml.safe_load((MON / "alertmanager.yml").read_text())
+        (tmp_path / "webhook.token").write_text("synthetic-token\n")
+        cfg["global"].update(smtp_smarthost=f"127.0.0.1:{smtp.port}", smtp_require_tls=False)
+        for key in ("smtp_auth_username", "smtp_auth_password_file"):
+            cfg["global"].pop(key)
+        cfg["route"].update(group_wait="0s", group_interval="1s")
+        for r in cfg["receivers"]:
+            for w in r.get("webhook_configs", []):
+                w["url"] = f"{hooks.url}/{r['name']}"
+                w["http_config"]["authorization"]["credentials_file"] = str(tmp_path / "webhook.token")
+        (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(cfg))
+        port = free_port()
+        proc = subprocess.Popen(
+            [
+                ALERTMANAGER,
+                f"--config.file={tmp_path / 'alertmanager.yml'}",
+                f"--storage.path={tmp_path / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--cluster.listen-address=",  # one alertmanager: no gossip port
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(tmp_path / "alertmanager.log", "wb"),  # noqa: SIM115 (closed with the process)
+            env={**os.environ, "HOME": str(tmp_path)},
+        )
+        base = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{base}/-/ready", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return proc is not None and proc.poll() is not None  # exited: fail below with its log
+
+        wait_for(ready, 30, "alertmanager to start")
+        assert proc.poll() is None, (tmp_path / "alertmanager.log").read_text()
+        now = datetime.now(UTC).isoformat()
+        alert = {
+            "labels": {"alertname": "HubQueueBackingUp", "severity": "warning", "channel": "adt", "destination": "ehr"},
+            "annotations": {"summary": "adt/ehr: 600 deliveries waiting"},
+            "startsAt": now,
+        }
+        r = httpx.post(f"{base}/api/v2/alerts", json=[alert], timeout=10)
+        assert r.status_code == 200, r.text
+        wait_for(lambda: hooks.received and box.mails, 30, "the webhook and the email")
+        path, headers, body = hooks.received[0]
+        assert path == "/integration-team" and headers["Authorization"] == "Bearer synthetic-token"
+        assert isinstance(body, dict) and body["status"] == "firing"
+        assert body["groupLabels"] == {"alertname": "HubQueueBackingUp", "channel": "adt"}
+        assert body["alerts"][0]["labels"]["destination"] == "ehr"
+        mail = email.message_from_bytes(box.mails[0])
+        assert mail["To"] == "integration-team@clinic.example" and "HubQueueBackingUp" in mail["Subject"]
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
+        hooks.shutdown()
+        smtp.stop()

@@ -3,7 +3,8 @@
 Per poll (on ``schedule``, like the file source):
 
 1. take the folder's lease in the store (``sftp:host:port:path``), so one node of several sharing a PostgreSQL
-   store polls the folder; the lease is renewed while the poll runs;
+   store polls the folder; the lease is renewed while the poll runs, and another node takes it over when it
+   expires or, sooner, when its holder stops heartbeating for ``cluster.dead_after`` (hub.store.nodes);
 2. list ``path``/``glob`` twice, ``settle`` apart (or once, when the previous poll saw the same sizes and
    times): only files whose size and mtime did not change are taken; dot-files (uploads in progress by
    convention) are skipped;
@@ -289,7 +290,9 @@ class SftpSource:
             "are accepted in chunks of about this size.",
         )
         lease_ttl: str | int | float = Field(
-            "60s", description="How long this node's hold on the folder lasts without renewal."
+            "60s",
+            description="How long this node's hold on the folder lasts without renewal (a dead node's hold is taken "
+            "over after cluster.dead_after in hub.yaml, sooner).",
         )
         spool: str | None = Field(
             None, description="Local folder for downloads in progress (default: the system temp folder)."

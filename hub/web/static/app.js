@@ -120,6 +120,21 @@ async function pageOverview() {
         },
       }));
     }
+    if (can("channels") && c.state !== "not configured") {  // disable/enable: source and workers, on every node
+      const disabled = c.state === "disabled";
+      controls.append(el("button", {
+        class: disabled ? "primary" : "", text: disabled ? "Enable" : "Disable", "data-channel": c.name,
+        onclick: async (ev) => {
+          if (!disabled && !confirm(`Disable ${c.name} on every node? Its source and delivery workers stop until enabled.`)) return;
+          ev.target.disabled = true;
+          try {
+            await api("POST", `/api/channels/${encodeURIComponent(c.name)}/${disabled ? "enable" : "disable"}`);
+            toast(`${c.name} ${disabled ? "enabled" : "disabled"}`);
+          } catch (e) { toast(e.message, true); }
+          route();
+        },
+      }));
+    }
     body.append(el("tr", { class: "channel", "data-channel": c.name },
       el("td", {}, el("a", { href: "/messages?channel=" + encodeURIComponent(c.name), text: c.name }),
         c.description ? el("div", { class: "muted", text: c.description }) : null),

@@ -1,0 +1,329 @@
+"""Notifications sent by the hub itself (``alerts:`` in hub.yaml), for sites that run no Prometheus/Alertmanager.
+
+A :class:`Notifier` looks every ``alerts.check`` at
+
+* the store, for deliveries that went dead since the last notification (``dead_letter``): per destination, a
+  count and the first ``max_ids`` message ids. It reads the store rather than hooking the delivery worker, so the
+  hot path pays nothing, a dead letter marked by any node is seen, and nothing is missed across a restart (the
+  point reached is kept in the store's cursor ``alerts:dead_after``);
+* the channels' states (``channel_failed``: its source could not start, here or — as recorded in the store — on
+  another node; ``channel_stopped``: paused), notified when a channel enters that state.
+
+What it found goes out as **one** notification to the webhook (a JSON POST, with httpx) and/or the email receiver
+(smtplib, in a thread), at most once per ``alerts.min_interval`` (the time of the last one is kept in the store's
+cursor ``alerts:last_sent``): whatever happens in between is grouped into the next, so a thousand dead letters make
+one notification, not a thousand. A notification names channels, destinations, counts, message ids and links to the
+dashboard — never message content or patient data. When no receiver took it, it is tried again at the next check;
+every attempt is counted in ``hub_alert_notifications_total{receiver, outcome}`` and a failure is logged by its
+exception class. Nothing here can stop the engine: a failed check is logged and the next one runs.
+
+With several nodes sharing a store only the holder of the store's named lease ``alerts`` checks and sends; when it
+dies another takes the lease over (when it expires, ``3 × check`` but at least 30 s after its last renewal, or
+sooner once the store sees the holder's heartbeat stop) and goes on from the store's cursors (a channel still
+failed or paused is then reported once more).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import smtplib
+import ssl
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from typing import Any
+
+import httpx
+from sqlalchemy import Connection, func, select
+
+from hub.channels.schedule import Poller
+from hub.metrics import count_notification
+from hub.spec import AlertsSpec, parse_duration, parse_listen
+from hub.store import Store
+from hub.store.schema import deliveries
+
+__all__ = ["Notifier", "Event", "Notification", "LEASE", "DEAD_CURSOR", "SENT_CURSOR"]
+
+log = logging.getLogger("hub.notify")
+
+LEASE = "alerts"
+DEAD_CURSOR = "alerts:dead_after"
+SENT_CURSOR = "alerts:last_sent"
+# A delivery's updated_at is taken before its mark is committed (group commit, flushed within a second): dead
+# letters are read only up to this many seconds ago, so one committed late is not skipped.
+SETTLE = 2.0
+
+#: channel → (state, reason) as the engine sees it: state is one of Engine.channel_state's words.
+States = Mapping[str, tuple[str, str | None]]
+
+
+@dataclass
+class Event:
+    """One thing to tell: ``dead_letter`` (per destination), ``channel_failed`` or ``channel_stopped``."""
+
+    kind: str
+    channel: str
+    destination: str | None = None
+    count: int = 1
+    message_ids: list[int] = field(default_factory=list)
+    reason: str | None = None
+
+    def line(self) -> str:
+        if self.kind == "dead_letter":
+            ids = ", ".join(str(i) for i in self.message_ids)
+            more = " …" if self.count > len(self.message_ids) else ""
+            noun = "delivery" if self.count == 1 else "deliveries"
+            return f"{self.channel}/{self.destination}: {self.count} {noun} went dead (messages {ids}{more})"
+        if self.kind == "channel_failed":
+            return f"channel {self.channel} failed to start" + (f": {self.reason}" if self.reason else "")
+        return f"channel {self.channel} is stopped (paused)"
+
+
+@dataclass
+class Notification:
+    events: list[Event]
+    node: str
+    dashboard: str | None = None
+    at: float = field(default_factory=time.time)
+
+    def summary(self) -> str:
+        dead = sum(e.count for e in self.events if e.kind == "dead_letter")
+        parts = [f"{dead} dead letter{'s' if dead != 1 else ''}"] if dead else []
+        for kind, word in (("channel_failed", "failed"), ("channel_stopped", "stopped")):
+            names = sorted({e.channel for e in self.events if e.kind == kind})
+            if names:
+                parts.append(f"channel{'s' if len(names) > 1 else ''} {', '.join(names)} {word}")
+        return "hub: " + "; ".join(parts)
+
+    def links(self, e: Event) -> dict[str, Any]:
+        if not self.dashboard:
+            return {}
+        base = self.dashboard.rstrip("/")
+        if e.kind == "dead_letter":
+            return {"link": f"{base}/dead-letters", "message_links": [f"{base}/messages/{i}" for i in e.message_ids]}
+        return {"link": f"{base}/"}
+
+    def payload(self) -> dict[str, Any]:
+        """The webhook's JSON body (``text`` suits chat webhooks that show one field)."""
+        events = []
+        for e in self.events:
+            d: dict[str, Any] = {"event": e.kind, "channel": e.channel}
+            if e.kind == "dead_letter":
+                d.update(destination=e.destination, count=e.count, message_ids=e.message_ids)
+            elif e.reason:
+                d["reason"] = e.reason
+            d.update(self.links(e))
+            events.append(d)
+        return {
+            "source": "hub",
+            "node": self.node,
+            "at": datetime.fromtimestamp(self.at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "summary": self.summary(),
+            "text": self.text(),
+            "dashboard": self.dashboard,
+            "events": events,
+        }
+
+    def text(self) -> str:
+        lines = [self.summary(), ""] + [f"- {e.line()}" for e in self.events]
+        if self.dashboard:
+            lines += ["", f"Dead letters: {self.dashboard.rstrip('/')}/dead-letters", f"Dashboard: {self.dashboard}"]
+        lines += ["", f"Sent by the hub on node {self.node}; message content is never included."]
+        return "\n".join(lines)
+
+
+def _dead_since(
+    conn: Connection, pairs: list[tuple[str, str]], after: float, upto: float, max_ids: int
+) -> list[tuple[str, str, int, list[int], float]]:
+    """Per (channel, destination): deliveries dead with after < updated_at <= upto — count, first message ids,
+    latest updated_at. One indexed look-up per destination (ix_deliveries_queue: channel, destination, status)."""
+    out = []
+    for ch, dest in pairs:
+        where = (
+            deliveries.c.channel == ch,
+            deliveries.c.destination == dest,
+            deliveries.c.status == "dead",
+            deliveries.c.updated_at > after,
+            deliveries.c.updated_at <= upto,
+        )
+        n, latest = conn.execute(select(func.count(), func.max(deliveries.c.updated_at)).where(*where)).one()
+        if not n:
+            continue
+        ids = conn.execute(
+            select(deliveries.c.message_id).where(*where).order_by(deliveries.c.id).limit(max_ids)
+        ).scalars()
+        out.append((ch, dest, int(n), [int(i) for i in ids], float(latest)))
+    return out
+
+
+class Notifier:
+    """Checks on a schedule and sends grouped, rate-limited notifications (see the module's docstring).
+
+    ``states`` gives each channel's (state, reason) and is called in a thread (it may read the store); ``pairs``
+    the (channel, destination) pairs whose dead letters count.
+    """
+
+    settle: float = SETTLE  # dead letters are read up to this many seconds ago
+
+    def __init__(
+        self,
+        spec: AlertsSpec,
+        store: Store,
+        *,
+        states: Callable[[], States],
+        pairs: Callable[[], Iterable[tuple[str, str]]],
+        node: str | None = None,
+    ) -> None:
+        self.spec = spec
+        self.store = store
+        self.states = states
+        self.pairs = pairs
+        self.node = node or str(getattr(store, "node", "") or "hub")
+        self.check_every = parse_duration(spec.check)
+        self.min_interval = parse_duration(spec.min_interval)
+        self.lease_ttl = max(30.0, 3 * self.check_every)
+        self._seen: dict[str, str] = {}  # channel → the state last looked at
+        self._pending: list[Event] = []  # channel events waiting for the next notification
+        self._poller: Poller | None = None
+        self._lock = asyncio.Lock()  # one check at a time (the schedule's and kick()'s or a caller's)
+        self.sent: list[Notification] = []  # what went out (the last few), for `hub status` and tests
+
+    def start(self) -> None:
+        self._poller = Poller(self.check_every, self.check, "alerts", run_first=True)
+        self._poller.start()
+
+    async def stop(self) -> None:
+        if self._poller is not None:
+            await self._poller.stop()
+            self._poller = None
+        try:
+            await asyncio.to_thread(self.store.release_lease, LEASE)
+        except Exception as exc:
+            log.debug("alerts: cannot release the lease: %s", type(exc).__name__)
+
+    def kick(self) -> None:
+        if self._poller is not None:
+            self._poller.kick()
+
+    async def check(self) -> Notification | None:
+        """One look: take the lease, gather events, send them if the interval allows. Never raises."""
+        try:
+            async with self._lock:
+                return await self._check()
+        except Exception as exc:
+            log.warning("alerts: the check failed (%s); the next one runs as planned", type(exc).__name__)
+            log.debug("alerts: check failure", exc_info=True)
+            return None
+
+    async def _check(self) -> Notification | None:
+        store = self.store
+        if not await asyncio.to_thread(store.acquire_lease, LEASE, self.lease_ttl):
+            self._seen.clear()  # another node notifies; if we take over, we report what is still wrong
+            return None
+        self._channel_events(await asyncio.to_thread(self.states))
+        now = time.time()
+        dead_after_raw = await asyncio.to_thread(store.get_cursor, DEAD_CURSOR)
+        if dead_after_raw is None:  # first run on this store: dead letters from before are not news
+            dead_after = now - self.settle
+            await asyncio.to_thread(store.set_cursor, DEAD_CURSOR, repr(dead_after))
+        else:
+            dead_after = float(dead_after_raw)
+        last_sent_raw = await asyncio.to_thread(store.get_cursor, SENT_CURSOR)
+        last_sent = float(last_sent_raw) if last_sent_raw else 0.0
+        if now - last_sent < self.min_interval:
+            return None  # rate-limited: events wait (channel events here, dead letters in the store)
+        upto = now - self.settle
+        events: list[Event] = []
+        if "dead_letter" in self.spec.events and upto > dead_after:
+            pairs = sorted(set(self.pairs()))
+            rows = await asyncio.to_thread(
+                store.run_read, lambda conn: _dead_since(conn, pairs, dead_after, upto, self.spec.max_ids)
+            )
+            events += [Event("dead_letter", ch, dest, n, ids) for ch, dest, n, ids, _ in rows]
+        events += self._pending
+        if not events:
+            return None
+        note = Notification(events, self.node, self.spec.dashboard, now)
+        if not await self._send(note):
+            return None  # tried again at the next check; the cursors did not move
+        self._pending = []
+        await asyncio.to_thread(store.set_cursor, SENT_CURSOR, repr(now))
+        if upto > dead_after:
+            await asyncio.to_thread(store.set_cursor, DEAD_CURSOR, repr(upto))
+        self.sent = [*self.sent[-9:], note]
+        log.info("alerts: notified %s", note.summary())
+        return note
+
+    def _channel_events(self, states: States) -> None:
+        wanted = {"failed": "channel_failed", "paused": "channel_stopped"}
+        for channel, (state, reason) in sorted(states.items()):
+            before = self._seen.get(channel)
+            self._seen[channel] = state
+            kind = wanted.get(state)
+            if kind is None or state == before or kind not in self.spec.events:
+                continue
+            if not any(e.kind == kind and e.channel == channel for e in self._pending):
+                self._pending.append(Event(kind, channel, reason=reason))
+        for channel in set(self._seen) - set(states):
+            del self._seen[channel]
+
+    async def _send(self, note: Notification) -> bool:
+        """Send to every receiver; True when at least one took it."""
+        ok = False
+        if self.spec.webhook is not None:
+            ok = await self._attempt("webhook", self._post(note)) or ok
+        if self.spec.email is not None:
+            ok = await self._attempt("email", asyncio.to_thread(self._mail, note)) or ok
+        return ok
+
+    async def _attempt(self, receiver: str, op: Any) -> bool:
+        try:
+            await op
+        except Exception as exc:
+            count_notification(receiver, "failed")
+            log.warning("alerts: the %s receiver failed: %s", receiver, _why(exc))
+            return False
+        count_notification(receiver, "sent")
+        return True
+
+    async def _post(self, note: Notification) -> None:
+        hook = self.spec.webhook
+        assert hook is not None
+        async with httpx.AsyncClient(timeout=parse_duration(hook.timeout)) as client:
+            r = await client.post(
+                hook.url,
+                content=json.dumps(note.payload()).encode(),
+                headers={"Content-Type": "application/json", **hook.headers},
+            )
+        if r.status_code >= 300:
+            raise RuntimeError(f"HTTP {r.status_code}")
+
+    def _mail(self, note: Notification) -> None:
+        mail = self.spec.email
+        assert mail is not None
+        msg = EmailMessage()
+        msg["Subject"] = note.summary()
+        msg["From"] = mail.from_
+        msg["To"] = ", ".join(mail.to)
+        msg.set_content(note.text())
+        host, port = parse_listen(mail.smtp)
+        with smtplib.SMTP(host, port, timeout=parse_duration(mail.timeout)) as smtp:
+            smtp.ehlo()
+            if mail.starttls:
+                smtp.starttls(context=ssl.create_default_context())
+                smtp.ehlo()
+            if mail.username:
+                smtp.login(mail.username, mail.password or "")
+            smtp.send_message(msg)
+
+
+def _why(exc: BaseException) -> str:
+    """An exception's class, and an HTTP status or SMTP code when it has one (never a body or a recipient)."""
+    if isinstance(exc, RuntimeError) and str(exc).startswith("HTTP "):
+        return str(exc)
+    code = getattr(exc, "smtp_code", None)
+    return f"{type(exc).__name__}" + (f" {code}" if code else "")
