@@ -340,45 +340,46 @@ def channel_stats(
     }
 
 
+async def _change_channel(
+    request: Request, p: Principal, name: str, action: Literal["pause", "resume", "disable", "enable"]
+) -> dict[str, Any]:
+    """Pause, resume, disable or enable a channel through the engine (kept in the store for every node), audited.
+
+    Pause and resume need the channel's source (409 without one); resume and enable start a source, so their
+    failure is a 500 that says why (a port in use …); the store being down is a 503."""
+    hub = _hub(request)
+    _wanted_channel(hub, name)
+    if action in ("pause", "resume") and name not in hub.engine.sources:
+        raise HTTPException(409, f"channel {name!r} has no source to {action}")
+    change = getattr(hub.engine, action)
+    try:
+        changed = await change(name, by=p.name)
+    except StoreError as exc:
+        log.error("web: store unavailable: %s", exc)
+        raise HTTPException(503, "the store is unavailable") from None
+    except Exception as exc:
+        if action not in ("resume", "enable"):
+            raise
+        log.error("web: channel %s could not be %sd: %s", name, action, exc)
+        raise HTTPException(500, f"the source did not start: {exc}") from None
+    if changed:
+        log.info("web: channel %s %sd by %s", name, action, p.name)
+    await asyncio.to_thread(_store_call, audit, request, p, action, channel=name)
+    return {"channel": name, "state": "paused" if action == "pause" else hub.engine.channel_state(name)}
+
+
 @router.post(
     "/channels/{name}/pause",
     tags=["channels"],
     summary="Stop the channel's source on every node (queued deliveries still go out); kept in the store",
 )
 async def pause_channel(name: str, request: Request, p: Principal = Depends(require("channels"))) -> dict[str, Any]:
-    hub = _hub(request)
-    _wanted_channel(hub, name)
-    if name not in hub.engine.sources:
-        raise HTTPException(409, f"channel {name!r} has no source to pause")
-    try:
-        paused = await hub.engine.pause(name, by=p.name)
-    except StoreError as exc:
-        log.error("web: store unavailable: %s", exc)
-        raise HTTPException(503, "the store is unavailable") from None
-    if paused:
-        log.info("web: channel %s paused by %s", name, p.name)
-    await asyncio.to_thread(_store_call, audit, request, p, "pause", channel=name)
-    return {"channel": name, "state": "paused"}
+    return await _change_channel(request, p, name, "pause")
 
 
 @router.post("/channels/{name}/resume", tags=["channels"], summary="Start the channel's source again on every node")
 async def resume_channel(name: str, request: Request, p: Principal = Depends(require("channels"))) -> dict[str, Any]:
-    hub = _hub(request)
-    _wanted_channel(hub, name)
-    if name not in hub.engine.sources:
-        raise HTTPException(409, f"channel {name!r} has no source to resume")
-    try:
-        resumed = await hub.engine.resume(name, by=p.name)
-    except StoreError as exc:
-        log.error("web: store unavailable: %s", exc)
-        raise HTTPException(503, "the store is unavailable") from None
-    except Exception as exc:
-        log.error("web: channel %s could not be resumed: %s", name, exc)
-        raise HTTPException(500, f"the source did not start: {exc}") from None
-    if resumed:
-        log.info("web: channel %s resumed by %s", name, p.name)
-    await asyncio.to_thread(_store_call, audit, request, p, "resume", channel=name)
-    return {"channel": name, "state": hub.engine.channel_state(name)}
+    return await _change_channel(request, p, name, "resume")
 
 
 @router.post(
@@ -387,35 +388,12 @@ async def resume_channel(name: str, request: Request, p: Principal = Depends(req
     summary="Stop the channel — source and delivery workers — on every node and keep it stopped across restarts",
 )
 async def disable_channel(name: str, request: Request, p: Principal = Depends(require("channels"))) -> dict[str, Any]:
-    hub = _hub(request)
-    _wanted_channel(hub, name)
-    try:
-        disabled = await hub.engine.disable(name, by=p.name)
-    except StoreError as exc:
-        log.error("web: store unavailable: %s", exc)
-        raise HTTPException(503, "the store is unavailable") from None
-    if disabled:
-        log.info("web: channel %s disabled by %s", name, p.name)
-    await asyncio.to_thread(_store_call, audit, request, p, "disable", channel=name)
-    return {"channel": name, "state": hub.engine.channel_state(name)}
+    return await _change_channel(request, p, name, "disable")
 
 
 @router.post("/channels/{name}/enable", tags=["channels"], summary="Start a disabled channel again on every node")
 async def enable_channel(name: str, request: Request, p: Principal = Depends(require("channels"))) -> dict[str, Any]:
-    hub = _hub(request)
-    _wanted_channel(hub, name)
-    try:
-        enabled = await hub.engine.enable(name, by=p.name)
-    except StoreError as exc:
-        log.error("web: store unavailable: %s", exc)
-        raise HTTPException(503, "the store is unavailable") from None
-    except Exception as exc:
-        log.error("web: channel %s could not be enabled: %s", name, exc)
-        raise HTTPException(500, f"the source did not start: {exc}") from None
-    if enabled:
-        log.info("web: channel %s enabled by %s", name, p.name)
-    await asyncio.to_thread(_store_call, audit, request, p, "enable", channel=name)
-    return {"channel": name, "state": hub.engine.channel_state(name)}
+    return await _change_channel(request, p, name, "enable")
 
 
 def _check(hub: WebState) -> list[str]:
