@@ -30,6 +30,9 @@ def _sqlite_pragmas(synchronous: str) -> Callable[[DBAPIConnection, ConnectionPo
         cur.execute(f"PRAGMA synchronous={synchronous.upper()}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=15000")
+        # After a checkpoint the WAL is cut back to 64 MB instead of keeping the largest size it ever reached (a
+        # prune or the one-time VACUUM grows it past a GB).
+        cur.execute("PRAGMA journal_size_limit=67108864")
         cur.close()
 
     return on_connect
