@@ -1,5 +1,6 @@
 """Time in the configuration: durations (``30s``, ``5m``, ``250ms``) and schedules (DESIGN.md §5 ``schedule:``);
-and sizes (``500MB``, ``20GB``: :func:`parse_size`, for ``retention.max_size``).
+and sizes (``500MB``, ``20GB``: :func:`parse_size`, for ``retention.max_size`` and the SFTP source's
+``max_size``/``chunk_size``).
 
 A schedule is a duration (every 30 seconds) or a five-field cron string (minute, hour, day of month, month, day of
 week). APScheduler's triggers decide both what is valid and when a schedule fires — the same objects check the
@@ -42,7 +43,7 @@ def parse_size(value: str | int) -> int:
         return value
     m = _SIZE.match(str(value))
     if not m:
-        raise ValueError(f"{value!r} is not a size (use e.g. 500MB, 20GB)")
+        raise ValueError(f"{value!r} is not a size (use e.g. 512KB, 4MB, 20GB)")
     return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()])
 
 

@@ -41,7 +41,6 @@ import fnmatch
 import hashlib
 import logging
 import posixpath
-import re
 import stat as statmod
 import tempfile
 import time
@@ -67,26 +66,15 @@ from hub.channels.sftp.connection import (
 from hub.errors import Hl7ParseError, InputError
 from hub.message import Outcome, sniff_content_type
 from hub.metrics import SFTP_LAST_POLL, SFTP_POLL_ERRORS
+from hub.schedules import parse_size
 from hub.spec import SourceConfig, parse_duration
 
 __all__ = ["SftpSource", "parse_size", "file_lines", "hl7_messages", "hl7_chunks", "csv_chunks"]
 
 log = logging.getLogger("hub.sftp")
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|kib|mib|gib)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {None: 1, "b": 1, "kb": 1024, "kib": 1024, "mb": 1024**2, "mib": 1024**2, "gb": 1024**3, "gib": 1024**3}
 _WINDOW = 4 * 1024 * 1024  # bytes asked for at once (pipelined 32 KiB reads) while downloading
 _SMALL = 256 * 1024  # files up to this size are read with plain reads
-
-
-def parse_size(value: str | int) -> int:
-    """``"100MB"``, ``"4 MiB"``, ``"512KB"`` or a number of bytes → bytes (KB/MB/GB are binary: 1024-based)."""
-    if isinstance(value, int):
-        return value
-    m = _SIZE.match(str(value))
-    if not m:
-        raise ValueError(f"{value!r} is not a size (use e.g. 512KB, 4MB, 1GB)")
-    return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower() or None])
 
 
 # ---------------------------------------------------------------------------------------------- streaming splits
