@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
+import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,3 +49,44 @@ async def until(cond: Callable[[], Any], timeout: float = 10.0, what: str = "con
             return
         await asyncio.sleep(every)
     raise AssertionError(f"{what} not met in {timeout}s")
+
+
+class WebhookReceiver(http.server.ThreadingHTTPServer):
+    """A real HTTP server on 127.0.0.1:<free port> receiving webhooks: answers ``statuses`` in turn (then 200) and
+    keeps what it accepted — ``received`` (headers, JSON body), ``raw`` bodies, ``paths``; ``arrived`` is set on the
+    first. ``close()`` when done."""
+
+    def __init__(self, statuses: list[int] | None = None) -> None:
+        self.received: list[tuple[dict[str, str], Any]] = []
+        self.raw: list[bytes] = []
+        self.paths: list[str] = []
+        self.statuses = list(statuses or [])
+        self.arrived = threading.Event()
+        hooks = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                status = hooks.statuses.pop(0) if hooks.statuses else 200
+                if status < 300:
+                    hooks.raw.append(body)
+                    hooks.paths.append(self.path)
+                    hooks.received.append((dict(self.headers), json.loads(body)))
+                    hooks.arrived.set()
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()

@@ -6,10 +6,7 @@ retried without harming the engine; with two nodes on one store only the lease h
 from __future__ import annotations
 
 import email
-import http.server
-import json
 import socket
-import threading
 
 import pytest
 from pydantic import ValidationError
@@ -19,47 +16,24 @@ from hub.engine import Engine
 from hub.metrics import ALERT_NOTIFICATIONS
 from hub.spec import AlertsSpec, load_config
 from hub.store import Store
-from support import until, write_config
+from support import WebhookReceiver, until, write_config
 
 SECRET = "DOE^JANE-SECRET-CONTENT"  # in every message: must never appear in a notification
 
 
-class Hooks(http.server.ThreadingHTTPServer):
-    """A webhook receiver on 127.0.0.1:<free port>; answers ``statuses`` in turn (then 200) and keeps the bodies."""
-
-    def __init__(self, statuses: list[int] | None = None) -> None:
-        self.received: list[tuple[dict[str, str], dict]] = []
-        self.raw: list[bytes] = []
-        self.statuses = list(statuses or [])
-        hooks = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                status = hooks.statuses.pop(0) if hooks.statuses else 200
-                if status < 300:
-                    hooks.raw.append(body)
-                    hooks.received.append((dict(self.headers), json.loads(body)))
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+class Hooks(WebhookReceiver):
+    """The notifier's webhook, at /hook."""
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/hook"
+        return self.base_url + "/hook"
 
 
 @pytest.fixture
 def hooks():
     h = Hooks()
     yield h
-    h.shutdown()
+    h.close()
 
 
 def hub_yaml(url: str, alerts: str) -> str:
@@ -197,7 +171,7 @@ async def test_a_failing_webhook_is_counted_logged_and_tried_again_without_harm(
         assert eng.channel_state("c") == "running"  # the engine is unharmed
     finally:
         await eng.stop()
-        hooks.shutdown()
+        hooks.close()
 
 
 async def test_the_notification_is_emailed_through_a_real_smtp_server(tmp_path):

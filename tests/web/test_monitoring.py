@@ -6,14 +6,12 @@ webhook and by email with the shipped routes."""
 from __future__ import annotations
 
 import email
-import http.server
 import json
 import os
 import re
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +21,7 @@ import pytest
 import yaml
 
 from hub.metrics import METRIC_NAMES
-from support import ROOT, need_peer
+from support import ROOT, WebhookReceiver, need_peer
 
 MON = ROOT / "monitoring"
 PROMTOOL = shutil.which("promtool")
@@ -277,33 +275,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Hooks(http.server.ThreadingHTTPServer):
-    """A webhook receiver on 127.0.0.1:<free port> that keeps what it is sent."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[str, dict[str, str], object]] = []
-        self.arrived = threading.Event()
-        hooks = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                hooks.received.append((self.path, dict(self.headers), json.loads(body)))
-                hooks.arrived.set()
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
 def wait_for(cond, timeout: float, what: str) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -330,7 +301,7 @@ def test_the_real_alertmanager_sends_an_alert_to_the_webhook_and_by_email_with_t
     box = Mailbox()
     smtp = Controller(box, hostname="127.0.0.1", port=free_port())
     smtp.start()
-    hooks = Hooks()
+    hooks = WebhookReceiver()
     proc = None
     try:
         # the shipped config, with its receivers pointed at the test's servers and the first message sent at once
@@ -342,7 +313,7 @@ def test_the_real_alertmanager_sends_an_alert_to_the_webhook_and_by_email_with_t
         cfg["route"].update(group_wait="0s", group_interval="1s")
         for r in cfg["receivers"]:
             for w in r.get("webhook_configs", []):
-                w["url"] = f"{hooks.url}/{r['name']}"
+                w["url"] = f"{hooks.base_url}/{r['name']}"
                 w["http_config"]["authorization"]["credentials_file"] = str(tmp_path / "webhook.token")
         (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(cfg))
         port = free_port()
@@ -377,7 +348,7 @@ def test_the_real_alertmanager_sends_an_alert_to_the_webhook_and_by_email_with_t
         r = httpx.post(f"{base}/api/v2/alerts", json=[alert], timeout=10)
         assert r.status_code == 200, r.text
         wait_for(lambda: hooks.received and box.mails, 30, "the webhook and the email")
-        path, headers, body = hooks.received[0]
+        (path,), ((headers, body),) = hooks.paths, hooks.received
         assert path == "/integration-team" and headers["Authorization"] == "Bearer synthetic-token"
         assert isinstance(body, dict) and body["status"] == "firing"
         assert body["groupLabels"] == {"alertname": "HubQueueBackingUp", "channel": "adt"}
@@ -388,5 +359,5 @@ def test_the_real_alertmanager_sends_an_alert_to_the_webhook_and_by_email_with_t
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=30)
-        hooks.shutdown()
+        hooks.close()
         smtp.stop()
