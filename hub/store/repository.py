@@ -133,8 +133,9 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision (idempotent; serialised across nodes on PostgreSQL)."""
+    def migrate(self, revision: str = "head", *, downgrade: bool = False) -> None:
+        """Bring the schema to the newest Alembic revision (idempotent; serialised across nodes on PostgreSQL), or
+        up or ``downgrade`` to ``revision`` (tests and benchmarks of a migration)."""
         from alembic import command
         from alembic.config import Config as AlembicConfig
 
@@ -145,7 +146,7 @@ class Store:
                 if self.dialect == "postgresql":
                     conn.execute(text("SELECT pg_advisory_xact_lock(4242001)"))
                 cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
+                (command.downgrade if downgrade else command.upgrade)(cfg, revision)
         except SQLAlchemyError as exc:
             raise store_error(exc) from exc
 

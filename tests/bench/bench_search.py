@@ -131,23 +131,15 @@ def index_size(url: str) -> str:
 
 def backfill_seconds(path: Path) -> float:
     """Seconds the migration 0005 takes to back-fill the index, on a copy of the SQLite store."""
-    from alembic import command
-    from alembic.config import Config as AlembicConfig
 
     with tempfile.TemporaryDirectory(prefix="hub-bench-search-", dir=path.parent) as tmp:
         copy = Path(tmp) / path.name
         shutil.copyfile(path, copy)
         store = Store(f"sqlite:///{copy}")
-        cfg = AlembicConfig()
-        cfg.set_main_option("script_location", str(ROOT / "hub" / "store" / "migrations"))
         try:
-            with store.engine.begin() as conn:
-                cfg.attributes["connection"] = conn
-                command.downgrade(cfg, "0004")
+            store.migrate("0004", downgrade=True)
             t = time.perf_counter()
-            with store.engine.begin() as conn:
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "0005")
+            store.migrate("0005")
             return time.perf_counter() - t
         finally:
             store.engine.dispose()

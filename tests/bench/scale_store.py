@@ -574,16 +574,9 @@ def _build_pg(url: str, n: int) -> None:
 # ------------------------------------------------------------------------------------------------ cache
 def _migrate(url: str, verb: str, rev: str) -> None:
     """``alembic upgrade|downgrade rev`` on the store at ``url``, as the store migrates itself."""
-    from alembic import command
-    from alembic.config import Config as AlembicConfig
-
     store = Store(url)
-    cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(ROOT / "hub" / "store" / "migrations"))
     try:
-        with store.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            getattr(command, verb)(cfg, rev)
+        store.migrate(rev, downgrade=verb == "downgrade")
     finally:
         store.engine.dispose()
 

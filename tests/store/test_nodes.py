@@ -5,17 +5,12 @@ a heartbeat only by lease expiry; the shared channel state; migration 0006 up an
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy import inspect, update
 
 from hub.store import Mark, NewDelivery, NewMessage, Store
 from hub.store import nodes as cluster
 from hub.store.schema import nodes
-
-MIGRATIONS = Path(__file__).resolve().parents[2] / "hub" / "store" / "migrations"
 
 
 def msg(i: int) -> NewMessage:
@@ -128,24 +123,16 @@ def test_channel_state_is_shared_and_kept(store):
     assert not store.channel_states()["adt"].paused and store.channel_states()["adt"].enabled
 
 
-def _alembic(store: Store, verb: str, rev: str) -> None:
-    cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    with store.engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        getattr(command, verb)(cfg, rev)
-
-
 def test_migration_0006_up_and_down(store_url):
     store = Store(store_url).open()
     try:
         store.heartbeat(time.time())
-        _alembic(store, "downgrade", "0005")
+        store.migrate("0005", downgrade=True)
         with store.engine.connect() as c:
             insp = inspect(c)
             assert not {"nodes", "channel_state"} & set(insp.get_table_names())
             assert "ix_deliveries_sending" not in {i["name"] for i in insp.get_indexes("deliveries")}
-        _alembic(store, "upgrade", "head")
+        store.migrate("head")
         with store.engine.connect() as c:
             insp = inspect(c)
             assert {"nodes", "channel_state"} <= set(insp.get_table_names())

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-import hub.store
 from hub.schedules import parse_size
 from hub.spec import RetentionSpec
 from hub.store import NewDelivery, NewMessage, Store
@@ -76,17 +75,10 @@ def test_prune_gives_the_file_space_back_on_sqlite(tmp_path):
 
 
 def test_an_older_file_switches_by_one_full_vacuum(tmp_path):
-    from alembic import command
-    from alembic.config import Config
-
     db = tmp_path / "hub.db"
     with Store(f"sqlite:///{db}") as store:
         store.accept(old_messages(500))
-        cfg = Config()
-        cfg.set_main_option("script_location", str(Path(hub.store.__file__).parent / "migrations"))
-        with store.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "0006")  # the downgrade switches the (small) file back
+        store.migrate("0006", downgrade=True)  # the downgrade switches the (small) file back
     assert pragma(db, "auto_vacuum") == 0
     store = Store(f"sqlite:///{db}").open(migrate=False)  # as a big file would be left by the migration
     try:

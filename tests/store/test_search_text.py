@@ -6,7 +6,6 @@ reprocess and the migration's back-fill, over many needles, with the other filte
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -177,27 +176,16 @@ def test_status_only_search_by_message_and_delivery_status(store):
 
 
 def test_the_migration_back_fills_the_index_and_downgrade_undoes_it(store_url):
-    from alembic import command
-    from alembic.config import Config as AlembicConfig
-
     from hub.store import Store
 
     store = Store(store_url).open()
     try:
-        cfg = AlembicConfig()
-        cfg.set_main_option("script_location", str(Path(__file__).parents[2] / "hub" / "store" / "migrations"))
-
-        def to(rev: str, up: bool) -> None:
-            with store.engine.begin() as conn:
-                cfg.attributes["connection"] = conn
-                (command.upgrade if up else command.downgrade)(cfg, rev)
-
-        to("0004", up=False)
+        store.migrate("0004", downgrade=True)
         with store.engine.connect() as conn:
             names = {r[0] for r in conn.execute(text(_INDEX_NAMES[store.dialect]))}
         assert not names & {"messages_fts", "ix_messages_raw_trgm", "ix_messages_status_id", "ix_deliveries_status"}
         _accept(store, RAWS)  # written without the index (and without its triggers)
-        to("head", up=True)
+        store.migrate("head")
         assert_same_as_oracle(store)
         _accept(store, RAWS[:3])
         assert_same_as_oracle(store, ["SMITH", "zebracorn", "LAB_000123", "é"])
