@@ -90,7 +90,6 @@ def _closed_port() -> int:
 
 
 async def test_a_port_in_use_fails_that_channel_alone_in_one_line(tmp_path, busy_port, caplog):
-    from hub.web.app import create_app
 
     cfg_dir = write_config(
         tmp_path / "config",
@@ -114,26 +113,33 @@ async def test_a_port_in_use_fails_that_channel_alone_in_one_line(tmp_path, busy
         assert receipt.results[0].outcome == "accepted"
 
         # the API says so
-        app = create_app(eng)
-        auth: AuthStore = app.state.hub.auth
-        await asyncio.to_thread(auth.add_user, "viewer", "viewer", None)
-        token = await asyncio.to_thread(auth.create_token, "viewer")
-        import httpx
-
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://hub.test",
-            headers={"Authorization": f"Bearer {token}"},
-        ) as c:
-            r = await c.get("/api/channels")
-            assert r.status_code == 200
-            by_name = {ch["name"]: ch for ch in r.json()}
+        by_name = await api_channels(eng)
         assert by_name["fa_busy"]["state"] == "failed"
         assert f"127.0.0.1:{busy_port}" in by_name["fa_busy"]["error"]
         assert by_name["fa_adt"]["state"] == "running" and by_name["fa_adt"]["error"] is None
         assert by_name["fa_free"]["state"] == "running"
     finally:
         await eng.stop()
+
+
+async def api_channels(eng: Engine) -> dict[str, dict]:
+    """GET /api/channels as a viewer, by channel name."""
+    import httpx
+
+    from hub.web.app import create_app
+
+    app = create_app(eng)
+    auth: AuthStore = app.state.hub.auth
+    await asyncio.to_thread(auth.add_user, "viewer", "viewer", None)
+    token = await asyncio.to_thread(auth.create_token, "viewer")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://hub.test",
+        headers={"Authorization": f"Bearer {token}"},
+    ) as c:
+        r = await c.get("/api/channels")
+    assert r.status_code == 200
+    return {ch["name"]: ch for ch in r.json()}
 
 
 async def test_hub_status_shows_the_failed_channel(tmp_path, busy_port, capsys):
@@ -159,7 +165,6 @@ async def test_hub_status_shows_the_failed_channel(tmp_path, busy_port, capsys):
 
 
 async def test_a_failing_sftp_poll_shows_in_the_channel_and_the_metrics(tmp_path):
-    from hub.web.app import create_app
 
     known = tmp_path / "known_hosts"
     known.write_text("")
@@ -179,19 +184,7 @@ async def test_a_failing_sftp_poll_shows_in_the_channel_and_the_metrics(tmp_path
         errors = [ln for ln in text.splitlines() if ln.startswith('hub_sftp_poll_errors_total{channel="fa_roster"}')]
         assert errors and float(errors[0].split()[-1]) >= 1
 
-        app = create_app(eng)
-        auth: AuthStore = app.state.hub.auth
-        await asyncio.to_thread(auth.add_user, "viewer", "viewer", None)
-        token = await asyncio.to_thread(auth.create_token, "viewer")
-        import httpx
-
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://hub.test",
-            headers={"Authorization": f"Bearer {token}"},
-        ) as c:
-            r = await c.get("/api/channels")
-        roster = {ch["name"]: ch for ch in r.json()}["fa_roster"]
+        roster = (await api_channels(eng))["fa_roster"]
         assert "no_such_key" in roster["peers"]["sftp_error"] and "not found" in roster["peers"]["sftp_error"]
         assert roster["peers"]["sftp_last_poll"] is None  # no poll has reached the server
     finally:
