@@ -429,8 +429,6 @@ def cmd_show(args: argparse.Namespace) -> int:
 def _reprocess(cfg: Config, store: Any, ids: list[int]) -> int:
     """Run messages that have no deliveries (rejected, error, filtered) through their channel again."""
     from hub.engine import build
-    from hub.message import Message
-    from hub.store import NewMessage
 
     built = build(cfg, store=store)
     n = 0
@@ -442,23 +440,7 @@ def _reprocess(cfg: Config, store: Any, ids: list[int]) -> int:
         if channel is None:
             print(f"hub: message {mid}: channel {row['channel']} is not in {cfg.folder}", file=sys.stderr)
             continue
-        p = channel.process(
-            Message(raw=row["raw"], content_type=row["content_type"], channel=channel.name, meta=dict(row["meta"]))
-        )
-        channel.take_numbers([p], store)  # X12 control numbers from the store, as receive() does
-        store.reprocess(
-            mid,
-            NewMessage(
-                channel.name,
-                row["raw"],
-                row["content_type"],
-                status=p.status,
-                meta=p.message.meta,
-                error=p.reason if p.status in ("rejected", "error") else None,
-                error_code=p.code,
-                deliveries=p.deliveries if p.status == "accepted" else [],
-            ),
-        )
+        p, _ = channel.reprocess(store, mid, row["raw"], row["content_type"], row["meta"])
         print(
             f"message {mid}: reprocessed: {p.status}"
             + (f" ({p.reason})" if p.reason else "")

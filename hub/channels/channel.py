@@ -228,6 +228,27 @@ class Channel:
 
             take_control_numbers(processed, self.numbered, store)
 
+    def reprocess(
+        self, store: Store, message_id: int, raw: bytes, content_type: str, meta: dict[str, Any] | None
+    ) -> tuple[Processed, list[int]]:
+        """Run a stored message through the channel again (after its mapping was fixed) and record the new outcome in
+        its place, with X12 control numbers taken as :meth:`receive` takes them — what ``hub replay`` and the API do
+        for a rejected, error or filtered message. Returns the result and the ids of the deliveries queued.
+        Blocking: call it from a thread."""
+        p = self.process(Message(raw=raw, content_type=content_type, channel=self.name, meta=dict(meta or {})))
+        self.take_numbers([p], store)
+        item = NewMessage(
+            self.name,
+            raw,
+            content_type,
+            status=p.status,
+            meta=p.message.meta,
+            error=p.reason if p.status in ("rejected", "error") else None,
+            error_code=p.code,
+            deliveries=p.deliveries if p.status == "accepted" else [],
+        )
+        return p, store.reprocess(message_id, item)
+
     async def receive(
         self,
         raw: bytes,

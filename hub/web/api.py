@@ -665,27 +665,10 @@ def replay_message(
 
 
 def _reprocess(hub: WebState, msg: dict[str, Any]) -> tuple[int, str]:
-    from hub.message import Message
-    from hub.store import NewMessage
-
     ch = hub.engine.channels.get(msg["channel"])
     if ch is None:
         raise HTTPException(409, f"channel {msg['channel']!r} is not running: it cannot reprocess the message")
-    pr = ch.process(
-        Message(raw=msg["raw"], content_type=msg["content_type"], channel=ch.name, meta=dict(msg["meta"] or {}))
-    )
-    _store_call(ch.take_numbers, [pr], hub.store)  # X12 control numbers from the store, as receive() does
-    item = NewMessage(
-        ch.name,
-        msg["raw"],
-        msg["content_type"],
-        status=pr.status,
-        meta=pr.message.meta,
-        error=pr.reason if pr.status in ("rejected", "error") else None,
-        error_code=pr.code,
-        deliveries=pr.deliveries if pr.status == "accepted" else [],
-    )
-    ids = _store_call(hub.store.reprocess, msg["id"], item)
+    pr, ids = _store_call(ch.reprocess, hub.store, msg["id"], msg["raw"], msg["content_type"], msg["meta"])
     return len(ids), pr.status
 
 
