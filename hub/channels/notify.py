@@ -31,7 +31,7 @@ import logging
 import smtplib
 import ssl
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -280,7 +280,7 @@ class Notifier:
             ok = await self._attempt("email", asyncio.to_thread(self._mail, note)) or ok
         return ok
 
-    async def _attempt(self, receiver: str, op: Any) -> bool:
+    async def _attempt(self, receiver: str, op: Awaitable[None]) -> bool:
         try:
             await op
         except Exception as exc:
@@ -299,8 +299,7 @@ class Notifier:
                 content=json.dumps(note.payload()).encode(),
                 headers={"Content-Type": "application/json", **hook.headers},
             )
-        if r.status_code >= 300:
-            raise RuntimeError(f"HTTP {r.status_code}")
+        r.raise_for_status()  # anything but 2xx
 
     def _mail(self, note: Notification) -> None:
         mail = self.spec.email
@@ -323,7 +322,7 @@ class Notifier:
 
 def _why(exc: BaseException) -> str:
     """An exception's class, and an HTTP status or SMTP code when it has one (never a body or a recipient)."""
-    if isinstance(exc, RuntimeError) and str(exc).startswith("HTTP "):
-        return str(exc)
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"HTTP {exc.response.status_code}"
     code = getattr(exc, "smtp_code", None)
     return f"{type(exc).__name__}" + (f" {code}" if code else "")
