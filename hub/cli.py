@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -112,7 +111,7 @@ def _audit(
 
 
 def _store(cfg: Config):  # type: ignore[no-untyped-def]
-    from hub.engine import open_store
+    from hub.store.repository import open_store
 
     try:
         return open_store(cfg)
@@ -129,6 +128,8 @@ def _services(cfg: Config) -> list[ServiceStarter]:
 
 # --------------------------------------------------------------------------------------------- commands
 def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
     from hub.engine import Engine, build
 
     cfg = _config(args)
@@ -199,13 +200,11 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    from hub.engine import channel_states
-
     store = _store(cfg)
     try:
         st = store.status()
         names = sorted({c.name for c in cfg.channels} | set(st["channels"]) | {k[0] for k in st["destinations"]})
-        states = channel_states(store, names)  # as the running hub last recorded them
+        states = store.channel_report(names)  # as the running hub last recorded them
     finally:
         store.close()
     if args.json:
@@ -623,6 +622,7 @@ def cmd_channel(args: argparse.Namespace) -> int:
 def cmd_send(args: argparse.Namespace) -> int:
     """``hub send mllp://host:port FILE...``: each message on one connection, one line per ACK; exit 1 unless all
     AA/CA."""
+    import asyncio
     from pathlib import Path
 
     from hub.channels.mllp import (

@@ -51,6 +51,8 @@ from hub.spec import (
     pydantic_problems,
 )
 from hub.store import Claimed, NewDelivery, Store
+from hub.store.nodes import CHANNEL_STATE_PREFIX
+from hub.store.repository import open_store
 
 __all__ = [
     "Engine",
@@ -59,7 +61,6 @@ __all__ = [
     "check",
     "open_store",
     "CHANNEL_STATE_PREFIX",
-    "channel_states",
     "Service",
     "ServiceStarter",
     "ChannelState",
@@ -306,59 +307,9 @@ def check(cfg: Config) -> list[Problem]:
     return build(cfg).problems
 
 
-def channel_states(store: Store, names: list[str]) -> dict[str, dict[str, Any]]:
-    """Each channel's last state as a running hub recorded it ({state, error, node, at}), or ``paused`` /
-    ``disabled`` (with changed_by, changed_at) as the store's shared channel state says; channels never started
-    nor paused: absent."""
-    import json
-
-    out: dict[str, dict[str, Any]] = {}
-    for name in names:
-        raw = store.get_cursor(f"{CHANNEL_STATE_PREFIX}{name}")
-        if raw:
-            try:
-                out[name] = json.loads(raw)
-            except ValueError:
-                continue
-    try:  # paused or disabled in the store (by any node): that is the state every node applies
-        shared = store.channel_states()
-    except Exception:
-        shared = {}
-    for name in names:
-        st = shared.get(name)
-        if st is None or (st.enabled and not st.paused):
-            continue
-        rec = out.get(name, {})
-        if st.enabled and rec.get("state") == "failed":
-            continue  # paused, but its source could not start either: failed says more
-        out[name] = {
-            **rec,
-            "state": "paused" if st.enabled else "disabled",
-            "changed_by": st.changed_by,
-            "changed_at": st.changed_at,
-        }
-    return out
-
-
 # Threads for pipelines off the event loop. They share the GIL, so more would not add speed; a few let a quick
 # message pass one held up by a slow transform (a big 835 through pyx12) and by a python transform waiting on I/O.
 PIPELINE_THREADS = 4
-
-
-def open_store(cfg: Config, *, migrate: bool = True) -> Store:
-    s = cfg.hub.store
-    return Store(
-        cfg.store_url(),
-        batch_max=s.batch_max,
-        synchronous=s.synchronous,
-        pool_size=s.pool_size,
-        node=cfg.hub.node,
-        dead_after=parse_duration(cfg.hub.cluster.dead_after),
-    ).open(migrate=migrate)
-
-
-#: Prefix of the store cursors holding each channel's last state as the running hub saw it (read by `hub status`).
-CHANNEL_STATE_PREFIX = "channel_state:"
 
 
 def _start_failure(exc: BaseException) -> str:
@@ -763,7 +714,7 @@ class Engine:
         store = self.store
         if store is None:
             return out
-        for name, rec in channel_states(store, list(out)).items():
+        for name, rec in store.channel_report(list(out)).items():
             if rec.get("state") == "failed" and rec.get("node") != store.node and out[name][0] == "running":
                 out[name] = ("failed", f"on node {rec.get('node')}: {rec.get('error')}")
         return out

@@ -32,7 +32,11 @@ __all__ = [
     "take_over",
     "channel_states",
     "set_channel_state",
+    "CHANNEL_STATE_PREFIX",
 ]
+
+#: Prefix of the store cursors holding each channel's last state as the running hub saw it (read by `hub status`).
+CHANNEL_STATE_PREFIX = "channel_state:"
 
 
 @dataclass(frozen=True)

@@ -27,19 +27,22 @@ its leases expire, :meth:`Store.take_over` puts those rows back to ``retry`` for
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from hub.errors import StoreError
+from hub.schedules import parse_duration
 from hub.store import counters, leases, nodes, retention, search, sequences
 from hub.store import queue as delivery_queue
 from hub.store.accept import AcceptOp, reprocess
@@ -58,8 +61,12 @@ from hub.store.records import (
 )
 from hub.store.writer import GroupWriter, WriteOp, store_error
 
+if TYPE_CHECKING:
+    from hub.spec import Config
+
 __all__ = [
     "Store",
+    "open_store",
     "Repository",
     "NewMessage",
     "NewDelivery",
@@ -136,6 +143,8 @@ class Store:
     def migrate(self, revision: str = "head", *, downgrade: bool = False) -> None:
         """Bring the schema to the newest Alembic revision (idempotent; serialised across nodes on PostgreSQL), or
         up or ``downgrade`` to ``revision`` (tests and benchmarks of a migration)."""
+        if revision == "head" and not downgrade and self._at_head():
+            return  # the usual case: nothing to do, and Alembic (~0.2 s to import) stays unimported
         from alembic import command
         from alembic.config import Config as AlembicConfig
 
@@ -149,6 +158,17 @@ class Store:
                 (command.downgrade if downgrade else command.upgrade)(cfg, revision)
         except SQLAlchemyError as exc:
             raise store_error(exc) from exc
+
+    def _at_head(self) -> bool:
+        """Whether the database's ``alembic_version`` already names the newest migration of the versions folder."""
+        try:
+            with self.engine.connect() as conn:
+                if not self.engine.dialect.has_table(conn, "alembic_version"):
+                    return False
+                current = set(conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars())
+        except SQLAlchemyError:
+            return False  # Alembic will say what is wrong
+        return current == {_head_revision()}
 
     # ---------------------------------------------------------------- write path
     def _write(self, op: WriteOp[T]) -> T:
@@ -365,6 +385,37 @@ class Store:
         """Each channel's shared paused/enabled state (channels never paused nor disabled are absent)."""
         return self._read(nodes.channel_states)
 
+    def channel_report(self, names: list[str]) -> dict[str, dict[str, Any]]:
+        """Each channel's last state as a running hub recorded it ({state, error, node, at}), or ``paused`` /
+        ``disabled`` (with changed_by, changed_at) as the shared channel state says; channels never started nor
+        paused: absent. (``hub status`` and the notifier.)"""
+        out: dict[str, dict[str, Any]] = {}
+        for name in names:
+            raw = self.get_cursor(f"{nodes.CHANNEL_STATE_PREFIX}{name}")
+            if raw:
+                try:
+                    out[name] = json.loads(raw)
+                except ValueError:
+                    continue
+        try:  # paused or disabled in the store (by any node): that is the state every node applies
+            shared = self.channel_states()
+        except StoreError:
+            shared = {}
+        for name in names:
+            st = shared.get(name)
+            if st is None or (st.enabled and not st.paused):
+                continue
+            rec = out.get(name, {})
+            if st.enabled and rec.get("state") == "failed":
+                continue  # paused, but its source could not start either: failed says more
+            out[name] = {
+                **rec,
+                "state": "paused" if st.enabled else "disabled",
+                "changed_by": st.changed_by,
+                "changed_at": st.changed_at,
+            }
+        return out
+
     def set_channel_state(
         self, channel: str, *, paused: bool | None = None, enabled: bool | None = None, by: str | None = None
     ) -> SharedState:
@@ -417,6 +468,34 @@ class Store:
 
     def delivery_states(self, message_id: int) -> list[str]:
         return self._read(lambda conn: search.delivery_states(conn, message_id))
+
+
+_REVISION = re.compile(r'^(down_revision|revision)\s*=\s*"([^"]*)"', re.M)
+
+
+def _head_revision() -> str | None:
+    """The newest revision of ``migrations/versions``: the one no other revision names as its ``down_revision``
+    (read from the files' text, as Alembic would, without importing Alembic); None when it is not one."""
+    revs: set[str] = set()
+    downs: set[str] = set()
+    for f in (Path(__file__).parent / "migrations" / "versions").glob("*.py"):
+        for key, value in _REVISION.findall(f.read_text(encoding="utf-8")):
+            (revs if key == "revision" else downs).add(value)
+    heads = revs - downs
+    return heads.pop() if len(heads) == 1 else None
+
+
+def open_store(cfg: Config, *, migrate: bool = True) -> Store:
+    """The store of a hub's config, open (migrated unless ``migrate=False``)."""
+    s = cfg.hub.store
+    return Store(
+        cfg.store_url(),
+        batch_max=s.batch_max,
+        synchronous=s.synchronous,
+        pool_size=s.pool_size,
+        node=cfg.hub.node,
+        dead_after=parse_duration(cfg.hub.cluster.dead_after),
+    ).open(migrate=migrate)
 
 
 class Repository:
