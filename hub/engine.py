@@ -35,7 +35,7 @@ from hub.channels.channel import Channel, Route
 from hub.channels.notify import Notifier
 from hub.channels.schedule import Poller
 from hub.channels.worker import DeliveryWorker
-from hub.errors import ConfigError
+from hub.errors import ConfigError, StoreError
 from hub.metrics import STORE_OVER_MAX_SIZE, STORE_SIZE
 from hub.routes import compile_all, compile_condition
 from hub.schedules import parse_size
@@ -307,6 +307,10 @@ def check(cfg: Config) -> list[Problem]:
     return build(cfg).problems
 
 
+#: How often the running hub indexes new messages for text search (SQLite), and for how long at most each time.
+INDEX_EVERY = 1.0
+INDEX_BUDGET = 5.0
+
 # Threads for pipelines off the event loop. They share the GIL, so more would not add speed; a few let a quick
 # message pass one held up by a slow transform (a big 835 through pyx12) and by a python transform waiting on I/O.
 PIPELINE_THREADS = 4
@@ -399,6 +403,8 @@ class Engine:
         # leases) and applies the channel state (paused, disabled) that any node wrote to the store.
         heartbeat = parse_duration(self.cfg.hub.cluster.heartbeat)
         self.pollers.append(Poller(heartbeat, self._heartbeat, "heartbeat", run_first=False))
+        if store.dialect == "sqlite":  # the text search index, built beside the writes (hub.store.search_index)
+            self.pollers.append(Poller(INDEX_EVERY, self._index_text, "search index", run_first=True))
         for p in self.pollers:
             p.start()
         if self.cfg.hub.alerts is not None:  # read at start only, like store and web
@@ -718,6 +724,14 @@ class Engine:
             if rec.get("state") == "failed" and rec.get("node") != store.node and out[name][0] == "running":
                 out[name] = ("failed", f"on node {rec.get('node')}: {rec.get('error')}")
         return out
+
+    async def _index_text(self) -> None:
+        """Index what was stored since the last run (SQLite), at most :data:`INDEX_BUDGET` seconds per run."""
+        assert self.store is not None
+        try:
+            await asyncio.to_thread(self.store.index_text, budget=INDEX_BUDGET)
+        except StoreError as exc:
+            log.warning("search index: the store did not answer (%s)", type(exc).__name__)
 
     def _beat(self) -> None:
         assert self.store is not None

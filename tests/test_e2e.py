@@ -229,6 +229,40 @@ def test_scheduled_retention_prunes(tmp_path):
     assert asyncio.run(go())
 
 
+def test_the_running_hub_indexes_new_messages_for_text_search(tmp_path):
+    """SQLite: `hub run` builds the text search index beside the writes (hub.store.search_index), within a second
+    or two of the accept; the search finds the message before and after."""
+    import asyncio
+
+    from hub.engine import Engine
+    from hub.spec import load_config
+    from hub.store import NewMessage, SearchQuery, search_index
+
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    cfg = write_config(tmp_path / "cfg", HUB.format(url=url), {"relay": CHANNEL})
+
+    async def go() -> tuple[list[int], int, list[int]]:
+        eng = Engine(load_config(cfg))
+        await eng.start()
+        try:
+            [a] = eng.store.accept([NewMessage("relay", b"PID|1||ZEBRA-77^^^MRN", "raw")])
+            before = [r["id"] for r in eng.store.search(SearchQuery(text="ZEBRA-77"))]
+            left = 1
+            for _ in range(100):
+                left = eng.store.run_read(search_index.unindexed)
+                if not left:
+                    break
+                await asyncio.sleep(0.05)
+            after = [r["id"] for r in eng.store.search(SearchQuery(text="ZEBRA-77"))]
+            return before, left, after + [a.message_id]
+        finally:
+            await eng.stop()
+
+    before, left, after = asyncio.run(go())
+    assert left == 0
+    assert before == after[:1] == after[1:]
+
+
 def test_replay_reprocesses_a_rejected_message_after_the_mapping_is_fixed(clinic, capsys):
     import asyncio
     import re

@@ -43,7 +43,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from hub.errors import StoreError
 from hub.schedules import parse_duration
-from hub.store import counters, leases, nodes, retention, search, sequences
+from hub.store import counters, leases, nodes, retention, search, search_index, sequences
 from hub.store import queue as delivery_queue
 from hub.store.accept import AcceptOp, reprocess
 from hub.store.connect import make_engine
@@ -244,6 +244,8 @@ class Store:
         ``vacuum``, gives the freed space back (SQLite, see :meth:`vacuum`). ``progress(total)`` after each chunk.
         """
         n = self._prune(time.time() - older_than, keep_unsent, chunk, None, progress)
+        if n:
+            self.tidy_text_index()
         if vacuum and n:
             self.vacuum()
         return n
@@ -270,6 +272,8 @@ class Store:
                     break
                 n = self._prune(None, True, chunk, want, progress)
                 total += n
+                if n:
+                    self.tidy_text_index()  # a segment of the text index whose messages are gone counts no more
                 size, last = self.size(), size
                 if n < want:
                     break  # what is left is undelivered
@@ -309,38 +313,56 @@ class Store:
         return self.run_read(retention.store_size)
 
     def vacuum(self, *, full: bool = False) -> int:
-        """SQLite: give the space of deleted rows back to the file system, in short steps (``full``: merge the text
-        search index, then one VACUUM, which also switches a file made before auto_vacuum — see
-        :func:`hub.store.retention.give_back`). Returns the bytes given back; 0 on PostgreSQL, where autovacuum
-        makes that space reusable by new rows.
-
-        The text index is merged only with ``full``: FTS5 keeps a deleted message's entries until their segments are
-        merged, and a message accepted after such a merge waited seconds (3.7 s at 100,000 messages, 19 s at a
-        million) for FTS5's own merging in its insert; FTS5's automerge reclaims that space over time instead."""
-        if full:
-            self._merge_text_index()
+        """SQLite: give the space of deleted rows back to the file system, in short steps (``full``: one VACUUM,
+        which also switches a file made before auto_vacuum — see :func:`hub.store.retention.give_back`). Returns
+        the bytes given back; 0 on PostgreSQL, where autovacuum makes that space reusable by new rows."""
         try:
             return retention.give_back(self.engine, full=full)
         except SQLAlchemyError as exc:
             raise store_error(exc) from exc
 
-    def _merge_text_index(self) -> None:
-        """SQLite: merge the text search index in steps through the writer (so accepts go between them) until a
-        step finds nothing to merge, or about three times its size was written (new messages add segments)."""
-        index_pages = self.run_read(retention.fts_pages)
-        if index_pages is None:
-            return
-        budget, pages = 3 * index_pages + 1000, 32
-        while budget > 0:
+    def tidy_text_index(self) -> int:
+        """SQLite, after a prune: retire the text index segments whose messages are all gone and those that are
+        mostly stale (these are indexed again), one segment per writer transaction, then delete the retired tables'
+        rows in steps of about :data:`hub.store.retention.CHUNK_SECONDS` (accepts go between them); returns how many
+        segments it changed."""
+        n = 0
+        while self.run_write(search_index.tidy):
+            n += 1
+            time.sleep(0.01)  # what waits for the writer goes first
+        rows = 200
+        while True:  # the retired tables' pages, a step of about CHUNK_SECONDS at a time
             started = time.perf_counter()
-            changed = self.run_write(retention.merge_fts_step, pages)
-            if changed < 2:
-                return
-            budget -= changed
+            if not self.run_write(search_index.shrink_retired, rows):
+                break
             took = time.perf_counter() - started
-            pages = retention.adapt(pages, took, 4, 2000)
+            rows = retention.adapt(rows, took, 20, 20_000)
             retention.checkpoint(self.engine)  # off the writer's thread
-            time.sleep(min(max(took / 4, 0.005), 0.1))  # what waits for the writer goes first
+            time.sleep(min(max(took / 4, 0.005), 0.1))
+        return n
+
+    def index_text(self, *, rows: int = 200, budget: float | None = None, step: float = 0.02) -> int:
+        """SQLite: index the messages the text index does not cover yet (newest segment first), a batch per writer
+        transaction of about ``step`` seconds (the accepts queued behind one wait no longer), until all are or
+        ``budget`` seconds have passed; returns how many it indexed. The running hub calls it every second
+        (:class:`hub.engine.Engine`); a search scans what is not indexed yet, so it only makes searches faster."""
+        if self.dialect != "sqlite":
+            return 0
+        total = 0
+        ends = None if budget is None else time.monotonic() + budget
+        while ends is None or time.monotonic() < ends:
+            started = time.perf_counter()
+            n = self.run_write(search_index.index_step, rows)
+            if not n:
+                break
+            total += n
+            took = time.perf_counter() - started
+            if took > step:
+                rows = max(20, int(rows * step / took))
+            elif took < step / 2:
+                rows = min(20_000, rows * 2)
+            time.sleep(min(max(took, 0.002), 0.05))  # what waits for the writer goes first
+        return total
 
     def next_sequence(self, name: str, start: int = 1) -> int:
         """The next number of a named sequence (X12 control numbers …): unique, increasing, durable."""

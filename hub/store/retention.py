@@ -12,9 +12,8 @@
 * SQLite gives space back by ``auto_vacuum = INCREMENTAL`` (set on every new database before its first table,
   :mod:`hub.store.connect`; an older store switches once by a full ``VACUUM``: migration 0007 when it is small,
   else ``hub prune --vacuum``): :func:`vacuum_step` moves up to N pages from the end of the file into free ones and
-  truncates it, a short write transaction each. :func:`merge_fts_step` merges the text search index (its entries of
-  deleted messages stay until merged), in steps through the writer — only before a full VACUUM (see
-  :meth:`~hub.store.Store.vacuum`).
+  truncates it, a short write transaction each. The text search index gives its space back by whole segments
+  (:func:`hub.store.search_index.tidy`, after a prune).
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, delete, exists, func, or_, select, text
 
 from hub.errors import StoreError
+from hub.store import search_index
 from hub.store.records import PENDING
 from hub.store.schema import attempts, deliveries, messages, metadata
 
@@ -41,9 +41,7 @@ __all__ = [
     "freelist",
     "adapt",
     "checkpoint",
-    "fts_pages",
     "give_back",
-    "merge_fts_step",
     "message_count",
     "prune_chunk",
     "store_size",
@@ -55,6 +53,7 @@ log = logging.getLogger("hub.store")
 
 CHUNK_SECONDS = 0.2  # aim of one prune chunk or index merge (one writer transaction), and of one vacuum step
 BUSY_GAP = 0.15  # seconds between two vacuum steps (on a connection of their own): the writer's turn
+MAX_VACUUM_PAGES = 1024  # the most pages one vacuum step gives back (see give_back)
 UNSENT = (*PENDING, "dead")  # a message with a delivery in one of these is never pruned by size
 
 Cursor = tuple[float, int]  # (received_at, id) of the last message deleted
@@ -83,6 +82,7 @@ def prune_chunk(
     conn.execute(delete(attempts).where(attempts.c.delivery_id.in_(dids)))
     conn.execute(delete(deliveries).where(d.message_id.in_(ids)))
     conn.execute(delete(messages).where(m.id.in_(ids)))
+    search_index.after_delete(conn)
     return len(ids), (rows[-1].received_at, rows[-1].id)
 
 
@@ -216,29 +216,6 @@ def _raw_pragma(dbapi_conn: Any, name: str) -> int:
         cur.close()
 
 
-def fts_pages(conn: Connection) -> int | None:
-    """SQLite: the pages of the text search index (``messages_fts``, migration 0005); None when there is none."""
-    if conn.dialect.name != "sqlite":
-        return None
-    found = conn.exec_driver_sql(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages_fts_data'"
-    ).scalar()
-    if not found:
-        return None
-    return int(conn.exec_driver_sql("SELECT count(*) FROM messages_fts_data").scalar_one())
-
-
-def merge_fts_step(conn: Connection, pages: int) -> int:
-    """SQLite, in the writer's transaction: merge the text search index by about ``pages`` pages (all levels), so
-    the entries of deleted messages are dropped and their pages freed — FTS5 records a delete as a new entry until
-    its segment is merged into the one holding the entry. Returns the rows it changed (fewer than 2: nothing left
-    to merge)."""
-    dbapi: Any = conn.connection.driver_connection
-    before = int(dbapi.total_changes)
-    conn.exec_driver_sql(f"INSERT INTO messages_fts(messages_fts, rank) VALUES ('merge', {-int(pages)})")
-    return int(dbapi.total_changes) - before
-
-
 def checkpoint(engine: Engine) -> None:
     """SQLite: copy the WAL into the database file now, on a connection of its own (see :func:`_checkpoint`)."""
     if engine.dialect.name != "sqlite":
@@ -308,8 +285,17 @@ def give_back(engine: Engine, *, full: bool = False, pages: int = 256) -> int:
             while _raw_pragma(dbapi, "freelist_count"):
                 started = time.perf_counter()
                 vacuum_step(dbapi, pages)
+                stepped = time.perf_counter() - started
                 _checkpoint(dbapi)
-                pages = adapt(pages, time.perf_counter() - started, 16, 16 * 1024)
+                log.debug(
+                    "store: gave back %d pages in %.3f s (checkpoint %.3f s)",
+                    pages,
+                    stepped,
+                    time.perf_counter() - started - stepped,
+                )
+                # At most 1,024 pages (4 MB) a step: where the pages to move are scattered, SQLite moved about 2,300
+                # a second, and one step of 16,384 that followed quick ones held the writer for 7 s.
+                pages = adapt(pages, time.perf_counter() - started, 16, MAX_VACUUM_PAGES)
                 # The writer waits for the lock in SQLite's busy handler, which looks again every 100 ms at most:
                 # leave it a longer gap than that, or it may miss one gap after another.
                 time.sleep(BUSY_GAP)

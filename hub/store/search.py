@@ -9,12 +9,23 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, exists, func, literal, literal_column, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Integer,
+    column,
+    exists,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    table,
+)
 
-from hub.store import counters
+from hub.store import counters, search_index
 from hub.store.records import MESSAGE_STATUSES, PENDING, SearchQuery
 from hub.store.schema import attempts, deliveries, messages
-from hub.store.search_index import fts_match, messages_fts, pg_like_pattern
 
 __all__ = ["status", "search", "get_message", "queue_depth", "delivery_states"]
 
@@ -56,17 +67,56 @@ SUMMARY_COLUMNS = (
 
 def search(conn: Connection, q: SearchQuery) -> list[dict[str, Any]]:
     """Messages matching ``q``, newest first, without their content; each with ``deliveries``: counts by status."""
+    parts: list[search_index.Arm] = []
+    match = None
+    if q.text and conn.dialect.name == "sqlite" and search_index.has_index(conn):
+        parts = search_index.arms(conn)
+        match = search_index.fts_match(conn, q.text, parts)
+    if match is None:
+        rows = _rows(conn, q, None, None, q.limit)
+    else:
+        # The text index drives, part after part, newest first (hub/store/search_index.py), until the limit.
+        rows = []
+        for arm in parts:
+            if q.before_id is not None and arm.lo >= q.before_id:
+                continue
+            rows += _rows(conn, q, arm, match, q.limit - len(rows))
+            if len(rows) >= q.limit:
+                break
+    if rows:
+        d = deliveries.c
+        ids = [r["id"] for r in rows]
+        summary: dict[int, dict[str, int]] = {}
+        for mid, st, n in conn.execute(
+            select(d.message_id, d.status, func.count()).where(d.message_id.in_(ids)).group_by(d.message_id, d.status)
+        ):
+            summary.setdefault(mid, {})[st] = n
+        for r in rows:
+            r["deliveries"] = summary.get(r["id"], {})
+    return rows
+
+
+def _rows(
+    conn: Connection, q: SearchQuery, arm: search_index.Arm | None, match: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """One statement of a search: over the ids of ``arm`` (through its FTS5 table with ``match`` when it has one,
+    else by id), or over every message (``arm`` None)."""
     m, d = messages.c, deliveries.c
     stmt = select(*SUMMARY_COLUMNS)
     key: ColumnElement[Any] = m.id  # what orders and pages the results: the message id, or the same id elsewhere
     is_sqlite = conn.dialect.name == "sqlite"
-    match = fts_match(conn, q.text) if q.text and is_sqlite else None
+    if arm is not None and arm.table is not None:
+        fts = table(arm.table, column("rowid", Integer), column(arm.table))
+        key = fts.c.rowid
+        stmt = stmt.select_from(fts.join(messages, m.id == key)).where(fts.c[arm.table].op("MATCH")(match))
+    if arm is not None:
+        stmt = stmt.where(key.between(arm.lo, arm.hi))
     if q.channel:
         stmt = stmt.where(m.channel == q.channel)
     if q.status:
         if q.status in MESSAGE_STATUSES:
             stmt = stmt.where(m.status == q.status)  # index (status, id), or (channel, status)
-        elif is_sqlite and match is None:
+        elif is_sqlite and arm is None:
             # The deliveries with that status drive, newest message first (index (status, message_id)), one row
             # per message; SQLite would test EXISTS on every message instead. PostgreSQL plans a semi-join.
             key = d.message_id
@@ -103,32 +153,16 @@ def search(conn: Connection, q: SearchQuery) -> list[dict[str, Any]]:
         # Indexed where the needle allows (hub/store/search_index.py); the byte test confirms every candidate.
         needle = q.text.encode()
         if conn.dialect.name == "postgresql":
-            pattern = pg_like_pattern(needle)
+            pattern = search_index.pg_like_pattern(needle)
             if pattern is not None:
                 stmt = stmt.where(func.encode(m.raw, literal_column("'escape'")).like(pattern, escape="\\"))
             stmt = stmt.where(func.position(literal(needle).op("IN")(m.raw)) > 0)
         else:
-            if match is not None:
-                # FTS5 drives: its matches newest first, each message joined by id, until the limit.
-                key = messages_fts.c.rowid
-                stmt = stmt.select_from(messages_fts.join(messages, m.id == key)).where(
-                    messages_fts.c.messages_fts.op("MATCH")(match)
-                )
             stmt = stmt.where(func.instr(m.raw, literal(needle)) > 0)
     if q.before_id is not None:
         stmt = stmt.where(key < q.before_id)
-    stmt = stmt.order_by(key.desc()).limit(q.limit)
-    rows = [dict(r._mapping) for r in conn.execute(stmt)]
-    if rows:
-        ids = [r["id"] for r in rows]
-        summary: dict[int, dict[str, int]] = {}
-        for mid, st, n in conn.execute(
-            select(d.message_id, d.status, func.count()).where(d.message_id.in_(ids)).group_by(d.message_id, d.status)
-        ):
-            summary.setdefault(mid, {})[st] = n
-        for r in rows:
-            r["deliveries"] = summary.get(r["id"], {})
-    return rows
+    stmt = stmt.order_by(key.desc()).limit(limit)
+    return [dict(r._mapping) for r in conn.execute(stmt)]
 
 
 def get_message(conn: Connection, message_id: int) -> dict[str, Any] | None:

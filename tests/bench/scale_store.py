@@ -485,6 +485,7 @@ def _build_sqlite(path: Path, n: int) -> None:
     db.close()
     if bare:
         _migrate(url, "upgrade", "head")
+    _index(url)
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("ANALYZE")
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -583,9 +584,22 @@ def _migrate(url: str, verb: str, rev: str) -> None:
 
 def _remigrate(url: str) -> None:
     """Bring a cached store to the current migrations: down to 0003 (the schema the rows were written for), up to
-    head (each migration back-fills what it adds)."""
+    head (each migration back-fills what it adds), and build the text search index as the running hub would."""
     _migrate(url, "downgrade", "0003")
     _migrate(url, "upgrade", "head")
+    _index(url)
+
+
+def _index(url: str) -> None:
+    """SQLite: build the whole text search index (what the running hub's indexer does beside the writes)."""
+    store = Store(url).open()
+    try:
+        t = time.perf_counter()
+        n = store.index_text(rows=5000, step=2.0)
+        if n:
+            print(f"  text index: {n:,} messages in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    finally:
+        store.close()
 
 
 def build(path: Path | None = None, n: int = 1_000_000, *, url: str | None = None, force: bool = False) -> Path:

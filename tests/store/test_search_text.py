@@ -1,7 +1,8 @@
 """``--text`` / ``text=`` finds the bytes as written: ``%``, ``_`` and ``\\`` are no wildcards (SQLite and
 PostgreSQL). The indexed search (SQLite FTS5 trigrams, PostgreSQL pg_trgm; hub/store/search_index.py) gives the
 same results as the substring search it replaced, which these tests keep as the oracle: after accepts, prune,
-reprocess and the migration's back-fill, over many needles, with the other filters and paging."""
+reprocess and the migration, over many needles, with the other filters and paging — on SQLite before the indexer ran
+(a scan), part-way (index and scan) and after (the index), over several index segments."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import time
 import pytest
 from sqlalchemy import text
 
-from hub.store import NewDelivery, NewMessage, SearchQuery
-from hub.store.search_index import fts_match, fts_query, pg_escape, pg_like_pattern, trigrams
+from hub.store import NewDelivery, NewMessage, SearchQuery, search_index
+from hub.store.search_index import arms, fts_match, fts_query, pg_escape, pg_like_pattern, trigrams
 
 
 def test_text_search_is_literal_percent_and_underscore_are_no_wildcards(store):
@@ -100,9 +101,21 @@ def _accept(store, raws: list[bytes], **kw) -> list[int]:
 
 
 def assert_same_as_oracle(store, needles=NEEDLES) -> None:
-    for needle in needles:
-        got = ids(store.search(SearchQuery(text=needle, limit=1000)))
-        assert got == oracle_ids(store, needle), f"needle {needle!r}"
+    """Equal before the indexer ran on what is new (scanned), after it indexed a few (index and scans), after all."""
+    for stage in ("unindexed", "partly", "indexed"):
+        if stage == "partly":
+            store.run_write(search_index.index_step, 3)
+        elif stage == "indexed":
+            store.index_text()
+        for needle in needles:
+            got = ids(store.search(SearchQuery(text=needle, limit=1000)))
+            assert got == oracle_ids(store, needle), f"needle {needle!r} ({stage})"
+
+
+@pytest.fixture(autouse=True)
+def small_segments(monkeypatch):
+    """Segments of 7 message ids, so that these tests' few messages fill several (hub/store/search_index.py)."""
+    monkeypatch.setattr(search_index, "SEGMENT", 7)
 
 
 def test_indexed_text_search_equals_the_substring_search_after_accepts_prune_and_reprocess(store):
@@ -132,6 +145,8 @@ def test_indexed_text_search_equals_the_substring_search_after_accepts_prune_and
 def test_indexed_text_search_keeps_order_paging_and_the_other_filters(store):
     for _ in range(3):
         _accept(store, RAWS)
+    store.run_write(search_index.index_step, 10)  # the newest segment indexed part-way, the rest scanned
+    store.run_write(search_index.index_step, 5)
     for needle in ("SMITH", "stable", "PCT%0042", "|P|2.5.1", "é", "||", "quuxnotthere"):
         want = oracle_ids(store, needle)
         # keyset paging by two: the same ids in the same order, page after page
@@ -183,12 +198,25 @@ def test_the_migration_back_fills_the_index_and_downgrade_undoes_it(store_url):
         store.migrate("0004", downgrade=True)
         with store.engine.connect() as conn:
             names = {r[0] for r in conn.execute(text(_INDEX_NAMES[store.dialect]))}
-        assert not names & {"messages_fts", "ix_messages_raw_trgm", "ix_messages_status_id", "ix_deliveries_status"}
+        assert not names & {
+            "messages_fts",
+            "search_segments",
+            "ix_messages_raw_trgm",
+            "ix_messages_status_id",
+            "ix_deliveries_status",
+        }
         _accept(store, RAWS)  # written without the index (and without its triggers)
         store.migrate("head")
         assert_same_as_oracle(store)
         _accept(store, RAWS[:3])
         assert_same_as_oracle(store, ["SMITH", "zebracorn", "LAB_000123", "é"])
+        store.migrate("0007", downgrade=True)  # back to migration 0005's one table, kept by triggers
+        with store.engine.connect() as conn:
+            names = {r[0] for r in conn.execute(text(_INDEX_NAMES[store.dialect]))}
+        assert "search_segments" not in names
+        assert store.dialect != "sqlite" or {"messages_fts", "messages_fts_insert"} <= names
+        store.migrate("head")
+        assert_same_as_oracle(store, ["SMITH", "zebracorn"])
     finally:
         store.close()
 
@@ -227,11 +255,15 @@ def test_fts_match_asks_for_the_rarest_trigrams_of_a_long_needle(tmp_path):
     try:
         _accept(store, [b"PID|1||MRN0012345^^^CLINIC"] + [b"PID|1||MRN0099999^^^CLINIC"] * 20)
         with store.engine.connect() as conn:
-            q = fts_match(conn, "12345^^^CLINIC")  # in one message: 123 234 345 45^ 5^^; in all: ^^^ CLI …
+            assert fts_match(conn, "12345^^^CLINIC", arms(conn)) is None  # nothing indexed yet: a scan
+        store.index_text()
+        with store.engine.connect() as conn:
+            parts = arms(conn)
+            q = fts_match(conn, "12345^^^CLINIC", parts)  # in one message: 123 234 345 45^ 5^^; in all: ^^^ CLI …
             assert q is not None and q.endswith(' OR "\x01\x02\x03"') and q.count(" AND ") == 1
             assert set(q[1 : q.index(")")].replace('"', "").split(" AND ")) <= {"123", "234", "345", "45^", "5^^"}
-            assert fts_match(conn, "x\x00y") == '"\x01\x02\x03"'
-            assert fts_match(conn, "ab") is None
+            assert fts_match(conn, "x\x00y", parts) == '"\x01\x02\x03"'
+            assert fts_match(conn, "ab", parts) is None
     finally:
         store.close()
 
@@ -244,16 +276,102 @@ def test_pg_escape_and_like_pattern():
 
 
 def test_without_the_fts5_table_text_search_scans_with_the_same_results(tmp_path):
-    """An SQLite without FTS5's trigram tokenizer (before 3.34): migration 0005 leaves the table out."""
+    """An SQLite without FTS5's trigram tokenizer (before 3.34): migration 0008 leaves the segments out."""
     from hub.store import Store
 
     store = Store(f"sqlite:///{tmp_path / 'hub.db'}").open()
     try:
         with store.engine.begin() as conn:
-            for name in ("messages_fts_insert", "messages_fts_delete", "messages_fts_update"):
-                conn.exec_driver_sql(f"DROP TRIGGER {name}")
-            conn.exec_driver_sql("DROP TABLE messages_fts")
+            conn.exec_driver_sql("DROP TABLE search_segments")
+        store.close()
+        store = Store(f"sqlite:///{tmp_path / 'hub.db'}").open()  # new connections: has_index is kept per connection
         _accept(store, RAWS)
+        assert store.index_text() == 0
+        assert_same_as_oracle(store)
+    finally:
+        store.close()
+
+
+# ------------------------------------------------------------------------------------------------ the segments
+def _fts_tables(store) -> set[str]:
+    with store.engine.connect() as conn:
+        return {
+            r[0]
+            for r in conn.exec_driver_sql(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'search_fts_%' "
+                "AND sql LIKE 'CREATE VIRTUAL TABLE%'"
+            )
+        }
+
+
+def test_the_indexer_fills_segments_newest_first_and_a_search_scans_the_rest(tmp_path):
+    from hub.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'hub.db'}").open()
+    try:
+        mids = _accept(store, RAWS * 3)  # 33 messages: ids 1..33, segments 0..4 of 7 ids
+        top = mids[-1] // 7
+        assert _fts_tables(store) == set()
+        with store.engine.connect() as conn:
+            assert [a.table for a in arms(conn)] == [None]  # one scan of everything
+            assert search_index.unindexed(conn) == len(mids)
+        store.run_write(search_index.index_step, 4)
+        with store.engine.connect() as conn:
+            parts = arms(conn)
+            assert search_index.unindexed(conn) == len(mids) - 4
+        assert _fts_tables(store) == {f"search_fts_{top}"}  # the newest segment first, from its first id
+        first = top * 7
+        assert parts == [
+            search_index.Arm(first + 4, mids[-1], None),  # the rest of the newest segment: scanned
+            search_index.Arm(first, first + 3, f"search_fts_{top}"),
+            search_index.Arm(1, first - 1, None),  # the older segments: one scan
+        ]
+        assert store.index_text() == len(mids) - 4
+        with store.engine.connect() as conn:
+            assert search_index.unindexed(conn) == 0
+            assert all(a.table is not None for a in arms(conn))
+        assert _fts_tables(store) == {f"search_fts_{n}" for n in range(top + 1)}
+        assert_same_as_oracle(store)
+    finally:
+        store.close()
+
+
+def test_prune_drops_emptied_segments_rebuilds_stale_ones_and_reused_ids_are_indexed_again(tmp_path):
+    from hub.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'hub.db'}").open()
+    try:
+        old = _accept(store, RAWS * 2, received_at=time.time() - 90 * 86400)  # ids 1..22
+        new = _accept(store, RAWS)  # ids 23..33
+        store.index_text()
+        segs = {i // 7 for i in old + new}
+        assert _fts_tables(store) == {f"search_fts_{n}" for n in segs}
+        pruned = store.prune(30 * 86400, keep_unsent=False)
+        assert pruned == len(old)
+        # the segments that held only pruned messages are gone; the one shared with new messages stays
+        assert _fts_tables(store) == {f"search_fts_{n}" for n in {i // 7 for i in new}}
+        assert_same_as_oracle(store)
+
+        # the newest messages deleted: SQLite gives their ids out again; the new messages holding them are found
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT max(id) FROM messages").scalar() == new[-1]
+        store.prune(0, keep_unsent=False)  # everything
+        assert _fts_tables(store) == set()
+        again = _accept(store, [b"after prune zebracorn LAB_000123", b"quite new text"])
+        assert again[0] <= new[-1]  # an id used before
+        assert_same_as_oracle(store)
+        assert again[0] in ids(store.search(SearchQuery(text="zebracorn")))
+
+        # a segment mostly of deleted messages is emptied and indexed again
+        more = _accept(store, RAWS * 2)
+        store.index_text()
+        with store.engine.begin() as conn:
+            gone = [i for i in more if i // search_index.SEGMENT == more[-1] // search_index.SEGMENT - 1][1:]
+            conn.exec_driver_sql(f"DELETE FROM deliveries WHERE message_id IN ({','.join(map(str, gone))})")
+            conn.exec_driver_sql(f"DELETE FROM messages WHERE id IN ({','.join(map(str, gone))})")
+        assert store.tidy_text_index() >= 1
+        with store.engine.connect() as conn:
+            assert search_index.unindexed(conn) >= 1
         assert_same_as_oracle(store)
     finally:
         store.close()
