@@ -36,6 +36,7 @@ import asyncio
 import logging
 import os
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -376,4 +377,8 @@ class GroupWriter:
     def _translate(exc: BaseException) -> BaseException:
         if isinstance(exc, SQLAlchemyError):
             return store_error(exc)
+        if isinstance(exc, sqlite3.Error):  # raised by the driver's own executemany (hub.store.bulk)
+            first = (str(exc).splitlines() or [""])[0][:300]
+            known = isinstance(exc, (sqlite3.OperationalError, sqlite3.IntegrityError))
+            return StoreError(f"store unavailable: {type(exc).__name__}" + (f": {first}" if known else ""))
         return exc

@@ -209,3 +209,15 @@ def test_search_by_metadata_uses_indexes_not_a_scan(tmp_path):
                 assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, plan
     finally:
         s.close()
+
+
+def test_a_constraint_failure_in_an_accept_is_a_store_error(store):
+    """The driver's own executemany (hub.store.bulk) raises sqlite3's errors: they reach callers as StoreError too,
+    which the sources answer AE / 503 for, like every other store failure."""
+    from hub.errors import StoreError
+    from hub.store import NewMessage
+
+    with pytest.raises(StoreError):
+        store.accept([NewMessage(None, b"x", "raw")])  # type: ignore[arg-type]
+    [ok] = store.accept([NewMessage("c", b"y", "raw")])
+    assert ok.message_id
