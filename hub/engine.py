@@ -257,19 +257,29 @@ _PATH_KEYS = {"set": ("path",), "copy": ("from", "to"), "delete": ("path", "path
 def _path_problems(cfg: Config, spec: Any, fmt: str | None, dest_confs: dict[str, Any]) -> list[Problem]:
     """HL7 v2 paths of a channel's filters, routes, declarative transforms and order_by that cannot address
     anything (``PID-3..1``, ``MSH-99.1x``, ``MSH-55``). In a channel of another named format paths are that
-    format's; when the format is not named, a path written like an HL7 v2 one (``XXX-n…``) is checked."""
+    format's: JSON (``$.a.b``) and XML (``/a/b``) paths are checked by their grammar, others not; when the format is
+    not named, a path written like an HL7 v2 one (``XXX-n…``) is checked. The channel's ``meta:`` paths are
+    checked in every format whose paths can be (a path's own shape tells when the format is not named)."""
+    from hub.transforms.document import check_path as check_format_path
     from hub.transforms.hl7v2.paths import check_path, looks_like_path
 
-    if fmt not in (None, "hl7v2"):
-        return []
     name = spec.name
     file = str(cfg.channel_files[name])
     out: list[Problem] = []
+    for key, path in spec.meta.items():
+        why = check_format_path(fmt, path)
+        if why is not None:
+            out.append(Problem(file, cfg.line(name, "meta", key)[1], f"meta.{key}: {why}"))
+    if fmt not in (None, "hl7v2", "json", "xml"):
+        return out
 
     def one(path: Any, loc: tuple[Any, ...], what: str) -> None:
-        if not isinstance(path, str) or (fmt is None and not looks_like_path(path)):
+        if fmt in ("json", "xml"):
+            why = check_format_path(fmt, path)
+        elif not isinstance(path, str) or (fmt is None and not looks_like_path(path)):
             return
-        why = check_path(path)
+        else:
+            why = check_path(path)
         if why is not None:
             out.append(Problem(file, cfg.line(name, *loc)[1], f"{what}: {why}"))
 

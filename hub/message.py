@@ -9,7 +9,7 @@ from typing import Any
 
 __all__ = ["Message", "Outcome", "CONTENT_TYPES", "sniff_content_type", "utcnow"]
 
-CONTENT_TYPES = ("hl7v2", "fhir", "x12", "csv", "raw")
+CONTENT_TYPES = ("hl7v2", "fhir", "x12", "csv", "json", "xml", "raw")
 
 # Metadata keys the store keeps in indexed columns (DESIGN.md §2); anything else stays in ``meta``.
 INDEXED_META = (
@@ -72,12 +72,17 @@ class Message:
 
 
 def sniff_content_type(raw: bytes) -> str:
-    """Guess the format from the first bytes (DESIGN.md §5): MSH|/FHS|/BHS| → hl7v2, ISA → x12, { → fhir."""
+    """Guess the format from the first bytes (DESIGN.md §5): MSH|/FHS|/BHS| → hl7v2, ISA → x12, ``{`` → fhir when
+    the input names a ``"resourceType"`` (else json), ``[`` → json, ``<`` → xml; anything else is raw."""
     head = raw[:16].lstrip(b"\xef\xbb\xbf \t\r\n")
     if head[:3] in (b"MSH", b"FHS", b"BHS"):
         return "hl7v2"
     if head[:3] == b"ISA":
         return "x12"
     if head[:1] == b"{":
-        return "fhir"
+        return "fhir" if b'"resourceType"' in raw else "json"
+    if head[:1] == b"[":
+        return "json"
+    if head[:1] == b"<":
+        return "xml"
     return "raw"

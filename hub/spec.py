@@ -362,9 +362,10 @@ class SourceConfig(Strict):
     """Base of every source's settings (each source module declares its own model)."""
 
     type: str
-    format: Literal["hl7v2", "fhir", "x12", "csv", "raw"] | None = Field(
+    format: Literal["hl7v2", "fhir", "x12", "csv", "json", "xml", "raw"] | None = Field(
         default=None,
-        description="Content type; without it the format is sniffed (MSH|/FHS|/BHS| → hl7v2, ISA → x12, { → fhir).",
+        description="Content type; without it the format is sniffed (MSH|/FHS|/BHS| → hl7v2, ISA → x12, { → fhir "
+        'when it names a "resourceType", else json; [ → json, < → xml).',
     )
     split: Literal["none", "hl7_batch", "x12_transaction", "csv_row", "auto"] = Field(
         default="auto", description="Where one input holds many messages: auto splits HL7 batches, none keeps it whole."
@@ -432,6 +433,16 @@ class ChannelSpec(Strict):
     routes: list[RouteSpec] = Field(default_factory=list)
     destinations: dict[str, dict[str, Any]] = Field(default_factory=dict)
     storage: StorageSpec = Field(default_factory=StorageSpec)
+    meta: dict[
+        Literal["control_id", "message_type", "trigger", "sending_app", "sending_facility", "patient_id"], str
+    ] = Field(
+        default_factory=dict,
+        description="Metadata read from paths of each message, in its own format: "
+        "{patient_id: $.patient.mrn, message_type: $.type, control_id: $.id} for JSON, /order/patient/mrn for XML, "
+        "PID-2.1 to override what HL7 v2, X12 or FHIR give. A path with a value wins over the format's own; one "
+        "with none leaves it. The values are indexed (hub messages, the dashboard's search).",
+        examples=[{"patient_id": "$.patient.mrn", "message_type": "$.type", "control_id": "$.id"}],
+    )
 
 
 # --------------------------------------------------------------------------------------------------- YAML loading

@@ -121,18 +121,20 @@ class Channel:
     def split(self, raw: bytes) -> list[bytes]:
         return split_input(raw, self.content_type_of(raw), self.source_config.split)
 
-    def make_message(self, raw: bytes, *, meta: dict[str, Any] | None = None) -> Message:
+    def make_message(
+        self, raw: bytes, *, meta: dict[str, Any] | None = None, content_type: str | None = None
+    ) -> Message:
         meta = dict(meta or {})
         if self.source_config.encoding:
             meta.setdefault("encoding", self.source_config.encoding)  # for content that does not name its charset
-        return Message(raw=raw, content_type=self.content_type_of(raw), meta=meta, channel=self.name)
+        return Message(raw=raw, content_type=content_type or self.content_type_of(raw), meta=meta, channel=self.name)
 
     def process(self, message: Message) -> Processed:
         """Parse, filter, route and transform one message. Never raises for bad input: that is ``rejected``."""
         try:
             if message.content_type != "raw":
                 doc = document_of(message)
-                message.meta.update(extract_meta(message.content_type, doc))
+                message.meta.update(extract_meta(message.content_type, doc, self.spec.meta))
                 if self.source_config.validate_ != "none":
                     errors = [
                         i
@@ -211,13 +213,18 @@ class Channel:
         except InputError:
             return ""
 
-    def process_input(self, raw: bytes, meta: dict[str, Any] | None = None) -> list[Processed]:
-        """Split one input and process each message it holds (a broken batch is one rejected message)."""
+    def process_input(
+        self, raw: bytes, meta: dict[str, Any] | None = None, content_type: str | None = None
+    ) -> list[Processed]:
+        """Split one input and process each message it holds (a broken batch is one rejected message).
+        ``content_type``: what the source was told the input is (an HTTP Content-Type), instead of the channel's
+        ``format`` or sniffing."""
         try:
-            parts = self.split(raw)
+            ct = content_type or self.content_type_of(raw)
+            parts = split_input(raw, ct, self.source_config.split)
         except InputError as exc:
-            return [self._rejected(self.make_message(raw, meta=meta), exc)]
-        return [self.process(self.make_message(p, meta=meta)) for p in parts]
+            return [self._rejected(self.make_message(raw, meta=meta, content_type=content_type), exc)]
+        return [self.process(self.make_message(p, meta=meta, content_type=content_type)) for p in parts]
 
     # ------------------------------------------------------------------ with the store
     def take_numbers(self, processed: list[Processed], store: Store) -> None:
@@ -256,20 +263,23 @@ class Channel:
         source_ref: str | None = None,
         dedup_key: str | None = None,
         meta: dict[str, Any] | None = None,
+        content_type: str | None = None,
+        cursor: tuple[str, str] | None = None,
     ) -> Receipt:
         """Process one input and accept everything it produced in one transaction; then return the receipt.
 
         ``dedup_key`` marks the input as taken (a file name+size+mtime, an SFTP object, MSH-10 …): an input whose
-        key was already accepted is answered as before without being stored twice.
+        key was already accepted is answered as before without being stored twice. ``cursor`` (name, value) is a
+        poller's place, set in the store in the same transaction (the ``database`` source's cursor column).
         """
         store = self.ctx.store
         assert store is not None, "receive() needs a store; use process() for dry runs"
         received_at = time.time()
         if self.inline and len(raw) <= INLINE_MAX_BYTES:
-            processed = self.process_input(raw, meta)
+            processed = self.process_input(raw, meta, content_type)
         else:
             processed = await asyncio.get_running_loop().run_in_executor(
-                self.ctx.executor, self.process_input, raw, meta
+                self.ctx.executor, self.process_input, raw, meta, content_type
             )
         if self.numbered:
             await asyncio.get_running_loop().run_in_executor(self.ctx.executor, self.take_numbers, processed, store)
@@ -294,7 +304,7 @@ class Channel:
                 )
             )
         try:
-            accepted = await store.accept_async(items)
+            accepted = await store.accept_async(items, cursor=cursor)
         except StoreError as exc:
             log.error("channel %s: store unavailable, input not accepted: %s", self.name, exc)
             metrics.count_store_error("accept")

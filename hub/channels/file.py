@@ -47,7 +47,7 @@ __all__ = ["FileSource", "FileDestination", "render_path", "check_path_template"
 
 log = logging.getLogger("hub.file")
 
-EXTENSIONS = {"hl7v2": "hl7", "fhir": "json", "x12": "x12", "csv": "csv", "raw": "dat"}
+EXTENSIONS = {"hl7v2": "hl7", "fhir": "json", "x12": "x12", "csv": "csv", "json": "json", "xml": "xml", "raw": "dat"}
 
 
 # ---------------------------------------------------------------------------------------------- source

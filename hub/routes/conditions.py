@@ -3,7 +3,7 @@
 ``{path: MSH-9.1, in: [ADT]}`` is true when *any* value at the path (every repetition, every matching segment)
 is in the list; ``equals`` and ``matches`` likewise; ``exists: true`` when the path has a non-empty value.
 A path that the format cannot address is a miss, not an error — a filter on ``PID-3`` simply does not match
-a message without a PID.
+a message without a PID, nor a JSON message (whose paths are ``$.patient.mrn``; XML's ``/order/patient/mrn``).
 """
 
 from __future__ import annotations

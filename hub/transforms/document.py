@@ -7,6 +7,12 @@ on any format whose paths exist (DESIGN.md §5 names the notations):
 * FHIR: a FHIRPath subset (``Patient.name[0].family``, ``Bundle.entry.resource.id``)
 * CSV: column names (one row)
 * X12: ``CLM01``, ``NM1[85]03``
+* JSON: JSONPath-like ``$.patient.mrn``, ``$.results[0].code``, ``$.results[*].code`` (see ``hub.transforms.json_doc``)
+* XML: an XPath subset ``/order/patient/mrn``, ``//mrn``, ``/a/b[2]``, ``/a/b/@id`` (see ``hub.transforms.xml_doc``)
+
+A channel's ``meta:`` names paths (in its messages' format) whose values become the message's indexed metadata
+(``patient_id``, ``message_type``, ``control_id`` …): :func:`extract_meta` applies them over what the format's own
+:data:`META` function reads, which is how JSON and XML (which have no header convention) get metadata at all.
 
 ``parse_document(content_type, raw)`` returns the format's document; formats register themselves in
 :data:`PARSERS` (name → callable) lazily, so importing this module costs nothing.
@@ -15,7 +21,7 @@ on any format whose paths exist (DESIGN.md §5 names the notations):
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from hub.errors import MappingError
@@ -29,6 +35,8 @@ __all__ = [
     "extract_meta",
     "validate_document",
     "VALIDATORS",
+    "PATHS",
+    "check_path",
 ]
 
 
@@ -58,6 +66,8 @@ PARSERS: dict[str, str] = {
     "fhir": "hub.transforms.fhir.document:parse",
     "csv": "hub.transforms.csv:parse_document",
     "x12": "hub.transforms.x12:parse_document",
+    "json": "hub.transforms.json_doc:parse",
+    "xml": "hub.transforms.xml_doc:parse",
 }
 # content type → "module:function" taking the Document and returning the metadata the store indexes
 # (control_id, message_type, trigger, sending_app, sending_facility, patient_id …).
@@ -65,6 +75,14 @@ META: dict[str, str] = {
     "hl7v2": "hub.transforms.hl7v2:meta",
     "fhir": "hub.transforms.fhir.document:meta",
     "x12": "hub.transforms.x12:meta",
+}
+# content type → "module:function" taking a path written in a configuration and returning its problem or None
+# (``hub check`` reports it at the path's line). JSON and XML have no META function: they have no header
+# convention, so their metadata comes from the channel's ``meta:`` paths only.
+PATHS: dict[str, str] = {
+    "hl7v2": "hub.transforms.hl7v2.paths:check_path",
+    "json": "hub.transforms.json_doc:check_path",
+    "xml": "hub.transforms.xml_doc:check_path",
 }
 # content type → {level: "module:function"} taking the Document and returning a list of hub.errors.Issue.
 VALIDATORS: dict[str, dict[str, str]] = {
@@ -103,9 +121,47 @@ def validate_document(content_type: str, doc: Any, level: str) -> list[Any]:
     return list(fn(doc)) if fn is not None else []
 
 
-def extract_meta(content_type: str, doc: Any) -> dict[str, Any]:
+def extract_meta(content_type: str, doc: Any, paths: Mapping[Any, str] | None = None) -> dict[str, Any]:
+    """The metadata of a parsed message: what the format's :data:`META` function reads, then the value at each of
+    ``paths`` (a channel's ``meta:``, e.g. ``{patient_id: $.patient.mrn}``) where that path has one — a path
+    with no value leaves the format's own value, and so does one this format cannot read (as in a condition: a
+    channel that sniffs its format may get JSON and XML; ``hub check`` reports a path of a named format that is not
+    one)."""
     fn = _function(META, content_type)
-    return {k: v for k, v in fn(doc).items() if v not in (None, "")} if fn is not None else {}
+    out = {k: v for k, v in fn(doc).items() if v not in (None, "")} if fn is not None else {}
+    for key, path in (paths or {}).items():
+        try:
+            value = doc.get(path)
+        except MappingError:
+            continue
+        if value not in (None, ""):
+            out[key] = value
+    return out
+
+
+def _guess(path: str) -> str | None:
+    text = path.strip()
+    if text.startswith("$"):
+        return "json"
+    if text.startswith("/"):
+        return "xml"
+    from hub.transforms.hl7v2.paths import looks_like_path
+
+    return "hl7v2" if looks_like_path(text) else None
+
+
+def check_path(content_type: str | None, path: str) -> str | None:
+    """The problem of ``path`` written in a configuration for messages of ``content_type`` (None when it is fine
+    or when that format's paths are not checked). Without a content type (the channel sniffs it), a path is
+    checked as what it looks like: ``$…`` JSON, ``/…`` XML, ``PID-…`` HL7 v2."""
+    if not isinstance(path, str):
+        return None
+    fmt = content_type or _guess(path)
+    fn = _function(PATHS, fmt) if fmt is not None else None
+    if fn is None:
+        return None
+    problem: str | None = fn(path)
+    return problem
 
 
 def document_of(message: Any) -> Document:

@@ -1,8 +1,9 @@
 """Declarative transforms an analyst writes in YAML: ``set``, ``copy``, ``delete``, ``map``, and ``python``.
 
-They work on any format whose paths exist (HL7 v2 ``PID-3.1``, FHIR paths, CSV columns, X12 ``CLM01``),
-through the document of :mod:`hub.transforms.document`. A channel's pipeline hands each route its own copy of
-the message, so these transforms change that copy's document in place and re-serialise it.
+They work on any format whose paths exist (HL7 v2 ``PID-3.1``, FHIR paths, CSV columns, X12 ``CLM01``, JSON
+``$.patient.mrn``, XML ``/order/patient/mrn``), through the document of :mod:`hub.transforms.document`. A
+channel's pipeline hands each route its own copy of the message, so these transforms change that copy's document
+in place and re-serialise it.
 
 ``map`` translates a value through a CSV code table under ``mappings/`` (header row; the key and value
 columns are named in the step or default to the first two). The table is read once, when the channel is built.
@@ -41,7 +42,10 @@ class SetTransform:
         """Write a fixed value at a path: ``{type: set, path: MSH-5, value: EHR}``."""
 
         type: Literal["set"] = "set"
-        path: str = Field(description="Where to write, in the format's path notation.", examples=["MSH-5", "PV1-3.1"])
+        path: str = Field(
+            description="Where to write, in the format's path notation.",
+            examples=["MSH-5", "PV1-3.1", "$.routing.to", "/order/@to"],
+        )
         value: str = Field(description="The value (escaped for the format as needed).")
 
     light: ClassVar[bool] = True  # microseconds a message: may run on the event loop

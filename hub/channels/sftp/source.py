@@ -675,7 +675,7 @@ class SftpSource:
         if self.config.format:
             return self.config.format
         tmp.seek(0)
-        return sniff_content_type(tmp.read(64))
+        return sniff_content_type(tmp.read(65536))  # a FHIR resource may name its resourceType late
 
     async def _ingest(self, tmp: IO[bytes], size: int, key: str, ref: str) -> _Taken:
         """Hand the file to the channel whole, or in chunks when it is larger than ``chunk_size`` and can be split
