@@ -847,6 +847,46 @@ class Engine:
                         self._waiters.pop(mid, None)
         return states
 
+    async def wait_response(self, message_id: int, destination: str, timeout: float) -> tuple[str, str | None] | None:
+        """:class:`~hub.channels.base.DeliveryWaiter`: the state and stored response of the message's delivery to
+        ``destination`` once it is final (sent or dead), or as it is when ``timeout`` passed; None when the message
+        has no delivery to it. Woken when a worker of this node finishes one of the message's deliveries, and reads
+        the store at least every second (another node may send it)."""
+        from sqlalchemy import select
+
+        from hub.store.schema import deliveries
+
+        assert self.store is not None
+        store = self.store
+        d = deliveries.c
+        query = (
+            select(d.status, d.response)
+            .where(d.message_id == message_id, d.destination == destination)
+            .order_by(d.id.desc())
+            .limit(1)
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.setdefault(message_id, []).append(fut)
+            try:
+                row = await asyncio.to_thread(store.run_read, lambda conn: conn.execute(query).first())
+                if row is None:
+                    return None
+                left = deadline - time.monotonic()
+                if row.status in ("sent", "dead") or left <= 0:
+                    return str(row.status), row.response
+                try:
+                    await asyncio.wait_for(fut, timeout=min(left, 1.0))
+                except TimeoutError:
+                    pass
+            finally:
+                waiters = self._waiters.get(message_id, [])
+                if fut in waiters:
+                    waiters.remove(fut)
+                if not waiters:
+                    self._waiters.pop(message_id, None)
+
     async def stop(self) -> None:
         """Stop taking input, let workers finish what they hold, close everything. Idempotent."""
         while self.services:

@@ -54,6 +54,10 @@ BUILTINS: dict[tuple[str, str], str] = {
     ("transform", "x12_999"): "hub.transforms.x12.components:X12Ack",
     ("assembler", "x12_837"): "hub.channels.x12:X12_837Assembler",
     ("destination", "claim_status"): "hub.channels.x12:ClaimStatusDestination",
+    ("source", "http"): "hub.channels.http:HttpSource",
+    ("destination", "http"): "hub.channels.http:HttpDestination",
+    ("source", "database"): "hub.channels.database:DatabaseSource",
+    ("destination", "database"): "hub.channels.database:DatabaseDestination",
 }
 
 _cache: dict[tuple[str, str], Any] = {}

@@ -6,6 +6,7 @@ import asyncio
 import http.server
 import json
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -90,3 +91,16 @@ class WebhookReceiver(http.server.ThreadingHTTPServer):
     def close(self) -> None:
         self.shutdown()
         self.server_close()
+
+
+#: The machine's MariaDB (root, empty password): the peer of the database connectors' tests.
+MARIADB = ("127.0.0.1", int(os.environ.get("HUB_TEST_MARIADB_PORT", "3306")))
+
+
+def listening(addr: tuple[str, int]) -> bool:
+    """Whether something accepts TCP connections at ``addr`` (a peer server is up)."""
+    try:
+        with socket.create_connection(addr, timeout=1):
+            return True
+    except OSError:
+        return False

@@ -7,7 +7,7 @@ delivery) or raises :class:`~hub.errors.RetryableDelivery` / :class:`~hub.errors
 Neither imports the engine: everything they may use arrives in the :class:`Context` (DESIGN.md §6.6), the
 running engine as :class:`EngineServices` — what a component may ask of it: another channel's input
 (:class:`ChannelInput`, for the ``channel`` destination) and waiting for deliveries (:class:`DeliveryWaiter`, for
-``ack: after_delivery``). :class:`hub.engine.Engine` implements both.
+``ack: after_delivery``, and for one delivery's response). :class:`hub.engine.Engine` implements both.
 """
 
 from __future__ import annotations
@@ -156,6 +156,13 @@ class DeliveryWaiter(Protocol):
 
     async def wait_delivered(self, message_ids: list[int], timeout: float) -> dict[int, list[str]]:
         """Message id → its deliveries' states once all are final (sent or dead) or ``timeout`` seconds passed."""
+        ...
+
+    async def wait_response(self, message_id: int, destination: str, timeout: float) -> tuple[str, str | None] | None:
+        """The state and stored response of the message's delivery to ``destination`` (of the message's channel)
+        once it is final (sent or dead), or as it is when ``timeout`` seconds passed; None when the message has no
+        delivery to that destination. For a source that answers with what a destination answered (the ``http``
+        source's ``response: after_delivery``)."""
         ...
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, select, update
 from hub.store.bulk import chunks, insert_many
 from hub.store.records import INDEXED, Accepted, NewDelivery, NewMessage
 from hub.store.schema import deliveries, messages
+from hub.store.sequences import set_cursor
 
 __all__ = ["AcceptOp", "delivery_row", "reprocess"]
 
@@ -39,9 +40,13 @@ def delivery_row(message_id: int, channel: str, d: NewDelivery, now: float) -> d
 
 @dataclass
 class AcceptOp:
-    """Store messages and their deliveries (a write operation of :class:`~hub.store.writer.GroupWriter`)."""
+    """Store messages and their deliveries (a write operation of :class:`~hub.store.writer.GroupWriter`).
+
+    ``cursor`` (name, value) is set in the same transaction: a poller's place (the ``database`` source's cursor
+    column) can never be separated from the messages read up to it."""
 
     items: list[NewMessage]
+    cursor: tuple[str, str] | None = None
 
     @staticmethod
     def run_batch(conn: Connection, ops: Sequence[AcceptOp]) -> list[list[Accepted]]:
@@ -54,10 +59,12 @@ class AcceptOp:
         keyed = [(i, (it.channel, it.dedup_key)) for i, it in enumerate(flat) if it.dedup_key]
         if keyed:
             wanted = {k for _, k in keyed}
+            channels = sorted({ch for ch, _ in wanted})
             found: dict[tuple[str, str], int] = {}
             for chunk in chunks(sorted({key for _, key in wanted}), 500):
+                # both columns of the unique index (channel, dedup_key): a look-up, not a scan of every message
                 q = select(messages.c.id, messages.c.channel, messages.c.dedup_key).where(
-                    messages.c.dedup_key.in_(chunk)
+                    messages.c.channel.in_(channels), messages.c.dedup_key.in_(chunk)
                 )
                 for mid, ch, key in conn.execute(q):
                     if (ch, key) in wanted:
@@ -86,6 +93,9 @@ class AcceptOp:
                     results[i].delivery_ids.append(did)
         for i, j in dup_of.items():
             results[i] = Accepted(results[j].message_id, duplicate=True)
+        for op in ops:
+            if op.cursor is not None:
+                set_cursor(conn, *op.cursor)
         out: list[list[Accepted]] = []
         pos = 0
         for op in ops:

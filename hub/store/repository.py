@@ -188,12 +188,13 @@ class Store:
     async def run_write_async(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._awrite(FnOp(fn, args))
 
-    def accept(self, items: list[NewMessage]) -> list[Accepted]:
-        """Store messages and their deliveries in one transaction; returns after the commit."""
-        return self._write(AcceptOp(items))
+    def accept(self, items: list[NewMessage], *, cursor: tuple[str, str] | None = None) -> list[Accepted]:
+        """Store messages and their deliveries in one transaction; returns after the commit. ``cursor`` (name,
+        value) is set in that transaction: a poller's place, kept with what it read."""
+        return self._write(AcceptOp(items, cursor))
 
-    async def accept_async(self, items: list[NewMessage]) -> list[Accepted]:
-        return await self._awrite(AcceptOp(items))
+    async def accept_async(self, items: list[NewMessage], *, cursor: tuple[str, str] | None = None) -> list[Accepted]:
+        return await self._awrite(AcceptOp(items, cursor))
 
     def reprocess(self, message_id: int, item: NewMessage) -> list[int]:
         """Record a new pipeline result for a stored message (after its channel or mappings were fixed):

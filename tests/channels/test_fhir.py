@@ -995,7 +995,7 @@ async def test_the_http_source_validates_stores_then_answers(tmp_path):
             r = await client.post("/fhir/ehr_in", content=b"{nope")
             assert r.status_code == 422 and r.json()["issue"][0]["code"] == "structure"
 
-            async def down(items):
+            async def down(items, **kw):
                 raise StoreError("database is locked")
 
             eng.store.accept_async = down  # the store fails: nothing acknowledged, the peer must resend

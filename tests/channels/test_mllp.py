@@ -168,7 +168,7 @@ async def test_store_down_is_answered_ae_and_the_listener_recovers(tmp_path, mon
         client = await Client.connect(source(eng).port)
         real = eng.store.accept_async
 
-        async def down(items):
+        async def down(items, **kw):
             raise StoreError("store unavailable: OperationalError: disk I/O error")
 
         monkeypatch.setattr(eng.store, "accept_async", down)
