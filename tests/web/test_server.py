@@ -223,3 +223,24 @@ async def test_services_start_once_the_channels_run_and_stop_before_them(tmp_pat
         "stop first: ['adt', 'other']",
     ]
     assert eng.services == []
+
+
+def test_the_web_port_turns_nagle_off_for_every_connection():
+    """An answer is written in two parts (headers, body); with Nagle's algorithm on, the second waited for the
+    client's delayed ACK — 40 ms a request. asyncio turns it off on accepted sockets that say they are TCP, and an
+    accepted socket is made like the listening one: it must be IPPROTO_TCP, with TCP_NODELAY set."""
+    import socket
+
+    from hub.web import _bind
+
+    sock = _bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        client = socket.create_connection(sock.getsockname()[:2])
+        sock.setblocking(True)
+        accepted, _ = sock.accept()
+        with client, accepted:
+            assert accepted.proto == socket.IPPROTO_TCP and accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        sock.close()
