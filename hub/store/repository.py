@@ -84,10 +84,13 @@ log = logging.getLogger("hub.store")
 
 @dataclass
 class FnOp(Generic[T]):
-    """Any other write: a function of the connection, run in the writer's transaction."""
+    """Any other write: a function of the connection, run in the writer's transaction. ``durable=False``: nobody
+    waits on the disk for it (the text index's batches: lost with a power cut, they are done again from where the
+    store says the index stands, which the same transaction wrote) — no WAL flush of its own."""
 
     fn: Callable[..., T]
     args: tuple[Any, ...] = ()
+    durable: bool = True
 
     def run(self, conn: Connection) -> T:
         return self.fn(conn, *self.args)
@@ -337,6 +340,7 @@ class Store:
             if not self.run_write(search_index.shrink_retired, rows):
                 break
             took = time.perf_counter() - started
+            log.debug("store: deleted %d rows of a retired text index segment in %.3f s", rows, took)
             rows = retention.adapt(rows, took, 20, 20_000)
             retention.checkpoint(self.engine)  # off the writer's thread
             time.sleep(min(max(took / 4, 0.005), 0.1))
@@ -353,7 +357,7 @@ class Store:
         ends = None if budget is None else time.monotonic() + budget
         while ends is None or time.monotonic() < ends:
             started = time.perf_counter()
-            n = self.run_write(search_index.index_step, rows)
+            n = self._write(FnOp(search_index.index_step, (rows,), durable=False))
             if not n:
                 break
             total += n

@@ -51,9 +51,10 @@ __all__ = [
 
 log = logging.getLogger("hub.store")
 
-CHUNK_SECONDS = 0.2  # aim of one prune chunk or index merge (one writer transaction), and of one vacuum step
+CHUNK_SECONDS = 0.2  # aim of one prune chunk or text index step (one writer transaction)
 BUSY_GAP = 0.15  # seconds between two vacuum steps (on a connection of their own): the writer's turn
-MAX_VACUUM_PAGES = 1024  # the most pages one vacuum step gives back (see give_back)
+MAX_VACUUM_PAGES = 512  # the most pages one vacuum step gives back (see give_back)
+VACUUM_SECONDS = 0.08  # aim of one vacuum step
 UNSENT = (*PENDING, "dead")  # a message with a delivery in one of these is never pruned by size
 
 Cursor = tuple[float, int]  # (received_at, id) of the last message deleted
@@ -238,11 +239,11 @@ def _checkpoint(dbapi: Any) -> None:
     cur.close()
 
 
-def adapt(n: int, took: float, least: int, most: int) -> int:
-    """The next step's size after one of ``n`` took ``took`` seconds, aiming at :data:`CHUNK_SECONDS`."""
-    if took > CHUNK_SECONDS:
-        return max(least, int(n * CHUNK_SECONDS / took))
-    if took < CHUNK_SECONDS / 2:
+def adapt(n: int, took: float, least: int, most: int, aim: float = CHUNK_SECONDS) -> int:
+    """The next step's size after one of ``n`` took ``took`` seconds, aiming at ``aim`` seconds."""
+    if took > aim:
+        return max(least, int(n * aim / took))
+    if took < aim / 2:
         return min(most, n * 2)
     return n
 
@@ -251,7 +252,7 @@ def give_back(engine: Engine, *, full: bool = False, pages: int = 256) -> int:
     """SQLite: give the free pages of the file back to the file system; returns the bytes given back (0 on
     PostgreSQL, whose autovacuum makes deleted rows' space reusable and keeps it).
 
-    Incrementally, on a file with ``auto_vacuum = INCREMENTAL``: steps of about :data:`CHUNK_SECONDS` on a
+    Incrementally, on a file with ``auto_vacuum = INCREMENTAL``: steps of about :data:`VACUUM_SECONDS` on a
     connection of their own (the pragma must run to its end outside a transaction, which the writer's batches
     cannot offer), :data:`BUSY_GAP` apart, so the writer (which waits on SQLite's busy timeout for each step)
     commits its batches in between. With ``full`` (``hub prune --vacuum``): one ``VACUUM`` that also switches
@@ -293,9 +294,10 @@ def give_back(engine: Engine, *, full: bool = False, pages: int = 256) -> int:
                     stepped,
                     time.perf_counter() - started - stepped,
                 )
-                # At most 1,024 pages (4 MB) a step: where the pages to move are scattered, SQLite moved about 2,300
-                # a second, and one step of 16,384 that followed quick ones held the writer for 7 s.
-                pages = adapt(pages, time.perf_counter() - started, 16, MAX_VACUUM_PAGES)
+                # Small steps: the time a step takes varies fourfold from one to the next with the disk (where the
+                # pages to move are scattered, SQLite moved about 2,300 a second; one step of 16,384 pages that
+                # followed quick ones held the writer for 7 s), and the writer waits for the whole step.
+                pages = adapt(pages, time.perf_counter() - started, 16, MAX_VACUUM_PAGES, VACUUM_SECONDS)
                 # The writer waits for the lock in SQLite's busy handler, which looks again every 100 ms at most:
                 # leave it a longer gap than that, or it may miss one gap after another.
                 time.sleep(BUSY_GAP)

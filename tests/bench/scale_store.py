@@ -588,6 +588,11 @@ def _remigrate(url: str) -> None:
     _migrate(url, "downgrade", "0003")
     _migrate(url, "upgrade", "head")
     _index(url)
+    if not url.startswith("sqlite"):  # the rebuilt indexes have no statistics yet: plans would be guesses
+        import psycopg
+
+        with psycopg.connect(_pg_dsn(url), autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE")
 
 
 def _index(url: str) -> None:
