@@ -50,14 +50,12 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import yaml
 from pydantic import Field, model_validator
-from pydantic import ValidationError as PydanticValidationError
 
 from hub.errors import ConfigError, MappingError
 from hub.message import Message
 from hub.spec import Strict, TransformConfig
-from hub.transforms import TransformContext
+from hub.transforms import TransformContext, load_mapping_model
 from hub.transforms import json_doc as jd
 from hub.transforms import xml_doc as xd
 
@@ -135,20 +133,8 @@ class DocLayout(Strict):
 
 def load_doc_layout(ctx: TransformContext, name: str) -> DocLayout:
     """Read ``mappings/<name>`` (YAML). Problems are :class:`ConfigError` naming the file."""
-    path = Path(ctx.mappings_dir) / name
-    if not path.is_file():
-        raise ConfigError(f"layout {name} not found in {ctx.mappings_dir}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return DocLayout.model_validate(data if data is not None else {})
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"layout {name}: invalid YAML: {exc}") from None
-    except PydanticValidationError as exc:
-        # a field is "str | FieldSpec": report the spec's problem, not "should be a valid string"
-        errors = exc.errors()
-        first = next((e for e in errors if "str" not in e["loc"]), errors[0])
-        where = ".".join(str(p) for p in first["loc"] if p not in ("str", "FieldSpec")) or "(top)"
-        raise ConfigError(f"layout {name}: {where}: {first['msg']}") from None
+    # a field is "str | FieldSpec": name the spec's key, not the union branch pydantic tried
+    return load_mapping_model(ctx, name, DocLayout, branches=("str", "FieldSpec"))
 
 
 # ------------------------------------------------------------------------------------------------ value conversion

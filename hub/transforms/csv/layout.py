@@ -6,16 +6,12 @@ required, format, allowed values, pattern) and how columns map to HL7 v2 paths (
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import Field, field_validator, model_validator
-from pydantic import ValidationError as PydanticValidationError
 
-from hub.errors import ConfigError
 from hub.spec import Strict
-from hub.transforms import TransformContext
+from hub.transforms import TransformContext, load_mapping_model
 
 __all__ = [
     "ColumnType",
@@ -154,15 +150,4 @@ def _columns_of(t: Target | None) -> list[str]:
 
 def load_layout(ctx: TransformContext, name: str) -> Layout:
     """Read ``mappings/<name>`` (YAML). Problems are :class:`ConfigError` naming the file."""
-    path = Path(ctx.mappings_dir) / name
-    if not path.is_file():
-        raise ConfigError(f"CSV layout {name} not found in {ctx.mappings_dir}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return Layout.model_validate(data if data is not None else {})
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"CSV layout {name}: invalid YAML: {exc}") from None
-    except PydanticValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top)"
-        raise ConfigError(f"CSV layout {name}: {where}: {first['msg']}") from None
+    return load_mapping_model(ctx, name, Layout, "CSV layout")
