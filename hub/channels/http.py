@@ -104,14 +104,17 @@ _OUT_MEDIA = {
 
 
 def format_of(content_type: str | None, body: bytes = b"") -> str | None:
-    """The hub's content type for an HTTP ``Content-Type``: application/json → json, application/xml and text/xml →
-    xml, x-application/hl7-v2+er7 → hl7v2, application/edi-x12 → x12, text/csv → csv, application/fhir+json → fhir,
+    """The hub's content type for an HTTP ``Content-Type``: application/json → json (fhir when the body names a
+    ``resourceType``: EHRs post FHIR as plain JSON too), application/xml and text/xml → xml,
+    x-application/hl7-v2+er7 → hl7v2, application/edi-x12 → x12, text/csv → csv, application/fhir+json → fhir,
     ``*+json``/``*+xml`` → json/xml, text/plain → hl7v2 or x12 when the body starts like one (else raw); None for
     no header or application/octet-stream (the channel then uses its ``format`` or sniffs); raw for anything else."""
     media = (content_type or "").split(";", 1)[0].strip().lower()
     if not media or media == "application/octet-stream":
         return None
     known = _MEDIA.get(media)
+    if known == "json" and sniff_content_type(body) == "fhir":
+        return "fhir"  # many EHRs post FHIR resources as plain application/json
     if known is not None:
         return known
     if media.endswith("+json"):

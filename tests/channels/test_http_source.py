@@ -385,6 +385,8 @@ def test_config_is_checked_like_every_component(tmp_path):
 
 def test_content_types_map_to_formats():
     assert format_of("application/json; charset=utf-8") == "json"
+    assert format_of("application/json", b'{"resourceType": "Patient", "id": "p1"}') == "fhir"  # FHIR as plain JSON
+    assert format_of("application/json", b'{"patient": {"mrn": "1"}}') == "json"
     assert format_of("application/fhir+json") == "fhir"
     assert format_of("application/vnd.api+json") == "json"
     assert format_of("text/xml") == "xml" and format_of("application/xml") == "xml"
