@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from hub import __version__, registry
 from hub.channels.base import Context, Destination, Receiver, ReportsPeer, Source
 from hub.channels.channel import Channel, Route
-from hub.channels.notify import Notifier
+from hub.channels.notify import EVAL_LEASE, EVALUATE_EVERY, AlertEvaluator, Notifier
 from hub.channels.schedule import Poller
 from hub.channels.worker import DeliveryWorker
 from hub.errors import ConfigError, StoreError
@@ -319,6 +319,8 @@ def check(cfg: Config) -> list[Problem]:
 
 #: How often the running hub indexes new messages for text search (SQLite), and for how long at most each time.
 INDEX_EVERY = 1.0
+SAMPLE_EVERY = 60.0  # queue depth samples for the dashboard's charts (hub.store.rollups)
+SAMPLE_LEASE = "rollups"
 INDEX_BUDGET = 5.0
 
 # Threads for pipelines off the event loop. They share the GIL, so more would not add speed; a few let a quick
@@ -388,6 +390,7 @@ class Engine:
         self._applying: asyncio.Task[None] | None = None  # the heartbeat's applying of the shared channel state
         self.executor: ThreadPoolExecutor | None = None  # pipelines kept off the event loop (hub.channels.channel)
         self.notifier: Notifier | None = None  # alerts: in hub.yaml (hub.channels.notify)
+        self.evaluator: AlertEvaluator | None = None  # the hub's own alert rules (GET /api/alerts)
 
     async def start(self) -> None:
         if self.executor is None:
@@ -415,6 +418,11 @@ class Engine:
         self.pollers.append(Poller(heartbeat, self._heartbeat, "heartbeat", run_first=False))
         if store.dialect == "sqlite":  # the text search index, built beside the writes (hub.store.search_index)
             self.pollers.append(Poller(INDEX_EVERY, self._index_text, "search index", run_first=True))
+        # The dashboard's queue depth over time, and the hub's own alert rules (issue 17): one node at a time each.
+        self.pollers.append(Poller(SAMPLE_EVERY, self.sample_queues, "queue samples", run_first=True))
+        alerts = self.cfg.hub.alerts
+        self.evaluator = AlertEvaluator(store, self._alert_states, alerts.events if alerts is not None else None)
+        self.pollers.append(Poller(EVALUATE_EVERY, self.evaluator.evaluate, "alert rules", run_first=True))
         for p in self.pollers:
             p.start()
         if self.cfg.hub.alerts is not None:  # read at start only, like store and web
@@ -702,6 +710,7 @@ class Engine:
             self.store.prune, parse_duration(r.messages), keep_unsent=r.keep_unsent, vacuum=False
         )
         log.info("retention: pruned %d messages older than %s", n, r.messages)
+        await asyncio.to_thread(self.store.prune_rollups)  # the charts' rollups: 8 days; resolved alerts: 7 days
         if r.max_size is not None:
             res = await asyncio.to_thread(self.store.prune_to_size, parse_size(r.max_size), vacuum=False)
             n += res.pruned
@@ -722,6 +731,19 @@ class Engine:
             if freed:
                 log.info("retention: gave %d MB back to the file system", freed >> 20)
         return n
+
+    async def sample_queues(self) -> int:
+        """Once a minute, on the node holding the store's lease ``rollups``: record every queue's depth (from the
+        counters) for the dashboard's charts. Returns how many queues (0 on the other nodes)."""
+        store = self.store
+        assert store is not None
+        try:
+            if not await asyncio.to_thread(store.acquire_lease, SAMPLE_LEASE, 3 * SAMPLE_EVERY):
+                return 0
+            return await asyncio.to_thread(store.sample_queues)
+        except StoreError as exc:
+            log.warning("queue samples: the store did not answer (%s)", type(exc).__name__)
+            return 0
 
     def _alert_states(self) -> dict[str, tuple[str, str | None]]:
         """Each channel's (state, reason) for the notifier (called in a thread): this node's view, and ``failed``
@@ -897,6 +919,12 @@ class Engine:
         for p in self.pollers:
             await p.stop()
         self.pollers = []
+        if self.store is not None and self._node_started is not None:
+            for lease in (SAMPLE_LEASE, EVAL_LEASE):  # this node's singletons: another node takes them at once
+                try:
+                    await asyncio.to_thread(self.store.release_lease, lease)
+                except Exception as exc:
+                    log.debug("cannot release the lease %s: %s", lease, type(exc).__name__)
         if self._applying is not None:
             await asyncio.gather(self._applying, return_exceptions=True)
             self._applying = None

@@ -30,6 +30,7 @@ import json
 import logging
 import smtplib
 import ssl
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -46,7 +47,16 @@ from hub.spec import AlertsSpec, parse_duration, parse_listen
 from hub.store import Store
 from hub.store.schema import deliveries
 
-__all__ = ["Notifier", "Event", "Notification", "LEASE", "DEAD_CURSOR", "SENT_CURSOR"]
+__all__ = [
+    "Notifier",
+    "Event",
+    "Notification",
+    "LEASE",
+    "DEAD_CURSOR",
+    "SENT_CURSOR",
+    "AlertEvaluator",
+    "RULES",
+]
 
 log = logging.getLogger("hub.notify")
 
@@ -326,3 +336,111 @@ def _why(exc: BaseException) -> str:
         return f"HTTP {exc.response.status_code}"
     code = getattr(exc, "smtp_code", None)
     return f"{type(exc).__name__}" + (f" {code}" if code else "")
+
+
+# ------------------------------------------------------------------------------------------------ the hub's own rules
+@dataclass(frozen=True)
+class Rule:
+    """One rule the hub evaluates itself (issue 17): the ``alerts.events`` of hub.yaml and the equivalents of the
+    shipped Prometheus rules (monitoring/alerts.yml), read from the counters."""
+
+    name: str
+    severity: str
+    hold: float = 0.0  # seconds the condition must hold before the alert fires (Prometheus' ``for:``)
+    threshold: float = 0.0
+
+
+#: The rules and their thresholds; a site's ``alerts.events`` limits the first three (all evaluated by default).
+RULES: dict[str, Rule] = {
+    "dead_letter": Rule("dead_letter", "warning"),  # HubDeadLetters: a dead delivery is waiting (until replayed)
+    "channel_failed": Rule("channel_failed", "critical"),  # its source could not start (here or on another node)
+    "channel_stopped": Rule("channel_stopped", "info"),  # HubChannelPaused (paused; a disabled channel is deliberate)
+    "queue_backing_up": Rule("queue_backing_up", "warning", hold=600, threshold=500),  # HubQueueBackingUp
+    "oldest_waiting": Rule("oldest_waiting", "critical", hold=300, threshold=900),  # HubOldestMessageTooOld
+}
+EVALUATE_EVERY = 30.0
+EVAL_LEASE = "alerts:evaluate"
+
+#: (rule, channel, destination or '') → (severity, summary, the message status the dashboard searches)
+Conditions = dict[tuple[str, str, str], tuple[str, str, str | None]]
+
+
+def conditions(status: Mapping[str, Any], states: States, events: Iterable[str], now: float) -> Conditions:
+    """What holds now: each true rule condition from the store's counts (:meth:`Store.status`) and the channels'
+    states, before any ``hold``."""
+    out: Conditions = {}
+    wanted = set(events)
+    for (ch, dest), row in status["destinations"].items():
+        dead = int(row.get("dead", 0))
+        if dead and "dead_letter" in wanted:
+            noun = "delivery is" if dead == 1 else "deliveries are"
+            out[("dead_letter", ch, dest)] = ("warning", f"{ch}/{dest}: {dead} dead {noun} waiting", "dead")
+        depth = sum(int(row.get(s, 0)) for s in ("queued", "retry", "sending"))
+        rule = RULES["queue_backing_up"]
+        if depth > rule.threshold:
+            out[(rule.name, ch, dest)] = (rule.severity, f"{ch}/{dest}: {depth} deliveries waiting", "queued")
+        oldest = row.get("oldest_queued")
+        rule = RULES["oldest_waiting"]
+        if oldest is not None and now - float(oldest) > rule.threshold:
+            age = int(now - float(oldest))
+            out[(rule.name, ch, dest)] = (rule.severity, f"{ch}/{dest}: the oldest delivery waits for {age} s", "retry")
+    for ch, (state, reason) in states.items():
+        if state == "failed" and "channel_failed" in wanted:
+            out[("channel_failed", ch, "")] = (
+                "critical",
+                f"channel {ch} failed to start" + (f": {reason}" if reason else ""),
+                None,
+            )
+        elif state == "paused" and "channel_stopped" in wanted:
+            out[("channel_stopped", ch, "")] = ("info", f"channel {ch} is paused", None)
+    return out
+
+
+class AlertEvaluator:
+    """Every :data:`EVALUATE_EVERY`, on the node holding the store's lease ``alerts:evaluate``: evaluate
+    :data:`RULES` and record in the store (``alert_events``) the alerts that start and stop firing, so every node
+    and a restarted one show the same (``GET /api/alerts``). Needs no receiver: it runs with or without ``alerts:``.
+    """
+
+    def __init__(self, store: Store, states: Callable[[], States], events: Iterable[str] | None = None) -> None:
+        self.store = store
+        self.states = states
+        self.events = list(events) if events is not None else ["dead_letter", "channel_stopped", "channel_failed"]
+        self._seen: dict[tuple[str, str, str], float] = {}  # condition → since when it holds (for ``hold``)
+        self._lock = threading.Lock()  # the poller and a direct call never evaluate at once (no double firing)
+
+    async def evaluate(self) -> tuple[int, int]:
+        """One evaluation: (alerts started, alerts resolved). Never raises."""
+        try:
+            return await asyncio.to_thread(self._evaluate)
+        except Exception as exc:
+            log.warning("alert rules: not evaluated this time (%s: %s)", type(exc).__name__, exc)
+            return 0, 0
+
+    def _evaluate(self) -> tuple[int, int]:
+        with self._lock:
+            return self._evaluate_locked()
+
+    def _evaluate_locked(self) -> tuple[int, int]:
+        store = self.store
+        if not store.acquire_lease(EVAL_LEASE, max(90.0, 3 * EVALUATE_EVERY)):
+            return 0, 0
+        now = time.time()
+        holds = conditions(store.status(), self.states(), self.events, now)
+        self._seen = {k: self._seen.get(k, now) for k in holds}
+        firing, _ = store.alerts(now)
+        open_keys = {a.key: a for a in firing}
+        fired = []
+        for key, (severity, summary, status) in holds.items():
+            if key in open_keys:
+                continue
+            rule = RULES.get(key[0])
+            if rule is not None and now - self._seen[key] < rule.hold:
+                continue
+            fired.append((key[0], severity, key[1], key[2] or None, summary, status))
+        resolved = [a.id for k, a in open_keys.items() if k not in holds]
+        if fired or resolved:
+            store.record_alerts(fired, resolved)
+            for f in fired:
+                log.info("alert %s firing: %s", f[0], f[4])
+        return len(fired), len(resolved)

@@ -12,6 +12,7 @@ concern, by:
 :mod:`hub.store.search`     message search, one message in full, status counts and queue depths
 :mod:`hub.store.counters`   the counts kept with the writes (triggers), read in constant time
 :mod:`hub.store.retention`  pruning old messages
+:mod:`hub.store.rollups`    per-minute rollups (charts), queue depth samples, the hub's own alerts
 :mod:`hub.store.sequences`  durable sequences (X12 control numbers) and cursors
 :mod:`hub.store.leases`     named leases between nodes
 :mod:`hub.store.nodes`      nodes' heartbeats, the takeover of a dead node's leases, shared channel state
@@ -43,7 +44,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from hub.errors import StoreError
 from hub.schedules import parse_duration
-from hub.store import counters, leases, nodes, retention, search, search_index, sequences
+from hub.store import counters, leases, nodes, retention, rollups, search, search_index, sequences
 from hub.store import queue as delivery_queue
 from hub.store.accept import AcceptOp, reprocess
 from hub.store.connect import make_engine
@@ -470,8 +471,53 @@ class Store:
         try:
             with self.engine.begin() as conn:
                 counters.fold(conn)
+            with self.engine.begin() as conn:
+                rollups.fold(conn)
         except SQLAlchemyError as exc:
             log.warning("store: cannot fold the counters now: %s", exc)
+
+    # ---------------------------------------------------------------- rollups, queue samples, alerts (0009)
+    def rollup_sums(
+        self, start: float, end: float, step: int, *, channel: str | None = None, destination: str | None = None
+    ) -> dict[str, dict[int, int]]:
+        """metric → {bucket start: count} of the per-minute rollups (:func:`hub.store.rollups.sums`)."""
+        return self._read(lambda conn: rollups.sums(conn, start, end, step, channel=channel, destination=destination))
+
+    def rollup_minutes(self, start: float, end: float, metrics: Sequence[str]) -> dict[str, dict[int, int]]:
+        """Every channel's per-minute counts of ``metrics`` (:func:`hub.store.rollups.minutes`)."""
+        return self._read(lambda conn: rollups.minutes(conn, start, end, metrics))
+
+    def queue_samples(
+        self, start: float, end: float, *, channel: str | None = None, destination: str | None = None
+    ) -> dict[int, int]:
+        return self._read(
+            lambda conn: rollups.queue_samples(conn, start, end, channel=channel, destination=destination)
+        )
+
+    def sample_queues(self, now: float | None = None) -> int:
+        """Record this minute's depth of every queue (the engine's sampler, one node at a time)."""
+        return self.run_write(rollups.sample_queues, now)
+
+    def prune_rollups(self, now: float | None = None) -> int:
+        """Rollups and queue samples older than 8 days, alerts resolved more than 7 days ago."""
+        return self.run_write(rollups.prune, now)
+
+    def alerts(self, since: float) -> tuple[list[rollups.Alert], list[rollups.Alert]]:
+        """(firing now, resolved since ``since``)."""
+        return self._read(lambda conn: (rollups.open_alerts(conn), rollups.recent_alerts(conn, since)))
+
+    def record_alerts(
+        self, fired: Sequence[tuple[str, str, str, str | None, str, str | None]], resolved: Sequence[int]
+    ) -> None:
+        """Record alerts that started firing ((rule, severity, channel, destination, summary, status) each) and
+        those that stopped, in one transaction."""
+
+        def fn(conn: Connection) -> None:
+            for args in fired:
+                rollups.fire(conn, *args)
+            rollups.resolve(conn, resolved)
+
+        self.run_write(fn)
 
     def status(self) -> dict[str, Any]:
         """Counts per channel (messages by status) and per destination (deliveries by status, oldest queued), in

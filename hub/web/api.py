@@ -13,16 +13,24 @@ in the store) and checks/reloads the configuration; ``users`` and ``audit`` are 
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import logging
+import re
 import time
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from hub import metrics
+from hub.channels.base import ReportsPeer
 from hub.channels.channel import Channel
 from hub.engine import Engine
 from hub.errors import StoreError
@@ -433,6 +441,73 @@ async def config_reload(request: Request, p: Principal = Depends(require("channe
     }
 
 
+# A literal secret written in a channel file (``hub check`` refuses them; ${VAR} references are kept as written).
+_SECRET_LINE = re.compile(
+    r"(?P<key>\b[\w-]*(?:password|passwd|secret|token|passphrase|api_?key|private_key|credential)"
+    r"(?![\w-]*(?:_url|_file|_path|_env))[\w-]*[\"']?\s*:[ \t]*)"
+    r"(?P<value>(?!\$\{)(?![|>][ \t]*(?:#.*)?$)[^\s,}#\[{][^,}#\n]*)",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def redact_yaml(text: str) -> str:
+    """The YAML text with the values of password/token/secret-like keys replaced by ``***`` unless they are
+    ``${VAR}`` references."""
+    return _SECRET_LINE.sub(lambda m: m.group("key") + "***", text)
+
+
+def _read_text(path: FilePath | None) -> str | None:
+    if path is None or not path.is_file():
+        return None
+    return redact_yaml(path.read_text(encoding="utf-8", errors="replace"))
+
+
+def _last_reload(hub: WebState) -> dict[str, Any] | None:
+    rows = hub.auth.search_audit(action="config_reload", limit=1)
+    if not rows:
+        return None
+    r = rows[0]
+    return {"at": r["at"], "by": r["username"], "ok": bool(r["detail"].get("applied"))}
+
+
+@router.get(
+    "/channels/{name}/config",
+    tags=["channels"],
+    summary="A channel's file and test file as on disk (literal secrets hidden), its `hub check` problems, "
+    "the last reload",
+)
+def channel_config(name: str, request: Request, p: Principal = Depends(require("channels"))) -> dict[str, Any]:
+    from hub.engine import check
+    from hub.errors import ConfigError
+    from hub.spec import load_config
+
+    hub = _hub(request)
+    cfg = hub.engine.cfg
+    file = cfg.channel_files.get(name)
+    try:
+        disk = load_config(cfg.folder)
+        problems = [(pr.file, pr.line, pr.message) for pr in check(disk)]
+        file = disk.channel_files.get(name, file)
+    except ConfigError as exc:
+        problems = list(exc.problems)
+    if file is None:
+        raise HTTPException(404, f"no channel named {name!r}")
+    test_file = file.with_name(file.stem + "_test.yaml")
+    mine = {str(file), str(file.resolve()), str(test_file), str(test_file.resolve()), file.name, test_file.name}
+    return {
+        "file": str(file),
+        "yaml": _read_text(file),
+        "test_file": str(test_file) if test_file.is_file() else None,
+        "test_yaml": _read_text(test_file),
+        "problems": [
+            {"file": f, "line": line, "message": m}
+            for f, line, m in problems
+            if str(f) in mine or FilePath(str(f)).name in mine
+        ],
+        "last_reload": _store_call(_last_reload, hub),
+    }
+
+
 # ------------------------------------------------------------------------------------------------ destinations
 @router.get(
     "/destinations",
@@ -474,6 +549,110 @@ def dead_letters(
     return {"items": rows, "next_before_id": rows[-1]["id"] if len(rows) == limit else None}
 
 
+# ------------------------------------------------------------------------------------------------ dashboard (issue 17)
+@router.get(
+    "/charts",
+    tags=["dashboard"],
+    summary="A channel's (or destination's) received, sent, errors and queue depth over 1h/24h/7d, latency percentiles",
+)
+def charts(
+    request: Request,
+    channel: str = Query(..., description="The channel."),
+    destination: str | None = Query(None, description="One of its destinations (default: the channel as a whole)."),
+    range_: Literal["1h", "24h", "7d"] = Query(
+        "1h", alias="range", description="1h (per minute), 24h (per 15 min), 7d (per 2 h)."
+    ),
+    p: Principal = Depends(require("view")),
+) -> dict[str, Any]:
+    hub = _hub(request)
+    return _store_call(queries.charts, hub.store, channel, destination or None, range_, time.time())
+
+
+def _dest_peer(engine: Engine, channel: str, destination: str) -> dict[str, Any]:
+    dest = engine.destinations.get((channel, destination))
+    if not isinstance(dest, ReportsPeer):
+        return {}
+    try:
+        return dict(dest.peer_state())
+    except Exception:
+        return {}
+
+
+def _health(state: str, dead: int, queued: int, oldest: float | None) -> str:
+    if state == "failed" or dead:
+        return "error"
+    if state in ("paused", "disabled") or queued > 500 or (oldest is not None and oldest > 900):
+        return "warn"
+    return "ok"
+
+
+@router.get(
+    "/overview",
+    tags=["dashboard"],
+    summary="Every channel at a glance: state, health, last hour's per-minute in/out, queues, dead letters, peers",
+)
+def overview(request: Request, p: Principal = Depends(require("view"))) -> list[dict[str, Any]]:
+    hub = _hub(request)
+    engine = hub.engine
+    now = time.time()
+    status = _store_call(hub.status)
+    spark = _store_call(queries.sparks, hub.store, now)
+    out = []
+    for name in _channel_names(hub, status):
+        ch = engine.channels.get(name)
+        dest_names = set(ch.destinations) if ch is not None else set()
+        dest_names |= {d for (c, d) in status["destinations"] if c == name}
+        dests: list[dict[str, Any]] = []
+        for d in sorted(dest_names):
+            row = status["destinations"].get((name, d), {})
+            dests.append(
+                {
+                    "destination": d,
+                    "queued": int(row.get("queued", 0)) + int(row.get("sending", 0)),
+                    "retry": int(row.get("retry", 0)),
+                    "dead": int(row.get("dead", 0)),
+                    "sent": int(row.get("sent", 0)),
+                    "oldest_waiting_s": _age(row.get("oldest_queued"), now),
+                    "peer": _dest_peer(engine, name, d),
+                }
+            )
+        state = engine.channel_state(name)
+        queued = sum(d["queued"] + d["retry"] for d in dests)
+        dead = sum(d["dead"] for d in dests)
+        ages: list[float] = [d["oldest_waiting_s"] for d in dests if d["oldest_waiting_s"] is not None]
+        oldest = max(ages) if ages else None
+        out.append(
+            {
+                "channel": name,
+                "state": state,
+                "health": _health(state, dead, queued, oldest),
+                "spark": spark.get(name, {"in": [0] * 60, "out": [0] * 60}),
+                "queued": queued,
+                "oldest_waiting_s": oldest,
+                "dead": dead,
+                "peer": _peers(engine, name),
+                "destinations": dests,
+            }
+        )
+    return out
+
+
+@router.get(
+    "/alerts",
+    tags=["dashboard"],
+    summary="The alerts the hub evaluates itself: firing now, and resolved in the last 7 days",
+)
+def alerts(
+    request: Request,
+    since: str | None = Query(None, description="Resolved since (default 7d ago): epoch, duration ago or ISO."),
+    p: Principal = Depends(require("view")),
+) -> dict[str, Any]:
+    hub = _hub(request)
+    after = _when(since, "since") or time.time() - 7 * 86400
+    firing, recent = _store_call(hub.store.alerts, after)
+    return {"firing": [a.public() for a in firing], "recent": [a.public() for a in recent]}
+
+
 # ------------------------------------------------------------------------------------------------ messages
 @router.get("/messages", tags=["messages"], summary="Search messages (newest first); page with before_id")
 def search_messages(
@@ -494,9 +673,14 @@ def search_messages(
     text: str | None = Query(None, description="Text contained in the raw message. Needs a role that sees content."),
     before_id: int | None = _id_query("Page: messages with a smaller id."),
     limit: int = Query(50, ge=1, le=500),
+    rollup: str | None = Query(None, description="dead: messages whose rolled-up state is dead."),
     p: Principal = Depends(require("view")),
 ) -> dict[str, Any]:
     hub = _hub(request)
+    if rollup:  # dead is the worst state: a message rolled up "dead" is one with a dead delivery
+        if rollup != "dead" or (status and status != "dead"):
+            raise HTTPException(422, "rollup: only 'dead' is a filter (use status for the others)")
+        status = "dead"
     if status and status not in MESSAGE_STATUSES + DELIVERY_STATUSES:
         raise HTTPException(422, f"status: one of {', '.join(MESSAGE_STATUSES + DELIVERY_STATUSES)}")
     if (patient_id or text) and not p.can("content"):
@@ -515,6 +699,8 @@ def search_messages(
         limit=limit,
     )
     rows = _store_call(hub.store.search, q)
+    for r in rows:
+        r["rollup"] = rollup_status(r["status"], r.get("deliveries") or {})
     if not p.can("content"):
         for r in rows:
             r["patient_id"] = None
@@ -525,6 +711,207 @@ def search_messages(
             audit, request, p, "search", channel=channel, patient_id=patient_id, text=bool(text), results=len(rows)
         )
     return {"items": rows, "next_before_id": rows[-1]["id"] if len(rows) == limit else None}
+
+
+# ------------------------------------------------------------------------------------------------ exports (issue 17)
+EXPORT_CSV_MAX = 100_000
+EXPORT_ZIP_MAX = 10_000
+_EXT = {"hl7v2": "hl7", "fhir": "json", "x12": "x12", "csv": "csv", "json": "json", "xml": "xml", "raw": "txt"}
+_CSV_COLUMNS = (
+    "id",
+    "received_at",
+    "channel",
+    "status",
+    "rollup",
+    "message_type",
+    "control_id",
+    "sending_app",
+    "sending_facility",
+    "error_code",
+    "size",
+    "deliveries",
+)
+
+
+def export_filters(
+    channel: str | None = None,
+    status: str | None = Query(None, description="As for /api/messages."),
+    destination: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    control_id: str | None = None,
+    patient_id: str | None = Query(None, description="Needs a role that sees content."),
+    message_type: str | None = None,
+    text: str | None = Query(None, description="Needs a role that sees content."),
+    rollup: str | None = Query(None, description="dead (as for /api/messages)."),
+    before_id: int | None = _id_query("Only messages with a smaller id."),
+) -> SearchQuery:
+    """The filters of ``GET /api/messages`` as one query (for the exports)."""
+    if rollup:
+        if rollup != "dead" or (status and status != "dead"):
+            raise HTTPException(422, "rollup: only 'dead' is a filter (use status for the others)")
+        status = "dead"
+    if status and status not in MESSAGE_STATUSES + DELIVERY_STATUSES:
+        raise HTTPException(422, f"status: one of {', '.join(MESSAGE_STATUSES + DELIVERY_STATUSES)}")
+    return SearchQuery(
+        channel=channel or None,
+        status=status or None,
+        destination=destination or None,
+        since=_when(since, "since"),
+        until=_when(until, "until"),
+        control_id=control_id or None,
+        patient_id=patient_id or None,
+        message_type=message_type or None,
+        text=text or None,
+        before_id=before_id,
+    )
+
+
+def _pages(hub: WebState, q: SearchQuery, most: int, page: int = 500) -> Iterator[list[dict[str, Any]]]:
+    """The search's rows, newest first, a page at a time, at most ``most``."""
+    seen = 0
+    before = q.before_id
+    while seen < most:
+        size = min(page, most - seen)
+        rows = hub.store.search(replace(q, before_id=before, limit=size))
+        if not rows:
+            return
+        seen += len(rows)
+        yield rows
+        if len(rows) < size:
+            return
+        before = rows[-1]["id"]
+
+
+def _stamp(ts: float | None) -> str:
+    return "" if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+
+
+def _need_content_for(q: SearchQuery, p: Principal) -> None:
+    if (q.patient_id or q.text) and not p.can("content"):
+        raise HTTPException(403, "searching by patient id or content needs a role that sees message content")
+
+
+@router.get(
+    "/messages/export.csv",
+    tags=["messages"],
+    summary=f"The messages a search finds as CSV (metadata only, newest first, at most {EXPORT_CSV_MAX:,}), streamed",
+)
+def export_csv(
+    request: Request, q: SearchQuery = Depends(export_filters), p: Principal = Depends(require("view"))
+) -> StreamingResponse:
+    hub = _hub(request)
+    _need_content_for(q, p)
+    first = _store_call(hub.store.search, replace(q, limit=1))  # the store answers before the 200 goes out
+
+    def rows() -> Iterator[str]:
+        out = io.StringIO()
+        w = csv.writer(out)
+        w.writerow(_CSV_COLUMNS)
+        if first:
+            for page in _pages(hub, q, EXPORT_CSV_MAX):
+                for r in page:
+                    dl = r.get("deliveries") or {}
+                    w.writerow(
+                        [
+                            r["id"],
+                            _stamp(r.get("received_at")),
+                            r.get("channel"),
+                            r.get("status"),
+                            rollup_status(r["status"], dl),
+                            r.get("message_type") or "",
+                            r.get("control_id") or "",
+                            r.get("sending_app") or "",
+                            r.get("sending_facility") or "",
+                            r.get("error_code") or "",
+                            r.get("size"),
+                            " ".join(f"{k}={v}" for k, v in sorted(dl.items())),
+                        ]
+                    )
+                yield out.getvalue()
+                out.seek(0)
+                out.truncate()
+        yield out.getvalue()
+
+    name = f"messages-{datetime.now(UTC):%Y%m%d-%H%M%S}.csv"
+    return StreamingResponse(
+        rows(), media_type="text/csv", headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )
+
+
+class _Chunks(io.RawIOBase):
+    """A write-only stream whose bytes are taken out as they come (for a zip written while it is sent)."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        self.buf += bytes(b)
+        return len(b)
+
+    def take(self) -> bytes:
+        out = bytes(self.buf)
+        self.buf.clear()
+        return out
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@router.get(
+    "/messages/export.zip",
+    tags=["messages"],
+    summary=f"The raw messages a search finds, one file each (<id>_<control id>.<ext>), at most {EXPORT_ZIP_MAX:,}; "
+    "streamed and audited",
+)
+def export_zip(
+    request: Request, q: SearchQuery = Depends(export_filters), p: Principal = Depends(require("content"))
+) -> StreamingResponse:
+    hub = _hub(request)
+    _store_call(hub.store.search, replace(q, limit=1))  # the store answers before the 200 goes out
+    _store_call(
+        audit,
+        request,
+        p,
+        "export_zip",
+        channel=q.channel,
+        status=q.status,
+        destination=q.destination,
+        since=q.since,
+        until=q.until,
+        control_id=q.control_id,
+        patient_id=q.patient_id,
+        message_type=q.message_type,
+        text=bool(q.text) or None,
+        limit=EXPORT_ZIP_MAX,
+    )
+
+    def chunks() -> Iterator[bytes]:
+        sink = _Chunks()
+        with zipfile.ZipFile(sink, "w", zipfile.ZIP_DEFLATED) as zf:
+            for page in _pages(hub, q, EXPORT_ZIP_MAX, page=200):
+                for mid, control, ctype, raw in queries.raw_messages(hub.store, [r["id"] for r in page]):
+                    label = _UNSAFE.sub("_", control or "")[:60] or "none"
+                    zf.writestr(f"{mid}_{label}.{_EXT.get(ctype, 'txt')}", raw)
+                yield sink.take()
+        yield sink.take()
+
+    name = f"messages-{datetime.now(UTC):%Y%m%d-%H%M%S}.zip"
+    return StreamingResponse(
+        chunks(), media_type="application/zip", headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )
+
+
+def rollup_status(status: str, deliveries: dict[str, int]) -> str:
+    """A message's state rolled up from its deliveries' (counts by status): the worst wins — dead, retrying,
+    sending, queued, sent; a message without deliveries keeps its own status."""
+    for st, word in (("dead", "dead"), ("retry", "retrying"), ("sending", "sending"), ("queued", "queued")):
+        if deliveries.get(st):
+            return word
+    return "sent" if deliveries.get("sent") else status
 
 
 def _delivery_view(d: dict[str, Any], msg: dict[str, Any], show: bool) -> dict[str, Any]:
@@ -543,6 +930,7 @@ def _delivery_view(d: dict[str, Any], msg: dict[str, Any], show: bool) -> dict[s
             "content_type",
         )
     }
+    out["next_attempt_at"] = d.get("next_at") if d.get("status") in ("queued", "retry") else None
     out["content_is_raw"] = d.get("content") is None
     if show:
         content = d.get("content")
@@ -628,6 +1016,10 @@ class ReplayOne(BaseModel):
     destination: str | None = Field(
         None, description="Only this destination's delivery; default: every delivery of the message."
     )
+    include_sent: bool = Field(
+        False, description="Also send again deliveries already sent (default: only dead, retrying, queued ones)."
+    )
+    dry_run: bool = Field(False, description="Say what would be queued or reprocessed, and do nothing.")
 
 
 @router.post(
@@ -642,9 +1034,13 @@ def replay_message(
         raise HTTPException(404, f"no message {message_id}")
     channel = msg["channel"]
     dest = body.destination if body is not None else None
+    include_sent = body is not None and body.include_sent
+    statuses = [*queries.NOT_SENT, "sent"] if include_sent else list(queries.NOT_SENT)
+    if body is not None and body.dry_run:
+        return _store_call(queries.replay_plan, hub.store, [message_id], destination=dest, statuses=statuses)
     outcome = None
     if msg["deliveries"]:
-        n = _store_call(hub.store.replay, [message_id], destination=dest)
+        n = _store_call(hub.store.replay, [message_id], destination=dest, statuses=statuses)
     else:  # rejected, error or filtered: run it through its channel again (after a fix), like `hub replay`
         n, outcome = _reprocess(hub, msg)
     hub.invalidate()
@@ -659,6 +1055,7 @@ def replay_message(
         destination=dest,
         queued=n,
         reprocessed=outcome,
+        include_sent=include_sent or None,
     )
     log.info("web: message %s replayed by %s (%d deliveries)", message_id, p.name, n)
     return {"message_id": message_id, "queued": n, "reprocessed": outcome}
@@ -694,6 +1091,13 @@ class ReplayMany(BaseModel):
     control_id: str | None = None
     patient_id: str | None = None
     limit: int = Field(10000, ge=1, le=10000, description="At most this many messages when selecting by a filter.")
+    include_sent: bool | None = Field(
+        None,
+        description="Instead of statuses: false queues again every delivery not sent yet (dead, retrying, queued) "
+        "and runs the given messages that were rejected, in error or filtered through their channel again; true "
+        "also sends again the deliveries already sent.",
+    )
+    dry_run: bool = Field(False, description="Say what would be queued or reprocessed, and do nothing.")
 
 
 @router.post(
@@ -703,7 +1107,9 @@ class ReplayMany(BaseModel):
 )
 def replay_many(body: ReplayMany, request: Request, p: Principal = Depends(require("replay"))) -> dict[str, Any]:
     hub = _hub(request)
-    statuses = list(body.statuses) or ["dead"]
+    statuses: list[str] = list(body.statuses) or ["dead"]
+    if body.include_sent is not None:
+        statuses = [*queries.NOT_SENT, "sent"] if body.include_sent else list(queries.NOT_SENT)
     if "sent" in statuses and not (body.message_ids or body.channel):
         raise HTTPException(422, "re-sending sent deliveries needs message_ids or a channel")
     ids: list[int] | None = body.message_ids
@@ -722,8 +1128,26 @@ def replay_many(body: ReplayMany, request: Request, p: Principal = Depends(requi
         )
         ids = _store_call(hub.store.message_ids, q)
         if not ids:
-            return {"queued": 0, "messages": 0}
+            return {"would_queue": [], "would_reprocess": []} if body.dry_run else {"queued": 0, "messages": 0}
+    if body.dry_run:
+        return _store_call(
+            queries.replay_plan,
+            hub.store,
+            ids,
+            channel=body.channel,
+            destination=body.destination,
+            statuses=statuses,
+            limit=body.limit,
+        )
     n = _store_call(hub.store.replay, ids, channel=body.channel, destination=body.destination, statuses=statuses)
+    reprocessed: list[int] = []
+    if body.include_sent is not None and ids:  # the new semantics: rejected, error, filtered ones run again
+        plan = _store_call(queries.replay_plan, hub.store, ids, channel=body.channel, statuses=())
+        for mid in plan["would_reprocess"]:
+            msg = _store_call(hub.store.get_message, mid)
+            if msg is not None:
+                _reprocess(hub, msg)
+                reprocessed.append(mid)
     hub.invalidate()
     hub.wake(body.channel)
     _store_call(
@@ -737,9 +1161,14 @@ def replay_many(body: ReplayMany, request: Request, p: Principal = Depends(requi
         messages=len(ids) if ids is not None else None,
         message_ids=ids[:100] if ids else None,
         queued=n,
+        reprocessed=reprocessed[:100] or None,
+        include_sent=body.include_sent,
     )
     log.info("web: %d deliveries replayed by %s", n, p.name)
-    return {"queued": n, "messages": len(ids) if ids is not None else None}
+    out: dict[str, Any] = {"queued": n, "messages": len(ids) if ids is not None else None}
+    if body.include_sent is not None:
+        out["reprocessed"] = reprocessed
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ users (admin)

@@ -2,17 +2,23 @@
 and segment, FHIR as formatted JSON. Only the detail view calls this — never the ingest path.
 
 Field names come from hl7apy's structure tables for the message's version (loaded lazily, cached per segment);
-X12 names come from a small table of the segments and loops of 837/835/999/277 that a practice meets.
+X12 segment and loop names come from a small table of the segments and loops of 837/835/999/277 that a practice
+meets; each element's name from the implementation guide's map that pyx12 ships (``pyx12/map/*.xml``, chosen by
+ISA12, GS01 and GS08 as pyx12's ``maps.xml`` says; read once and cached), by loop and segment, else by segment
+anywhere in that map. FHIR (JSON) as formatted JSON in the document's key order and as a tree of nodes the browser
+can fold (:func:`json_tree`).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import xml.etree.ElementTree as ET
 from functools import lru_cache
+from importlib import resources
 from typing import Any
 
-__all__ = ["render", "render_hl7", "render_x12", "render_fhir", "hl7_field_names"]
+__all__ = ["render", "render_hl7", "render_x12", "render_fhir", "hl7_field_names", "x12_element_names", "json_tree"]
 
 _HL7_VERSIONS = ("2.1", "2.2", "2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.8", "2.8.1", "2.8.2")
 
@@ -198,6 +204,68 @@ _ENVELOPE = {
 }
 
 
+# Element names: (loop id, segment id) → {element number: name}; "" as the loop: the segment anywhere in the map.
+X12Names = dict[tuple[str, str], dict[int, str]]
+
+
+def _pyx12_map(name: str) -> Any:
+    return resources.files("pyx12").joinpath("map", name)
+
+
+@lru_cache(maxsize=1)
+def _map_index() -> list[tuple[str, str, str, str]]:
+    """(ISA12, GS08, GS01, file) of pyx12's maps.xml."""
+    out = []
+    try:
+        root = ET.fromstring(_pyx12_map("maps.xml").read_bytes())
+    except (OSError, ET.ParseError, ModuleNotFoundError):
+        return []
+    for version in root.iter("version"):
+        for m in version.iter("map"):
+            out.append((version.get("icvn", ""), m.get("vriic", ""), m.get("fic", ""), (m.text or "").strip()))
+    return out
+
+
+def _map_file(isa12: str, gs01: str, gs08: str) -> str | None:
+    index = _map_index()
+    # exact; then the same guide of another addendum (005010X222A2 → the A1 map); any version; the same ISA12
+    for same_isa, release in ((True, 99), (True, 10), (False, 10), (True, 0)):
+        for v, r, f, file in index:
+            if f == gs01 and (v == isa12 or not same_isa) and r[:release] == gs08[:release]:
+                return file
+    return None
+
+
+@lru_cache(maxsize=32)
+def x12_element_names(file: str) -> X12Names:
+    """Element names of one pyx12 map file, by (loop id, segment id) and by ("", segment id); {} when unreadable."""
+    try:
+        root = ET.fromstring(_pyx12_map(file).read_bytes())
+    except (OSError, ET.ParseError, ModuleNotFoundError):
+        return {}
+    out: X12Names = {}
+
+    def walk(node: ET.Element, loop: str) -> None:
+        for child in node:
+            if child.tag == "loop":
+                walk(child, child.get("xid", loop))
+            elif child.tag == "segment":
+                sid = child.get("xid", "")
+                for el in child:
+                    if el.tag not in ("element", "composite"):
+                        continue
+                    seq, name = el.findtext("seq"), el.findtext("name")
+                    if not (seq and seq.isdigit() and name):
+                        continue
+                    for key in ((loop, sid), ("", sid)):
+                        out.setdefault(key, {}).setdefault(int(seq), name.strip())
+            else:
+                walk(child, loop)
+
+    walk(root, "")
+    return out
+
+
 def render_x12(raw: bytes) -> dict[str, Any] | None:
     text = raw.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
     if not text.startswith("ISA") or len(text) < 106:
@@ -209,6 +277,12 @@ def render_x12(raw: bytes) -> dict[str, Any] | None:
     segments = []
     tx = ""
     loop = ""
+    names: X12Names = {}
+    isa = parts[0].split(elem) if parts else []
+    gs = next((p.split(elem) for p in parts if p.startswith(f"GS{elem}")), [])
+    if len(isa) > 12 and len(gs) > 8:  # the first group's guide names the elements (an interchange has one kind)
+        file = _map_file(isa[12], gs[1], gs[8])
+        names = x12_element_names(file) if file else {}
     for i, seg in enumerate(p for p in parts if p):
         els = seg.split(elem)
         sid = els[0]
@@ -231,15 +305,29 @@ def render_x12(raw: bytes) -> dict[str, Any] | None:
             if found:
                 loop = found
         elements = []
+        loop_id = loop.split(" ", 1)[0]
+        by_name = names.get((loop_id, sid)) or {}
+        anywhere = names.get(("", sid)) or {}
+        element_names: dict[str, str] = {}
         for k, v in enumerate(els[1:], start=1):
             if v == "":
                 continue
             entry: dict[str, Any] = {"id": f"{sid}{k:02d}", "value": v}
+            name = by_name.get(k) or anywhere.get(k)
+            if name:
+                element_names[entry["id"]] = name
             if comp and comp in v and sid != "ISA":
                 entry["components"] = v.split(comp)
             elements.append(entry)
         segments.append(
-            {"index": i + 1, "id": sid, "name": X12_SEGMENTS.get(sid, ""), "loop": loop, "elements": elements}
+            {
+                "index": i + 1,
+                "id": sid,
+                "name": X12_SEGMENTS.get(sid, ""),
+                "loop": loop,
+                "elements": elements,
+                "element_names": element_names,  # element id → its name in the implementation guide
+            }
         )
     return {
         "kind": "x12",
@@ -267,7 +355,39 @@ def render_fhir(raw: bytes) -> dict[str, Any] | None:
                 for i in doc.get("issue") or []
                 if isinstance(i, dict)
             ]
-    return {"kind": "fhir", "summary": summary, "pretty": json.dumps(doc, indent=2, ensure_ascii=False)}
+    return {
+        "kind": "fhir",
+        "summary": summary,
+        "pretty": json.dumps(doc, indent=2, ensure_ascii=False),
+        "tree": json_tree(doc),
+    }
+
+
+def json_tree(value: Any, key: str | int | None = None, path: str = "$") -> dict[str, Any]:
+    """A JSON document as nodes the browser can fold, in the document's key order: ``{"key", "path", "type":
+    object|array|string|number|boolean|null, "value" (scalars) | "children" + "size" (objects and arrays)}``;
+    an object node with a ``resourceType`` carries it as ``"resourceType"`` (the label of a folded resource)."""
+    node: dict[str, Any] = {"key": key, "path": path}
+    if isinstance(value, dict):
+        node.update(type="object", size=len(value))
+        if isinstance(value.get("resourceType"), str):
+            node["resourceType"] = value["resourceType"]
+        node["children"] = [json_tree(v, k, f"{path}.{k}") for k, v in value.items()]
+    elif isinstance(value, list):
+        node.update(type="array", size=len(value))
+        node["children"] = [json_tree(v, i, f"{path}[{i}]") for i, v in enumerate(value)]
+    else:
+        kind = (
+            "null"
+            if value is None
+            else "boolean"
+            if isinstance(value, bool)
+            else "number"
+            if isinstance(value, (int, float))
+            else "string"
+        )
+        node.update(type=kind, value=value)
+    return node
 
 
 def render(content_type: str | None, raw: bytes | None) -> dict[str, Any] | None:
