@@ -176,7 +176,10 @@ def decode_answer(stored: str | None) -> tuple[int | None, str | None, str]:
 
 
 # ---------------------------------------------------------------------------------------------- source
-_RESERVED = ("/api", "/static", "/login", "/healthz", "/readyz", "/metrics", "/messages", "/dead-letters", "/users")
+_RESERVED = (
+    "/api", "/static", "/login", "/healthz", "/readyz", "/metrics", "/messages", "/dead-letters", "/users", "/audit",
+    "/alerts", "/channels",
+)  # fmt: skip
 
 
 class HttpSource:

@@ -32,7 +32,7 @@ __all__ = ["create_app", "STATIC"]
 log = logging.getLogger("hub.web")
 
 STATIC = Path(__file__).parent / "static"
-PAGES = ("/", "/messages", "/dead-letters", "/audit", "/users")
+PAGES = ("/", "/messages", "/dead-letters", "/audit", "/users", "/alerts")
 
 _CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -121,6 +121,7 @@ def create_app(engine: Engine, *, session_ttl: float | None = None, secure_cooki
     for path in PAGES:
         app.add_api_route(path, page, methods=["GET"], include_in_schema=False)
     app.add_api_route("/messages/{message_id}", page, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/channels/{name}", page, methods=["GET"], include_in_schema=False)
 
     # ------------------------------------------------------------------ routers of sources (http/fhir)
     for name, src in list(engine.sources.items()):

@@ -103,8 +103,10 @@ async def test_log_in_find_a_message_by_patient_id_open_it_and_replay_it(running
             await page.wait_for_selector("#channels tr.channel[data-channel='adt']")
             row = await page.inner_text("tr.channel[data-channel='adt']")
             assert "running" in row and "5" in row
+            assert await page.locator("tr.dest[data-destination='adt/flaky']").is_hidden()  # until the row is clicked
+            await page.click("tr.channel[data-channel='adt'] td.hcell")
             cells = await page.locator("tr.dest[data-destination='adt/flaky'] td").all_inner_texts()
-            assert cells[9:11] == ["4", "1"]  # sent, dead
+            assert "sent 4" in cells[3] and cells[7] == "1"  # sent, dead
             assert "olivia (operator)" in await page.inner_text("#who")
             await page.screenshot(path=shots / "2-overview.png")
 
@@ -120,28 +122,33 @@ async def test_log_in_find_a_message_by_patient_id_open_it_and_replay_it(running
             assert PATIENT in found and "CTRL-B42" in found and "ADT^A08" in found
             await page.screenshot(path=shots / "3-search.png")
 
-            # 4. open it: HL7 v2 segment by segment with field names, each delivery with its response and attempts
+            # 4. open it: HL7 v2 one line a segment, a click shows a segment's fields with their names; each
+            # delivery's copy with its response and attempts on a tab of its own
             await page.click(f"#message-table tbody tr[data-id='{mid}']")
-            await page.wait_for_selector("table.segments.hl7")
-            pid5 = await page.inner_text("table.segments.hl7 tr[data-field='PID-5']")
+            await page.wait_for_selector(".segments.hl7 .seg[data-segment='PID']")
+            await page.click(".segments.hl7 .seg[data-segment='PID'] .seg-line")
+            pid5 = await page.inner_text(".segments.hl7 tr[data-field='PID-5']")
             assert "Patient Name" in pid5 and "DOE^JANE^Q" in pid5
-            assert "Message Type" in await page.inner_text("table.segments.hl7 tr[data-field='MSH-9']")
-            flaky = page.locator("section.delivery[data-destination='flaky']")
-            assert "dead" in await flaky.inner_text()
-            assert (
-                "ok" in await page.locator("section.delivery[data-destination='ehr']").inner_text()
-            )  # the peer's answer
+            await page.click(".segments.hl7 .seg[data-segment='MSH'] .seg-line")
+            assert "Message Type" in await page.inner_text(".segments.hl7 tr[data-field='MSH-9']")
+            assert "dead" in await page.inner_text("#deliveries tr[data-destination='flaky']")
+            await page.click(".main-tabs button[data-tab='d:ehr']")
+            assert "ok" in await page.locator("section.delivery[data-destination='ehr']").inner_text()  # the answer
             await page.screenshot(path=shots / "4-detail.png")
+            await page.click(".main-tabs button[data-tab='received']")
+            await page.click(".expand-all")
             await page.screenshot(path=shots / "4-detail-full.png", full_page=True)
 
-            # 5. replay the dead delivery; it is sent this time
-            await flaky.locator("button.replay-one").click()
+            # 5. replay the dead delivery (the confirmation names it, and only it); it is sent this time
+            await page.locator("#deliveries tr[data-destination='flaky'] button.replay-one").click()
+            await page.wait_for_selector("dialog#confirm[open] #replay-plan")
+            assert await page.locator("#replay-plan li").all_inner_texts() == [f"message {mid} → flaky dead"]
+            await page.click("#confirm-ok")
             await page.wait_for_selector("#toast:not([hidden])")
             assert "Queued 1 delivery again" in await page.inner_text("#toast")
             await until(lambda: eng.store.delivery_states(mid) == ["sent", "sent"])
             await page.reload()
-            await page.wait_for_selector("section.delivery[data-destination='flaky'] .badge.sent")
-            await page.locator("section.delivery[data-destination='flaky']").scroll_into_view_if_needed()
+            await page.wait_for_selector("#deliveries tr[data-destination='flaky'] .badge.sent")
             await page.screenshot(path=shots / "5-replayed.png")
         finally:
             await browser.close()
