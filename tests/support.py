@@ -104,3 +104,20 @@ def listening(addr: tuple[str, int]) -> bool:
             return True
     except OSError:
         return False
+
+
+def sql(url: str, *statements: str, params: list[dict] | dict | None = None) -> list:
+    """Run statements on a peer database (PostgreSQL, MariaDB; one transaction) through SQLAlchemy; the rows of the
+    last, as tuples."""
+    from sqlalchemy import create_engine, text
+
+    eng = create_engine(url)
+    try:
+        with eng.begin() as conn:
+            rows: list = []
+            for s in statements:
+                r = conn.execute(text(s), params) if params is not None else conn.execute(text(s))
+                rows = [tuple(x) for x in r] if r.returns_rows else []
+            return rows
+    finally:
+        eng.dispose()

@@ -18,23 +18,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sqlalchemy import create_engine, text
 
-from support import write_config
+from support import sql, write_config
 
 pytestmark = pytest.mark.slow  # `hub run` in its own process, several times
 
 N = 40
-
-
-def sql(url: str, statement: str, params=None) -> list:
-    eng = create_engine(url)
-    try:
-        with eng.begin() as conn:
-            r = conn.execute(text(statement), params) if params is not None else conn.execute(text(statement))
-            return [tuple(x) for x in r] if r.returns_rows else []
-    finally:
-        eng.dispose()
 
 
 def rows(url: str, n: int) -> None:
@@ -42,7 +31,7 @@ def rows(url: str, n: int) -> None:
     sql(
         url,
         "INSERT INTO results (id, mrn) VALUES (:id, :mrn)",
-        [{"id": i, "mrn": f"M{i:04d}"} for i in range(1, n + 1)],
+        params=[{"id": i, "mrn": f"M{i:04d}"} for i in range(1, n + 1)],
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import io
 import logging
 import re
@@ -654,9 +655,7 @@ def alerts(
 
 
 # ------------------------------------------------------------------------------------------------ messages
-@router.get("/messages", tags=["messages"], summary="Search messages (newest first); page with before_id")
-def search_messages(
-    request: Request,
+def search_filters(
     channel: str | None = None,
     status: str | None = Query(
         None,
@@ -671,21 +670,17 @@ def search_messages(
     patient_id: str | None = Query(None, description="Needs a role that sees content."),
     message_type: str | None = Query(None, description="ADT (any trigger) or ADT^A04."),
     text: str | None = Query(None, description="Text contained in the raw message. Needs a role that sees content."),
-    before_id: int | None = _id_query("Page: messages with a smaller id."),
-    limit: int = Query(50, ge=1, le=500),
     rollup: str | None = Query(None, description="dead: messages whose rolled-up state is dead."),
-    p: Principal = Depends(require("view")),
-) -> dict[str, Any]:
-    hub = _hub(request)
+    before_id: int | None = _id_query("Page: messages with a smaller id."),
+) -> SearchQuery:
+    """The filters of ``GET /api/messages`` and of the exports, as one query."""
     if rollup:  # dead is the worst state: a message rolled up "dead" is one with a dead delivery
         if rollup != "dead" or (status and status != "dead"):
             raise HTTPException(422, "rollup: only 'dead' is a filter (use status for the others)")
         status = "dead"
     if status and status not in MESSAGE_STATUSES + DELIVERY_STATUSES:
         raise HTTPException(422, f"status: one of {', '.join(MESSAGE_STATUSES + DELIVERY_STATUSES)}")
-    if (patient_id or text) and not p.can("content"):
-        raise HTTPException(403, "searching by patient id or content needs a role that sees message content")
-    q = SearchQuery(
+    return SearchQuery(
         channel=channel or None,
         status=status or None,
         destination=destination or None,
@@ -696,8 +691,20 @@ def search_messages(
         message_type=message_type or None,
         text=text or None,
         before_id=before_id,
-        limit=limit,
     )
+
+
+@router.get("/messages", tags=["messages"], summary="Search messages (newest first); page with before_id")
+def search_messages(
+    request: Request,
+    q: SearchQuery = Depends(search_filters),
+    limit: int = Query(50, ge=1, le=500),
+    p: Principal = Depends(require("view")),
+) -> dict[str, Any]:
+    hub = _hub(request)
+    if (q.patient_id or q.text) and not p.can("content"):
+        raise HTTPException(403, "searching by patient id or content needs a role that sees message content")
+    q = dataclasses.replace(q, limit=limit)
     rows = _store_call(hub.store.search, q)
     for r in rows:
         r["rollup"] = rollup_status(r["status"], r.get("deliveries") or {})
@@ -706,9 +713,16 @@ def search_messages(
             r["patient_id"] = None
             r["error"] = None
             r["source_ref"] = None
-    elif patient_id or text:
+    elif q.patient_id or q.text:
         _store_call(
-            audit, request, p, "search", channel=channel, patient_id=patient_id, text=bool(text), results=len(rows)
+            audit,
+            request,
+            p,
+            "search",
+            channel=q.channel,
+            patient_id=q.patient_id,
+            text=bool(q.text),
+            results=len(rows),
         )
     return {"items": rows, "next_before_id": rows[-1]["id"] if len(rows) == limit else None}
 
@@ -731,40 +745,6 @@ _CSV_COLUMNS = (
     "size",
     "deliveries",
 )
-
-
-def export_filters(
-    channel: str | None = None,
-    status: str | None = Query(None, description="As for /api/messages."),
-    destination: str | None = None,
-    since: str | None = None,
-    until: str | None = None,
-    control_id: str | None = None,
-    patient_id: str | None = Query(None, description="Needs a role that sees content."),
-    message_type: str | None = None,
-    text: str | None = Query(None, description="Needs a role that sees content."),
-    rollup: str | None = Query(None, description="dead (as for /api/messages)."),
-    before_id: int | None = _id_query("Only messages with a smaller id."),
-) -> SearchQuery:
-    """The filters of ``GET /api/messages`` as one query (for the exports)."""
-    if rollup:
-        if rollup != "dead" or (status and status != "dead"):
-            raise HTTPException(422, "rollup: only 'dead' is a filter (use status for the others)")
-        status = "dead"
-    if status and status not in MESSAGE_STATUSES + DELIVERY_STATUSES:
-        raise HTTPException(422, f"status: one of {', '.join(MESSAGE_STATUSES + DELIVERY_STATUSES)}")
-    return SearchQuery(
-        channel=channel or None,
-        status=status or None,
-        destination=destination or None,
-        since=_when(since, "since"),
-        until=_when(until, "until"),
-        control_id=control_id or None,
-        patient_id=patient_id or None,
-        message_type=message_type or None,
-        text=text or None,
-        before_id=before_id,
-    )
 
 
 def _pages(hub: WebState, q: SearchQuery, most: int, page: int = 500) -> Iterator[list[dict[str, Any]]]:
@@ -798,7 +778,7 @@ def _need_content_for(q: SearchQuery, p: Principal) -> None:
     summary=f"The messages a search finds as CSV (metadata only, newest first, at most {EXPORT_CSV_MAX:,}), streamed",
 )
 def export_csv(
-    request: Request, q: SearchQuery = Depends(export_filters), p: Principal = Depends(require("view"))
+    request: Request, q: SearchQuery = Depends(search_filters), p: Principal = Depends(require("view"))
 ) -> StreamingResponse:
     hub = _hub(request)
     _need_content_for(q, p)
@@ -868,7 +848,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
     "streamed and audited",
 )
 def export_zip(
-    request: Request, q: SearchQuery = Depends(export_filters), p: Principal = Depends(require("content"))
+    request: Request, q: SearchQuery = Depends(search_filters), p: Principal = Depends(require("content"))
 ) -> StreamingResponse:
     hub = _hub(request)
     _store_call(hub.store.search, replace(q, limit=1))  # the store answers before the 200 goes out

@@ -18,20 +18,7 @@ from hub.engine import check
 from hub.errors import PermanentDelivery, RetryableDelivery
 from hub.message import Message
 from hub.spec import load_config
-from support import write_config
-
-
-def sql(url: str, *statements: str, params=None) -> list:
-    eng = create_engine(url)
-    try:
-        with eng.begin() as conn:
-            rows: list = []
-            for s in statements:
-                r = conn.execute(text(s), params) if params is not None else conn.execute(text(s))
-                rows = [tuple(x) for x in r] if r.returns_rows else []
-            return rows
-    finally:
-        eng.dispose()
+from support import sql, write_config
 
 
 def pg(url: str) -> bool:

@@ -9,28 +9,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from hub.channels.database import DatabaseSource, _decode_cursor, _encode_cursor
 from hub.engine import build, check
 from hub.errors import ConfigError, StoreError
 from hub.spec import load_config
 from hub.store import Store
-from support import write_config
-
-
-def sql(url: str, *statements: str, params: list[dict] | dict | None = None) -> list:
-    """Run statements on the peer database (autocommitted); the rows of the last."""
-    eng = create_engine(url)
-    try:
-        with eng.begin() as conn:
-            rows: list = []
-            for s in statements:
-                r = conn.execute(text(s), params) if params is not None else conn.execute(text(s))
-                rows = [tuple(x) for x in r] if r.returns_rows else []
-            return rows
-    finally:
-        eng.dispose()
+from support import sql, write_config
 
 
 def make_results(url: str, n: int, start: int = 1) -> None:
