@@ -17,9 +17,9 @@ The oldest waiting delivery of a queue is ``MIN(created_at)`` read from the part
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, TextClause, text
 
-__all__ = ["counts", "with_oldest", "fold", "recount", "WAITING"]
+__all__ = ["counts", "with_oldest", "fold", "fold_deltas", "recount", "WAITING"]
 
 #: Delivery statuses in the partial index ``ix_deliveries_waiting_age``.
 WAITING = ("queued", "retry", "sending", "dead")
@@ -62,11 +62,18 @@ def counts(conn: Connection) -> list[tuple[str, str, str, int]]:
 def fold(conn: Connection) -> bool:
     """PostgreSQL: move the pending deltas into ``counters`` (in the caller's transaction, which must commit).
     Skipped (False) on SQLite, which has no deltas, and while another node folds."""
+    return fold_deltas(conn, _FOLD, _FOLD_LOCK)
+
+
+def fold_deltas(conn: Connection, statement: TextClause, lock: int) -> bool:
+    """Run a fold ``statement`` (insert-only deltas into their table) on PostgreSQL under the advisory lock
+    ``lock``, so one node folds at a time and the others skip (False); False on SQLite, which has no deltas.
+    The counters' and the rollups' (:mod:`hub.store.rollups`) folds."""
     if conn.dialect.name != "postgresql":
         return False
-    if not conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _FOLD_LOCK}).scalar():
+    if not conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": lock}).scalar():
         return False
-    conn.execute(_FOLD)
+    conn.execute(statement)
     return True
 
 

@@ -32,6 +32,8 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from hub.store import counters
+
 __all__ = [
     "BOUNDS",
     "KEEP_ROLLUPS",
@@ -77,12 +79,7 @@ _FOLD_LOCK = 4242017  # pg advisory lock: one fold at a time across nodes; the o
 def fold(conn: Connection) -> bool:
     """PostgreSQL: move the pending deltas into ``rollups`` (in the caller's transaction, which must commit).
     Skipped (False) on SQLite, which has no deltas, and while another node folds."""
-    if conn.dialect.name != "postgresql":
-        return False
-    if not conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _FOLD_LOCK}).scalar():
-        return False
-    conn.execute(_FOLD)
-    return True
+    return counters.fold_deltas(conn, _FOLD, _FOLD_LOCK)
 
 
 def _where(channel: str | None, destination: str | None) -> tuple[str, dict[str, Any]]:
