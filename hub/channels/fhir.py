@@ -64,18 +64,27 @@ FHIR_JSON = "application/fhir+json"
 
 
 # ---------------------------------------------------------------------------------------------- auth
-class _AuthBase(BaseModel):
+class AuthBase(BaseModel):
+    """Base of the destinations' auth settings (unknown keys refused)."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class BearerAuth(_AuthBase):
-    """A fixed token: ``{type: bearer, token: ${EHR_TOKEN}}``."""
+class BearerAuth(AuthBase):
+    """A fixed token: ``{type: bearer, token: ${EHR_TOKEN}}`` (the ``fhir_rest`` and ``http`` destinations)."""
 
     type: Literal["bearer"] = "bearer"
-    token: str = Field(description="The bearer token (use ${VAR} to keep it out of git).")
+    token: str = Field(
+        description="The bearer token (write ${VAR} to keep it out of git); empty: no Authorization header is sent."
+    )
+
+    def header(self) -> str | None:
+        # An empty token (``${API_TOKEN:-}`` unset) sends no header rather than "Bearer " with nothing after it:
+        # the server's 401 then says plainly that credentials are missing.
+        return f"Bearer {self.token}" if self.token else None
 
 
-class SmartAuth(_AuthBase):
+class SmartAuth(AuthBase):
     """SMART backend services: client-credentials grant with a signed JWT client assertion."""
 
     type: Literal["smart"] = "smart"
@@ -91,7 +100,9 @@ class SmartAuth(_AuthBase):
     scope: str = Field("system/*.write system/*.read", description="Scopes requested.")
 
 
-class NoAuth(_AuthBase):
+class NoAuth(AuthBase):
+    """No Authorization header."""
+
     type: Literal["none"] = "none"
 
 
@@ -117,7 +128,7 @@ class _TokenSource:
     async def header(self, client: httpx.AsyncClient) -> str | None:
         auth = self.auth
         if isinstance(auth, BearerAuth):
-            return f"Bearer {auth.token}"
+            return auth.header()
         if not isinstance(auth, SmartAuth):
             return None
         async with self._lock:

@@ -51,6 +51,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hub.channels.base import Context, Receipt, Receiver, Result
+from hub.channels.fhir import AuthBase, BearerAuth, NoAuth
 from hub.channels.fhir_delivery import retry_after_seconds
 from hub.channels.http_auth import Principal, basic_principal, client_ip, principal
 from hub.errors import ConfigError, InputError, PermanentDelivery, RetryableDelivery, retryable_http_status
@@ -635,26 +636,7 @@ def _hl7_error(raw: bytes, reason: str) -> bytes | None:
 
 
 # ---------------------------------------------------------------------------------------------- destination auth
-class _AuthBase(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class NoAuth(_AuthBase):
-    """No Authorization header."""
-
-    type: Literal["none"] = "none"
-
-
-class BearerAuth(_AuthBase):
-    """A fixed token: ``{type: bearer, token: ${API_TOKEN}}``."""
-
-    type: Literal["bearer"] = "bearer"
-    token: str = Field(
-        description="The bearer token (write ${VAR} to keep it out of git); empty: no Authorization header is sent."
-    )
-
-
-class BasicAuth(_AuthBase):
+class BasicAuth(AuthBase):
     """HTTP Basic: ``{type: basic, username: hub, password: ${PEER_PASSWORD}}``."""
 
     type: Literal["basic"] = "basic"
@@ -662,7 +644,7 @@ class BasicAuth(_AuthBase):
     password: str = Field(description="Password (write ${VAR}).")
 
 
-class OAuth2Auth(_AuthBase):
+class OAuth2Auth(AuthBase):
     """OAuth 2 client credentials: a token from ``token_url``, cached until it expires (less 30 s) and fetched again
     when the server answers 401."""
 
@@ -728,9 +710,7 @@ class _Authorizer:
     async def header(self, client: httpx.AsyncClient) -> str | None:
         auth = self.auth
         if isinstance(auth, BearerAuth):
-            # An empty token (``${PM_API_TOKEN:-}`` unset) sends no header rather than "Bearer " with nothing after
-            # it: the server's 401 then says plainly that credentials are missing.
-            return f"Bearer {auth.token}" if auth.token else None
+            return auth.header()
         if isinstance(auth, BasicAuth):
             pair = f"{auth.username}:{auth.password}".encode()
             return "Basic " + base64.b64encode(pair).decode("ascii")
