@@ -10,7 +10,7 @@ times on each, median of a few runs:
 - the same screens' queries as they were before the counters (a GROUP BY over history; the last-hour counts as
   SQLite planned them), once each, for the before/after;
 - search by control id and by patient id;
-- :func:`search_rows` — text and status-only search (point 2) — and :func:`retention_rows` — pruning (point 3).
+- :func:`search_rows` — text and status-only search (point 2); pruning (point 3) is bench_retention.py's.
 
 Run: ``pytest -s tests/bench/bench_scale.py -o python_files='bench_*.py'`` or ``python tests/bench/bench_scale.py``.
 ``HUB_BENCH_SCALE_N`` / ``HUB_BENCH_SCALE_PG_N`` change the sizes (a store of another size is built once too).
@@ -26,9 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -36,7 +34,7 @@ for p in (str(ROOT), str(HERE), str(HERE.parent)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-from scale_store import WORDS, build  # noqa: E402
+from scale_store import WORDS, build, timed  # noqa: E402
 
 from hub.store import SearchQuery, Store  # noqa: E402
 
@@ -47,18 +45,6 @@ PG_PORT = os.environ.get("HUB_TEST_PG_PORT", "5432")
 REPEAT = 5
 
 Rows = dict[str, float]  # label → median milliseconds
-
-
-def timed(fn: Callable[[], Any], repeat: int = REPEAT, warm: bool = True) -> float:
-    """Median milliseconds of ``repeat`` calls (after one warm-up call)."""
-    if warm:
-        fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000
 
 
 # ------------------------------------------------------------------------------------------------ point 1: screens
@@ -195,20 +181,12 @@ def search_rows(url: str) -> Rows:
     return rows(url)
 
 
-# ------------------------------------------------------------------------------------------------ point 3: retention
-def retention_rows(url: str) -> Rows:
-    """RETENTION HELPER: add the rows of point 3 here (prune, space freed …) — on a copy of the store, never the
-    cached one. Today: none here (bench_retention.py prints them)."""
-    return {}
-
-
 # ------------------------------------------------------------------------------------------------ the table
 def measure(url: str) -> Rows:
     with tempfile.TemporaryDirectory(prefix="hub-bench-scale-") as tmp:
         rows = screen_rows(url, Path(tmp))
     rows.update(lookup_rows(url))
     rows.update(search_rows(url))
-    rows.update(retention_rows(url))
     return rows
 
 

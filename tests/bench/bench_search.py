@@ -15,13 +15,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -29,7 +26,7 @@ for p in (str(ROOT), str(HERE)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-from scale_store import WORDS, build  # noqa: E402
+from scale_store import WORDS, build, timed  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from hub.store import SearchQuery, Store  # noqa: E402
@@ -42,17 +39,6 @@ REPEAT = 5
 LIMIT = 50  # a page of the dashboard
 
 Rows = dict[str, float]
-
-
-def timed(fn: Callable[[], Any], repeat: int = REPEAT) -> float:
-    """Median milliseconds of ``repeat`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000
 
 
 #: label → the query (a page of 50, newest first, as the dashboard and `hub messages` ask)

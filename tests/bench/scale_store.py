@@ -29,9 +29,10 @@ import hashlib
 import json
 import random
 import sqlite3
+import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -570,6 +571,19 @@ def _build_pg(url: str, n: int) -> None:
         _migrate(url, "upgrade", "head")
     with psycopg.connect(_pg_dsn(url), autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
+
+
+# ------------------------------------------------------------------------------------------------ timing
+def timed(fn: Callable[[], Any], repeat: int = 5, warm: bool = True) -> float:
+    """Median milliseconds of ``repeat`` calls (after one warm-up call): the scale benchmarks' measure."""
+    if warm:
+        fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000
 
 
 # ------------------------------------------------------------------------------------------------ cache
