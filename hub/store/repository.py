@@ -352,7 +352,7 @@ class Store:
         transaction of about ``step`` seconds (the accepts queued behind one wait no longer), until all are or
         ``budget`` seconds have passed; returns how many it indexed. The running hub calls it every second
         (:class:`hub.engine.Engine`); a search scans what is not indexed yet, so it only makes searches faster."""
-        if self.dialect != "sqlite":
+        if self.dialect != "sqlite" or not self.run_read(search_index.pending):
             return 0
         total = 0
         ends = None if budget is None else time.monotonic() + budget

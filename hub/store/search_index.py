@@ -56,6 +56,7 @@ __all__ = [
     "after_delete",
     "tidy",
     "shrink_retired",
+    "pending",
     "unindexed",
     "pg_escape",
     "pg_like_pattern",
@@ -203,6 +204,15 @@ def index_step(conn: Connection, rows: int) -> int:
         )
         return max(n, 1)
     return 0
+
+
+def pending(conn: Connection) -> bool:
+    """Whether any stored message is not indexed yet: one primary-key probe per part a search would scan (a read,
+    so an idle hub's indexer does not take the writer every second for nothing)."""
+    if not has_index(conn):
+        return False
+    probe = "SELECT 1 FROM messages WHERE id BETWEEN ? AND ? LIMIT 1"
+    return any(conn.exec_driver_sql(probe, (a.lo, a.hi)).first() for a in arms(conn) if a.table is None)
 
 
 def unindexed(conn: Connection) -> int:

@@ -326,9 +326,12 @@ def test_the_indexer_fills_segments_newest_first_and_a_search_scans_the_rest(tmp
             search_index.Arm(first, first + 3, f"search_fts_{top}"),
             search_index.Arm(1, first - 1, None),  # the older segments: one scan
         ]
+        with store.engine.connect() as conn:
+            assert search_index.pending(conn)
         assert store.index_text() == len(mids) - 4
         with store.engine.connect() as conn:
             assert search_index.unindexed(conn) == 0
+            assert not search_index.pending(conn)  # the idle indexer then leaves the writer alone
             assert all(a.table is not None for a in arms(conn))
         assert _fts_tables(store) == {f"search_fts_{n}" for n in range(top + 1)}
         assert_same_as_oracle(store)
@@ -350,6 +353,8 @@ def test_prune_drops_emptied_segments_rebuilds_stale_ones_and_reused_ids_are_ind
         assert pruned == len(old)
         # the segments that held only pruned messages are gone; the one shared with new messages stays
         assert _fts_tables(store) == {f"search_fts_{n}" for n in {i // 7 for i in new}}
+        with store.engine.connect() as conn:
+            assert not search_index.pending(conn)  # ids of pruned messages are nothing to index
         assert_same_as_oracle(store)
 
         # the newest messages deleted: SQLite gives their ids out again; the new messages holding them are found
