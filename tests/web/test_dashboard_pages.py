@@ -324,7 +324,9 @@ async def test_operator_overview_messages_message_view_and_replay(hub):
             await b.shoot("message-fhir", dark=False)
             await b.go(f"/messages/{hub['x12']}")
             await page.click(".segments.x12 .seg[data-segment='ISA'] .seg-line")
-            assert "Sender ID" in await page.inner_text(".segments.x12 .seg[data-segment='ISA'] tr[data-field='ISA06']")
+            assert "Interchange Sender ID" in await page.inner_text(
+                ".segments.x12 .seg[data-segment='ISA'] tr[data-field='ISA06']"
+            )
             await b.shoot("message-x12", dark=False)
 
             # alerts

@@ -62,47 +62,11 @@ export function hl7View(structure, raw) {
   return segmentList("hl7", structure.segments, segmentLines(raw), fieldRows);
 }
 
-// X12 element names for the segments of the transactions the hub carries (837, 835, 270/271, 276/277, 834).
-const X12_NAMES = {
-  ISA: ["Authorization Qualifier", "Authorization Information", "Security Qualifier", "Security Information", "Sender ID Qualifier", "Sender ID", "Receiver ID Qualifier", "Receiver ID", "Date", "Time", "Repetition Separator", "Version", "Control Number", "Acknowledgment Requested", "Usage Indicator", "Component Separator"],
-  GS: ["Functional ID Code", "Application Sender Code", "Application Receiver Code", "Date", "Time", "Group Control Number", "Responsible Agency Code", "Version / Release"],
-  ST: ["Transaction Set ID", "Control Number", "Implementation Convention Reference"],
-  SE: ["Number of Segments", "Control Number"],
-  GE: ["Number of Transaction Sets", "Group Control Number"],
-  IEA: ["Number of Functional Groups", "Interchange Control Number"],
-  BHT: ["Hierarchical Structure Code", "Transaction Set Purpose", "Reference ID", "Date", "Time", "Transaction Type Code"],
-  HL: ["Hierarchical ID Number", "Parent ID Number", "Level Code", "Child Code"],
-  NM1: ["Entity ID Code", "Entity Type Qualifier", "Last or Organization Name", "First Name", "Middle Name", "Name Prefix", "Name Suffix", "ID Code Qualifier", "ID Code"],
-  N3: ["Address Line 1", "Address Line 2"],
-  N4: ["City", "State", "Postal Code", "Country Code"],
-  REF: ["Reference ID Qualifier", "Reference ID", "Description"],
-  PER: ["Contact Function Code", "Name", "Communication Qualifier", "Communication Number", "Communication Qualifier 2", "Communication Number 2"],
-  PRV: ["Provider Code", "Reference ID Qualifier", "Provider Taxonomy Code"],
-  SBR: ["Payer Responsibility", "Relationship Code", "Group Number", "Group Name", "Insurance Type", "", "", "", "Claim Filing Indicator"],
-  PAT: ["Relationship Code"],
-  DMG: ["Date Format Qualifier", "Date of Birth", "Gender Code"],
-  CLM: ["Patient Control Number", "Total Charge", "", "", "Place of Service", "Provider Signature", "Assignment", "Benefits Assignment", "Release of Information"],
-  DTP: ["Date Qualifier", "Date Format Qualifier", "Date"],
-  HI: ["Diagnosis 1", "Diagnosis 2", "Diagnosis 3", "Diagnosis 4", "Diagnosis 5", "Diagnosis 6"],
-  LX: ["Line Number"],
-  SV1: ["Procedure", "Charge", "Unit Basis", "Units", "Place of Service", "", "Diagnosis Pointer"],
-  SV2: ["Revenue Code", "Procedure", "Charge", "Unit Basis", "Units"],
-  BPR: ["Transaction Handling Code", "Payment Amount", "Credit/Debit Flag", "Payment Method", "Payment Format"],
-  TRN: ["Trace Type Code", "Reference ID", "Originating Company ID"],
-  CLP: ["Patient Control Number", "Claim Status", "Total Charge", "Payment Amount", "Patient Responsibility", "Claim Filing Indicator", "Payer Claim Control Number"],
-  SVC: ["Procedure", "Charge", "Payment Amount", "Revenue Code", "Units Paid"],
-  CAS: ["Adjustment Group", "Reason Code", "Amount", "Quantity"],
-  AMT: ["Amount Qualifier", "Amount"],
-  EQ: ["Service Type Code"],
-  EB: ["Eligibility Code", "Coverage Level", "Service Type", "Insurance Type", "Plan Description"],
-  INS: ["Subscriber Indicator", "Relationship Code", "Maintenance Type", "Maintenance Reason", "Benefit Status"],
-};
-
+// Element names come from the server: the implementation guide's, read from pyx12's maps (hub/web/render.py).
 function x12Rows(seg) {
-  const names = X12_NAMES[seg.id] || [];
+  const names = seg.element_names || {};
   return seg.elements.map((e) => {
-    const n = parseInt(e.id.slice(seg.id.length), 10);
-    const name = names[n - 1] || "";
+    const name = names[e.id] || "";
     return el("tr", { class: "field", "data-field": e.id }, el("td", { class: "fid", text: e.id }),
       el("td", { class: "fname", text: name + (e.components ? (name ? " — " : "") + e.components.join(" : ") : "") }),
       el("td", { class: "fval", text: e.value }));
